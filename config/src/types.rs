@@ -1,0 +1,266 @@
+//! The validated cluster description and the small types it is made of.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The most replicas a cluster may have: the edge box clones each inbound
+/// packet once per replica in a bounded loop, and quorum latency grows with
+/// the count long before this.
+pub const MAX_REPLICAS: usize = 16;
+
+/// etcd refuses leases shorter than 1.5 election timeouts (1.5 s with default
+/// settings) and rounds up to whole seconds.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// A replica's identity in the cluster: stable across restarts, never 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicaId(u32);
+
+impl ReplicaId {
+    /// `None` for 0, which is reserved to mean "no replica".
+    pub const fn new(id: u32) -> Option<Self> {
+        if id == 0 { None } else { Some(Self(id)) }
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for ReplicaId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<u32>().ok().and_then(Self::new).ok_or_else(|| {
+            format!(
+                "`{s}` is not a replica id (a whole number from 1 to {})",
+                u32::MAX
+            )
+        })
+    }
+}
+
+/// A value given for an enumerated setting is not one of its choices.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{given}` is not one of: {}", choices.join(", "))]
+pub struct ParseEnumError {
+    pub given: String,
+    pub choices: &'static [&'static str],
+}
+
+macro_rules! choice_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub const CHOICES: &'static [&'static str] = &[$($text),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseEnumError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(ParseEnumError { given: s.to_string(), choices: Self::CHOICES }),
+                }
+            }
+        }
+    };
+}
+
+choice_enum! {
+    /// When an effect may leave through the gatekeeper, relative to the event
+    /// that caused it being durable.
+    Optimism {
+        /// Once a quorum of replicas has the event on disk (the default).
+        Quorum = "quorum",
+        /// Once the leader has the event on its own disk.
+        Leader = "leader",
+        /// Once every replica has the event on disk.
+        All = "all",
+    }
+}
+
+choice_enum! {
+    /// How the edge box fans inbound packets out to the replicas.
+    LbMode {
+        /// XDP classifier + TC cloner in the driver's native XDP mode when it
+        /// has one, else the kernel's generic mode.
+        Xdp = "xdp",
+        /// XDP in generic (skb) mode only: for drivers whose native mode
+        /// misbehaves.
+        XdpGeneric = "xdp-generic",
+        /// A userspace relay for hosts without XDP.
+        Userspace = "userspace",
+    }
+}
+
+/// The whole cluster, as validated from one file plus command-line overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from; relative paths in it were resolved against
+    /// its directory.
+    pub source: PathBuf,
+    /// Names the cluster in etcd keys (`<prefix>/<cluster>/leader`).
+    pub cluster: String,
+    pub ship: ShipConfig,
+    pub optimism: Optimism,
+    /// Sorted by id.
+    pub replicas: Vec<ReplicaConfig>,
+    pub lb: LbConfig,
+    pub gatekeeper: GatekeeperConfig,
+    pub etcd: EtcdConfig,
+    pub eventlog: EventlogConfig,
+    pub agent: AgentConfig,
+}
+
+impl Config {
+    pub fn replica(&self, id: ReplicaId) -> Option<&ReplicaConfig> {
+        self.replicas.iter().find(|r| r.id == id)
+    }
+
+    /// How many replicas must hold an event for it to be committed.
+    pub fn quorum(&self) -> usize {
+        self.replicas.len() / 2 + 1
+    }
+
+    /// `<prefix>/<cluster>`, under which every etcd key of this cluster lives.
+    pub fn etcd_root(&self) -> String {
+        format!("{}/{}", self.etcd.prefix, self.cluster)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipConfig {
+    /// The ship's public Ames address: what peers send to and where answers
+    /// come from.
+    pub public: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    pub id: ReplicaId,
+    /// Where the edge box sends this replica's copy of each inbound packet.
+    pub ames: SocketAddr,
+    /// This replica's event log node (Raft and client API).
+    pub eventlog: SocketAddr,
+    /// Prometheus metrics of this replica's event log node.
+    pub eventlog_metrics: SocketAddr,
+    /// Prometheus metrics of this replica's agent.
+    pub metrics: SocketAddr,
+    /// The secret this replica signs its effect envelopes with.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbConfig {
+    /// The edge box's interface that receives the ship's inbound traffic.
+    pub interface: String,
+    pub mode: LbMode,
+    pub metrics: SocketAddr,
+    /// Drop packets for the ship that are not Ames, fine, STUN or mesa.
+    pub drop_malformed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatekeeperConfig {
+    /// Where replicas send effect envelopes (UDP).
+    pub listen: SocketAddr,
+    pub metrics: SocketAddr,
+    /// Most effects held waiting for their event to commit.
+    pub hold_limit: usize,
+    /// Longest an effect may wait for its event to commit before it is dropped.
+    pub hold_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// `http://host:port` URLs.
+    pub endpoints: Vec<String>,
+    /// TTL of the leases behind leadership and the active gatekeeper.
+    pub lease_ttl: Duration,
+    /// Key prefix, starting with `/` and without a trailing one.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventlogConfig {
+    /// Each node keeps its files in `<data_dir>/replica-<id>`.
+    pub data_dir: PathBuf,
+    /// Largest single event accepted.
+    pub max_event_bytes: usize,
+    /// How a client merges concurrent appends into one Raft entry.
+    pub batch: BatchLimits,
+    /// The secret shared by the event log nodes and their clients.
+    pub secret_file: PathBuf,
+}
+
+impl EventlogConfig {
+    pub fn node_dir(&self, id: ReplicaId) -> PathBuf {
+        self.data_dir.join(format!("replica-{id}"))
+    }
+}
+
+/// Settings every replica agent shares (the `[replica]` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Most events the leader computes beyond the commit point.
+    pub max_run_ahead: usize,
+    /// Most inbound packets a follower keeps for a promotion.
+    pub buffer_packets: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_events: usize,
+    pub max_bytes: usize,
+    /// How long a client waits for more appends before sending a batch.
+    pub max_linger: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_round_trip() {
+        for s in Optimism::CHOICES {
+            assert_eq!(s.parse::<Optimism>().unwrap().as_str(), *s);
+        }
+        let err = "fast".parse::<Optimism>().unwrap_err();
+        assert_eq!(err.to_string(), "`fast` is not one of: quorum, leader, all");
+    }
+
+    #[test]
+    fn replica_id_zero_is_reserved() {
+        assert!(ReplicaId::new(0).is_none());
+        assert!("0".parse::<ReplicaId>().is_err());
+        assert_eq!("7".parse::<ReplicaId>().unwrap().get(), 7);
+    }
+}

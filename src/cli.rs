@@ -1,0 +1,165 @@
+//! The command line: every subcommand and option, with its help text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use config::Optimism;
+
+/// Keeps an Urbit ship alive through a hardware failure.
+///
+/// Seguro runs one ship on several replica hosts behind one edge box: the edge
+/// box copies every inbound Ames packet to every replica, the replicas keep
+/// the event log on a quorum of disks, and only the elected leader's effects
+/// leave, once their events are committed.
+#[derive(Debug, Parser)]
+#[command(
+    name = "seguro",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a cluster config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create secret key files (replica signing keys, the event log secret).
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file; print every problem as FILE:LINE:COL.
+    ///
+    /// Exits 0 if the file is usable (warnings are printed), 2 if not.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The config file to check.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Which key files must be present: all of them (the operator's master
+    /// copy), the edge box's, or one replica host's.
+    #[arg(long, value_name = "WHERE", default_value = "all")]
+    pub keys: KeysScope,
+
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// Whose key files `config check` insists on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeysScope {
+    All,
+    Edge,
+    Replica(config::ReplicaId),
+    None,
+}
+
+impl std::str::FromStr for KeysScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(Self::All),
+            "edge" => Ok(Self::Edge),
+            "none" => Ok(Self::None),
+            _ => match s.strip_prefix("replica=") {
+                Some(id) => id.parse().map(Self::Replica),
+                None => Err(format!("`{s}` is not one of: all, edge, replica=ID, none")),
+            },
+        }
+    }
+}
+
+/// The options every daemon takes to find and adjust the cluster config.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The cluster config file.
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        env = "SEGURO_CONFIG",
+        default_value = "/etc/seguro/seguro.toml"
+    )]
+    pub config: PathBuf,
+
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// Command-line replacements for parts of the config file.
+#[derive(Debug, Args)]
+pub struct OverrideArgs {
+    /// Replace the config's replicas with these Ames addresses, numbered 1, 2, 3...
+    /// in order; their other settings take the defaults.
+    #[arg(
+        short = 'r',
+        long = "replicas",
+        visible_alias = "machines",
+        short_alias = 'm',
+        value_name = "IP:PORT,...",
+        value_delimiter = ','
+    )]
+    pub replicas: Option<Vec<SocketAddr>>,
+
+    /// When effects may leave: quorum (default), leader or all.
+    #[arg(short, long, value_name = "POLICY")]
+    pub optimism: Option<Optimism>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Key files to create (readable by their owner only); existing files are
+    /// never overwritten.
+    #[arg(value_name = "FILE", num_args = 1.., required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn replicas_take_a_list_and_machines_is_an_alias() {
+        let cli = Cli::try_parse_from([
+            "seguro",
+            "config",
+            "check",
+            "f.toml",
+            "-m",
+            "10.0.0.1:1,10.0.0.2:1",
+            "-o",
+            "leader",
+        ])
+        .unwrap();
+        let Command::Config(ConfigCommand::Check(args)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.overrides.replicas.unwrap().len(), 2);
+        assert_eq!(args.overrides.optimism, Some(Optimism::Leader));
+        assert!(
+            Cli::try_parse_from(["seguro", "config", "check", "f.toml", "-o", "fast"]).is_err()
+        );
+    }
+}

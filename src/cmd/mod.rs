@@ -1,0 +1,57 @@
+//! What each subcommand does, and how failures become exit codes.
+
+pub mod config;
+pub mod keygen;
+
+use std::process::ExitCode;
+
+use ::config::{Config, Diagnostics, KeyCheck, Overrides};
+
+use crate::cli::OverrideArgs;
+
+/// Exit code for bad usage or an unusable config.
+pub const EXIT_USAGE: u8 = 2;
+
+/// A failure that is the user's input, not the program: exits 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Prints an error the way its kind deserves and picks the exit code.
+pub fn report(e: anyhow::Error) -> ExitCode {
+    if let Some(d) = e.downcast_ref::<Diagnostics>() {
+        eprintln!("{d}");
+        let n = d.errors().count();
+        eprintln!("{n} error{} in the config", if n == 1 { "" } else { "s" });
+        return ExitCode::from(EXIT_USAGE);
+    }
+    eprintln!("error: {e:#}");
+    if e.downcast_ref::<UsageError>().is_some() {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+impl From<&OverrideArgs> for Overrides {
+    fn from(args: &OverrideArgs) -> Self {
+        Overrides {
+            replicas: args.replicas.clone(),
+            optimism: args.optimism,
+        }
+    }
+}
+
+/// Loads the config for a command, printing its warnings; errors come back
+/// as [`Diagnostics`] so that [`report`] exits 2.
+pub fn load_config(
+    path: &std::path::Path,
+    overrides: &OverrideArgs,
+    keys: KeyCheck,
+) -> anyhow::Result<Config> {
+    let (config, warnings) = Config::load(path, &overrides.into(), keys)?;
+    for w in warnings.iter() {
+        eprintln!("{w}");
+    }
+    Ok(config)
+}

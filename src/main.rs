@@ -1,0 +1,38 @@
+//! `seguro`: one binary for every part of a Seguro cluster.
+
+mod cli;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        Command::Config(args) => cmd::config::run(args),
+        Command::Keygen(args) => cmd::keygen::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => cmd::report(e),
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the level `-v` sets.
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
