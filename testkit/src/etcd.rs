@@ -1,0 +1,167 @@
+//! A real etcd server on loopback, in its own data directory, for one test.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+/// A single-member etcd cluster listening on free loopback ports. It is
+/// killed and its data removed when dropped.
+pub struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    /// The etcd binary: `$SEGURO_ETCD`, else `etcd` on the PATH.
+    pub fn binary() -> PathBuf {
+        std::env::var_os("SEGURO_ETCD").map_or_else(|| PathBuf::from("etcd"), PathBuf::from)
+    }
+
+    /// Starts etcd and waits until it reports healthy.
+    pub fn start() -> io::Result<Self> {
+        let mut etcd = Etcd {
+            child: None,
+            dir: tempfile::tempdir()?,
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        etcd.spawn()?;
+        Ok(etcd)
+    }
+
+    /// The client URL, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server (SIGKILL) and reaps it; its data stays for a restart.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server gracefully (SIGTERM) and reaps it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child, which has not been reaped, so
+            // its pid cannot have been reused.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and data.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.path().join("etcd.log"))?;
+        let child = Command::new(Self::binary())
+            .arg("--name=test")
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .arg("--log-level=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot start {}: {e} (run `make deps`)",
+                        Self::binary().display()
+                    ),
+                )
+            })?;
+        self.child = Some(child);
+        self.wait_healthy(Duration::from_secs(20))
+    }
+
+    fn wait_healthy(&mut self, limit: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+                return Err(io::Error::other(format!(
+                    "etcd exited with {status}:\n{log}"
+                )));
+            }
+            if self.healthy() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "etcd did not become healthy",
+        ))
+    }
+
+    fn healthy(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let request = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        let mut body = String::new();
+        s.write_all(request.as_bytes()).is_ok()
+            && s.read_to_string(&mut body).is_ok()
+            && body.contains("\"health\":\"true\"")
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_answers_and_restarts() {
+        let mut etcd = Etcd::start().expect("etcd starts");
+        assert!(etcd.healthy());
+        etcd.kill();
+        assert!(!etcd.healthy());
+        etcd.restart().unwrap();
+        assert!(etcd.healthy());
+        etcd.stop();
+        assert!(etcd.pid().is_none());
+    }
+}
