@@ -34,7 +34,7 @@ unit: deps
 # A short run on every `make test`; `make fuzz` runs longer.
 fuzz-smoke: FUZZ_SECONDS = 20
 fuzz-smoke fuzz: deps
-	cd ames/fuzz && $(CARGO) +nightly fuzz run --release classify_parse -- -max_total_time=$(FUZZ_SECONDS)
+	cd ames && $(CARGO) +nightly fuzz run classify_parse -- -max_total_time=$(FUZZ_SECONDS)
 
 test: lint unit fuzz-smoke
 

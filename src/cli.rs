@@ -33,6 +33,9 @@ pub enum Command {
     /// Check a cluster config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect Ames packets.
+    #[command(subcommand)]
+    Ames(AmesCommand),
     /// Create secret key files (replica signing keys, the event log secret).
     Keygen(KeygenArgs),
 }
@@ -120,6 +123,27 @@ pub struct OverrideArgs {
     /// When effects may leave: quorum (default), leader or all.
     #[arg(short, long, value_name = "POLICY")]
     pub optimism: Option<Optimism>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AmesCommand {
+    /// Decode one packet given as hex and say what it is.
+    ///
+    /// Prints the packet's class (ames, fine-request, fine-response, stun,
+    /// mesa or malformed) and, for Ames, its header, prelude and mug check.
+    /// Exits 1 if the packet is malformed, saying why.
+    Decode(DecodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// The UDP payload in hex; spaces and colons are ignored.
+    #[arg(value_name = "HEX", num_args = 1.., required = true)]
+    pub hex: Vec<String>,
+
+    /// Print one JSON object instead of `key: value` lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

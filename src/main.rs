@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Config(args) => cmd::config::run(args),
+        Command::Ames(args) => cmd::ames::run(args),
         Command::Keygen(args) => cmd::keygen::run(args),
     };
     match result {

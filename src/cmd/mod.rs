@@ -1,5 +1,6 @@
 //! What each subcommand does, and how failures become exit codes.
 
+pub mod ames;
 pub mod config;
 pub mod keygen;
 
