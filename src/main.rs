@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Config(args) => cmd::config::run(args),
         Command::Ames(args) => cmd::ames::run(args),
         Command::Keygen(args) => cmd::keygen::run(args),
+        Command::Lb(args) => cmd::lb::run(args),
     };
     match result {
         Ok(code) => code,
@@ -31,6 +32,9 @@ fn init_tracing(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
+    // netlink-packet-route warns about every attribute newer kernels add,
+    // each time `seguro lb` reads a link.
+    let default = format!("{default},netlink_packet_route=error");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -3,6 +3,7 @@
 pub mod ames;
 pub mod config;
 pub mod keygen;
+pub mod lb;
 
 use std::process::ExitCode;
 
