@@ -32,10 +32,13 @@ fn init_tracing(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // netlink-packet-route warns about every attribute newer kernels add,
     // each time `seguro lb` reads a link.
-    let default = format!("{default},netlink_packet_route=error");
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let quiet = "netlink_packet_route=error"
+        .parse()
+        .expect("a valid directive");
+    let filter = filter.add_directive(quiet);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

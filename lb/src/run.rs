@@ -372,6 +372,16 @@ fn log_hops(desired: &Desired, now: &[Hop], before: Option<&[Hop]>) {
     }
 }
 
+/// `1=10.0.1.1:34543 2=...`: the replica set, for logs.
+fn listed(desired: &Desired) -> String {
+    let each: Vec<String> = desired
+        .replicas
+        .iter()
+        .map(|r| format!("{}={}", r.id, r.ames))
+        .collect();
+    each.join(" ")
+}
+
 fn mac(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))

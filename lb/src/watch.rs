@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// How long the file must stay untouched before a change counts: editors
 /// write a file in several steps (truncate, write, rename).
@@ -15,6 +16,10 @@ const QUIET: Duration = Duration::from_millis(250);
 pub struct ConfigWatch {
     _watcher: RecommendedWatcher,
     events: mpsc::Receiver<()>,
+    /// When the last change not yet reported was seen. Kept here, not in
+    /// [`changed`](Self::changed)'s future, so that a caller that drops that
+    /// future (a `select!` taking another branch) loses nothing.
+    pending: Option<Instant>,
 }
 
 impl ConfigWatch {
@@ -43,18 +48,28 @@ impl ConfigWatch {
         Ok(Self {
             _watcher: watcher,
             events,
+            pending: None,
         })
     }
 
     /// Returns once the file has changed and then stayed quiet for [`QUIET`].
+    /// Cancel-safe.
     pub async fn changed(&mut self) {
-        if self.events.recv().await.is_none() {
-            return std::future::pending().await;
-        }
         loop {
-            match tokio::time::timeout(QUIET, self.events.recv()).await {
-                Ok(Some(())) => continue,
-                Ok(None) | Err(_) => return,
+            match self.pending {
+                None => match self.events.recv().await {
+                    Some(()) => self.pending = Some(Instant::now()),
+                    None => return std::future::pending().await,
+                },
+                Some(seen) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(seen + QUIET) => {
+                            self.pending = None;
+                            return;
+                        }
+                        Some(()) = self.events.recv() => self.pending = Some(Instant::now()),
+                    }
+                }
             }
         }
     }
