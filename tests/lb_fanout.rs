@@ -81,7 +81,7 @@ fn mix() -> Mix {
     let prelude = Prelude::new(ship_of(Rank::Four), ship_of(Rank::Two));
     accepted.push(
         Packet {
-            prelude: prelude.clone(),
+            prelude,
             body: Body::FineRequest(peep.clone()),
         }
         .to_bytes(),
@@ -724,13 +724,184 @@ fn userspace_relay_fans_out_with_the_peers_source() {
 #[test]
 fn ipv6_fans_out_in_both_modes() {
     let edge = Edge::new(Family::V6);
+    // A second lane of the peer's whose packets carry a hop-by-hop options
+    // header: the XDP program leaves those to the TC program.
+    let options_lane = SocketAddr::new(edge.lab.peer_ip(Family::V6), PEER_PORT + 1);
+    let with_options = edge.lab.peer.run(|| UdpSocket::bind(options_lane).unwrap());
+    // Next header (set by the kernel), length 0, PadN of 4.
+    set_option(
+        &with_options,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_HOPOPTS,
+        &[0, 0, 1, 4, 0, 0, 0, 0],
+    );
     for (mode, shown) in [("xdp", "xdp-native"), ("userspace", "userspace")] {
         let config = edge.install(&edge.config(mode, &[1, 2, 3]));
         let lb = edge.start(&config);
         check_mix(&edge, shown);
+        let packet = mix().accepted[7].clone();
+        with_options.send_to(&packet, edge.ship()).unwrap();
+        for i in 1..=3 {
+            let got = edge.expected_at(i, Duration::from_millis(300));
+            assert_eq!(
+                got,
+                vec![(options_lane, packet.clone())],
+                "{mode}: replica {i}, hop-by-hop options"
+            );
+        }
         let status = lb.stop();
         assert!(status.success(), "{mode}: seguro lb exited with {status}");
     }
+}
+
+#[test]
+fn vlan_tags_and_ip_options_take_their_own_paths() {
+    let edge = Edge::new(Family::V4);
+    // IPv4 options move the UDP header: the TC program parses these alone.
+    let options_lane = SocketAddr::new(edge.lab.peer_ip(Family::V4), PEER_PORT + 1);
+    let with_options = edge.lab.peer.run(|| UdpSocket::bind(options_lane).unwrap());
+    set_option(
+        &with_options,
+        libc::IPPROTO_IP,
+        libc::IP_OPTIONS,
+        &[1, 1, 1, 0],
+    );
+    // 802.1Q-tagged frames, written whole on the peer's link (this kernel
+    // may have no VLAN devices): the XDP program reads past the tag, and
+    // the copies leave untagged.
+    let tagged_lane = SocketAddr::new(edge.lab.peer_ip(Family::V4), PEER_PORT + 2);
+    let mac = |ns: &testkit::netns::Netns, dev: &str| -> [u8; 6] {
+        let text = ns
+            .exec("cat", &[&format!("/sys/class/net/{dev}/address")])
+            .stdout;
+        let text = String::from_utf8_lossy(&text);
+        let bytes: Vec<u8> = text
+            .trim()
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        bytes.try_into().unwrap()
+    };
+    let (p0, e0) = (mac(&edge.lab.peer, "p0"), mac(&edge.lab.edge, EDGE_IF));
+    let raw = edge.lab.peer.run(|| PacketSocket::open("p0"));
+    let tagged = |payload: &[u8]| {
+        let frame = testkit::frame::Frame::udp(tagged_lane, edge.ship(), payload)
+            .tagged(testkit::frame::ETH_P_8021Q, 100)
+            .macs(p0, e0);
+        raw.send(&frame.bytes());
+    };
+
+    let config = edge.install(&edge.config("xdp", &[1, 2, 3]));
+    let lb = edge.start(&config);
+    let mix = mix();
+    for lane in [options_lane, tagged_lane] {
+        for p in mix
+            .accepted
+            .iter()
+            .chain(mix.garbage.iter().map(|(p, _)| p))
+        {
+            if lane == options_lane {
+                with_options.send_to(p, edge.ship()).unwrap();
+            } else {
+                tagged(p);
+            }
+        }
+        for i in 1..=3 {
+            let got = edge.expected_at(i, Duration::from_millis(600));
+            let want: Vec<(SocketAddr, Vec<u8>)> =
+                mix.accepted.iter().map(|p| (lane, p.clone())).collect();
+            assert!(
+                got == want,
+                "replica {i} from {lane}: got {} of {} packets, or wrong ones",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+    let n = 2.0 * mix.accepted.len() as f64;
+    edge.metrics_when("both lanes' copies and drops", |m| {
+        (1..=3).all(|i| m.get(&format!("seguro_lb_copies_total{{replica=\"{i}\"}}")) == n)
+            && m.get("seguro_lb_packets_total{class=\"malformed\"}")
+                == 2.0 * mix.garbage.len() as f64
+    });
+    assert!(lb.stop().success());
+}
+
+/// An AF_PACKET socket that writes whole frames on one interface.
+struct PacketSocket {
+    fd: std::os::fd::OwnedFd,
+    ifindex: i32,
+}
+
+impl PacketSocket {
+    fn open(dev: &str) -> PacketSocket {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: plain system calls; the descriptor is owned from here on.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let name = std::ffi::CString::new(dev).unwrap();
+            let ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+            assert!(ifindex > 0, "no {dev}");
+            PacketSocket {
+                fd: std::os::fd::OwnedFd::from_raw_fd(fd),
+                ifindex,
+            }
+        }
+    }
+
+    fn send(&self, frame: &[u8]) {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: all-zero is a valid sockaddr_ll; the fields set make it
+        // name our interface.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = self.ifindex;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: sendto with the frame's buffer and a valid sockaddr_ll.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                std::ptr::from_ref(&to).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            n,
+            frame.len() as isize,
+            "AF_PACKET send: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// setsockopt with a byte buffer.
+fn set_option(socket: &UdpSocket, level: libc::c_int, name: libc::c_int, value: &[u8]) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: setsockopt with a pointer to `value` and its length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt({level}, {name}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 #[test]

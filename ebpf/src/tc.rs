@@ -51,21 +51,21 @@ type Parse<T> = Result<T, Failed>;
 #[classifier]
 pub fn seguro_tc(ctx: TcContext) -> i32 {
     let Some(plan) = maps::plan() else {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     };
     if plan.family != FAMILY_V4 && plan.family != FAMILY_V6 {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     }
     let accepted = marked(&ctx);
     let ship = match find(&ctx, plan) {
         Ok(Found::Ship(ship)) => ship,
         Ok(Found::Drop(reason)) => {
             count::dropped(reason);
-            return TC_ACT_SHOT as i32;
+            return TC_ACT_SHOT;
         }
         Ok(Found::Other) | Err(Failed) => {
             count::passed();
-            return TC_ACT_OK as i32;
+            return TC_ACT_OK;
         }
     };
     if !accepted {
@@ -73,7 +73,7 @@ pub fn seguro_tc(ctx: TcContext) -> i32 {
         count::class(class, ship.len);
         if let Some(reason) = count::judge(plan, class) {
             count::dropped(reason);
-            return TC_ACT_SHOT as i32;
+            return TC_ACT_SHOT;
         }
     }
     fan_out(&ctx, plan, &ship)
@@ -256,7 +256,7 @@ fn fan_out(ctx: &TcContext, plan: &Plan, ship: &Ship) -> i32 {
             // SAFETY: the helper checks the skb itself; popping when no tag
             // is left does nothing.
             if unsafe { bpf_skb_vlan_pop(ctx.skb.skb) } != 0 {
-                return TC_ACT_SHOT as i32;
+                return TC_ACT_SHOT;
             }
         }
         (ETH_HLEN, ship.l4 - ship.l3 + ETH_HLEN)
@@ -288,7 +288,7 @@ fn fan_out(ctx: &TcContext, plan: &Plan, ship: &Ship) -> i32 {
         if let Some(before) = pending {
             if rewrite.to(ctx, before).is_err() {
                 count::replica(before.slot, |c| &mut c.clone_failures);
-                return TC_ACT_SHOT as i32;
+                return TC_ACT_SHOT;
             }
             if ctx.clone_redirect(before.ifindex, 0).is_ok() {
                 count::replica(before.slot, |c| &mut c.copies);
@@ -300,11 +300,11 @@ fn fan_out(ctx: &TcContext, plan: &Plan, ship: &Ship) -> i32 {
     }
     let Some(last) = pending else {
         count::dropped(DropReason::Undelivered);
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     };
     if rewrite.to(ctx, last).is_err() {
         count::replica(last.slot, |c| &mut c.clone_failures);
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     }
     count::replica(last.slot, |c| &mut c.copies);
     // SAFETY: a helper call on plain values; it returns TC_ACT_REDIRECT, or

@@ -180,7 +180,7 @@ fn prefix(data: usize, end: usize, off: usize) -> [u8; PREFIX_LEN] {
     let mut prefix = [0u8; PREFIX_LEN];
     macro_rules! bytes {
         ($($k:literal)*) => {$(
-            if data + off + $k + 1 <= end {
+            if data + off + $k < end {
                 prefix[$k] = read(data + off + $k);
             }
         )*};

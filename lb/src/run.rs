@@ -191,12 +191,10 @@ async fn reload(
     };
     match engine.apply(&next, true).await {
         Ok(unresolved) => {
-            let before: Vec<_> = desired.replicas.iter().map(|r| (r.id, r.ames)).collect();
-            let after: Vec<_> = next.replicas.iter().map(|r| (r.id, r.ames)).collect();
             info!(
                 reason = why,
-                ?before,
-                ?after,
+                before = %listed(desired),
+                after = %listed(&next),
                 unresolved,
                 drop_malformed = next.drop_malformed,
                 "reloaded"
@@ -274,9 +272,7 @@ impl Engine {
                         );
                         *published = Some((desired.clone(), found.clone()));
                     }
-                    let pending = found
-                        .iter()
-                        .any(|h| *h == Hop::Unresolved(Unresolved::NoNeighbour));
+                    let pending = found.contains(&Hop::Unresolved(Unresolved::NoNeighbour));
                     if !wait || !pending || Instant::now() >= deadline {
                         break;
                     }
