@@ -259,8 +259,10 @@ impl Programs {
     /// the frame as it left (metadata first), and the mean time per run.
     pub fn test_xdp(&self, frame: &[u8], repeat: u32) -> Result<TestXdp, Error> {
         let xdp: &Xdp = self.program_ref(PROG_XDP)?;
-        // Room for the metadata the program may prepend.
-        let mut out = vec![0u8; frame.len() + 64];
+        // Room for the metadata the program prepends: the kernel does not
+        // reset the frame between repeated runs, so with `repeat` the
+        // metadata grows until the kernel refuses more.
+        let mut out = vec![0u8; frame.len() + 4096];
         let result = xdp
             .test_run(TestRunOptions {
                 data_in: Some(frame),
@@ -361,7 +363,11 @@ fn program_error(name: &str, e: ProgramError) -> Error {
     {
         return err;
     }
-    classify_os(&e).unwrap_or_else(|| Error::Attach(format!("`{name}`: {e}")))
+    let detail = match &e {
+        ProgramError::SyscallError(s) => format!("{}: {}", s.call, s.io_error),
+        e => e.to_string(),
+    };
+    classify_os(&e).unwrap_or_else(|| Error::Attach(format!("`{name}`: {detail}")))
 }
 
 fn classify_os(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
