@@ -117,8 +117,11 @@ impl BatchSocket {
         set_buffer(&socket, opts.recv_buffer, Direction::Recv);
         set_buffer(&socket, opts.send_buffer, Direction::Send);
         socket.bind(&addr.into())?;
+        // SAFETY: `socket` owns its descriptor, and the `AsyncFd` owns
+        // `socket` from here on: nothing closes or replaces it meanwhile.
+        let fd = unsafe { AsyncFd::register(socket) }?;
         Ok(Self {
-            fd: AsyncFd::new(socket)?,
+            fd,
             v6: addr.is_ipv6(),
         })
     }
