@@ -111,7 +111,12 @@ impl Forwarder {
         now: Instant,
     ) -> Result<Decision<'a>, DropReason> {
         if !self.active {
-            return Err(DropReason::Standby);
+            // Without etcd a gatekeeper loses its own key too; say why.
+            return Err(if self.is_fail_closed(now) {
+                DropReason::FailClosed
+            } else {
+                DropReason::Standby
+            });
         }
         if truncated {
             return Err(DropReason::Malformed);
