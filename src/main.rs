@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config(args) => cmd::config::run(args),
         Command::Keygen(args) => cmd::keygen::run(args),
+        Command::Gatekeeper(args) => cmd::gatekeeper::run(args),
     };
     match result {
         Ok(code) => code,

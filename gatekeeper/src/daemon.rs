@@ -48,11 +48,7 @@ impl Settings {
     /// The settings of the edge box in `config`, with every replica's key
     /// loaded.
     pub fn from_config(config: &Config) -> Result<Self, KeyError> {
-        let name = format!(
-            "{} pid {}",
-            config.gatekeeper.listen,
-            std::process::id()
-        );
+        let name = format!("{} pid {}", config.gatekeeper.listen, std::process::id());
         Ok(Self {
             root: config.etcd_root(),
             listen: config.gatekeeper.listen,
@@ -185,7 +181,9 @@ impl Gatekeeper {
 
         let _ = stop_tx.send(true);
         if timeout(s.lease_ttl, holder).await.is_err() {
-            tracing::warn!("could not resign the gatekeeper key in time; it expires with its lease");
+            tracing::warn!(
+                "could not resign the gatekeeper key in time; it expires with its lease"
+            );
         }
         result
     }
@@ -252,8 +250,7 @@ impl Gatekeeper {
         self.stats.received(batch.len() as u64);
         fwd.refresh(now);
         fwd.release(now, released);
-        let mut out: Vec<(SocketAddr, &[u8])> =
-            Vec::with_capacity(released.len() + batch.len());
+        let mut out: Vec<(SocketAddr, &[u8])> = Vec::with_capacity(released.len() + batch.len());
         out.extend(released.iter().map(|e| (e.lane, e.payload.as_slice())));
         for (datagram, truncated) in batch.iter() {
             if let Decision::Forward { lane, payload } = fwd.admit(datagram, truncated, now) {
@@ -266,7 +263,11 @@ impl Gatekeeper {
         Ok(())
     }
 
-    async fn send_released(&self, fwd: &mut Forwarder, released: &mut Vec<Effect>) -> Result<(), Error> {
+    async fn send_released(
+        &self,
+        fwd: &mut Forwarder,
+        released: &mut Vec<Effect>,
+    ) -> Result<(), Error> {
         fwd.refresh(Instant::now());
         fwd.release(Instant::now(), released);
         fwd.flush_stats();
@@ -290,7 +291,8 @@ impl Gatekeeper {
             source,
         })?;
         self.stats.forwarded(sent.sent as u64);
-        self.stats.dropped(DropReason::SendFailed, sent.failed as u64);
+        self.stats
+            .dropped(DropReason::SendFailed, sent.failed as u64);
         Ok(())
     }
 }

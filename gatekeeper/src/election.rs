@@ -201,11 +201,7 @@ impl Election {
             backoff.reset();
             if let Some(epoch) = self.contend(&lease, &value, &mut backoff).await {
                 tracing::info!(key = %self.key, %epoch, lease = lease.id, "won the election");
-                let watch = tokio::spawn(guard_key(
-                    self.clone(),
-                    epoch,
-                    lease.lost_tx.clone(),
-                ));
+                let watch = tokio::spawn(guard_key(self.clone(), epoch, lease.lost_tx.clone()));
                 return Leadership {
                     election: self.clone(),
                     epoch,
@@ -345,9 +341,11 @@ impl Election {
         let mut client = self.client.clone();
         let limit = self.request_timeout();
         let options = WatchOptions::new().with_start_revision(revision.max(0));
-        Ok(timeout(limit, client.watch(self.key.as_str(), Some(options)))
-            .await
-            .map_err(|_| ElectionError::Timeout(limit))??)
+        Ok(
+            timeout(limit, client.watch(self.key.as_str(), Some(options)))
+                .await
+                .map_err(|_| ElectionError::Timeout(limit))??,
+        )
     }
 
     /// A linearizable read of the key: its kv (if any) and etcd's revision.
@@ -493,11 +491,7 @@ async fn renew(
 
 /// Watches the leader's own key and declares the term lost when the key is
 /// deleted or re-created (another term).
-async fn guard_key(
-    election: Election,
-    epoch: Epoch,
-    lost: Arc<watch::Sender<Option<LossReason>>>,
-) {
+async fn guard_key(election: Election, epoch: Epoch, lost: Arc<watch::Sender<Option<LossReason>>>) {
     let mut from = epoch.get() as i64 + 1;
     let mut backoff = Backoff::new();
     loop {
@@ -509,7 +503,8 @@ async fn guard_key(
                 }
                 for e in resp.events() {
                     let Some(kv) = e.kv() else { continue };
-                    if e.event_type() == EventType::Delete || kv.create_revision() as u64 != epoch.get()
+                    if e.event_type() == EventType::Delete
+                        || kv.create_revision() as u64 != epoch.get()
                     {
                         lost.send_if_modified(|r| r.replace(LossReason::KeyLost).is_none());
                         return;

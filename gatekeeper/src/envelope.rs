@@ -200,7 +200,9 @@ pub fn open<'a>(datagram: &'a [u8], keys: &Keyring) -> Result<Envelope<'a>, Open
         IpAddr::V6(Ipv6Addr::from(o))
     };
 
-    let key = keys.get(replica).ok_or(OpenError::UnknownReplica(replica))?;
+    let key = keys
+        .get(replica)
+        .ok_or(OpenError::UnknownReplica(replica))?;
     let (signed, mac) = datagram.split_at(len - MAC_LEN);
     let mac: [u8; MAC_LEN] = mac.try_into().expect("MAC_LEN bytes");
     // `blake3::Hash`'s equality is constant time.
@@ -278,7 +280,10 @@ impl Keyring {
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyring")
-            .field("replicas", &self.keys.iter().map(|(i, _)| i).collect::<Vec<_>>())
+            .field(
+                "replicas",
+                &self.keys.iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

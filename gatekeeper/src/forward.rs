@@ -31,7 +31,10 @@ pub struct Effect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision<'a> {
     /// Send `payload` to `lane` now.
-    Forward { lane: SocketAddr, payload: &'a [u8] },
+    Forward {
+        lane: SocketAddr,
+        payload: &'a [u8],
+    },
     /// Copied into the hold queue, to leave once its event is durable.
     Held,
     Dropped(DropReason),
@@ -255,7 +258,7 @@ impl Forwarder {
                     "etcd has not confirmed the leadership for a lease TTL: failing closed"
                 );
             } else {
-                tracing::info!("leadership confirmed by etcd: forwarding again");
+                tracing::info!("etcd confirms the leadership: forwarding allowed");
             }
             self.closed = closed;
             self.stats.set_fail_closed(closed);

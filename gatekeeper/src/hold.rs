@@ -95,7 +95,10 @@ impl<T> HoldQueue<T> {
     /// Takes the oldest effect off if `decide` says it is done waiting
     /// (released or stale), with that verdict. Effects behind one that must
     /// still wait keep waiting too: effects leave in arrival order.
-    pub fn pop_decided(&mut self, decide: impl Fn(&Held<T>) -> Verdict) -> Option<(Verdict, Held<T>)> {
+    pub fn pop_decided(
+        &mut self,
+        decide: impl Fn(&Held<T>) -> Verdict,
+    ) -> Option<(Verdict, Held<T>)> {
         let v = decide(self.items.front()?);
         match v {
             Verdict::Hold => None,

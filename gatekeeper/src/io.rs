@@ -82,10 +82,7 @@ impl RecvBatch {
     /// short (it cannot, given the slot size, but a cut one must not pass).
     pub fn get(&self, i: usize) -> (&[u8], bool) {
         let start = i * MAX_DATAGRAM;
-        (
-            &self.data[start..start + self.lens[i]],
-            self.truncated[i],
-        )
+        (&self.data[start..start + self.lens[i]], self.truncated[i])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], bool)> {
@@ -148,10 +145,7 @@ impl BatchSocket {
 
     /// Receives what is queued now, without waiting: 0 if nothing is.
     pub fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        match self
-            .fd
-            .try_io(Interest::READABLE, |s| recv_mmsg(s, batch))
-        {
+        match self.fd.try_io(Interest::READABLE, |s| recv_mmsg(s, batch)) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 batch.count = 0;
                 Ok(0)
@@ -307,7 +301,13 @@ mod tests {
         let datagrams: Vec<(SocketAddr, &[u8])> =
             payloads.iter().map(|p| (to, p.as_slice())).collect();
         let sent = a.send(&datagrams).await.unwrap();
-        assert_eq!(sent, Sent { sent: 100, failed: 0 });
+        assert_eq!(
+            sent,
+            Sent {
+                sent: 100,
+                failed: 0
+            }
+        );
 
         let mut batch = RecvBatch::new();
         let mut got = Vec::new();
@@ -325,8 +325,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_datagram_is_skipped_not_fatal() {
-        let a = BatchSocket::bind("127.0.0.1:0".parse().unwrap(), SocketOptions::default()).unwrap();
-        let b = BatchSocket::bind("127.0.0.1:0".parse().unwrap(), SocketOptions::default()).unwrap();
+        let a =
+            BatchSocket::bind("127.0.0.1:0".parse().unwrap(), SocketOptions::default()).unwrap();
+        let b =
+            BatchSocket::bind("127.0.0.1:0".parse().unwrap(), SocketOptions::default()).unwrap();
         let to = b.local_addr().unwrap();
         let v6: SocketAddr = "[::1]:9".parse().unwrap();
         let port0: SocketAddr = "127.0.0.1:0".parse().unwrap();

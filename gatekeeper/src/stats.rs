@@ -147,9 +147,9 @@ impl Stats {
             received: metrics::counter!("seguro_gatekeeper_received_total"),
             batches: metrics::counter!("seguro_gatekeeper_receive_batches_total"),
             forwarded: metrics::counter!("seguro_gatekeeper_forwarded_total"),
-            dropped: DropReason::ALL.map(|r| {
-                metrics::counter!("seguro_gatekeeper_dropped_total", "reason" => r.as_str())
-            }),
+            dropped: DropReason::ALL.map(
+                |r| metrics::counter!("seguro_gatekeeper_dropped_total", "reason" => r.as_str()),
+            ),
             held: metrics::gauge!("seguro_gatekeeper_held"),
             epoch: metrics::gauge!("seguro_gatekeeper_epoch"),
             leader: metrics::gauge!("seguro_gatekeeper_leader"),

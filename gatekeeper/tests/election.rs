@@ -39,7 +39,13 @@ async fn campaign_resign_and_observe() {
     let one = election.campaign(id(1)).await;
     let e1 = one.epoch();
     let v = wait_view(&mut view, "replica 1 lead", |v| v.term.is_some()).await;
-    assert_eq!(v.term, Some(Term { leader: id(1), epoch: e1 }));
+    assert_eq!(
+        v.term,
+        Some(Term {
+            leader: id(1),
+            epoch: e1
+        })
+    );
     let mut kv = client.clone();
     let got = kv.get(format!("{ROOT}/leader"), None).await.unwrap();
     assert_eq!(got.kvs()[0].value(), b"1");
@@ -67,7 +73,11 @@ async fn campaign_resign_and_observe() {
     })
     .await;
     assert_eq!(v.term.unwrap().epoch, e2);
-    assert!(resigned.elapsed() < TTL, "handover took {:?}", resigned.elapsed());
+    assert!(
+        resigned.elapsed() < TTL,
+        "handover took {:?}",
+        resigned.elapsed()
+    );
 
     // The view stays confirmed while etcd answers.
     tokio::time::sleep(TTL).await;
@@ -118,7 +128,10 @@ async fn losing_etcd_ends_the_term_within_a_ttl() {
         .expect("the leader steps down without etcd");
     let after = killed.elapsed();
     assert_eq!(reason, LossReason::KeepAliveTimeout);
-    assert!(after <= TTL + Duration::from_millis(500), "stepped down after {after:?}");
+    assert!(
+        after <= TTL + Duration::from_millis(500),
+        "stepped down after {after:?}"
+    );
     // The observer's last confirmation is no older than the kill: it
     // expires within a TTL of it.
     let expires = view.borrow().confirmation_expires(TTL).unwrap();
@@ -129,7 +142,10 @@ async fn losing_etcd_ends_the_term_within_a_ttl() {
     // etcd returns: the observer confirms again, and a campaign succeeds
     // once the old lease is gone (revoked by the stepped-down leader).
     etcd.restart().unwrap();
-    wait_view(&mut view, "etcd again", |v| v.is_confirmed(Instant::now(), TTL)).await;
+    wait_view(&mut view, "etcd again", |v| {
+        v.is_confirmed(Instant::now(), TTL)
+    })
+    .await;
     let again = timeout(Duration::from_secs(15), election.campaign(id(2)))
         .await
         .expect("a new term after etcd returns");

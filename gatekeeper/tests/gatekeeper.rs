@@ -106,7 +106,10 @@ impl Rig {
     /// public address; `None` if none arrives within `wait`.
     async fn recv(&self, wait: Duration) -> Option<Vec<u8>> {
         let mut buf = vec![0; 65536];
-        let (n, from) = timeout(wait, self.peer.recv_from(&mut buf)).await.ok()?.unwrap();
+        let (n, from) = timeout(wait, self.peer.recv_from(&mut buf))
+            .await
+            .ok()?
+            .unwrap();
         assert_eq!(from, self.public, "effects leave from the ship's address");
         Some(buf[..n].to_vec())
     }
@@ -125,9 +128,15 @@ impl Rig {
 
     /// Active, confirmed, and following `replica` in `epoch`.
     async fn wait_leader(&self, replica: u32, epoch: Epoch) {
-        self.wait_stats(&format!("following replica {replica} in epoch {epoch}"), |s| {
-            s.active && !s.fail_closed && s.leader == u64::from(replica) && s.epoch == epoch.get()
-        })
+        self.wait_stats(
+            &format!("following replica {replica} in epoch {epoch}"),
+            |s| {
+                s.active
+                    && !s.fail_closed
+                    && s.leader == u64::from(replica)
+                    && s.epoch == epoch.get()
+            },
+        )
         .await;
     }
 
@@ -150,8 +159,10 @@ async fn only_the_leader_speaks_and_a_change_silences_the_old_one() {
     // Replica 2 signs correctly, but does not lead.
     let mut s2_old = rig.sealer(2, e1);
     rig.send_effect(&mut s2_old, 1, b"from 2 early").await;
-    rig.wait_stats("not_leader counted", |s| s.dropped(DropReason::NotLeader) == 1)
-        .await;
+    rig.wait_stats("not_leader counted", |s| {
+        s.dropped(DropReason::NotLeader) == 1
+    })
+    .await;
 
     // Replica 2 campaigns; replica 1 resigns; replica 2 leads in a new epoch.
     let election = rig.election();
@@ -166,8 +177,10 @@ async fn only_the_leader_speaks_and_a_change_silences_the_old_one() {
     // (whatever epoch they claim) and replica 2's leave.
     rig.send_effect(&mut s1, 2, b"from 1 late").await;
     let mut s1_new = rig.sealer(1, e2);
-    rig.send_effect(&mut s1_new, 2, b"from 1 in 2's epoch").await;
-    rig.send_effect(&mut s2_old, 2, b"from 2 in the old epoch").await;
+    rig.send_effect(&mut s1_new, 2, b"from 1 in 2's epoch")
+        .await;
+    rig.send_effect(&mut s2_old, 2, b"from 2 in the old epoch")
+        .await;
     let mut s2 = rig.sealer(2, e2);
     rig.send_effect(&mut s2, 2, b"from 2").await;
     assert_eq!(rig.recv(Duration::from_secs(5)).await.unwrap(), b"from 2");
@@ -210,7 +223,10 @@ async fn forged_unknown_replayed_and_truncated_never_leave() {
     rig.send(b"not an envelope at all").await;
     // The real envelope 2 still goes: nothing above consumed its sequence.
     rig.send(&next).await;
-    assert_eq!(rig.recv(Duration::from_secs(5)).await.unwrap(), b"cut short");
+    assert_eq!(
+        rig.recv(Duration::from_secs(5)).await.unwrap(),
+        b"cut short"
+    );
     assert_eq!(rig.recv(Duration::from_millis(300)).await, None);
 
     let s = rig
@@ -248,7 +264,9 @@ async fn without_etcd_it_fails_closed_within_a_ttl_and_resumes_after() {
         })
     };
     for _ in 0..5 {
-        rig.recv(Duration::from_secs(5)).await.expect("effects flow");
+        rig.recv(Duration::from_secs(5))
+            .await
+            .expect("effects flow");
     }
 
     let killed = Instant::now();
@@ -274,7 +292,10 @@ async fn without_etcd_it_fails_closed_within_a_ttl_and_resumes_after() {
     rig.recv(Duration::from_secs(15))
         .await
         .expect("forwarding resumes once etcd is back");
-    eprintln!("forwarding resumed {:?} after etcd restarted", restarted.elapsed());
+    eprintln!(
+        "forwarding resumed {:?} after etcd restarted",
+        restarted.elapsed()
+    );
     assert!(!rig.stats.snapshot().fail_closed);
     sender.abort();
     drop(one);
@@ -331,7 +352,9 @@ async fn under_quorum_effects_wait_for_the_commit_index_and_leave_in_order() {
     one.resign().await.unwrap();
     let two = two.await.unwrap();
     rig.wait_leader(2, two.epoch()).await;
-    let s = rig.wait_stats("the held effect dropped", |s| s.held == 0).await;
+    let s = rig
+        .wait_stats("the held effect dropped", |s| s.held == 0)
+        .await;
     assert_eq!(s.dropped(DropReason::StaleEpoch), 1);
     // Even once the log says 21 is committed in the old epoch.
     commit_tx.send_replace(commit(21, e));
@@ -359,7 +382,10 @@ async fn quorum_without_a_commit_watch_is_refused() {
         socket: Default::default(),
     };
     let gk = Gatekeeper::bind(settings).unwrap();
-    let err = gk.run(client, None, std::future::pending()).await.unwrap_err();
+    let err = gk
+        .run(client, None, std::future::pending())
+        .await
+        .unwrap_err();
     assert!(matches!(
         err,
         seguro_gatekeeper::Error::NoCommitWatch(Optimism::Quorum)
