@@ -137,6 +137,12 @@ impl Gatekeeper {
     /// `commits` is the event log's commit watch. Without one, only
     /// `optimism = "leader"` can run, and effects of the current leader's
     /// term leave as soon as they are authentic and new.
+    ///
+    /// The etcd side (the election observer, the gatekeeper key's campaign
+    /// and keep-alive) runs in tasks this spawns. Poll `run` itself with
+    /// `block_on` on a multi-thread runtime, as `seguro gatekeeper` does, so
+    /// that a flood of envelopes never delays those tasks: if they fell a
+    /// lease TTL behind, the gatekeeper would fail closed.
     pub async fn run(
         self,
         client: Client,

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,8 @@ use etcd_client::{
 use eventlog::Epoch;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout};
 
 /// The leader key's name under the cluster's root.
 pub const LEADER_KEY: &str = "leader";
@@ -350,8 +352,11 @@ impl Election {
 
     /// A linearizable read of the key: its kv (if any) and etcd's revision.
     async fn read(&self) -> Result<(Option<KeyValue>, i64), ElectionError> {
+        self.read_within(self.request_timeout()).await
+    }
+
+    async fn read_within(&self, limit: Duration) -> Result<(Option<KeyValue>, i64), ElectionError> {
         let mut client = self.client.clone();
-        let limit = self.request_timeout();
         let mut resp = timeout(limit, client.get(self.key.as_str(), None))
             .await
             .map_err(|_| ElectionError::Timeout(limit))??;
@@ -408,9 +413,13 @@ fn is_lease_not_found(e: &etcd_client::Error) -> bool {
 }
 
 /// Keeps a lease alive every TTL/3 and declares it lost when etcd says it
-/// is gone, or when no renewal has succeeded for a TTL. The lease is valid
-/// until (send time of the last successful renewal) + TTL: etcd renewed it
-/// after we sent, so that is on the safe side.
+/// is gone, or when no renewal has succeeded for a TTL.
+///
+/// Renewals are pipelined on one stream and never abandoned: etcd answers
+/// them in order, so each answer is matched with the moment its request
+/// was sent, and the lease is valid until that moment + TTL (etcd renewed
+/// it after we sent, so this errs on the safe side). A slow etcd therefore
+/// costs nothing until an answer takes longer than a TTL.
 async fn keep_alive(
     election: Election,
     id: i64,
@@ -420,73 +429,73 @@ async fn keep_alive(
 ) {
     let interval = ttl / 3;
     let mut client = election.client.clone();
-    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
-    let mut next = Instant::now() + interval;
     let mut lost_rx = lost.subscribe();
+    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut sent: VecDeque<Instant> = VecDeque::new();
+    let mut next = Instant::now() + interval;
     let reason = loop {
-        tokio::select! {
-            _ = sleep_until(next.min(valid_until)) => {}
-            // The key watch saw the term end: step down all the same.
-            _ = lost_rx.changed() => {
-                tokio::spawn(revoke(client, id, election.ttl * 10));
-                return;
+        let Some((keeper, responses)) = &mut stream else {
+            // Opening a stream sends one renewal and waits for its answer.
+            let opened = Instant::now();
+            let retry = tokio::select! {
+                r = client.lease_keep_alive(id) => match r {
+                    Ok(s) => {
+                        valid_until = valid_until.max(opened + ttl);
+                        stream = Some(s);
+                        sent.clear();
+                        next = opened + interval;
+                        false
+                    }
+                    Err(e) if is_lease_not_found(&e) => break LossReason::LeaseExpired,
+                    Err(e) => {
+                        tracing::debug!(lease = id, error = %e, "cannot open a keep-alive stream");
+                        true
+                    }
+                },
+                _ = sleep_until(valid_until) => break LossReason::KeepAliveTimeout,
+                _ = lost_rx.changed() => break LossReason::KeyLost,
+            };
+            if retry {
+                tokio::select! {
+                    _ = sleep(Duration::from_millis(100)) => {}
+                    _ = sleep_until(valid_until) => break LossReason::KeepAliveTimeout,
+                }
             }
-        }
-        let sent = Instant::now();
-        if sent >= valid_until {
-            break LossReason::KeepAliveTimeout;
-        }
-        let deadline = (sent + interval).min(valid_until);
-        match timeout_at(deadline, renew(&mut client, id, ttl, &mut stream)).await {
-            Ok(Ok(Some(renewed))) => {
-                valid_until = sent + renewed;
-                next = sent + interval;
-            }
-            Ok(Ok(None)) => break LossReason::LeaseExpired,
-            Ok(Err(e)) => {
-                tracing::debug!(lease = id, error = %e, "keep-alive failed");
-                // A late answer on this stream would be mistaken for a
-                // fresh renewal: start a new one.
-                stream = None;
-                next = Instant::now() + (interval / 4).max(Duration::from_millis(50));
-            }
-            Err(_) => {
-                stream = None;
-                next = Instant::now();
-            }
-        }
-    };
-    tracing::warn!(key = %election.key, lease = id, %reason, "lost the lease");
-    lost.send_if_modified(|r| r.replace(reason).is_none());
-    tokio::spawn(revoke(client, id, election.ttl * 10));
-}
-
-/// One keep-alive round trip: `Some(ttl)` renewed, `None` the lease is gone.
-async fn renew(
-    client: &mut Client,
-    id: i64,
-    ttl: Duration,
-    stream: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
-) -> Result<Option<Duration>, etcd_client::Error> {
-    let Some((keeper, responses)) = stream else {
-        // Opening the stream sends one renewal and checks its answer.
-        return match client.lease_keep_alive(id).await {
-            Ok(s) => {
-                *stream = Some(s);
-                Ok(Some(ttl))
-            }
-            Err(e) if is_lease_not_found(&e) => Ok(None),
-            Err(e) => Err(e),
+            continue;
         };
+        tokio::select! {
+            _ = sleep_until(next) => {
+                let now = Instant::now();
+                next = now + interval;
+                if keeper.keep_alive().await.is_ok() {
+                    sent.push_back(now);
+                } else {
+                    stream = None;
+                }
+            }
+            r = responses.message() => match r {
+                Ok(Some(resp)) if resp.ttl() > 0 => {
+                    if let Some(at) = sent.pop_front() {
+                        let renewed = at + Duration::from_secs(resp.ttl() as u64);
+                        valid_until = valid_until.max(renewed);
+                    }
+                }
+                Ok(Some(_)) => break LossReason::LeaseExpired,
+                Ok(None) | Err(_) => {
+                    tracing::debug!(lease = id, "keep-alive stream ended; opening another");
+                    stream = None;
+                }
+            },
+            _ = sleep_until(valid_until) => break LossReason::KeepAliveTimeout,
+            _ = lost_rx.changed() => break LossReason::KeyLost,
+        }
     };
-    keeper.keep_alive().await?;
-    match responses.message().await? {
-        Some(r) if r.ttl() > 0 => Ok(Some(Duration::from_secs(r.ttl() as u64))),
-        Some(_) => Ok(None),
-        None => Err(etcd_client::Error::LeaseKeepAliveError(
-            "keep-alive stream ended".into(),
-        )),
+    if reason != LossReason::KeyLost {
+        tracing::warn!(key = %election.key, lease = id, %reason, "lost the lease");
+        lost.send_if_modified(|r| r.replace(reason).is_none());
     }
+    // Step down all the same when the key watch saw the term end.
+    tokio::spawn(revoke(client, id, election.ttl * 10));
 }
 
 /// Watches the leader's own key and declares the term lost when the key is
@@ -529,32 +538,46 @@ async fn guard_key(election: Election, epoch: Epoch, lost: Arc<watch::Sender<Opt
 /// that confirms the view, both publishing into `tx`, until nobody listens.
 async fn observe(election: Election, tx: watch::Sender<LeaderView>) {
     let confirm = async {
-        let period = election.ttl / 4;
+        // A read every TTL/4, each allowed up to a TTL: reads overlap when
+        // etcd is slow, so the view stays confirmed as long as answers come
+        // back within a TTL of being asked for.
+        let mut tick = interval(election.ttl / 4);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut reads = JoinSet::new();
         let mut warned = false;
         loop {
-            let sent = Instant::now();
-            match election.read().await {
-                Ok((kv, revision)) => {
-                    warned = false;
-                    let term = kv.as_ref().and_then(Term::from_kv);
-                    if kv.is_some() && term.is_none() {
-                        tracing::warn!(key = %election.key, "the leader key does not hold a replica id");
+            tokio::select! {
+                _ = tick.tick() => {
+                    if reads.len() < 8 {
+                        let e = election.clone();
+                        reads.spawn(async move {
+                            let sent = Instant::now();
+                            (sent, e.read_within(e.ttl).await)
+                        });
                     }
-                    tx.send_modify(|v| {
-                        if revision >= v.revision {
-                            v.term = term;
-                            v.revision = revision;
+                }
+                Some(Ok((sent, read))) = reads.join_next() => match read {
+                    Ok((kv, revision)) => {
+                        warned = false;
+                        let term = kv.as_ref().and_then(Term::from_kv);
+                        if kv.is_some() && term.is_none() {
+                            tracing::warn!(key = %election.key, "the leader key does not hold a replica id");
                         }
-                        v.confirmed_at = Some(v.confirmed_at.map_or(sent, |t| t.max(sent)));
-                    });
-                }
-                Err(e) if !warned => {
-                    warned = true;
-                    tracing::warn!(key = %election.key, error = %e, "cannot read the leader key");
-                }
-                Err(_) => {}
+                        tx.send_modify(|v| {
+                            if revision >= v.revision {
+                                v.term = term;
+                                v.revision = revision;
+                            }
+                            v.confirmed_at = Some(v.confirmed_at.map_or(sent, |t| t.max(sent)));
+                        });
+                    }
+                    Err(e) if !warned => {
+                        warned = true;
+                        tracing::warn!(key = %election.key, error = %e, "cannot read the leader key");
+                    }
+                    Err(_) => {}
+                },
             }
-            sleep_until(sent + period).await;
         }
     };
     let follow = async {
