@@ -131,7 +131,7 @@ fn start_gatekeeper(endpoint: &str, keys: Keyring) -> anyhow::Result<(Forwarder,
     let (stop, stopped) = oneshot::channel::<()>();
     let thread =
         thread::Builder::new()
-            .name("gatekeeper".into())
+            .name("gk-forward".into())
             .spawn(move || -> anyhow::Result<()> {
                 // `run` is polled on this thread (block_on); the etcd tasks
                 // it spawns run on the runtime's worker.
@@ -218,7 +218,7 @@ type Counted = thread::JoinHandle<anyhow::Result<(u64, Duration)>>;
 
 fn start_peer(sender_done: Arc<AtomicBool>) -> anyhow::Result<(SocketAddr, Counted)> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let handle = thread::spawn(move || {
+    let handle = thread::Builder::new().name("peer".into()).spawn(move || {
         current_thread_runtime()?.block_on(async move {
             let socket = BatchSocket::bind("127.0.0.3:0".parse()?, SocketOptions::default())?;
             ready_tx.send(socket.local_addr()?)?;
@@ -238,7 +238,7 @@ fn start_peer(sender_done: Arc<AtomicBool>) -> anyhow::Result<(SocketAddr, Count
             }
             Ok((count, first.map_or(Duration::ZERO, |f| last - f)))
         })
-    });
+    })?;
     let addr = ready_rx.recv().context("the peer did not start")?;
     Ok((addr, handle))
 }
