@@ -320,23 +320,31 @@ impl Election {
     /// any case (the caller then reads the key again: a watch that went
     /// silent must not keep a standby waiting forever).
     async fn until_deleted(&self, revision: i64) {
+        let started = Instant::now();
         let wait = async {
-            let mut stream = match self.watch_from(revision + 1).await {
-                Ok(s) => s,
-                Err(_) => return,
+            let Ok(mut stream) = self.watch_from(revision + 1).await else {
+                return false;
             };
             while let Ok(Some(resp)) = stream.message().await {
-                if resp.canceled()
-                    || resp
-                        .events()
-                        .iter()
-                        .any(|e| e.event_type() == EventType::Delete)
+                if resp
+                    .events()
+                    .iter()
+                    .any(|e| e.event_type() == EventType::Delete)
                 {
-                    return;
+                    return true;
+                }
+                if resp.canceled() {
+                    return false;
                 }
             }
+            false
         };
-        let _ = timeout(self.ttl, wait).await;
+        let deleted = timeout(self.ttl, wait).await.unwrap_or(false);
+        // A watch that fails at once must not turn the campaign into a busy
+        // loop of transactions.
+        if !deleted {
+            sleep_until(started + Duration::from_millis(100)).await;
+        }
     }
 
     async fn watch_from(&self, revision: i64) -> Result<WatchStream, ElectionError> {
