@@ -3,7 +3,6 @@
 //! effects that pass from a socket bound to the ship's public address.
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +10,14 @@ use std::time::Duration;
 use config::{Config, KeyError, Optimism};
 use etcd_client::Client;
 use eventlog::CommitState;
-use tokio::sync::watch;
+use socket2::Socket;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::election::{Election, GATEKEEPER_KEY};
+use crate::election::{Election, GATEKEEPER_KEY, LeaderView};
 use crate::envelope::Keyring;
 use crate::forward::{Decision, Effect, Forwarder, Gate};
-use crate::io::{BatchSocket, RecvBatch, SocketOptions};
+use crate::io::{self, BatchSocket, RecvBatch, SocketOptions};
 use crate::stats::{DropReason, Stats};
 
 /// Batches received in a row before the loop looks at etcd and timers again.
@@ -70,7 +70,7 @@ pub enum Error {
     Bind {
         what: &'static str,
         addr: SocketAddr,
-        source: io::Error,
+        source: std::io::Error,
     },
     #[error(
         "optimism \"{0}\" releases effects by the event log's commit index, \
@@ -78,18 +78,26 @@ pub enum Error {
     )]
     NoCommitWatch(Optimism),
     #[error("receiving envelopes on {addr}: {source}")]
-    Receive { addr: SocketAddr, source: io::Error },
+    Receive {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0} stopped unexpectedly")]
     Stopped(&'static str),
+    #[error("cannot start the forwarding thread: {0}")]
+    Runtime(std::io::Error),
     #[error("sending effects from {addr}: {source}")]
-    Send { addr: SocketAddr, source: io::Error },
+    Send {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A gatekeeper with its sockets bound, ready to [`run`](Gatekeeper::run).
 pub struct Gatekeeper {
     settings: Settings,
-    rx: BatchSocket,
-    tx: BatchSocket,
+    rx: Socket,
+    tx: Socket,
     listen: SocketAddr,
     public: SocketAddr,
     stats: Arc<Stats>,
@@ -97,12 +105,14 @@ pub struct Gatekeeper {
 
 impl Gatekeeper {
     /// Binds the envelope socket and the ship's public socket (port 0 picks
-    /// a free one). Must be called inside a tokio runtime. Install the
-    /// metrics recorder before this, if any.
+    /// a free one). Install the metrics recorder before this, if any.
     pub fn bind(settings: Settings) -> Result<Self, Error> {
         let bind = |what, addr| {
-            BatchSocket::bind(addr, settings.socket)
-                .and_then(|s| s.local_addr().map(|a| (s, a)))
+            io::bind(addr, settings.socket)
+                .and_then(|s| {
+                    let local = s.local_addr()?.as_socket();
+                    Ok((s, local.unwrap_or(addr)))
+                })
                 .map_err(|source| Error::Bind { what, addr, source })
         };
         let (rx, listen) = bind("envelope", settings.listen)?;
@@ -139,10 +149,11 @@ impl Gatekeeper {
     /// term leave as soon as they are authentic and new.
     ///
     /// The etcd side (the election observer, the gatekeeper key's campaign
-    /// and keep-alive) runs in tasks this spawns. Poll `run` itself with
-    /// `block_on` on a multi-thread runtime, as `seguro gatekeeper` does, so
-    /// that a flood of envelopes never delays those tasks: if they fell a
-    /// lease TTL behind, the gatekeeper would fail closed.
+    /// and keep-alive) runs in tasks spawned on the current runtime; the
+    /// forwarding loop runs on a thread of its own with its own
+    /// single-threaded runtime, so that a flood of envelopes can never delay
+    /// etcd's answers past a lease TTL (which would fail closed), and each
+    /// batch costs no hand-off between threads.
     pub async fn run(
         self,
         client: Client,
@@ -155,11 +166,11 @@ impl Gatekeeper {
             (None, Optimism::Leader) => Gate::Ungated,
             (None, policy) => return Err(Error::NoCommitWatch(policy)),
         };
-        let mut view = Election::new(client.clone(), &s.root, s.lease_ttl).observe();
+        let view = Election::new(client.clone(), &s.root, s.lease_ttl).observe();
         let own = Election::on_key(client, format!("{}/{GATEKEEPER_KEY}", s.root), s.lease_ttl);
-        let (active_tx, mut active) = watch::channel(false);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let holder = tokio::spawn(hold_key(own, s.name.clone(), active_tx, stop_rx));
+        let (active_tx, active) = watch::channel(false);
+        let (resign_tx, resign_rx) = watch::channel(false);
+        let holder = tokio::spawn(hold_key(own, s.name.clone(), active_tx, resign_rx));
         tracing::info!(
             listen = %self.listen,
             public = %self.public,
@@ -181,35 +192,103 @@ impl Gatekeeper {
         if let Some(c) = &mut commits {
             fwd.set_commit(*c.borrow_and_update());
         }
-        let result = self
-            .serve(&mut fwd, &mut view, &mut active, commits, shutdown)
-            .await;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (done_tx, done_rx) = oneshot::channel();
+        let forwarding = Loop {
+            rx: self.rx,
+            tx: self.tx,
+            listen: self.listen,
+            public: self.public,
+            stats: self.stats.clone(),
+            fwd,
+            view,
+            active,
+            commits,
+        };
+        let thread = std::thread::Builder::new()
+            .name("gk-forward".into())
+            .spawn(move || {
+                let result = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(forwarding.serve(async move {
+                        let _ = stop_rx.await;
+                    })),
+                    Err(e) => Err(Error::Runtime(e)),
+                };
+                let _ = done_tx.send(result);
+            })
+            .map_err(Error::Runtime)?;
 
-        let _ = stop_tx.send(true);
-        if timeout(s.lease_ttl, holder).await.is_err() {
+        tokio::pin!(shutdown);
+        tokio::pin!(done_rx);
+        let result = tokio::select! {
+            _ = &mut shutdown => {
+                let _ = stop_tx.send(());
+                (&mut done_rx).await
+            }
+            r = &mut done_rx => r,
+        };
+        let result = result.unwrap_or(Err(Error::Stopped("the forwarding thread")));
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+
+        let _ = resign_tx.send(true);
+        if timeout(self.settings.lease_ttl, holder).await.is_err() {
             tracing::warn!(
                 "could not resign the gatekeeper key in time; it expires with its lease"
             );
         }
         result
     }
+}
 
-    async fn serve(
-        &self,
-        fwd: &mut Forwarder,
-        view: &mut watch::Receiver<crate::election::LeaderView>,
-        active: &mut watch::Receiver<bool>,
-        mut commits: Option<watch::Receiver<CommitState>>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), Error> {
-        tokio::pin!(shutdown);
+/// The forwarding loop and everything it owns.
+struct Loop {
+    rx: Socket,
+    tx: Socket,
+    listen: SocketAddr,
+    public: SocketAddr,
+    stats: Arc<Stats>,
+    fwd: Forwarder,
+    view: watch::Receiver<LeaderView>,
+    active: watch::Receiver<bool>,
+    commits: Option<watch::Receiver<CommitState>>,
+}
+
+impl Loop {
+    /// Registers the sockets with this thread's runtime and forwards until
+    /// `stop` resolves.
+    async fn serve(self, stop: impl Future<Output = ()>) -> Result<(), Error> {
+        let Loop {
+            rx,
+            tx,
+            listen,
+            public,
+            stats,
+            mut fwd,
+            mut view,
+            mut active,
+            mut commits,
+        } = self;
+        let register = |what, s: Socket, addr| {
+            BatchSocket::register(s).map_err(|source| Error::Bind { what, addr, source })
+        };
+        let io = Io {
+            rx: register("envelope", rx, listen)?,
+            tx: register("ship's public", tx, public)?,
+            listen,
+            public,
+            stats,
+        };
+        tokio::pin!(stop);
         let mut batch = RecvBatch::new();
         let mut released: Vec<Effect> = Vec::new();
         loop {
             let deadline = fwd.next_deadline();
             tokio::select! {
                 biased;
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut stop => return Ok(()),
                 r = view.changed() => {
                     r.map_err(|_| Error::Stopped("the election observer"))?;
                     let v = *view.borrow_and_update();
@@ -224,26 +303,37 @@ impl Gatekeeper {
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     fwd.refresh(Instant::now());
                 }
-                r = self.rx.recv(&mut batch) => {
-                    r.map_err(|source| Error::Receive { addr: self.listen, source })?;
-                    self.forward_batch(fwd, &batch, &mut released).await?;
+                r = io.rx.recv(&mut batch) => {
+                    r.map_err(|source| Error::Receive { addr: io.listen, source })?;
+                    io.forward_batch(&mut fwd, &batch, &mut released).await?;
                     // Drain what else is queued, a bounded number of times.
                     for _ in 1..BATCHES_PER_TURN {
-                        let n = self.rx.try_recv(&mut batch)
-                            .map_err(|source| Error::Receive { addr: self.listen, source })?;
+                        let n = io.rx.try_recv(&mut batch)
+                            .map_err(|source| Error::Receive { addr: io.listen, source })?;
                         if n == 0 {
                             break;
                         }
-                        self.forward_batch(fwd, &batch, &mut released).await?;
+                        io.forward_batch(&mut fwd, &batch, &mut released).await?;
                     }
                     continue;
                 }
             }
             // Something other than envelopes changed: held effects may go.
-            self.send_released(fwd, &mut released).await?;
+            io.send_released(&mut fwd, &mut released).await?;
         }
     }
+}
 
+/// The two sockets, registered on the forwarding thread.
+struct Io {
+    rx: BatchSocket,
+    tx: BatchSocket,
+    listen: SocketAddr,
+    public: SocketAddr,
+    stats: Arc<Stats>,
+}
+
+impl Io {
     /// Decides a received batch and sends what passes: first what the hold
     /// queue releases, then this batch's effects, in arrival order.
     async fn forward_batch(
@@ -274,8 +364,9 @@ impl Gatekeeper {
         fwd: &mut Forwarder,
         released: &mut Vec<Effect>,
     ) -> Result<(), Error> {
-        fwd.refresh(Instant::now());
-        fwd.release(Instant::now(), released);
+        let now = Instant::now();
+        fwd.refresh(now);
+        fwd.release(now, released);
         fwd.flush_stats();
         if !released.is_empty() {
             let out: Vec<(SocketAddr, &[u8])> = released

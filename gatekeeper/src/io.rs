@@ -99,28 +99,43 @@ pub struct Sent {
     pub failed: usize,
 }
 
-impl BatchSocket {
-    /// Binds a UDP socket to `addr`.
-    pub fn bind(addr: SocketAddr, opts: SocketOptions) -> io::Result<Self> {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_nonblocking(true)?;
-        if opts.freebind {
-            if addr.is_ipv4() {
-                socket.set_freebind_v4(true)?;
-            } else {
-                socket.set_freebind_v6(true)?;
-            }
+/// A bound, non-blocking UDP socket not yet tied to a runtime: bind where
+/// convenient, then [`BatchSocket::register`] it on the runtime that will
+/// drive it.
+pub fn bind(addr: SocketAddr, opts: SocketOptions) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    if opts.freebind {
+        if addr.is_ipv4() {
+            socket.set_freebind_v4(true)?;
+        } else {
+            socket.set_freebind_v6(true)?;
         }
-        set_buffer(&socket, opts.recv_buffer, Direction::Recv);
-        set_buffer(&socket, opts.send_buffer, Direction::Send);
-        socket.bind(&addr.into())?;
+    }
+    set_buffer(&socket, opts.recv_buffer, Direction::Recv);
+    set_buffer(&socket, opts.send_buffer, Direction::Send);
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+impl BatchSocket {
+    /// Binds a UDP socket to `addr` and registers it with the current
+    /// runtime.
+    pub fn bind(addr: SocketAddr, opts: SocketOptions) -> io::Result<Self> {
+        Self::register(bind(addr, opts)?)
+    }
+
+    /// Registers a socket from [`bind`] with the current runtime.
+    pub fn register(socket: Socket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        let v6 = socket
+            .local_addr()?
+            .as_socket()
+            .is_some_and(|a| a.is_ipv6());
         // SAFETY: `socket` owns its descriptor, and the `AsyncFd` owns
         // `socket` from here on: nothing closes or replaces it meanwhile.
         let fd = unsafe { AsyncFd::register(socket) }?;
-        Ok(Self {
-            fd,
-            v6: addr.is_ipv6(),
-        })
+        Ok(Self { fd, v6 })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

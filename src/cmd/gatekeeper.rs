@@ -29,8 +29,10 @@ pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let settings = Settings::from_config(&config)?;
+    // etcd, the metrics endpoint and signals; the forwarding loop gets a
+    // thread of its own (see `Gatekeeper::run`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -70,33 +70,18 @@ fn main() -> anyhow::Result<()> {
 /// A forwarder (gatekeeper or relay) running on its own thread and runtime.
 struct Forwarder {
     listen: SocketAddr,
+    /// The thread that forwards (the gatekeeper's is its own).
+    thread_name: &'static str,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Forwarder {
-    /// CPU time (user + system) the forwarder's thread has used so far: on
-    /// a machine whose cores the sender and the peer share, CPU per effect
+    /// CPU time (user + system) the forwarding thread has used so far: on a
+    /// machine whose cores the sender and the peer share, CPU per effect
     /// says what the forwarder would do with a core of its own.
-    fn cpu_time(&self) -> Duration {
-        use std::os::unix::thread::JoinHandleExt;
-        let thread = self.thread.as_ref().expect("running").as_pthread_t();
-        let mut clock: libc::clockid_t = 0;
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: the thread has not been joined, so its id is valid; both
-        // out-pointers point at live locals.
-        let ok = unsafe {
-            libc::pthread_getcpuclockid(thread, &mut clock) == 0
-                && libc::clock_gettime(clock, &mut ts) == 0
-        };
-        if ok {
-            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-        } else {
-            Duration::ZERO
-        }
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        thread_cpu_time(self.thread_name)
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
@@ -115,27 +100,17 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// A runtime whose `block_on` future has this thread to itself, while the
-/// tasks it spawns run on one worker thread.
-fn etcd_side_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?)
-}
-
-/// The gatekeeper, in this process: its forwarding loop on one thread.
+/// The gatekeeper, in this process: `run` on a thread of its own (the etcd
+/// side), which starts the forwarding thread `gk-forward`.
 fn start_gatekeeper(endpoint: &str, keys: Keyring) -> anyhow::Result<(Forwarder, Arc<Stats>)> {
     let endpoint = endpoint.to_string();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let thread =
         thread::Builder::new()
-            .name("gk-forward".into())
+            .name("gk-etcd".into())
             .spawn(move || -> anyhow::Result<()> {
-                // `run` is polled on this thread (block_on); the etcd tasks
-                // it spawns run on the runtime's worker.
-                etcd_side_runtime()?.block_on(async move {
+                current_thread_runtime()?.block_on(async move {
                     let settings = Settings {
                         root: ROOT.into(),
                         listen: "127.0.0.1:0".parse()?,
@@ -162,11 +137,45 @@ fn start_gatekeeper(endpoint: &str, keys: Keyring) -> anyhow::Result<(Forwarder,
     Ok((
         Forwarder {
             listen,
+            thread_name: "gk-forward",
             stop: Some(stop),
             thread: Some(thread),
         },
         stats,
     ))
+}
+
+/// CPU time of this process's thread named `name` (there must be one),
+/// from the kernel's per-thread CPU clock.
+fn thread_cpu_time(name: &str) -> anyhow::Result<Duration> {
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let path = entry?.path();
+        if std::fs::read_to_string(path.join("comm"))?.trim_end() == name {
+            let tid: libc::pid_t = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+                .context("a /proc task name that is not a thread id")?;
+            found = Some(tid);
+        }
+    }
+    let tid = found.with_context(|| format!("no thread named {name}"))?;
+    // The kernel's clock id for a thread's CPU time (what glibc's
+    // pthread_getcpuclockid computes): CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED.
+    let clock: libc::clockid_t = ((!tid) << 3) | 4 | 2;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a live local the call writes into.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        bail!(
+            "clock_gettime on thread {tid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// The peer: a plain relay with the gatekeeper's batching (recvmmsg of up to
@@ -206,6 +215,7 @@ fn start_relay(to: SocketAddr) -> anyhow::Result<Forwarder> {
     let listen = ready_rx.recv().context("the relay did not start")?;
     Ok(Forwarder {
         listen,
+        thread_name: "relay",
         stop: Some(stop),
         thread: Some(thread),
     })
@@ -349,10 +359,10 @@ fn throughput(endpoint: &str, length: Duration, rounds: u64) -> anyhow::Result<(
                     _ => None,
                 };
                 let forwarder = relay.as_ref().unwrap_or(&gatekeeper);
-                let cpu_before = forwarder.cpu_time();
+                let cpu_before = forwarder.cpu_time()?;
                 let (s, rate, sent, received) =
                     timed_run(forwarder.listen, peer, done, sealer, size, length)?;
-                let cpu = forwarder.cpu_time().saturating_sub(cpu_before);
+                let cpu = forwarder.cpu_time()?.saturating_sub(cpu_before);
                 let cpu_per_effect = cpu.as_secs_f64() * 1e6 / received.max(1) as f64;
                 sealer = s;
                 if let Some(relay) = relay {
