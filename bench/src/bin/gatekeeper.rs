@@ -5,9 +5,9 @@
 //!    checked, leader/epoch/replay checked) and by a plain UDP relay with
 //!    the same recvmmsg/sendmmsg batching, alternating in the same run, fed
 //!    by the same sender. Reported as the ratio gatekeeper / relay.
-//! 2. **Failover**: `kill -9` of a campaigning leader process until an
-//!    observer (the gatekeeper's own `Election::observe`) sees the new
-//!    epoch, with a standby process campaigning; TTL 2 s.
+//! 2. **Failover**: `kill -9` of a campaigning leader process, at a random
+//!    moment, until an observer (the gatekeeper's own `Election::observe`)
+//!    sees the new epoch, with a standby process campaigning; TTL 2 s.
 //!
 //! `gatekeeper campaign ENDPOINT ROOT ID` is the process the failover part
 //! starts and kills: it campaigns, prints `leader EPOCH`, and waits.
@@ -498,6 +498,10 @@ fn failover(endpoint: &str, runs: u64) -> anyhow::Result<()> {
                 .map(|_| ())
         })?;
 
+        // Kill at a random point of the leader's keep-alive cycle (TTL/3)
+        // and of etcd's lease-expiry check (every 500 ms), not in step with
+        // the previous run.
+        rt.block_on(sleep(jitter(Duration::from_secs(1))));
         let killed = Instant::now();
         leader.child.kill()?;
         leader.child.wait()?;
@@ -531,6 +535,17 @@ fn failover(endpoint: &str, runs: u64) -> anyhow::Result<()> {
     );
     drop(leader);
     Ok(())
+}
+
+/// A delay uniform in [0, `max`), from the clock's nanoseconds and a
+/// per-process random hash key (no generator needed for this).
+fn jitter(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let r = RandomState::new().hash_one(nanos);
+    Duration::from_nanos(r % max.as_nanos() as u64)
 }
 
 /// The child process of the failover benchmark.
