@@ -501,7 +501,7 @@ fn failover(endpoint: &str, runs: u64) -> anyhow::Result<()> {
         // Kill at a random point of the leader's keep-alive cycle (TTL/3)
         // and of etcd's lease-expiry check (every 500 ms), not in step with
         // the previous run.
-        rt.block_on(sleep(jitter(Duration::from_secs(1))));
+        thread::sleep(jitter(Duration::from_secs(1)));
         let killed = Instant::now();
         leader.child.kill()?;
         leader.child.wait()?;
