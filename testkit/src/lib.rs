@@ -1,8 +1,13 @@
 //! Real parts for Seguro's tests and benchmarks, started and stopped by the
-//! test itself: an etcd server on loopback, free ports.
+//! test itself: an etcd server on loopback, free ports, a Prometheus
+//! scrape.
 
 pub mod etcd;
+pub mod metrics;
 pub mod port;
+pub mod process;
 
 pub use etcd::Etcd;
+pub use metrics::{sample, scrape};
 pub use port::free_port;
+pub use process::terminate;
