@@ -38,6 +38,15 @@ pub enum Command {
     Ames(AmesCommand),
     /// Create secret key files (replica signing keys, the event log secret).
     Keygen(KeygenArgs),
+    /// Run the edge box's effect gatekeeper.
+    ///
+    /// Receives effect envelopes from the replicas on `gatekeeper.listen`
+    /// and sends the current leader's authentic, new effects to their lanes
+    /// from `ship.public`. Follows the election in etcd, fails closed when
+    /// etcd cannot confirm it for a lease TTL, and forwards only while it
+    /// holds the etcd key `<prefix>/<cluster>/gatekeeper` (one active edge
+    /// box; others stand by). Exits 0 on SIGINT/SIGTERM after resigning.
+    Gatekeeper(GatekeeperArgs),
     /// Run the edge fan-out: copy every packet for the ship to every replica.
     ///
     /// Attaches the XDP classifier and TC cloner to `lb.interface` (or, with
@@ -50,6 +59,12 @@ pub enum Command {
     /// cannot run eBPF programs; 77 when not root (or without the
     /// capabilities the mode needs); 1 for anything else.
     Lb(LbArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GatekeeperArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, Args)]

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddrV4;
 
-use assert_cmd::Command;
 use ames::{Body, Checksum, Header, Kind, Packet, Prelude, Rank, Ship, Version};
+use assert_cmd::Command;
 use serde_json::Value;
 
 fn decode_json(bytes: &[u8]) -> (Option<i32>, Value) {
@@ -13,9 +13,8 @@ fn decode_json(bytes: &[u8]) -> (Option<i32>, Value) {
         .args(["ames", "decode", "--json", &hex::encode(bytes)])
         .output()
         .unwrap();
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
-    });
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
     (out.status.code(), json)
 }
 
@@ -64,7 +63,11 @@ fn every_rank_pair_relayed_and_not() {
                 assert_eq!(json["receiver"], ship_json(receiver));
                 assert_eq!(json["sender_p"], sender.to_string());
                 assert_eq!(json["receiver_p"], receiver.to_string());
-                let want_origin = if relayed { Value::from(origin.to_string()) } else { Value::Null };
+                let want_origin = if relayed {
+                    Value::from(origin.to_string())
+                } else {
+                    Value::Null
+                };
                 assert_eq!(json["origin"], want_origin);
                 assert_eq!(json["mug_ok"], true);
                 assert_eq!(json["mug_header"], json["mug_computed"]);
@@ -81,7 +84,10 @@ fn every_rank_pair_relayed_and_not() {
 /// (retrieve_tests.c), cut to the header's 20 bits.
 #[test]
 fn upstream_mug_vectors() {
-    for (text, mug) in [(&b"Hello, world!"[..], 0x4d44_1035u32), (&[b'x'; 28][..], 0x64df_da5c)] {
+    for (text, mug) in [
+        (&b"Hello, world!"[..], 0x4d44_1035u32),
+        (&[b'x'; 28][..], 0x64df_da5c),
+    ] {
         let header = Header {
             kind: Kind::Ames,
             version: Version::AMES,
@@ -115,10 +121,17 @@ fn a_wrong_mug_is_shown_not_hidden() {
 
 #[test]
 fn malformed_says_why_and_exits_1() {
-    let out = Command::cargo_bin("seguro").unwrap().args(["ames", "decode", "00000000"]).output().unwrap();
+    let out = Command::cargo_bin("seguro")
+        .unwrap()
+        .args(["ames", "decode", "00000000"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.starts_with("class: malformed\nreason: the origin lane needs bytes 4..10"), "{text}");
+    assert!(
+        text.starts_with("class: malformed\nreason: the origin lane needs bytes 4..10"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -31,6 +31,16 @@ impl Mug {
         Mug(Self::FALLBACK)
     }
 
+    /// A mug read back from storage: `None` unless it is a value [`Mug::of`]
+    /// can return (31 bits, never zero).
+    pub const fn from_stored(value: u32) -> Option<Mug> {
+        if value == 0 || value > 0x7fff_ffff {
+            None
+        } else {
+            Some(Mug(value))
+        }
+    }
+
     /// The 31-bit value.
     pub const fn get(self) -> u32 {
         self.0

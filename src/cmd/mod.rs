@@ -2,10 +2,14 @@
 
 pub mod ames;
 pub mod config;
+pub mod gatekeeper;
 pub mod keygen;
 pub mod lb;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use ::config::{Config, Diagnostics, KeyCheck, Overrides};
 
@@ -56,4 +60,30 @@ pub fn load_config(
         eprintln!("{w}");
     }
     Ok(config)
+}
+
+/// Serves Prometheus metrics on `addr` (`GET /metrics`) from the current
+/// tokio runtime. Install it before the daemon registers its metrics.
+pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("cannot serve metrics on {addr}"))
+}
+
+/// Resolves on SIGINT or SIGTERM: a daemon's cue to shut down cleanly.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for SIGTERM; only Ctrl-C stops this");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
 }

@@ -1,0 +1,769 @@
+//! Leader election in etcd (docs/SPEC.md §6.1): campaign with a lease, learn
+//! the epoch, notice losing the term, resign; and observe who leads.
+//!
+//! A replica campaigns with [`Election::campaign`] and holds the returned
+//! [`Leadership`] while it leads; the gatekeeper (and followers) call
+//! [`Election::observe`] for a [`LeaderView`] that also says how recently
+//! etcd confirmed it. The gatekeeper's own active/standby election is the
+//! same mechanism on another key ([`Election::on_key`], [`Election::campaign_as`]).
+//!
+//! ```no_run
+//! # async fn f(endpoints: Vec<String>, id: config::ReplicaId) -> Result<(), seguro_gatekeeper::election::ElectionError> {
+//! use std::time::Duration;
+//! use seguro_gatekeeper::election::{self, Election};
+//!
+//! let client = election::connect(&endpoints).await?;
+//! let election = Election::new(client, "/seguro/sampel-palnet", Duration::from_secs(2));
+//! let leadership = election.campaign(id).await; // blocks while another replica leads
+//! let epoch = leadership.epoch(); // fences appends, goes in every envelope
+//! tokio::select! {
+//!     reason = leadership.lost() => eprintln!("stepped down: {reason}"),
+//!     _ = tokio::signal::ctrl_c() => leadership.resign().await?,
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::ReplicaId;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, KeyValue, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
+};
+use eventlog::Epoch;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout};
+
+/// The leader key's name under the cluster's root.
+pub const LEADER_KEY: &str = "leader";
+/// The active gatekeeper's key's name under the cluster's root.
+pub const GATEKEEPER_KEY: &str = "gatekeeper";
+
+/// An etcd request that failed; the election code retries these itself, so
+/// callers only see them from [`connect`] and [`Leadership::resign`].
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A client for `endpoints` (`http://host:port`). It connects lazily and
+/// reconnects by itself; every request the election makes has its own
+/// deadline.
+pub async fn connect(endpoints: &[String]) -> Result<Client, ElectionError> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        // etcd refuses client pings more often than every 5 s by default.
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+        .with_keep_alive_while_idle(false);
+    Ok(Client::connect(endpoints, Some(options)).await?)
+}
+
+/// One leadership term: who leads and its epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Term {
+    pub leader: ReplicaId,
+    /// The leader key's creation revision.
+    pub epoch: Epoch,
+}
+
+impl Term {
+    /// The term a leader key describes, if its value is a replica id.
+    fn from_kv(kv: &KeyValue) -> Option<Term> {
+        let id = std::str::from_utf8(kv.value()).ok()?.parse().ok()?;
+        Some(Term {
+            leader: id,
+            epoch: Epoch(u64::try_from(kv.create_revision()).ok()?),
+        })
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "replica {} (epoch {})", self.leader, self.epoch)
+    }
+}
+
+/// What an observer knows about the leadership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaderView {
+    /// The current term; `None` while no replica holds the key (or it holds
+    /// something that is not a replica id).
+    pub term: Option<Term>,
+    /// The etcd revision `term` is as of.
+    pub revision: i64,
+    /// When the last read that etcd answered was *sent*: etcd's state was
+    /// `term` (or newer, from the watch) at or after this moment. `None`
+    /// until etcd first answers.
+    pub confirmed_at: Option<Instant>,
+}
+
+impl LeaderView {
+    /// Whether etcd confirmed the view within `max_age` of `now`.
+    pub fn is_confirmed(&self, now: Instant, max_age: Duration) -> bool {
+        self.confirmed_at
+            .is_some_and(|t| now.saturating_duration_since(t) <= max_age)
+    }
+
+    /// When the view stops counting as confirmed, given `max_age`.
+    pub fn confirmation_expires(&self, max_age: Duration) -> Option<Instant> {
+        self.confirmed_at.map(|t| t + max_age)
+    }
+}
+
+/// Why a [`Leadership`] ended without resigning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossReason {
+    /// etcd says the lease no longer exists (expired or revoked).
+    LeaseExpired,
+    /// No keep-alive succeeded for a whole TTL: etcd may have expired the
+    /// lease already, so the term must be assumed over.
+    KeepAliveTimeout,
+    /// The key was deleted or now belongs to another term.
+    KeyLost,
+}
+
+impl fmt::Display for LossReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossReason::LeaseExpired => "the lease expired",
+            LossReason::KeepAliveTimeout => "no keep-alive succeeded for a lease TTL",
+            LossReason::KeyLost => "the key was deleted or replaced",
+        })
+    }
+}
+
+/// Campaigns for, and observes, one election key.
+#[derive(Clone)]
+pub struct Election {
+    client: Client,
+    key: String,
+    ttl: Duration,
+}
+
+impl fmt::Debug for Election {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Election")
+            .field("key", &self.key)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Election {
+    /// The replicas' election: `<root>/leader`, with leases of `ttl` (whole
+    /// seconds, at least 1; `config.etcd.lease_ttl` is validated to be).
+    pub fn new(client: Client, root: &str, ttl: Duration) -> Self {
+        Self::on_key(client, format!("{root}/{LEADER_KEY}"), ttl)
+    }
+
+    /// An election on any key, such as the gatekeepers' `<root>/gatekeeper`.
+    pub fn on_key(client: Client, key: String, ttl: Duration) -> Self {
+        let ttl = Duration::from_secs(ttl.as_secs().max(1));
+        Self { client, key, ttl }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Campaigns as replica `id` (the key's value is the id in decimal)
+    /// until it wins. See [`Election::campaign_as`].
+    pub async fn campaign(&self, id: ReplicaId) -> Leadership {
+        self.campaign_as(id.to_string()).await
+    }
+
+    /// Campaigns with `value` until it wins: takes a lease (kept alive while
+    /// this waits), creates the key if it is absent, else watches it and
+    /// tries again once it is deleted. etcd errors are logged and retried;
+    /// to give up, drop the future (the lease is then revoked).
+    pub async fn campaign_as(&self, value: impl Into<Vec<u8>>) -> Leadership {
+        let value = value.into();
+        let mut backoff = Backoff::new();
+        loop {
+            let lease = match self.grant().await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    tracing::warn!(key = %self.key, error = %e, "cannot take a lease; retrying");
+                    backoff.wait().await;
+                    continue;
+                }
+            };
+            backoff.reset();
+            if let Some(epoch) = self.contend(&lease, &value, &mut backoff).await {
+                tracing::info!(key = %self.key, %epoch, lease = lease.id, "won the election");
+                let watch = tokio::spawn(guard_key(self.clone(), epoch, lease.lost_tx.clone()));
+                return Leadership {
+                    election: self.clone(),
+                    epoch,
+                    lease,
+                    key_watch: watch,
+                };
+            }
+            tracing::info!(key = %self.key, "lease lost while campaigning; taking a new one");
+        }
+    }
+
+    /// Follows the key: a background task reads it, watches it, and re-reads
+    /// it every TTL/4 so that [`LeaderView::confirmed_at`] stays fresh while
+    /// etcd answers. The task ends when every receiver is dropped.
+    pub fn observe(&self) -> watch::Receiver<LeaderView> {
+        let (tx, rx) = watch::channel(LeaderView::default());
+        tokio::spawn(observe(self.clone(), tx));
+        rx
+    }
+
+    /// How long one etcd request may take before it is abandoned.
+    fn request_timeout(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    async fn grant(&self) -> Result<Lease, ElectionError> {
+        let mut client = self.client.clone();
+        let sent = Instant::now();
+        let limit = self.request_timeout();
+        let resp = timeout(limit, client.lease_grant(self.ttl.as_secs() as i64, None))
+            .await
+            .map_err(|_| ElectionError::Timeout(limit))??;
+        let granted = Duration::from_secs(resp.ttl().max(1) as u64);
+        let (lost_tx, lost_rx) = watch::channel(None);
+        let lost_tx = Arc::new(lost_tx);
+        let keeper = tokio::spawn(keep_alive(
+            self.clone(),
+            resp.id(),
+            granted,
+            sent + granted,
+            lost_tx.clone(),
+        ));
+        Ok(Lease {
+            client: self.client.clone(),
+            id: resp.id(),
+            lost_tx,
+            lost_rx,
+            keeper,
+            revoke_on_drop: true,
+        })
+    }
+
+    /// Tries to take the key with `lease` until it wins (the epoch) or the
+    /// lease is lost (`None`).
+    async fn contend(&self, lease: &Lease, value: &[u8], backoff: &mut Backoff) -> Option<Epoch> {
+        let mut lost = lease.lost_rx.clone();
+        loop {
+            if lost.borrow().is_some() {
+                return None;
+            }
+            let outcome = tokio::select! {
+                r = self.try_take(lease.id, value) => r,
+                _ = lost.changed() => return None,
+            };
+            match outcome {
+                Ok(Take::Won(epoch)) => return Some(epoch),
+                Ok(Take::Held { revision }) => {
+                    backoff.reset();
+                    tokio::select! {
+                        _ = self.until_deleted(revision) => {}
+                        _ = lost.changed() => return None,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(key = %self.key, error = %e, "campaign request failed; retrying");
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    /// One "create if absent" transaction.
+    async fn try_take(&self, lease: i64, value: &[u8]) -> Result<Take, ElectionError> {
+        let key = self.key.as_str();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease))),
+                TxnOp::get(key, None),
+            ])
+            .or_else([TxnOp::get(key, None)]);
+        let mut client = self.client.clone();
+        let limit = self.request_timeout();
+        let resp = timeout(limit, client.txn(txn))
+            .await
+            .map_err(|_| ElectionError::Timeout(limit))??;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let holder = resp.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
+            _ => None,
+        });
+        Ok(match holder {
+            // Our own lease holds it: this transaction won, or an earlier one
+            // whose answer was lost did.
+            Some(kv) if kv.lease() == lease => Take::Won(Epoch(kv.create_revision() as u64)),
+            Some(_) => Take::Held { revision },
+            // Deleted between the compare and the read: impossible in one
+            // transaction, but harmless: try again.
+            None => Take::Held { revision: 0 },
+        })
+    }
+
+    /// Returns once the key is deleted after `revision`, or after a TTL in
+    /// any case (the caller then reads the key again: a watch that went
+    /// silent must not keep a standby waiting forever).
+    async fn until_deleted(&self, revision: i64) {
+        let started = Instant::now();
+        let wait = async {
+            let Ok(mut stream) = self.watch_from(revision + 1).await else {
+                return false;
+            };
+            while let Ok(Some(resp)) = stream.message().await {
+                if resp
+                    .events()
+                    .iter()
+                    .any(|e| e.event_type() == EventType::Delete)
+                {
+                    return true;
+                }
+                if resp.canceled() {
+                    return false;
+                }
+            }
+            false
+        };
+        let deleted = timeout(self.ttl, wait).await.unwrap_or(false);
+        // A watch that fails at once must not turn the campaign into a busy
+        // loop of transactions.
+        if !deleted {
+            sleep_until(started + Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn watch_from(&self, revision: i64) -> Result<WatchStream, ElectionError> {
+        let mut client = self.client.clone();
+        let limit = self.request_timeout();
+        let options = WatchOptions::new().with_start_revision(revision.max(0));
+        Ok(
+            timeout(limit, client.watch(self.key.as_str(), Some(options)))
+                .await
+                .map_err(|_| ElectionError::Timeout(limit))??,
+        )
+    }
+
+    /// A linearizable read of the key: its kv (if any) and etcd's revision.
+    async fn read(&self) -> Result<(Option<KeyValue>, i64), ElectionError> {
+        self.read_within(self.request_timeout()).await
+    }
+
+    async fn read_within(&self, limit: Duration) -> Result<(Option<KeyValue>, i64), ElectionError> {
+        let mut client = self.client.clone();
+        let mut resp = timeout(limit, client.get(self.key.as_str(), None))
+            .await
+            .map_err(|_| ElectionError::Timeout(limit))??;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok((resp.take_kvs().into_iter().next(), revision))
+    }
+}
+
+enum Take {
+    Won(Epoch),
+    Held { revision: i64 },
+}
+
+/// A lease kept alive by a background task. Dropping it stops the task and
+/// revokes the lease (in the background, best effort).
+struct Lease {
+    client: Client,
+    id: i64,
+    lost_tx: Arc<watch::Sender<Option<LossReason>>>,
+    lost_rx: watch::Receiver<Option<LossReason>>,
+    keeper: JoinHandle<()>,
+    revoke_on_drop: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.keeper.abort();
+        if self.revoke_on_drop
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (client, id) = (self.client.clone(), self.id);
+            rt.spawn(revoke(client, id, Duration::from_secs(10)));
+        }
+    }
+}
+
+/// Revokes a lease, retrying for up to `patience`: after an etcd outage
+/// the lease can outlive our giving up on it, and until it is revoked the
+/// key it holds keeps the next leader out.
+async fn revoke(mut client: Client, id: i64, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    let mut backoff = Backoff::new();
+    while Instant::now() < deadline {
+        match timeout(Duration::from_secs(1), client.lease_revoke(id)).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) if is_lease_not_found(&e) => return,
+            _ => backoff.wait().await,
+        }
+    }
+}
+
+fn is_lease_not_found(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("lease not found")
+}
+
+/// Keeps a lease alive every TTL/3 and declares it lost when etcd says it
+/// is gone, or when no renewal has succeeded for a TTL.
+///
+/// Renewals are pipelined on one stream and never abandoned: etcd answers
+/// them in order, so each answer is matched with the moment its request
+/// was sent, and the lease is valid until that moment + TTL (etcd renewed
+/// it after we sent, so this errs on the safe side). A slow etcd therefore
+/// costs nothing until an answer takes longer than a TTL.
+async fn keep_alive(
+    election: Election,
+    id: i64,
+    ttl: Duration,
+    mut valid_until: Instant,
+    lost: Arc<watch::Sender<Option<LossReason>>>,
+) {
+    let interval = ttl / 3;
+    let mut client = election.client.clone();
+    let mut lost_rx = lost.subscribe();
+    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut sent: VecDeque<Instant> = VecDeque::new();
+    let mut next = Instant::now() + interval;
+    let reason = loop {
+        let Some((keeper, responses)) = &mut stream else {
+            // Opening a stream sends one renewal and waits for its answer.
+            let opened = Instant::now();
+            let retry = tokio::select! {
+                r = client.lease_keep_alive(id) => match r {
+                    Ok(s) => {
+                        valid_until = valid_until.max(opened + ttl);
+                        stream = Some(s);
+                        sent.clear();
+                        next = opened + interval;
+                        false
+                    }
+                    Err(e) if is_lease_not_found(&e) => break LossReason::LeaseExpired,
+                    Err(e) => {
+                        tracing::debug!(lease = id, error = %e, "cannot open a keep-alive stream");
+                        true
+                    }
+                },
+                _ = sleep_until(valid_until) => break LossReason::KeepAliveTimeout,
+                _ = lost_rx.changed() => break LossReason::KeyLost,
+            };
+            if retry {
+                tokio::select! {
+                    _ = sleep(Duration::from_millis(100)) => {}
+                    _ = sleep_until(valid_until) => break LossReason::KeepAliveTimeout,
+                }
+            }
+            continue;
+        };
+        tokio::select! {
+            _ = sleep_until(next) => {
+                let now = Instant::now();
+                next = now + interval;
+                if keeper.keep_alive().await.is_ok() {
+                    sent.push_back(now);
+                } else {
+                    stream = None;
+                }
+            }
+            r = responses.message() => match r {
+                Ok(Some(resp)) if resp.ttl() > 0 => {
+                    if let Some(at) = sent.pop_front() {
+                        let renewed = at + Duration::from_secs(resp.ttl() as u64);
+                        valid_until = valid_until.max(renewed);
+                    }
+                }
+                Ok(Some(_)) => break LossReason::LeaseExpired,
+                Ok(None) | Err(_) => {
+                    tracing::debug!(lease = id, "keep-alive stream ended; opening another");
+                    stream = None;
+                }
+            },
+            _ = sleep_until(valid_until) => break LossReason::KeepAliveTimeout,
+            _ = lost_rx.changed() => break LossReason::KeyLost,
+        }
+    };
+    if reason != LossReason::KeyLost {
+        tracing::warn!(key = %election.key, lease = id, %reason, "lost the lease");
+        lost.send_if_modified(|r| r.replace(reason).is_none());
+    }
+    // Step down all the same when the key watch saw the term end.
+    tokio::spawn(revoke(client, id, election.ttl * 10));
+}
+
+/// Watches the leader's own key and declares the term lost when the key is
+/// deleted or re-created (another term).
+async fn guard_key(election: Election, epoch: Epoch, lost: Arc<watch::Sender<Option<LossReason>>>) {
+    let mut from = epoch.get() as i64 + 1;
+    let mut backoff = Backoff::new();
+    loop {
+        if let Ok(mut stream) = election.watch_from(from).await {
+            backoff.reset();
+            while let Ok(Some(resp)) = stream.message().await {
+                if resp.canceled() {
+                    break;
+                }
+                for e in resp.events() {
+                    let Some(kv) = e.kv() else { continue };
+                    if e.event_type() == EventType::Delete
+                        || kv.create_revision() as u64 != epoch.get()
+                    {
+                        lost.send_if_modified(|r| r.replace(LossReason::KeyLost).is_none());
+                        return;
+                    }
+                    from = kv.mod_revision() + 1;
+                }
+            }
+        }
+        backoff.wait().await;
+        // The watch broke: read the key before watching again.
+        if let Ok((kv, revision)) = election.read().await {
+            if kv.is_none_or(|kv| kv.create_revision() as u64 != epoch.get()) {
+                lost.send_if_modified(|r| r.replace(LossReason::KeyLost).is_none());
+                return;
+            }
+            from = from.max(revision + 1);
+        }
+    }
+}
+
+/// The observer: a watch for changes as they happen and a read every TTL/4
+/// that confirms the view, both publishing into `tx`, until nobody listens.
+async fn observe(election: Election, tx: watch::Sender<LeaderView>) {
+    let confirm = async {
+        // A read every TTL/4, each allowed up to a TTL: reads overlap when
+        // etcd is slow, so the view stays confirmed as long as answers come
+        // back within a TTL of being asked for.
+        let mut tick = interval(election.ttl / 4);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut reads = JoinSet::new();
+        let mut warned = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if reads.len() < 8 {
+                        let e = election.clone();
+                        reads.spawn(async move {
+                            let sent = Instant::now();
+                            (sent, e.read_within(e.ttl).await)
+                        });
+                    }
+                }
+                Some(Ok((sent, read))) = reads.join_next() => match read {
+                    Ok((kv, revision)) => {
+                        warned = false;
+                        let term = kv.as_ref().and_then(Term::from_kv);
+                        if kv.is_some() && term.is_none() {
+                            tracing::warn!(key = %election.key, "the leader key does not hold a replica id");
+                        }
+                        tx.send_modify(|v| {
+                            if revision >= v.revision {
+                                v.term = term;
+                                v.revision = revision;
+                            }
+                            v.confirmed_at = Some(v.confirmed_at.map_or(sent, |t| t.max(sent)));
+                        });
+                    }
+                    Err(e) if !warned => {
+                        warned = true;
+                        tracing::warn!(key = %election.key, error = %e, "cannot read the leader key");
+                    }
+                    Err(_) => {}
+                },
+            }
+        }
+    };
+    let follow = async {
+        let mut backoff = Backoff::new();
+        loop {
+            // Watch from just after what the reads have seen.
+            let mut rx = tx.subscribe();
+            let from = match rx.wait_for(|v| v.confirmed_at.is_some()).await {
+                Ok(v) => v.revision + 1,
+                Err(_) => return,
+            };
+            if let Ok(mut stream) = election.watch_from(from).await {
+                backoff.reset();
+                while let Ok(Some(resp)) = stream.message().await {
+                    if resp.canceled() {
+                        break;
+                    }
+                    for e in resp.events() {
+                        let Some(kv) = e.kv() else { continue };
+                        let term = match e.event_type() {
+                            EventType::Put => Term::from_kv(kv),
+                            EventType::Delete => None,
+                        };
+                        let revision = kv.mod_revision();
+                        tx.send_if_modified(|v| {
+                            if revision <= v.revision {
+                                return false;
+                            }
+                            v.term = term;
+                            v.revision = revision;
+                            true
+                        });
+                    }
+                }
+            }
+            backoff.wait().await;
+        }
+    };
+    tokio::select! {
+        _ = confirm => {}
+        _ = follow => {}
+        _ = tx.closed() => {}
+    }
+}
+
+/// A term this replica (or gatekeeper) holds. Keep it while leading; its
+/// lease is kept alive in the background.
+///
+/// Dropping it without [`resign`](Leadership::resign) revokes the lease in
+/// the background (best effort), which deletes the key.
+pub struct Leadership {
+    election: Election,
+    epoch: Epoch,
+    lease: Lease,
+    key_watch: JoinHandle<()>,
+}
+
+impl fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Leadership")
+            .field("key", &self.election.key)
+            .field("epoch", &self.epoch)
+            .field("lease", &self.lease.id)
+            .field("lost", &*self.lease.lost_rx.borrow())
+            .finish()
+    }
+}
+
+impl Leadership {
+    /// The term's epoch: the key's creation revision.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    pub fn lease_id(&self) -> i64 {
+        self.lease.id
+    }
+
+    /// `Some` once the term is over.
+    pub fn loss(&self) -> Option<LossReason> {
+        *self.lease.lost_rx.borrow()
+    }
+
+    /// Resolves when the term ends without a resignation: the lease could not
+    /// be kept alive for a TTL, or the key was deleted or replaced. The
+    /// lease is then revoked in the background.
+    pub async fn lost(&self) -> LossReason {
+        let mut rx = self.lease.lost_rx.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(r) => r.expect("waited for Some"),
+            // The sender lives as long as `self`.
+            Err(_) => LossReason::KeepAliveTimeout,
+        }
+    }
+
+    /// A receiver that turns `Some` when the term ends, for callers that
+    /// select over it.
+    pub fn loss_signal(&self) -> watch::Receiver<Option<LossReason>> {
+        self.lease.lost_rx.clone()
+    }
+
+    /// Ends the term at once: deletes the key if it is still this term's,
+    /// and revokes the lease, so that the next campaign wins without waiting
+    /// for a TTL.
+    pub async fn resign(mut self) -> Result<(), ElectionError> {
+        self.key_watch.abort();
+        self.lease.keeper.abort();
+        let key = self.election.key.as_str();
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                key,
+                CompareOp::Equal,
+                self.epoch.get() as i64,
+            )])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut client = self.election.client.clone();
+        let limit = self.election.request_timeout();
+        let deleted = timeout(limit, client.txn(txn))
+            .await
+            .map_err(|_| ElectionError::Timeout(limit));
+        let revoked = timeout(limit, client.lease_revoke(self.lease.id))
+            .await
+            .map_err(|_| ElectionError::Timeout(limit));
+        // Revoking deletes the key too; either is enough.
+        match (deleted, revoked) {
+            (Ok(Ok(_)), _) | (_, Ok(Ok(_))) => {
+                self.lease.revoke_on_drop = false;
+                tracing::info!(key, epoch = %self.epoch, "resigned");
+                Ok(())
+            }
+            (Ok(Err(e)), _) => Err(e.into()),
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.key_watch.abort();
+    }
+}
+
+/// Retry delays from 50 ms doubling to 1 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        Self(Self::MIN)
+    }
+
+    fn reset(&mut self) {
+        self.0 = Self::MIN;
+    }
+
+    async fn wait(&mut self) {
+        sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmation_ages() {
+        let now = Instant::now();
+        let mut v = LeaderView::default();
+        assert!(!v.is_confirmed(now, Duration::from_secs(2)));
+        v.confirmed_at = Some(now);
+        assert!(v.is_confirmed(now + Duration::from_secs(2), Duration::from_secs(2)));
+        assert!(!v.is_confirmed(now + Duration::from_millis(2001), Duration::from_secs(2)));
+        assert_eq!(
+            v.confirmation_expires(Duration::from_secs(2)),
+            Some(now + Duration::from_secs(2))
+        );
+    }
+}

@@ -1,0 +1,554 @@
+//! The decision for each envelope (docs/SPEC.md §6.4): forward, hold or
+//! drop, from what the gatekeeper knows of the leadership, its own
+//! active/standby state and the commit watch. No sockets and no etcd here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::Optimism;
+use eventlog::CommitState;
+use tokio::time::Instant;
+
+use crate::election::{LeaderView, Term};
+use crate::envelope::{self, Keyring, OpenError};
+use crate::hold::{Held, HoldQueue, Verdict, verdict};
+use crate::replay::ReplayWindows;
+use crate::stats::{DropReason, Stats};
+
+/// Replay windows kept: the current term's, and a few before it in case a
+/// term comes back after an etcd outage.
+const WINDOWS_KEPT: usize = 8;
+
+/// A held effect: where it goes and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    pub lane: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// What becomes of one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Send `payload` to `lane` now.
+    Forward {
+        lane: SocketAddr,
+        payload: &'a [u8],
+    },
+    /// Copied into the hold queue, to leave once its event is durable.
+    Held,
+    Dropped(DropReason),
+}
+
+/// How effects are gated on the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// By the commit watch, under the given policy (§3, §6.4 rule 4).
+    Commits(Optimism),
+    /// Not at all: every authentic envelope of the current term leaves at
+    /// once. Only for `optimism = "leader"` without an event log client.
+    Ungated,
+}
+
+/// The gatekeeper's state and rules, fed by the daemon.
+pub struct Forwarder {
+    keys: Keyring,
+    gate: Gate,
+    commit: CommitState,
+    ttl: Duration,
+    view: LeaderView,
+    /// The last term seen, kept through "no leader" to count changes.
+    last_term: Option<Term>,
+    active: bool,
+    closed: bool,
+    windows: ReplayWindows,
+    hold: HoldQueue<Effect>,
+    stats: Arc<Stats>,
+    /// Drops counted since the last [`Forwarder::flush_stats`].
+    pending: [u64; DropReason::ALL.len()],
+}
+
+impl Forwarder {
+    /// A forwarder that is standby and fail closed until told otherwise.
+    /// `ttl` is the lease TTL: the longest etcd may go unheard from.
+    pub fn new(
+        keys: Keyring,
+        gate: Gate,
+        hold_limit: usize,
+        hold_timeout: Duration,
+        ttl: Duration,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            keys,
+            gate,
+            commit: CommitState::default(),
+            ttl,
+            view: LeaderView::default(),
+            last_term: None,
+            active: false,
+            closed: true,
+            windows: ReplayWindows::new(WINDOWS_KEPT),
+            hold: HoldQueue::new(hold_limit, hold_timeout),
+            stats,
+            pending: [0; DropReason::ALL.len()],
+        }
+    }
+
+    /// Decides one received datagram. `truncated` datagrams (cut short by
+    /// the kernel) are malformed whatever they hold.
+    pub fn admit<'a>(&mut self, datagram: &'a [u8], truncated: bool, now: Instant) -> Decision<'a> {
+        match self.decide(datagram, truncated, now) {
+            Ok(d) => d,
+            Err(reason) => {
+                self.pending[reason as usize] += 1;
+                Decision::Dropped(reason)
+            }
+        }
+    }
+
+    fn decide<'a>(
+        &mut self,
+        datagram: &'a [u8],
+        truncated: bool,
+        now: Instant,
+    ) -> Result<Decision<'a>, DropReason> {
+        if !self.active {
+            // Without etcd a gatekeeper loses its own key too; say why.
+            return Err(if self.is_fail_closed(now) {
+                DropReason::FailClosed
+            } else {
+                DropReason::Standby
+            });
+        }
+        if truncated {
+            return Err(DropReason::Malformed);
+        }
+        let env = envelope::open(datagram, &self.keys).map_err(|e| match e {
+            OpenError::Malformed(_) => DropReason::Malformed,
+            OpenError::UnknownReplica(_) => DropReason::UnknownReplica,
+            OpenError::BadMac(_) => DropReason::BadMac,
+        })?;
+        if self.is_fail_closed(now) {
+            return Err(DropReason::FailClosed);
+        }
+        let term = self.view.term.ok_or(DropReason::NotLeader)?;
+        if env.replica != term.leader {
+            return Err(DropReason::NotLeader);
+        }
+        if env.epoch != term.epoch {
+            return Err(DropReason::StaleEpoch);
+        }
+        // Only authentic envelopes of the current term reach the window.
+        if !self.windows.accept(env.replica, env.epoch, env.seq) {
+            return Err(DropReason::Replay);
+        }
+        let Gate::Commits(policy) = self.gate else {
+            return Ok(Decision::Forward {
+                lane: env.lane,
+                payload: env.payload,
+            });
+        };
+        match verdict(&self.commit, policy, env.epoch, env.event) {
+            Verdict::Stale => Err(DropReason::StaleEpoch),
+            // Behind held effects, a releasable one waits its turn.
+            Verdict::Release if self.hold.is_empty() => Ok(Decision::Forward {
+                lane: env.lane,
+                payload: env.payload,
+            }),
+            _ => {
+                let held = Held {
+                    epoch: env.epoch,
+                    event: env.event,
+                    since: now,
+                    item: Effect {
+                        lane: env.lane,
+                        payload: env.payload.to_vec(),
+                    },
+                };
+                self.hold.push(held).map_err(|_| DropReason::QueueFull)?;
+                Ok(Decision::Held)
+            }
+        }
+    }
+
+    /// Moves every held effect that may leave now into `out`, in arrival
+    /// order, and drops (counting) those that timed out or went stale.
+    pub fn release(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        loop {
+            if self.hold.pop_expired(now).is_some() {
+                self.pending[DropReason::HeldTooLong as usize] += 1;
+                continue;
+            }
+            if !self.active || self.is_fail_closed(now) {
+                return;
+            }
+            let Gate::Commits(policy) = self.gate else {
+                return;
+            };
+            let commit = self.commit;
+            match self
+                .hold
+                .pop_decided(|h| verdict(&commit, policy, h.epoch, h.event))
+            {
+                Some((Verdict::Release, h)) => out.push(h.item),
+                Some((_, _)) => self.pending[DropReason::StaleEpoch as usize] += 1,
+                None => return,
+            }
+        }
+    }
+
+    /// Takes a new view of the leadership. A new term (or none) drops every
+    /// effect held for another epoch.
+    pub fn set_view(&mut self, view: LeaderView, now: Instant) {
+        let old = self.view.term;
+        self.view = view;
+        if view.term != old {
+            match view.term {
+                Some(t) => {
+                    if self.last_term.is_some_and(|last| last != t) {
+                        self.stats.leadership_changed();
+                    }
+                    self.last_term = Some(t);
+                    tracing::info!(term = %t, "leader");
+                }
+                None => tracing::info!("no leader"),
+            }
+            self.stats.set_term(view.term);
+            let epoch = view.term.map(|t| t.epoch);
+            let n = self.hold.drop_unless(|h| Some(h.epoch) == epoch);
+            self.pending[DropReason::StaleEpoch as usize] += n as u64;
+        }
+        self.refresh(now);
+    }
+
+    /// Becomes active (holds the gatekeeper key) or standby. A standby
+    /// holds nothing.
+    pub fn set_active(&mut self, active: bool) {
+        if active != self.active {
+            tracing::info!(
+                "{}",
+                if active {
+                    "active: forwarding effects"
+                } else {
+                    "standby: forwarding nothing"
+                }
+            );
+        }
+        self.active = active;
+        self.stats.set_active(active);
+        if !active {
+            let n = self.hold.clear();
+            self.pending[DropReason::Standby as usize] += n as u64;
+        }
+    }
+
+    /// Takes the commit watch's latest state.
+    pub fn set_commit(&mut self, state: CommitState) {
+        self.commit = state;
+    }
+
+    /// Re-evaluates the fail-closed state at `now`.
+    pub fn refresh(&mut self, now: Instant) {
+        let closed = !self.view.is_confirmed(now, self.ttl);
+        if closed != self.closed {
+            if closed {
+                tracing::warn!(
+                    ttl = ?self.ttl,
+                    "etcd has not confirmed the leadership for a lease TTL: failing closed"
+                );
+            } else {
+                tracing::info!("etcd confirms the leadership: forwarding allowed");
+            }
+            self.closed = closed;
+            self.stats.set_fail_closed(closed);
+        }
+    }
+
+    fn is_fail_closed(&self, now: Instant) -> bool {
+        !self.view.is_confirmed(now, self.ttl)
+    }
+
+    /// The next moment something changes without input: the oldest held
+    /// effect times out, or the confirmation from etcd gets too old.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let confirmation = if self.closed {
+            None
+        } else {
+            self.view
+                .confirmation_expires(self.ttl)
+                .map(|t| t + Duration::from_millis(1))
+        };
+        match (self.hold.deadline(), confirmation) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Publishes the drops counted since the last call and the queue depth.
+    pub fn flush_stats(&mut self) {
+        for r in DropReason::ALL {
+            let n = std::mem::take(&mut self.pending[r as usize]);
+            self.stats.dropped(r, n);
+        }
+        self.stats.set_held(self.hold.len());
+    }
+
+    pub fn held(&self) -> usize {
+        self.hold.len()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use config::{Key, ReplicaId};
+    use eventlog::{Epoch, EventNum};
+
+    use crate::envelope::Sealer;
+
+    fn id(n: u32) -> ReplicaId {
+        ReplicaId::new(n).unwrap()
+    }
+
+    fn key(n: u8) -> Key {
+        Key::from_bytes([n; 32])
+    }
+
+    const LANE: &str = "192.0.2.9:1234";
+
+    struct Rig {
+        f: Forwarder,
+        stats: Arc<Stats>,
+        now: Instant,
+    }
+
+    impl Rig {
+        fn new(gate: Gate) -> Self {
+            let mut keys = Keyring::new();
+            keys.insert(id(1), key(1));
+            keys.insert(id(2), key(2));
+            let stats = Arc::new(Stats::new());
+            let now = Instant::now();
+            let mut f = Forwarder::new(
+                keys,
+                gate,
+                3,
+                Duration::from_secs(10),
+                Duration::from_secs(2),
+                stats.clone(),
+            );
+            f.set_active(true);
+            f.set_view(view(1, 5, now), now);
+            Rig { f, stats, now }
+        }
+
+        fn admit(&mut self, bytes: &[u8]) -> Decision<'static> {
+            let bytes: &'static [u8] = Box::leak(bytes.to_vec().into_boxed_slice());
+            let d = self.f.admit(bytes, false, self.now);
+            self.f.flush_stats();
+            d
+        }
+    }
+
+    fn view(leader: u32, epoch: u64, at: Instant) -> LeaderView {
+        LeaderView {
+            term: Some(Term {
+                leader: id(leader),
+                epoch: Epoch(epoch),
+            }),
+            revision: epoch as i64,
+            confirmed_at: Some(at),
+        }
+    }
+
+    fn forwarded(d: Decision<'_>) -> Option<Vec<u8>> {
+        match d {
+            Decision::Forward { lane, payload } => {
+                assert_eq!(lane, LANE.parse().unwrap());
+                Some(payload.to_vec())
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn only_the_current_leader_and_epoch_pass() {
+        let mut r = Rig::new(Gate::Ungated);
+        let lane = LANE.parse().unwrap();
+        let mut leader = Sealer::new(id(1), Epoch(5), key(1));
+        let mut other = Sealer::new(id(2), Epoch(5), key(2));
+        let mut old = Sealer::new(id(1), Epoch(4), key(1));
+
+        let e = leader.seal(EventNum(1), lane, b"a").unwrap();
+        assert_eq!(forwarded(r.admit(&e)), Some(b"a".to_vec()));
+        assert_eq!(
+            r.admit(&e),
+            Decision::Dropped(DropReason::Replay),
+            "the same envelope twice"
+        );
+        let e = other.seal(EventNum(1), lane, b"b").unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::NotLeader));
+        let e = old.seal(EventNum(1), lane, b"c").unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::StaleEpoch));
+
+        // Replica 2's key cannot speak for replica 1.
+        let mut forged = Sealer::new(id(1), Epoch(5), key(2));
+        forged.seal(EventNum(1), lane, b"x").unwrap();
+        let e = forged.seal(EventNum(1), lane, b"x").unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::BadMac));
+        assert_eq!(r.admit(&e[..20]), Decision::Dropped(DropReason::Malformed));
+        let mut stranger = Sealer::new(id(7), Epoch(5), key(7));
+        let e = stranger.seal(EventNum(1), lane, b"x").unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::UnknownReplica));
+
+        // The forged envelope did not burn sequence 2 of the real leader.
+        let e = leader.seal(EventNum(2), lane, b"d").unwrap();
+        assert_eq!(forwarded(r.admit(&e)), Some(b"d".to_vec()));
+
+        // A new term: the old leader's next envelope is dropped at once.
+        r.f.set_view(view(2, 9, r.now), r.now);
+        let e = leader.seal(EventNum(3), lane, b"e").unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::NotLeader));
+        let mut two = Sealer::new(id(2), Epoch(9), key(2));
+        let e = two.seal(EventNum(3), lane, b"f").unwrap();
+        assert_eq!(forwarded(r.admit(&e)), Some(b"f".to_vec()));
+
+        let s = r.stats.snapshot();
+        assert_eq!(s.leadership_changes, 1);
+        assert_eq!((s.leader, s.epoch), (2, 9));
+        for reason in [
+            DropReason::Replay,
+            DropReason::StaleEpoch,
+            DropReason::BadMac,
+            DropReason::Malformed,
+            DropReason::UnknownReplica,
+        ] {
+            assert_eq!(s.dropped(reason), 1, "{reason:?}");
+        }
+        assert_eq!(s.dropped(DropReason::NotLeader), 2);
+    }
+
+    #[test]
+    fn standby_and_fail_closed_forward_nothing() {
+        let mut r = Rig::new(Gate::Ungated);
+        let lane = LANE.parse().unwrap();
+        let mut leader = Sealer::new(id(1), Epoch(5), key(1));
+
+        r.f.set_active(false);
+        let e = leader.seal(EventNum(1), lane, b"a").unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::Standby));
+        r.f.set_active(true);
+
+        // The view was confirmed at `now`; 2 s later it still counts, past
+        // that it does not.
+        r.now += Duration::from_secs(2);
+        assert!(forwarded(r.admit(&e)).is_some());
+        r.now += Duration::from_millis(1);
+        let e = leader.seal(EventNum(2), lane, b"b").unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::FailClosed));
+        r.f.refresh(r.now);
+        assert!(r.stats.snapshot().fail_closed);
+
+        // Confirmed again: forwarding resumes; the dropped envelope's
+        // sequence was not used up by the fail-closed drop.
+        r.f.set_view(view(1, 5, r.now), r.now);
+        assert!(!r.stats.snapshot().fail_closed);
+        assert_eq!(forwarded(r.admit(&e)), Some(b"b".to_vec()));
+        // No leader at all: nothing passes.
+        r.f.set_view(
+            LeaderView {
+                term: None,
+                revision: 99,
+                confirmed_at: Some(r.now),
+            },
+            r.now,
+        );
+        let e = leader.seal(EventNum(3), lane, b"c").unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::NotLeader));
+    }
+
+    #[test]
+    fn commits_release_in_order_and_fence_old_epochs() {
+        let mut r = Rig::new(Gate::Commits(Optimism::Quorum));
+        let lane = LANE.parse().unwrap();
+        let mut leader = Sealer::new(id(1), Epoch(5), key(1));
+        let state = |committed, epoch| CommitState {
+            committed: EventNum(committed),
+            epoch: Epoch(epoch),
+            ..CommitState::default()
+        };
+        // The log has not applied this leader's fence yet: hold.
+        r.f.set_commit(state(10, 4));
+        for (ev, p) in [(11, b"a"), (12, b"b"), (13, b"c")] {
+            let e = leader.seal(EventNum(ev), lane, p).unwrap();
+            assert_eq!(r.admit(&e), Decision::Held);
+        }
+        let e = leader.seal(EventNum(14), lane, b"d").unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::QueueFull));
+        let mut out = Vec::new();
+        r.f.release(r.now, &mut out);
+        assert!(out.is_empty());
+
+        // Fenced and committed up to 12: two leave, in order.
+        r.f.set_commit(state(12, 5));
+        r.f.release(r.now, &mut out);
+        let got: Vec<_> = out.iter().map(|e| e.payload.clone()).collect();
+        assert_eq!(got, [b"a".to_vec(), b"b".to_vec()]);
+        out.clear();
+        // A committed event behind a held one waits its turn.
+        let e = leader.seal(EventNum(12), lane, b"late").unwrap();
+        assert_eq!(r.admit(&e), Decision::Held);
+        r.f.set_commit(state(13, 5));
+        r.f.release(r.now, &mut out);
+        let got: Vec<_> = out.iter().map(|e| e.payload.clone()).collect();
+        assert_eq!(got, [b"c".to_vec(), b"late".to_vec()]);
+        out.clear();
+
+        // Held past the timeout: dropped, not sent.
+        let e = leader.seal(EventNum(20), lane, b"slow").unwrap();
+        assert_eq!(r.admit(&e), Decision::Held);
+        // The earlier of the hold timeout and the confirmation's expiry.
+        assert_eq!(
+            r.f.next_deadline(),
+            Some(r.now + Duration::from_millis(2001))
+        );
+        r.f.set_view(view(1, 5, r.now + Duration::from_secs(9)), r.now);
+        assert_eq!(r.f.next_deadline(), Some(r.now + Duration::from_secs(10)));
+        r.f.set_commit(state(20, 5));
+        r.f.release(r.now + Duration::from_secs(10), &mut out);
+        assert!(out.is_empty());
+
+        // The log fences a newer epoch: held and new effects are stale.
+        let e = leader.seal(EventNum(21), lane, b"x").unwrap();
+        assert_eq!(r.admit(&e), Decision::Held);
+        r.f.set_commit(state(20, 6));
+        r.f.release(r.now, &mut out);
+        assert!(out.is_empty());
+        let e = leader.seal(EventNum(22), lane, b"y").unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::StaleEpoch));
+        r.f.flush_stats();
+        let s = r.stats.snapshot();
+        assert_eq!(s.dropped(DropReason::QueueFull), 1);
+        assert_eq!(s.dropped(DropReason::HeldTooLong), 1);
+        assert_eq!(s.dropped(DropReason::StaleEpoch), 2);
+        assert_eq!(s.held, 0);
+    }
+
+    #[test]
+    fn a_new_term_drops_what_the_old_one_held() {
+        let mut r = Rig::new(Gate::Commits(Optimism::Quorum));
+        let lane = LANE.parse().unwrap();
+        let mut leader = Sealer::new(id(1), Epoch(5), key(1));
+        let e = leader.seal(EventNum(1), lane, b"a").unwrap();
+        assert_eq!(r.admit(&e), Decision::Held);
+        r.f.set_view(view(2, 7, r.now), r.now);
+        r.f.flush_stats();
+        let s = r.stats.snapshot();
+        assert_eq!((s.held, s.dropped(DropReason::StaleEpoch)), (0, 1));
+    }
+}

@@ -1,0 +1,47 @@
+//! The interface between the agent and a ship: apply an event, get the new
+//! state's mug and the effects.
+
+use ames::{Lane, Mug};
+use eventlog::EventNum;
+
+/// One outbound Ames packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    pub lane: Lane,
+    pub payload: Vec<u8>,
+}
+
+/// What applying one event produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The mug of the ship's state after the event: what the event log
+    /// records beside the event and followers check theirs against.
+    pub mug: Mug,
+    pub effects: Vec<Effect>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    #[error("event {num} is out of order: the ship's last event is {last}")]
+    OutOfOrder { num: EventNum, last: EventNum },
+    #[error("event {num} cannot be read: {why}")]
+    BadEvent { num: EventNum, why: String },
+    #[error("checkpoint cannot be restored: {0}")]
+    BadCheckpoint(String),
+}
+
+/// A deterministic state machine fed the ship's events in order: the same
+/// events give the same mugs and effects on every replica.
+pub trait Ship: Send {
+    /// Applies event `num`, which must be `self.last().next()`.
+    fn apply(&mut self, num: EventNum, event: &[u8]) -> Result<Applied, ShipError>;
+
+    /// The last event applied; [`EventNum::NONE`] for a new ship.
+    fn last(&self) -> EventNum;
+
+    /// The state as of [`Ship::last`], to be saved and later restored.
+    fn checkpoint(&self) -> Vec<u8>;
+
+    /// Replaces the state with a checkpoint's.
+    fn restore(&mut self, checkpoint: &[u8]) -> Result<(), ShipError>;
+}
