@@ -88,7 +88,11 @@ pub fn median(values: &[f64]) -> f64 {
 
 /// A Markdown table, as docs/PERFORMANCE.md holds results.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut out = format!("| {} |\n|{}|\n", header.join(" | "), vec!["---"; header.len()].join("|"));
+    let mut out = format!(
+        "| {} |\n|{}|\n",
+        header.join(" | "),
+        vec!["---"; header.len()].join("|")
+    );
     for row in rows {
         out += &format!("| {} |\n", row.join(" | "));
     }

@@ -11,8 +11,11 @@
 //! flood, and the ratios. Then the XDP program alone, in the kernel, on
 //! single frames (`BPF_PROG_TEST_RUN`): nanoseconds per packet.
 //!
-//! Environment: `SEGURO_BENCH_SECONDS` (flood length per engine, default 8),
-//! `SEGURO_BIN` (the `seguro` binary; default: next to this one).
+//! Environment: `BENCH_SECONDS` (length of each measurement, default 4),
+//! `BENCH_ROUNDS` (default 3; engines interleave within a round, and the
+//! tables show medians), `BENCH_RATE` (the "same load" rate, default 20000
+//! packets per second), `BENCH_SENDERS` (default 1), `BENCH_SPLIT` (see
+//! [`split`]), `SEGURO_BIN` (the `seguro` binary; default: next to this one).
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, UdpSocket};
@@ -80,22 +83,35 @@ impl Measured {
 
     /// Microseconds of CPU per packet the peer sent (fanned out to three).
     fn cpu_us_per_packet(&self) -> f64 {
-        self.workload_cpus * self.seconds * 1e6 / self.delivered.iter().copied().min().unwrap_or(1).max(1) as f64
+        self.workload_cpus * self.seconds * 1e6
+            / self.delivered.iter().copied().min().unwrap_or(1).max(1) as f64
     }
 }
 
-const ENGINES: [Engine; 4] = [Engine::Xdp, Engine::XdpGeneric, Engine::NftDup, Engine::Userspace];
+const ENGINES: [Engine; 4] = [
+    Engine::Xdp,
+    Engine::XdpGeneric,
+    Engine::NftDup,
+    Engine::Userspace,
+];
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the benchmark builds network namespaces and loads eBPF: run it as root");
-    let duration = Duration::from_secs(env_u64("SEGURO_BENCH_SECONDS", 4).clamp(1, 60));
-    let rounds = env_u64("SEGURO_BENCH_ROUNDS", 3).clamp(1, 10) as usize;
-    let paced = env_u64("SEGURO_BENCH_RATE", 20_000).clamp(1_000, 1_000_000);
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the benchmark builds network namespaces and loads eBPF: run it as root"
+    );
+    let duration = Duration::from_secs(env_u64("BENCH_SECONDS", 4).clamp(1, 60));
+    let rounds = env_u64("BENCH_ROUNDS", 3).clamp(1, 10) as usize;
+    let paced = env_u64("BENCH_RATE", 20_000).clamp(1_000, 1_000_000);
     let seguro = seguro_binary();
     let lab = EdgeLab::new(3);
     for i in 1..=3 {
@@ -105,7 +121,13 @@ fn main() {
         // The sender keeps CPU 0; the edge box's receive processing (and
         // with it the replicas') goes to CPU 1, so the engines, not the
         // sender, are what saturates.
-        lab.edge.exec("sh", &["-c", &format!("echo 2 > /sys/class/net/{EDGE_IF}/queues/rx-0/rps_cpus")]);
+        lab.edge.exec(
+            "sh",
+            &[
+                "-c",
+                &format!("echo 2 > /sys/class/net/{EDGE_IF}/queues/rx-0/rps_cpus"),
+            ],
+        );
     }
     let ship = SocketAddr::new(lab.ship_ip(Family::V4), SHIP_PORT);
     let packet = Packet {
@@ -140,16 +162,34 @@ fn main() {
             std::thread::sleep(Duration::from_millis(300));
             let warmed = counts(&lab);
             for i in 0..3 {
-                assert!(warmed[i] > warm[i], "{}: replica {} receives nothing", engine.name(), i + 1);
+                assert!(
+                    warmed[i] > warm[i],
+                    "{}: replica {} receives nothing",
+                    engine.name(),
+                    i + 1
+                );
             }
-            flat_out.push(measure(engine, &lab, &running, ship, &packet, duration, None));
-            same_load.push(measure(engine, &lab, &running, ship, &packet, duration, Some(paced)));
+            flat_out.push(measure(
+                engine, &lab, &running, ship, &packet, duration, None,
+            ));
+            same_load.push(measure(
+                engine,
+                &lab,
+                &running,
+                ship,
+                &packet,
+                duration,
+                Some(paced),
+            ));
             running.stop(&lab);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
     report("Flat out: the sender as fast as it goes", &flat_out);
-    report(&format!("Same load: {paced} packets per second offered to every engine"), &same_load);
+    report(
+        &format!("Same load: {paced} packets per second offered to every engine"),
+        &same_load,
+    );
     test_run_report();
 }
 
@@ -165,21 +205,35 @@ fn measure(
     let mut pids = vec![std::process::id()];
     pids.extend(running.pid());
     let before = counts(lab);
-    let (machine0, ours0, proc0) = (CpuTimes::now(), WorkloadCpu::now(&pids), running.pid().map(process_cpu));
+    let (machine0, ours0, proc0) = (
+        CpuTimes::now(),
+        WorkloadCpu::now(&pids),
+        running.pid().map(process_cpu),
+    );
     let start = Instant::now();
     let sent = flood(lab, ship, packet, duration, rate);
     let seconds = start.elapsed().as_secs_f64();
-    let (machine1, ours1, proc1) = (CpuTimes::now(), WorkloadCpu::now(&pids), running.pid().map(process_cpu));
+    let (machine1, ours1, proc1) = (
+        CpuTimes::now(),
+        WorkloadCpu::now(&pids),
+        running.pid().map(process_cpu),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let after = counts(lab);
     Measured {
         engine,
         seconds,
         sent,
-        delivered: [after[0] - before[0], after[1] - before[1], after[2] - before[2]],
+        delivered: [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2],
+        ],
         machine_cpus: machine0.busy_cpus(&machine1),
         workload_cpus: ours0.seconds_until(&ours1) / seconds,
-        process_cpus: proc0.zip(proc1).map(|(a, b)| (b - a).as_secs_f64() / seconds),
+        process_cpus: proc0
+            .zip(proc1)
+            .map(|(a, b)| (b - a).as_secs_f64() / seconds),
     }
 }
 
@@ -213,15 +267,31 @@ fn read_counter(ns: &Netns) -> u64 {
 }
 
 fn nft(ns: &Netns, ruleset: &str) {
-    let mut child = ns.command("nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(ruleset.as_bytes()).unwrap();
+    let mut child = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success(), "nft -f: {ruleset}");
 }
 
 /// Sends `packet` to `to` from the peer, from `senders` threads as fast as
 /// each can, for `duration` (and at most [`MAX_PACKETS`] in all); returns how
 /// many were sent.
-fn flood(lab: &EdgeLab, to: SocketAddr, packet: &[u8], duration: Duration, rate: Option<u64>) -> u64 {
+fn flood(
+    lab: &EdgeLab,
+    to: SocketAddr,
+    packet: &[u8],
+    duration: Duration,
+    rate: Option<u64>,
+) -> u64 {
     let senders = senders();
     let rate = rate.map(|r| r / senders as u64);
     std::thread::scope(|s| {
@@ -235,15 +305,17 @@ fn flood(lab: &EdgeLab, to: SocketAddr, packet: &[u8], duration: Duration, rate:
     })
 }
 
-/// Whether the sender and the edge box get a CPU each (two CPUs or more,
-/// unless `SEGURO_BENCH_SPLIT=0`).
+/// `BENCH_SPLIT=1`: the sender keeps CPU 0 and the edge box's receive
+/// processing moves to CPU 1 (RPS), so that the engines rather than the
+/// sender saturate. Off by default: RPS work runs in whatever context CPU 1
+/// is in, often idle, so [`WorkloadCpu`] misses it.
 fn split() -> bool {
-    cpus() >= 2 && std::env::var("SEGURO_BENCH_SPLIT").map_or(true, |v| v != "0")
+    cpus() >= 2 && std::env::var("BENCH_SPLIT").is_ok_and(|v| v == "1")
 }
 
-/// `SEGURO_BENCH_SENDERS`, default 1.
+/// `BENCH_SENDERS`, default 1.
 fn senders() -> usize {
-    std::env::var("SEGURO_BENCH_SENDERS").ok().and_then(|s| s.parse().ok()).unwrap_or(1).clamp(1, 16)
+    env_u64("BENCH_SENDERS", 1).clamp(1, 16) as usize
 }
 
 /// One sender: flat out, or paced to `rate` packets per second.
@@ -277,7 +349,10 @@ fn send_from(
             let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
             hdr.msg_iov = &raw mut iov;
             hdr.msg_iovlen = 1;
-            libc::mmsghdr { msg_hdr: hdr, msg_len: 0 }
+            libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            }
         })
         .collect();
     let start = Instant::now();
@@ -292,7 +367,14 @@ fn send_from(
         }
         // SAFETY: the headers point at `iov` and `packet`, alive and
         // unaliased for the call.
-        let n = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), BATCH as libc::c_uint, 0) };
+        let n = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                0,
+            )
+        };
         if n > 0 {
             sent += n as u64;
         }
@@ -307,7 +389,11 @@ fn seguro_binary() -> PathBuf {
     }
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().unwrap().join("seguro");
-    assert!(path.exists(), "{} not found: build it (make bench-lb does) or set SEGURO_BIN", path.display());
+    assert!(
+        path.exists(),
+        "{} not found: build it (make bench-lb does) or set SEGURO_BIN",
+        path.display()
+    );
     path
 }
 
@@ -354,7 +440,9 @@ impl Running {
                 let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
-                    let line = lines.next().unwrap_or_else(|| panic!("seguro lb exited: {:?}", child.try_wait()));
+                    let line = lines
+                        .next()
+                        .unwrap_or_else(|| panic!("seguro lb exited: {:?}", child.try_wait()));
                     let line = line.unwrap();
                     if line.contains(" ready") {
                         break;
@@ -386,7 +474,11 @@ impl Running {
                         to.ip(),
                         to.port()
                     );
-                    rule += &if i < 2 { format!(" dup to \"{dev}\"") } else { format!(" fwd to \"{dev}\"") };
+                    rule += &if i < 2 {
+                        format!(" dup to \"{dev}\"")
+                    } else {
+                        format!(" fwd to \"{dev}\"")
+                    };
                 }
                 nft(
                     &lab.edge,
@@ -423,10 +515,14 @@ impl Running {
 /// Medians over rounds, per engine, then the ratios.
 fn report(title: &str, results: &[Measured]) {
     let of = |e: Engine| -> Vec<&Measured> { results.iter().filter(|m| m.engine == e).collect() };
-    let med = |e: Engine, f: &dyn Fn(&Measured) -> f64| median(&of(e).iter().map(|m| f(m)).collect::<Vec<_>>());
+    let med = |e: Engine, f: &dyn Fn(&Measured) -> f64| {
+        median(&of(e).iter().map(|m| f(m)).collect::<Vec<_>>())
+    };
     let range = |e: Engine, f: &dyn Fn(&Measured) -> f64| {
         let v: Vec<f64> = of(e).iter().map(|m| f(m)).collect();
-        let (lo, hi) = v.iter().fold((f64::INFINITY, 0f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        let (lo, hi) = v.iter().fold((f64::INFINITY, 0f64), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        });
         format!("{:.0} ({lo:.0}–{hi:.0})", median(&v))
     };
     println!("### {title}\n");
@@ -439,9 +535,12 @@ fn report(title: &str, results: &[Measured]) {
                 range(e, &|m| m.min_pps()),
                 format!("{:.2}", med(e, &|m| m.workload_cpus)),
                 format!("{:.2}", med(e, &|m| m.machine_cpus)),
-                of(e).first().and_then(|m| m.process_cpus).map_or("-".into(), |_| {
-                    format!("{:.2}", med(e, &|m| m.process_cpus.unwrap_or(0.0)))
-                }),
+                of(e)
+                    .first()
+                    .and_then(|m| m.process_cpus)
+                    .map_or("-".into(), |_| {
+                        format!("{:.2}", med(e, &|m| m.process_cpus.unwrap_or(0.0)))
+                    }),
                 format!("{:.1}", med(e, &|m| m.cpu_us_per_packet())),
                 format!("{:.0}", med(e, &|m| m.per_cpu_second())),
             ]
@@ -466,15 +565,24 @@ fn report(title: &str, results: &[Measured]) {
     let ratio = |a: Engine, b: Engine| {
         vec![
             format!("{} / {}", short(a), short(b)),
-            format!("{:.2}x", med(a, &|m| m.min_pps()) / med(b, &|m| m.min_pps())),
-            format!("{:.2}x", med(a, &|m| m.per_cpu_second()) / med(b, &|m| m.per_cpu_second())),
+            format!(
+                "{:.2}x",
+                med(a, &|m| m.min_pps()) / med(b, &|m| m.min_pps())
+            ),
+            format!(
+                "{:.2}x",
+                med(a, &|m| m.per_cpu_second()) / med(b, &|m| m.per_cpu_second())
+            ),
         ]
     };
     println!(
         "{}",
         table(
             &["ratio", "delivered pps", "copies per CPU-second"],
-            &[ratio(Engine::Xdp, Engine::NftDup), ratio(Engine::Xdp, Engine::Userspace)]
+            &[
+                ratio(Engine::Xdp, Engine::NftDup),
+                ratio(Engine::Xdp, Engine::Userspace)
+            ]
         )
     );
 }
@@ -505,17 +613,34 @@ fn test_run_report() {
     }
     .to_bytes();
     let cases = [
-        ("Ames packet for the ship: classified, marked, passed", Frame::udp(peer, ship, &ames)),
-        ("the same behind an 802.1Q tag", Frame::udp(peer, ship, &ames).tagged(ETH_P_8021Q, 100)),
-        ("garbage for the ship: classified, dropped", Frame::udp(peer, ship, b"garbage! garbage!")),
-        ("UDP for another port: passed", Frame::udp(peer, "10.99.0.1:22".parse().unwrap(), &ames)),
+        (
+            "Ames packet for the ship: classified, marked, passed",
+            Frame::udp(peer, ship, &ames),
+        ),
+        (
+            "the same behind an 802.1Q tag",
+            Frame::udp(peer, ship, &ames).tagged(ETH_P_8021Q, 100),
+        ),
+        (
+            "garbage for the ship: classified, dropped",
+            Frame::udp(peer, ship, b"garbage! garbage!"),
+        ),
+        (
+            "UDP for another port: passed",
+            Frame::udp(peer, "10.99.0.1:22".parse().unwrap(), &ames),
+        ),
     ];
     let rows: Vec<Vec<String>> = cases
         .iter()
         .map(|(what, frame)| {
             let run = programs
                 .test_xdp(&frame.bytes(), REPEAT)
-                .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?} {:?}", std::io::Error::last_os_error()));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "BPF_PROG_TEST_RUN: {e:?} {:?}",
+                        std::io::Error::last_os_error()
+                    )
+                });
             vec![(*what).to_owned(), format!("{}", run.per_run.as_nanos())]
         })
         .collect();
