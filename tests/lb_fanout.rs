@@ -190,6 +190,11 @@ impl Edge {
 
     /// The config text with these replicas.
     fn config(&self, mode: &str, replicas: &[u8]) -> String {
+        self.config_with(mode, replicas, "")
+    }
+
+    /// The config text with these replicas and more `[lb]` settings.
+    fn config_with(&self, mode: &str, replicas: &[u8], more_lb: &str) -> String {
         let mut text = format!(
             "cluster = \"lbtest\"\n\n[ship]\npublic = \"{}\"\n",
             self.ship()
@@ -199,7 +204,7 @@ impl Edge {
             text += &format!("\n[[replicas]]\nid = {i}\names = \"{ames}\"\n");
         }
         text += &format!(
-            "\n[lb]\ninterface = \"{EDGE_IF}\"\nmode = \"{mode}\"\nmetrics = \"{METRICS}\"\n\n\
+            "\n[lb]\ninterface = \"{EDGE_IF}\"\nmode = \"{mode}\"\nmetrics = \"{METRICS}\"\n{more_lb}\n\
              [gatekeeper]\nlisten = \"{}\"\n\n[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
             SocketAddr::new(self.ship().ip(), 4720)
         );
@@ -902,6 +907,38 @@ fn set_option(socket: &UdpSocket, level: libc::c_int, name: libc::c_int, value: 
         "setsockopt({level}, {name}): {}",
         std::io::Error::last_os_error()
     );
+}
+
+#[test]
+fn a_clsact_qdisc_is_removed_only_if_ours() {
+    let edge = Edge::new(Family::V4);
+    let tc = |args: &[&str]| -> String {
+        String::from_utf8_lossy(&edge.lab.edge.exec("tc", args).stdout).into_owned()
+    };
+    let mix = mix();
+    for preexisting in [false, true] {
+        if preexisting {
+            edge.lab
+                .edge
+                .exec("tc", &["qdisc", "add", "dev", EDGE_IF, "clsact"]);
+        }
+        let config = edge.install(&edge.config_with("xdp", &[1, 2, 3], "tc_attach = \"clsact\""));
+        let lb = edge.start(&config);
+        assert!(lb.log().contains("tc=\"clsact\""), "{}", lb.log());
+        assert!(tc(&["qdisc", "show", "dev", EDGE_IF]).contains("clsact"));
+        assert!(tc(&["filter", "show", "dev", EDGE_IF, "ingress"]).contains("seguro_tc"));
+        edge.send(&mix.accepted[..5]);
+        edge.assert_delivered(&mix.accepted[..5], &[1, 2, 3]);
+        let tc_prog = lb.logged_number("tc_prog");
+        assert!(lb.stop().success());
+        assert!(!program_exists(tc_prog));
+        assert!(!tc(&["filter", "show", "dev", EDGE_IF, "ingress"]).contains("seguro_tc"));
+        assert_eq!(
+            tc(&["qdisc", "show", "dev", EDGE_IF]).contains("clsact"),
+            preexisting,
+            "the clsact qdisc must stay exactly when it was there before (preexisting: {preexisting})"
+        );
+    }
 }
 
 #[test]

@@ -40,14 +40,23 @@ impl XdpAttach {
     }
 }
 
-/// How the TC program is attached to the ingress hook.
+/// How the TC program ended up attached to the ingress hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TcAttach {
+pub enum TcHook {
     /// A TCX link (Linux 6.6+): no qdisc, and the kernel detaches it by
     /// itself if this process dies.
     Tcx,
-    /// A cls_bpf filter under the `clsact` qdisc (older kernels).
-    Netlink,
+    /// A cls_bpf filter under the `clsact` qdisc.
+    Clsact,
+}
+
+impl TcHook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcHook::Tcx => "tcx",
+            TcHook::Clsact => "clsact",
+        }
+    }
 }
 
 /// The programs, loaded and verified, and their maps.
@@ -66,7 +75,7 @@ struct Attached {
     xdp: XdpLinkId,
     xdp_mode: XdpAttach,
     tc: SchedClassifierLinkId,
-    tc_mode: TcAttach,
+    tc_mode: TcHook,
     /// Whether we added the interface's `clsact` qdisc (and so remove it).
     added_clsact: bool,
 }
@@ -138,11 +147,22 @@ impl Programs {
     /// TC first: it alone already handles every packet correctly (it
     /// classifies what XDP did not mark), so there is no moment where
     /// packets for the ship are half handled.
-    pub fn attach(&mut self, interface: &str, mode: config::LbMode) -> Result<(), Error> {
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: config::LbMode,
+        hook: config::TcAttach,
+    ) -> Result<(), Error> {
         if self.attached.is_some() {
             return Err(Error::Attach("the programs are already attached".into()));
         }
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        let tcx = match hook {
+            config::TcAttach::Tcx => true,
+            config::TcAttach::Clsact => false,
+            config::TcAttach::Auto => {
+                KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+            }
+        };
         let mut added_clsact = false;
         if !tcx {
             match tc::qdisc_add_clsact(interface) {
@@ -172,11 +192,7 @@ impl Programs {
                 return Err(program_error(PROG_TC, e));
             }
         };
-        let tc_mode = if tcx {
-            TcAttach::Tcx
-        } else {
-            TcAttach::Netlink
-        };
+        let tc_mode = if tcx { TcHook::Tcx } else { TcHook::Clsact };
         let xdp_program: &mut Xdp = self.program(PROG_XDP)?;
         let attached = match mode {
             config::LbMode::XdpGeneric => xdp_program
@@ -215,7 +231,7 @@ impl Programs {
     }
 
     /// How the programs are attached, once they are.
-    pub fn attachment(&self) -> Option<(XdpAttach, TcAttach)> {
+    pub fn attachment(&self) -> Option<(XdpAttach, TcHook)> {
         self.attached.as_ref().map(|a| (a.xdp_mode, a.tc_mode))
     }
 

@@ -39,7 +39,7 @@ pub async fn run(path: PathBuf, overrides: Overrides, config: Config) -> Result<
     let mut slots = Slots::default();
     let mut desired = Desired::new(&config, &mut slots)?;
     let mut exporter = Exporter::install(lb.metrics)?;
-    let mut engine = Engine::start(&lb.interface, lb.mode).await?;
+    let mut engine = Engine::start(&lb).await?;
     exporter.mode(engine.name());
     let unresolved = engine.apply(&desired, true).await?;
     exporter.replicas(desired.replicas.len(), unresolved);
@@ -162,6 +162,11 @@ async fn reload(
             new.lb.mode.to_string(),
         ),
         (
+            "lb.tc_attach",
+            running.lb.tc_attach.to_string(),
+            new.lb.tc_attach.to_string(),
+        ),
+        (
             "lb.metrics",
             running.lb.metrics.to_string(),
             new.lb.metrics.to_string(),
@@ -175,6 +180,7 @@ async fn reload(
     new.ship = running.ship.clone();
     new.lb.interface = running.lb.interface.clone();
     new.lb.mode = running.lb.mode;
+    new.lb.tc_attach = running.lb.tc_attach;
     new.lb.metrics = running.lb.metrics;
     // Counts so far belong to the slots' current owners.
     if let Ok(c) = engine.counters() {
@@ -227,8 +233,8 @@ enum Engine {
 }
 
 impl Engine {
-    async fn start(interface: &str, mode: LbMode) -> Result<Engine, Error> {
-        match mode {
+    async fn start(lb: &config::LbConfig) -> Result<Engine, Error> {
+        match lb.mode {
             LbMode::Userspace => Ok(Engine::Relay {
                 relay: None,
                 published: None,
@@ -236,7 +242,7 @@ impl Engine {
             LbMode::Xdp | LbMode::XdpGeneric => {
                 let hops = NextHops::new()?;
                 let mut programs = Box::new(Programs::load()?);
-                programs.attach(interface, mode)?;
+                programs.attach(&lb.interface, lb.mode, lb.tc_attach)?;
                 Ok(Engine::Kernel {
                     programs,
                     hops,
@@ -315,11 +321,9 @@ impl Engine {
 
     fn tc_name(&self) -> &'static str {
         match self {
-            Engine::Kernel { programs, .. } => match programs.attachment() {
-                Some((_, crate::kernel::TcAttach::Tcx)) => "tcx",
-                Some((_, crate::kernel::TcAttach::Netlink)) => "clsact",
-                None => "none",
-            },
+            Engine::Kernel { programs, .. } => {
+                programs.attachment().map_or("none", |(_, tc)| tc.as_str())
+            }
             Engine::Relay { .. } => "none",
         }
     }
