@@ -34,6 +34,15 @@ const RESOLVE_WAIT: Duration = Duration::from_secs(2);
 /// running set and logs why.
 pub async fn run(path: PathBuf, overrides: Overrides, config: Config) -> Result<(), Error> {
     let lb = config.lb.clone();
+    // Before anything is attached: a SIGTERM during the start then waits
+    // for the loop below and detaches cleanly, rather than killing the
+    // process with a clsact filter left behind.
+    let signal = |kind: SignalKind| signal(kind).map_err(Error::io("installing a signal handler"));
+    let (mut term, mut int, mut hup) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::hangup())?,
+    );
     privilege::check(lb.mode)?;
     let ifindex = interface_index(&lb.interface)?;
     let mut slots = Slots::default();
@@ -59,12 +68,6 @@ pub async fn run(path: PathBuf, overrides: Overrides, config: Config) -> Result<
         "ready"
     );
 
-    let signal = |kind: SignalKind| signal(kind).map_err(Error::io("installing a signal handler"));
-    let (mut term, mut int, mut hup) = (
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::interrupt())?,
-        signal(SignalKind::hangup())?,
-    );
     let mut watch = match ConfigWatch::new(&path) {
         Ok(w) => Some(w),
         Err(e) => {
