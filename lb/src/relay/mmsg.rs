@@ -1,148 +1,108 @@
-//! `recvmmsg` and `sendmmsg`: many datagrams per system call.
+//! `recvmmsg` and `sendmmsg` through nix: many datagrams per system call,
+//! without unsafe code of ours around `mmsghdr`.
 
-use std::io;
-use std::mem;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 
-use socket2::{SockAddr, SockAddrStorage};
+use nix::sys::socket::{self, MsgFlags, MultiHeaders, SockaddrStorage};
 
-/// Buffers for up to `capacity` datagrams of up to `size` bytes each.
+/// Buffers for up to `capacity` datagrams of up to `size` bytes each, and
+/// what the last [`recv`](RecvBatch::recv) put in them.
 pub struct RecvBatch {
-    bufs: Vec<Box<[u8]>>,
-    names: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    received: usize,
+    data: Box<[u8]>,
+    size: usize,
+    capacity: usize,
+    /// Source, length, truncated.
+    received: Vec<(Option<SocketAddr>, usize, bool)>,
 }
-
-// SAFETY: the raw pointers inside point into the batch's own heap buffers
-// and are rebuilt before every call; nothing is shared.
-unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
     pub fn new(capacity: usize, size: usize) -> Self {
         Self {
-            bufs: (0..capacity)
-                .map(|_| vec![0u8; size].into_boxed_slice())
-                .collect(),
-            // SAFETY: all-zero is a valid sockaddr_storage (AF_UNSPEC).
-            names: vec![unsafe { mem::zeroed() }; capacity],
-            iovs: Vec::with_capacity(capacity),
-            hdrs: Vec::with_capacity(capacity),
-            received: 0,
+            data: vec![0u8; capacity * size].into_boxed_slice(),
+            size,
+            capacity,
+            received: Vec::with_capacity(capacity),
         }
     }
 
     /// Receives what is queued, without waiting; `WouldBlock` if nothing is.
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        self.iovs.clear();
-        self.hdrs.clear();
-        for buf in &mut self.bufs {
-            self.iovs.push(libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            });
+        self.received.clear();
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+            .data
+            .chunks_exact_mut(self.size)
+            .map(|slot| [IoSliceMut::new(slot)])
+            .collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(self.capacity, None);
+        let results = socket::recvmmsg(
+            fd.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        for msg in results {
+            self.received.push((
+                msg.address.and_then(|a| socket_addr(&a)),
+                msg.bytes,
+                msg.flags.contains(MsgFlags::MSG_TRUNC),
+            ));
         }
-        for (name, iov) in self.names.iter_mut().zip(&mut self.iovs) {
-            // SAFETY: all-zero is a valid msghdr; the fields set below point
-            // into buffers that outlive the call.
-            let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-            hdr.msg_name = std::ptr::from_mut(name).cast();
-            hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_iov = iov;
-            hdr.msg_iovlen = 1;
-            self.hdrs.push(libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            });
-        }
-        // SAFETY: `hdrs` holds `len` initialised headers whose buffers stay
-        // alive and unaliased for the duration of the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
-                self.hdrs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            self.received = 0;
-            return Err(io::Error::last_os_error());
-        }
-        self.received = n as usize;
-        Ok(self.received)
+        Ok(self.received.len())
     }
 
     /// The `i`th datagram of the last [`recv`](Self::recv): its source, its
     /// bytes, and whether it was longer than the buffer.
     pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8], bool)> {
-        if i >= self.received {
-            return None;
-        }
-        let hdr = &self.hdrs[i];
-        let len = (hdr.msg_len as usize).min(self.bufs[i].len());
-        let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        let mut storage = SockAddrStorage::zeroed();
-        // SAFETY: both are sockaddr_storage; the kernel wrote `msg_namelen`
-        // bytes of a socket address into `names[i]`.
-        let source = unsafe {
-            *storage.view_as::<libc::sockaddr_storage>() = self.names[i];
-            SockAddr::new(storage, hdr.msg_hdr.msg_namelen)
-        }
-        .as_socket()?;
-        Some((source, &self.bufs[i][..len], truncated))
+        let &(source, len, truncated) = self.received.get(i)?;
+        let start = i * self.size;
+        Some((
+            source?,
+            &self.data[start..start + len.min(self.size)],
+            truncated,
+        ))
     }
 }
 
-/// One datagram to send: up to two buffers, gathered.
+fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// One datagram to send: a header and a payload, gathered.
 pub struct Outgoing<'a> {
-    pub to: &'a SockAddr,
-    pub parts: [&'a [u8]; 2],
+    pub to: SockaddrStorage,
+    pub parts: [IoSlice<'a>; 2],
+}
+
+impl<'a> Outgoing<'a> {
+    pub fn new(to: SocketAddr, header: &'a [u8], payload: &'a [u8]) -> Self {
+        Self {
+            to: SockaddrStorage::from(to),
+            parts: [IoSlice::new(header), IoSlice::new(payload)],
+        }
+    }
 }
 
 /// Sends as many of `msgs` as the socket takes without waiting; returns how
 /// many were sent. An error means the first of them was not.
 pub fn send(fd: BorrowedFd<'_>, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
-    let mut iovs: Vec<[libc::iovec; 2]> = msgs
-        .iter()
-        .map(|m| {
-            m.parts.map(|p| libc::iovec {
-                iov_base: p.as_ptr().cast_mut().cast(),
-                iov_len: p.len(),
-            })
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = msgs
-        .iter()
-        .zip(&mut iovs)
-        .map(|(m, iov)| {
-            // SAFETY: all-zero is a valid msghdr.
-            let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-            hdr.msg_name = m.to.as_ptr().cast_mut().cast();
-            hdr.msg_namelen = m.to.len();
-            hdr.msg_iov = iov.as_mut_ptr();
-            hdr.msg_iovlen = 2;
-            libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            }
-        })
-        .collect();
-    // SAFETY: every header points at buffers borrowed for this call; the
-    // kernel only reads them.
-    let n = unsafe {
-        libc::sendmmsg(
-            fd.as_raw_fd(),
-            hdrs.as_mut_ptr(),
-            hdrs.len() as libc::c_uint,
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(msgs.len(), None);
+    let slices: Vec<&[IoSlice<'_>; 2]> = msgs.iter().map(|m| &m.parts).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = msgs.iter().map(|m| Some(m.to)).collect();
+    let sent = socket::sendmmsg(
+        fd.as_raw_fd(),
+        &mut headers,
+        &slices,
+        &addrs,
+        [],
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    Ok(sent.count())
 }

@@ -20,7 +20,7 @@ use std::os::fd::AsFd as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use lb_abi::{Counters, DropReason};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
@@ -39,8 +39,9 @@ const SOCKET_BUFFER: usize = 8 << 20;
 #[derive(Clone, Debug, PartialEq)]
 struct Targets {
     drop_malformed: bool,
-    /// Each replica's address and counter slot.
-    to: Vec<(SockAddr, SocketAddr, u8)>,
+    /// Each replica: where the raw socket routes to (its address, port 0),
+    /// its Ames address, and its counter slot.
+    to: Vec<(SocketAddr, SocketAddr, u8)>,
 }
 
 /// A running relay.
@@ -128,7 +129,7 @@ impl From<&Desired> for Targets {
                     // A raw IPv6 socket reads the port of the destination as
                     // a protocol number: it must be zero.
                     let route_to = SocketAddr::new(r.ames.ip(), 0);
-                    (route_to.into(), r.ames, r.slot)
+                    (route_to, r.ames, r.slot)
                 })
                 .collect(),
         }
@@ -195,7 +196,7 @@ async fn relay(
         // One header per copy, then one message per copy pointing at its
         // header and at the payload it shares with the other copies.
         headers.resize(accepted.len() * plan.to.len(), [0; packet::MAX_HEADER]);
-        let mut messages = Vec::with_capacity(headers.len());
+        let mut outgoing = Vec::with_capacity(headers.len());
         let mut slots = Vec::with_capacity(headers.len());
         let mut header_iter = headers.iter_mut();
         for &(i, source, payload_sum) in &accepted {
@@ -205,14 +206,10 @@ async fn relay(
             for (route_to, to, slot) in &plan.to {
                 let Some(h) = header_iter.next() else { break };
                 let len = packet::header(h, source, *to, payload.len(), payload_sum);
-                messages.push((route_to, &h[..len], payload));
+                outgoing.push(mmsg::Outgoing::new(*route_to, &h[..len], payload));
                 slots.push(*slot);
             }
         }
-        let outgoing: Vec<mmsg::Outgoing<'_>> = messages
-            .iter()
-            .map(|(to, h, p)| mmsg::Outgoing { to, parts: [h, p] })
-            .collect();
         send_all(&raw, &outgoing, &slots, &mut local).await;
         let mut shared = counters.lock().unwrap_or_else(PoisonError::into_inner);
         shared.add(&local);
@@ -271,27 +268,19 @@ fn fail_rest(slots: &[u8], counters: &mut Counters) {
 /// Asks for large socket buffers: past the sysctl limit if CAP_NET_ADMIN
 /// allows it, else as large as the limit.
 fn grow_buffer(socket: &Socket, receive: bool) {
-    use std::os::fd::AsRawFd as _;
-    let (force, plain) = if receive {
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)
+    use nix::sys::socket::{setsockopt, sockopt};
+    let forced = if receive {
+        setsockopt(socket, sockopt::RcvBufForce, &SOCKET_BUFFER)
     } else {
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)
+        setsockopt(socket, sockopt::SndBufForce, &SOCKET_BUFFER)
     };
-    let size = SOCKET_BUFFER as libc::c_int;
-    for option in [force, plain] {
-        // SAFETY: setsockopt with a pointer to a live c_int and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                std::ptr::from_ref(&size).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
+    if forced.is_err() {
+        // Without CAP_NET_ADMIN: as much as net.core.*mem_max allows.
+        let _ = if receive {
+            socket.set_recv_buffer_size(SOCKET_BUFFER)
+        } else {
+            socket.set_send_buffer_size(SOCKET_BUFFER)
         };
-        if rc == 0 {
-            return;
-        }
     }
 }
 
