@@ -48,6 +48,14 @@ pub async fn run(path: PathBuf, overrides: Overrides, config: Config) -> Result<
     let mut slots = Slots::default();
     let mut desired = Desired::new(&config, &mut slots)?;
     let mut exporter = Exporter::install(lb.metrics)?;
+    // Watching from before the start, so that no change is missed.
+    let mut watch = match ConfigWatch::new(&path) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot watch the config file; reload with SIGHUP");
+            None
+        }
+    };
     let mut engine = Engine::start(&lb).await?;
     exporter.mode(engine.name());
     let unresolved = engine.apply(&desired, true).await?;
@@ -68,13 +76,6 @@ pub async fn run(path: PathBuf, overrides: Overrides, config: Config) -> Result<
         "ready"
     );
 
-    let mut watch = match ConfigWatch::new(&path) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "cannot watch the config file; reload with SIGHUP");
-            None
-        }
-    };
     let mut export = interval(EXPORT_EVERY);
     let mut resolve = interval(RESOLVE_EVERY);
     export.set_missed_tick_behavior(MissedTickBehavior::Delay);
