@@ -9,13 +9,14 @@ FUZZ_SECONDS ?= 20
 # Tests and the demo start this etcd (scripts/deps.sh links etcd 3.5 here).
 export SEGURO_ETCD ?= /usr/local/bin/etcd
 
-.PHONY: help deps build test lint unit fuzz fuzz-smoke run bench bench-gatekeeper
+.PHONY: help deps build test lint unit fuzz fuzz-smoke run bench bench-gatekeeper bench-lb
 
 help:
 	@echo "make run         build and run the demo"
 	@echo "make test        lint, unit and integration tests, a short fuzz run"
 	@echo "make bench       every benchmark in bench/ (see docs/PERFORMANCE.md)"
 	@echo "make bench-gatekeeper  effects/s vs a plain UDP relay; election failover p50/p99"
+	@echo "make bench-lb    edge fan-out: XDP/TC vs nftables dup vs the userspace relay"
 	@echo "make fuzz        fuzz the Ames parser for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 	@echo "make deps        install the toolchain and tools (Debian 12, root)"
 
@@ -25,9 +26,13 @@ deps:
 build: deps
 	$(CARGO) build --release --locked
 
+# ebpf/ is a workspace of its own (bpfel-unknown-none, nightly): linted apart.
 lint: deps
 	$(CARGO) fmt --all --check
+	cd ebpf && $(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	cd ebpf && $(CARGO) +nightly clippy --locked -Z build-std=core --target bpfel-unknown-none \
+		--release --target-dir ../target/ebpf-lint -- -D warnings
 
 unit: deps
 	$(CARGO) test --workspace --locked
@@ -42,10 +47,15 @@ test: lint unit fuzz-smoke
 run: build
 	@scripts/run.sh
 
-bench: bench-gatekeeper
+bench: bench-gatekeeper bench-lb
 
 # Each benchmark is a release binary of bench/ that starts what it needs
 # (etcd on loopback) and prints its results as Markdown tables.
 bench-gatekeeper: deps
 	$(CARGO) build --release --locked -p seguro-bench --bin gatekeeper
 	./target/release/gatekeeper
+
+# Needs root: network namespaces, eBPF programs, nftables (about 3 minutes).
+bench-lb: deps
+	$(CARGO) build --release --locked -p seguro -p seguro-bench --bin seguro --bin lb
+	./target/release/lb

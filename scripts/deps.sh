@@ -26,11 +26,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The eBPF programs build with nightly's build-std, which needs rust-src.
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
-    say "adding rust-src to the nightly toolchain"
-    rustup component add rust-src --toolchain nightly
-fi
+# The eBPF programs build with nightly's build-std, which needs rust-src;
+# `make lint` checks them with nightly's clippy.
+for component in rust-src clippy; do
+    if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q "^$component"; then
+        say "adding $component to the nightly toolchain"
+        rustup component add "$component" --toolchain nightly
+    fi
+done
 
 # bpf-linker must link against the system's LLVM 22, the same major version
 # as nightly's rustc.

@@ -47,10 +47,28 @@ pub enum Command {
     /// holds the etcd key `<prefix>/<cluster>/gatekeeper` (one active edge
     /// box; others stand by). Exits 0 on SIGINT/SIGTERM after resigning.
     Gatekeeper(GatekeeperArgs),
+    /// Run the edge fan-out: copy every packet for the ship to every replica.
+    ///
+    /// Attaches the XDP classifier and TC cloner to `lb.interface` (or, with
+    /// `lb.mode = "userspace"`, relays through sockets), serves metrics on
+    /// `lb.metrics`, reloads the replica set on SIGHUP and when the config
+    /// file changes, and detaches everything on SIGTERM or SIGINT.
+    ///
+    /// Exit codes: 0 after a clean stop; 2 for a config that is invalid or
+    /// does not fit this host (e.g. no such interface); 69 when this kernel
+    /// cannot run eBPF programs; 77 when not root (or without the
+    /// capabilities the mode needs); 1 for anything else.
+    Lb(LbArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct GatekeeperArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LbArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }

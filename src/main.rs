@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Ames(args) => cmd::ames::run(args),
         Command::Keygen(args) => cmd::keygen::run(args),
         Command::Gatekeeper(args) => cmd::gatekeeper::run(args),
+        Command::Lb(args) => cmd::lb::run(args),
     };
     match result {
         Ok(code) => code,
@@ -33,6 +34,12 @@ fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // netlink-packet-route warns about every attribute newer kernels add,
+    // each time `seguro lb` reads a link.
+    let quiet = "netlink_packet_route=error"
+        .parse()
+        .expect("a valid directive");
+    let filter = filter.add_directive(quiet);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

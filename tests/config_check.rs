@@ -153,6 +153,30 @@ fn unknown_keys_are_all_reported_with_a_suggestion() {
 }
 
 #[test]
+fn lb_tc_attach_is_one_of_its_choices() {
+    let f = Fixture::new();
+    let path = f.edited(
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ntc_attach = \"sometimes\"",
+    );
+    let err = check_fails(&path);
+    assert!(
+        err.contains("lb.tc_attach: `sometimes` is not one of: auto, tcx, clsact"),
+        "{err}"
+    );
+    let path = f.edited(
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ntc_attach = \"clsact\"",
+    );
+    seguro()
+        .arg("config")
+        .arg("check")
+        .arg(&path)
+        .assert()
+        .success();
+}
+
+#[test]
 fn unparsable_address() {
     let f = Fixture::new();
     let path = f.edited("ames = \"10.0.1.2:34543\"", "ames = \"10.0.1.2\"");

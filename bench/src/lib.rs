@@ -1,9 +1,14 @@
-//! Shared helpers for Seguro's benchmarks: percentiles, rates, medians.
+//! Shared helpers for Seguro's benchmarks: percentiles, rates, medians, CPU
+//! accounting, Markdown tables.
+
+pub mod cpu;
 
 use std::fmt;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+pub use cpu::{CpuTimes, WorkloadCpu, cpus, process_cpu};
 
 /// Percentiles of a set of durations, recorded to the microsecond.
 pub struct Latencies {
@@ -81,6 +86,19 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// A Markdown table, as docs/PERFORMANCE.md holds results.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = format!(
+        "| {} |\n|{}|\n",
+        header.join(" | "),
+        vec!["---"; header.len()].join("|")
+    );
+    for row in rows {
+        out += &format!("| {} |\n", row.join(" | "));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +115,11 @@ mod tests {
         assert!(l.quantile(0.99).as_millis() >= 98);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn tables_are_markdown() {
+        let t = table(&["a", "b"], &[vec!["1".into(), "2".into()]]);
+        assert_eq!(t, "| a | b |\n|---|---|\n| 1 | 2 |\n");
     }
 }

@@ -232,10 +232,15 @@ impl Builder<'_, '_> {
             Some(m) => self.choice::<LbMode>(m, "lb.mode"),
             None => Some(LbMode::Xdp),
         };
+        let tc_attach = match &raw.tc_attach {
+            Some(t) => self.choice::<TcAttach>(t, "lb.tc_attach"),
+            None => Some(TcAttach::Auto),
+        };
         let metrics = self.addr_or(raw.metrics.as_ref(), "lb.metrics", DEFAULT_LB_METRICS);
         Some(LbConfig {
             interface: interface?,
             mode: mode?,
+            tc_attach: tc_attach?,
             metrics: metrics?,
             drop_malformed: raw.drop_malformed.unwrap_or(true),
         })

@@ -121,6 +121,21 @@ choice_enum! {
     }
 }
 
+choice_enum! {
+    /// How the edge fan-out hooks its TC program into the interface's
+    /// ingress.
+    TcAttach {
+        /// TCX on Linux 6.6 and later, a `clsact` filter before.
+        Auto = "auto",
+        /// A TCX link (Linux 6.6+): no qdisc, and the kernel detaches it if
+        /// the process dies.
+        Tcx = "tcx",
+        /// A filter under the interface's `clsact` qdisc, added if missing
+        /// and then removed on exit.
+        Clsact = "clsact",
+    }
+}
+
 /// The whole cluster, as validated from one file plus command-line overrides.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -183,6 +198,8 @@ pub struct LbConfig {
     /// The edge box's interface that receives the ship's inbound traffic.
     pub interface: String,
     pub mode: LbMode,
+    /// How the TC program is attached (XDP modes).
+    pub tc_attach: TcAttach,
     pub metrics: SocketAddr,
     /// Drop packets for the ship that are not Ames, fine, STUN or mesa.
     pub drop_malformed: bool,

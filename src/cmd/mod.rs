@@ -4,6 +4,7 @@ pub mod ames;
 pub mod config;
 pub mod gatekeeper;
 pub mod keygen;
+pub mod lb;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
