@@ -144,12 +144,17 @@ impl tonic::service::Interceptor for Verifier {
             Ok(_) => Ok(req),
             Err(r) => {
                 m::auth_refused(r.reason());
-                tracing::warn!(reason = r.reason(), "refused a request without a valid credential");
+                tracing::warn!(
+                    reason = r.reason(),
+                    "refused a request without a valid credential"
+                );
                 Err(Status::unauthenticated(match r {
                     Refusal::ClockSkew => {
                         "credential expired or from the future: check the hosts' clocks (NTP)"
                     }
-                    _ => "not authenticated: the request must carry a credential made with the event log secret (keys.eventlog)",
+                    _ => {
+                        "not authenticated: the request must carry a credential made with the event log secret (keys.eventlog)"
+                    }
                 }))
             }
         }

@@ -20,15 +20,25 @@ pub enum AppendError {
     #[error("duplicate: the log already holds events up to {last}")]
     Duplicate { last: EventNum },
     #[error("event {event} is {size} bytes, over the limit of {limit} (eventlog.max_event_bytes)")]
-    EventTooLarge { event: EventNum, size: u64, limit: u64 },
+    EventTooLarge {
+        event: EventNum,
+        size: u64,
+        limit: u64,
+    },
     #[error(
         "the batch from event {first} is {size} bytes, over the limit of {limit} (eventlog.batch.max_bytes)"
     )]
-    BatchTooLarge { first: EventNum, size: u64, limit: u64 },
+    BatchTooLarge {
+        first: EventNum,
+        size: u64,
+        limit: u64,
+    },
     #[error("event {given} appended out of order: the writer's next event is {expected}")]
     OutOfOrder { expected: EventNum, given: EventNum },
     #[error("invalid append: {0}")]
     Invalid(String),
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("the event log is unavailable ({0}); the batch may or may not be stored")]
     Unavailable(String),
     #[error("no commit within {0:?}; the batch may or may not be stored")]

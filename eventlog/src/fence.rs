@@ -36,7 +36,12 @@ impl FenceState {
     /// The epoch is checked first, so an old leader learns that it was
     /// superseded rather than where the log ends. `first + count` must not
     /// overflow (the API refuses such requests before they are proposed).
-    pub fn check(&self, epoch: Epoch, first: EventNum, count: u64) -> Result<FenceState, Rejection> {
+    pub fn check(
+        &self,
+        epoch: Epoch,
+        first: EventNum,
+        count: u64,
+    ) -> Result<FenceState, Rejection> {
         if epoch < self.highest {
             return Err(Rejection::StaleEpoch {
                 highest: self.highest,

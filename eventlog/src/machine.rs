@@ -185,7 +185,10 @@ impl Machine {
             voters: self.voters.clone(),
             events: self.events.len() as u64,
         };
-        write_blob(&mut w, &postcard::to_stdvec(&header).map_err(io::Error::other)?)?;
+        write_blob(
+            &mut w,
+            &postcard::to_stdvec(&header).map_err(io::Error::other)?,
+        )?;
         for s in &self.events {
             w.write_all(&s.epoch.get().to_be_bytes())?;
             w.write_all(&s.mug.to_be_bytes())?;
@@ -215,10 +218,11 @@ impl Machine {
         }
         let meta = r.blob()?;
         let header_at = r.offset;
-        let header: Header = postcard::from_bytes(&r.blob()?).map_err(|e| SnapshotError::Corrupt {
-            offset: header_at,
-            what: format!("bad header: {e}"),
-        })?;
+        let header: Header =
+            postcard::from_bytes(&r.blob()?).map_err(|e| SnapshotError::Corrupt {
+                offset: header_at,
+                what: format!("bad header: {e}"),
+            })?;
         let mut m = Machine {
             fence: header.fence,
             purge_point: header.purge_point,
@@ -543,7 +547,12 @@ mod tests {
         assert_eq!(back, m);
 
         let mut flipped = file.clone();
-        for at in [20, flipped.len() - 40, flipped.len() - 35, flipped.len() - 1] {
+        for at in [
+            20,
+            flipped.len() - 40,
+            flipped.len() - 35,
+            flipped.len() - 1,
+        ] {
             flipped[at] ^= 0x40;
             assert!(matches!(
                 Machine::read_snapshot(&flipped[..]),

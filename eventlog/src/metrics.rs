@@ -68,7 +68,13 @@ pub(crate) fn restarts() {
 }
 
 /// The state machine's position, after every apply.
-pub(crate) fn machine(last: u64, epoch: u64, purge_point: u64, held_events: usize, held_bytes: u64) {
+pub(crate) fn machine(
+    last: u64,
+    epoch: u64,
+    purge_point: u64,
+    held_events: usize,
+    held_bytes: u64,
+) {
     gauge!("seguro_eventlog_committed_event").set(last as f64);
     gauge!("seguro_eventlog_epoch").set(epoch as f64);
     gauge!("seguro_eventlog_purge_point_event").set(purge_point as f64);

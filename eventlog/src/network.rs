@@ -120,7 +120,12 @@ impl Peer {
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&AnyError::error(e))))
     }
 
-    async fn unary<Req, Resp, F, Fut>(&self, req: &Req, option: &RPCOption, call: F) -> Result<Resp, RPCError<TypeConfig>>
+    async fn unary<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -145,8 +150,10 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&rpc, &option, |mut c, r| async move { c.append_entries(r).await })
-            .await
+        self.unary(&rpc, &option, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
     }
 
     fn stream_append<'s, S>(
@@ -156,12 +163,18 @@ impl RaftNetworkV2<TypeConfig> for Peer {
     ) -> openraft::base::BoxFuture<
         's,
         Result<
-            openraft::base::BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            openraft::base::BoxStream<
+                's,
+                Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>,
+            >,
             RPCError<TypeConfig>,
         >,
     >
     where
-        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
     {
         Box::pin(async move {
             let mut client = self.client()?;
@@ -254,7 +267,9 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         }
         let resp = resp.map_err(|s| match status_error(s) {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-            other => StreamingError::Network(NetworkError::new(&AnyError::error(other.to_string()))),
+            other => {
+                StreamingError::Network(NetworkError::new(&AnyError::error(other.to_string())))
+            }
         })?;
         decode(resp.get_ref()).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
@@ -264,8 +279,9 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.unary(&req, &option, |mut c, r| async move { c.transfer_leader(r).await })
-            .await
+        self.unary(&req, &option, |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
     }
 }
-

@@ -13,9 +13,9 @@ use std::time::Duration;
 use config::{Config, Key, ReplicaId};
 use openraft::rt::WatchReceiver;
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
-use tonic::service::interceptor::InterceptedService;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::{Signer, Verifier};
 use crate::client::Client;
@@ -69,7 +69,10 @@ pub enum NodeError {
     #[error(transparent)]
     Key(#[from] config::KeyError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Log(#[from] OpenError),
     #[error(transparent)]
@@ -102,7 +105,9 @@ pub(crate) struct Running {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CommitView {
     /// Only the leader knows every voter's progress.
-    NotLeader { leader: Option<u64> },
+    NotLeader {
+        leader: Option<u64>,
+    },
     Leader(CommitState),
 }
 
@@ -216,22 +221,18 @@ pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Resul
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(
-            InterceptedService::new(
-                RaftServer::new(RaftService::new(ctx.clone()))
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
-                verifier.clone(),
-            ),
-        )
-        .add_service(
-            InterceptedService::new(
-                EventLogServer::new(ApiService::new(ctx.clone()))
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
-                verifier,
-            ),
-        )
+        .add_service(InterceptedService::new(
+            RaftServer::new(RaftService::new(ctx.clone()))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+            verifier.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            EventLogServer::new(ApiService::new(ctx.clone()))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+            verifier,
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_server_rx.await;
         });
@@ -255,7 +256,7 @@ pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Resul
                         _ = tokio::time::sleep(backoff) => {}
                         _ = &mut shutdown => break Ok(()),
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             },
@@ -356,9 +357,16 @@ async fn start_raft(
     Ok(running)
 }
 
-fn spawn_tasks(opts: &NodeOptions, running: &Running, client: &Client) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_tasks(
+    opts: &NodeOptions,
+    running: &Running,
+    client: &Client,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let lowest = opts.config.replicas.iter().map(|r| r.id).min();
-    let mut tasks = vec![tokio::spawn(compact(running.raft.clone(), running.sm.clone()))];
+    let mut tasks = vec![tokio::spawn(compact(
+        running.raft.clone(),
+        running.sm.clone(),
+    ))];
     if lowest == Some(opts.id) {
         let members = opts
             .config
@@ -426,7 +434,10 @@ async fn initialize(
             }
         }
         if let Some(peer) = found {
-            tracing::info!(peer, "a peer already holds a log: joining the existing cluster, not forming one");
+            tracing::info!(
+                peer,
+                "a peer already holds a log: joining the existing cluster, not forming one"
+            );
             return;
         }
         if empty >= quorum {
@@ -493,7 +504,11 @@ async fn publish_commits(running: Running, tx: watch::Sender<CommitView>) {
                         _ => None,
                     };
                 }
-                m::replica(mt.id, flushed_index, last_log.saturating_sub(flushed_index.unwrap_or(0)));
+                m::replica(
+                    mt.id,
+                    flushed_index,
+                    last_log.saturating_sub(flushed_index.unwrap_or(0)),
+                );
                 let all_durable = on_disk(lowest)
                     .unwrap_or(pos.purge_point)
                     .min(leader_durable);

@@ -27,7 +27,9 @@ impl From<&Err> for AppendError {
                 limit: *limit,
                 batch: true,
             }),
-            Err::OutOfOrder { .. } | Err::Invalid(_) => Kind::Invalid(e.to_string()),
+            Err::OutOfOrder { .. } | Err::Invalid(_) | Err::Refused(_) => {
+                Kind::Invalid(e.to_string())
+            }
             Err::Unavailable(why) => Kind::Unavailable(why.clone()),
             Err::Timeout(_) => Kind::Unavailable(e.to_string()),
         };

@@ -17,8 +17,14 @@ pub type LogId = openraft::LogId<openraft::impls::leader_id_adv::LeaderId<u64, u
 pub type Vote = openraft::impls::Vote<openraft::impls::leader_id_adv::LeaderId<u64, u64>>;
 pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;
 pub type EntryPayload = openraft::EntryPayload<Command, u64, openraft::BasicNode>;
-pub type StoredMembership =
-    openraft::StoredMembership<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
-pub type SnapshotMeta =
-    openraft::SnapshotMeta<openraft::impls::leader_id_adv::LeaderId<u64, u64>, u64, openraft::BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<
+    openraft::impls::leader_id_adv::LeaderId<u64, u64>,
+    u64,
+    openraft::BasicNode,
+>;
+pub type SnapshotMeta = openraft::SnapshotMeta<
+    openraft::impls::leader_id_adv::LeaderId<u64, u64>,
+    u64,
+    openraft::BasicNode,
+>;
 pub type Raft = openraft::Raft<TypeConfig, crate::sm::StateMachine>;

@@ -198,7 +198,11 @@ impl StateMachine {
             }
             openraft::EntryPayload::Membership(mem) => {
                 st.membership = StoredMembership::new(Some(entry.log_id), mem.clone());
-                let voters = st.membership.voter_ids().map(|v| v as u32).collect::<Vec<_>>();
+                let voters = st
+                    .membership
+                    .voter_ids()
+                    .map(|v| v as u32)
+                    .collect::<Vec<_>>();
                 st.machine.set_voters(voters);
                 Outcome::Done
             }
@@ -222,7 +226,10 @@ impl StateMachine {
     pub(crate) fn incoming_file(&self) -> io::Result<(PathBuf, File)> {
         let mut r = [0u8; 8];
         getrandom::fill(&mut r).map_err(io::Error::other)?;
-        let path = self.inner.dir.join(format!("incoming-{}.tmp", hex::encode(r)));
+        let path = self
+            .inner
+            .dir
+            .join(format!("incoming-{}.tmp", hex::encode(r)));
         let file = File::options()
             .read(true)
             .write(true)
@@ -345,29 +352,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder { sm: self.clone() }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> io::Result<()> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> io::Result<()> {
         let sm = self.clone();
         let meta = meta.clone();
-        let (meta, machine) = tokio::task::spawn_blocking(move || -> io::Result<(SnapshotMeta, Machine)> {
-            let SnapshotData { path, file } = snapshot;
-            let (embedded, machine) = read_snapshot_file(&path).map_err(io::Error::other)?;
-            if embedded.last_log_id != meta.last_log_id {
-                return Err(io::Error::other(format!(
-                    "snapshot {} holds log id {:?}, not {:?}",
-                    path.display(),
-                    embedded.last_log_id,
-                    meta.last_log_id
-                )));
-            }
-            let dest = sm.inner.dir.join(snapshot_name(&meta));
-            persist(&path, file, &dest)?;
-            *sm.inner.current.lock().unwrap() = Some((meta.clone(), dest.clone()));
-            sm.remove_older_snapshots(&dest);
-            Ok((meta, machine))
-        })
-        .await
-        .map_err(io::Error::other)?
-        .inspect_err(|_| m::storage_error("snapshot"))?;
+        let (meta, machine) =
+            tokio::task::spawn_blocking(move || -> io::Result<(SnapshotMeta, Machine)> {
+                let SnapshotData { path, file } = snapshot;
+                let (embedded, machine) = read_snapshot_file(&path).map_err(io::Error::other)?;
+                if embedded.last_log_id != meta.last_log_id {
+                    return Err(io::Error::other(format!(
+                        "snapshot {} holds log id {:?}, not {:?}",
+                        path.display(),
+                        embedded.last_log_id,
+                        meta.last_log_id
+                    )));
+                }
+                let dest = sm.inner.dir.join(snapshot_name(&meta));
+                persist(&path, file, &dest)?;
+                *sm.inner.current.lock().unwrap() = Some((meta.clone(), dest.clone()));
+                sm.remove_older_snapshots(&dest);
+                Ok((meta, machine))
+            })
+            .await
+            .map_err(io::Error::other)?
+            .inspect_err(|_| m::storage_error("snapshot"))?;
         let fence = machine.fence();
         {
             let mut st = self.inner.state.write().unwrap();
@@ -386,7 +398,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> io::Result<Option<SnapshotOf<TypeConfig, SnapshotData>>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> io::Result<Option<SnapshotOf<TypeConfig, SnapshotData>>> {
         let current = self.inner.current.lock().unwrap().clone();
         let Some((meta, path)) = current else {
             return Ok(None);

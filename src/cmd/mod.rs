@@ -1,6 +1,7 @@
 //! What each subcommand does, and how failures become exit codes.
 
 pub mod config;
+pub mod eventlog;
 pub mod keygen;
 
 use std::process::ExitCode;

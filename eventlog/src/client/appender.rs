@@ -89,6 +89,7 @@ impl Appender {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Mutex::new(Shared { next, failed: None }));
         let driver = Driver {
+            shared: shared.clone(),
             client: client.clone(),
             epoch,
             rx,
@@ -195,6 +196,7 @@ struct Conn {
 }
 
 struct Driver {
+    shared: Arc<Mutex<Shared>>,
     client: Client,
     epoch: Epoch,
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -237,7 +239,10 @@ impl Driver {
             let linger_at = self.linger_deadline();
             let timeout_at = self.timeout_deadline();
             let reconnect_at = self.reconnect_at.filter(|_| self.conn.is_none());
-            let wake_at = [linger_at, timeout_at, reconnect_at].into_iter().flatten().min();
+            let wake_at = [linger_at, timeout_at, reconnect_at]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 msg = self.rx.recv(), if !self.closing => match msg {
                     Some(Msg::Event(p)) => self.enqueue(p),
@@ -317,6 +322,7 @@ impl Driver {
             let _ = p.done.send(Err(e.clone()));
         }
         self.queued_bytes = 0;
+        self.shared.lock().unwrap().failed = Some(e.clone());
         self.failed = Some(e);
     }
 
@@ -324,7 +330,9 @@ impl Driver {
     fn send_ready(&mut self, now: Instant) {
         let opts = self.client.options().clone();
         while let Some(conn) = &self.conn {
-            let Some(first) = self.queue.front() else { return };
+            let Some(first) = self.queue.front() else {
+                return;
+            };
             if self.in_flight.len() >= opts.max_in_flight {
                 return;
             }
@@ -420,10 +428,11 @@ impl Driver {
             let addr = self.client.leader().await.ok_or("no leader found")?;
             let mut api = self.client.api(&addr).map_err(|e| e.to_string())?;
             let (tx, rx) = mpsc::channel(opts.max_in_flight + 1);
-            let resp = tokio::time::timeout(opts.request_timeout, api.append(ReceiverStream::new(rx)))
-                .await
-                .map_err(|_| format!("{addr} did not answer"))?
-                .map_err(|s| format!("{addr}: {}", s.message()))?;
+            let resp =
+                tokio::time::timeout(opts.request_timeout, api.append(ReceiverStream::new(rx)))
+                    .await
+                    .map_err(|_| format!("{addr} did not answer"))?
+                    .map_err(|s| format!("{addr}: {}", s.message()))?;
             Ok::<_, String>(Conn {
                 addr,
                 tx,

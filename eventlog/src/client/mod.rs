@@ -118,9 +118,11 @@ impl Client {
             .channels
             .get(addr)
             .map_err(|e| ClientError::Unavailable(format!("bad address {addr}: {e}")))?;
-        Ok(EventLogClient::with_interceptor(channel, self.inner.signer.clone())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX))
+        Ok(
+            EventLogClient::with_interceptor(channel, self.inner.signer.clone())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
     }
 
     fn learn(&self, addr: &str) {
@@ -144,33 +146,56 @@ impl Client {
     }
 
     /// The leader's address: the last one seen, or asked of every node.
-    pub(crate) async fn leader(&self) -> Option<String> {
+    /// Fails with [`ClientError::Rejected`] if the nodes refuse this
+    /// client's credentials.
+    pub(crate) async fn find_leader(&self) -> Result<String, ClientError> {
         if let Some(l) = self.inner.leader.lock().unwrap().clone() {
-            return Some(l);
+            return Ok(l);
         }
         let endpoints = self.inner.endpoints.lock().unwrap().clone();
         let asks = endpoints.iter().map(|addr| async move {
-            (addr.clone(), self.node_status(addr, Duration::from_secs(1)).await)
+            (
+                addr.clone(),
+                self.node_status(addr, Duration::from_secs(1)).await,
+            )
         });
         let answers = futures::future::join_all(asks).await;
         let mut hinted = None;
+        let mut refused = None;
         for (addr, status) in answers {
-            let Ok(s) = status else { continue };
+            let s = match status {
+                Ok(s) => s,
+                Err(ClientError::Rejected(why)) => {
+                    refused = Some(format!("{addr}: {why}"));
+                    continue;
+                }
+                Err(_) => continue,
+            };
             for m in &s.members {
                 self.learn(&m.addr);
             }
             if s.role == "leader" {
                 *self.inner.leader.lock().unwrap() = Some(addr.clone());
-                return Some(addr);
+                return Ok(addr);
             }
             if !s.leader_addr.is_empty() {
                 hinted = Some(s.leader_addr.clone());
             }
         }
-        if let Some(h) = &hinted {
+        if let Some(h) = hinted {
             *self.inner.leader.lock().unwrap() = Some(h.clone());
+            return Ok(h);
         }
-        hinted
+        match refused {
+            Some(why) => Err(ClientError::Rejected(why)),
+            None => Err(ClientError::Unavailable(
+                "no event log node knows a leader".into(),
+            )),
+        }
+    }
+
+    pub(crate) async fn leader(&self) -> Option<String> {
+        self.find_leader().await.ok()
     }
 
     /// Runs `call` against the leader until it is done, fails, or the
@@ -184,7 +209,15 @@ impl Client {
         let mut backoff = Backoff::new();
         let mut last_problem = String::from("no event log node answered");
         loop {
-            if let Some(addr) = self.leader().await {
+            let found = match self.find_leader().await {
+                Err(ClientError::Rejected(why)) => return Err(ClientError::Rejected(why)),
+                Err(e) => {
+                    last_problem = e.to_string();
+                    None
+                }
+                Ok(addr) => Some(addr),
+            };
+            if let Some(addr) = found {
                 let api = self.api(&addr)?;
                 match tokio::time::timeout(self.inner.opts.request_timeout, call(api)).await {
                     Ok(Ok(Attempt::Done(t))) => return Ok(t),
@@ -202,7 +235,10 @@ impl Client {
                     }
                     Ok(Err(status)) => {
                         if status.code() == tonic::Code::Unauthenticated {
-                            return Err(ClientError::Rejected(format!("{addr}: {}", status.message())));
+                            return Err(ClientError::Rejected(format!(
+                                "{addr}: {}",
+                                status.message()
+                            )));
                         }
                         self.forget_leader();
                         last_problem = format!("{addr}: {}", status.message());
@@ -221,7 +257,11 @@ impl Client {
     }
 
     /// One node's own view of itself (and, on the leader, of everyone).
-    pub async fn node_status(&self, addr: &str, timeout: Duration) -> Result<NodeStatus, ClientError> {
+    pub async fn node_status(
+        &self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<NodeStatus, ClientError> {
         let mut api = self.api(addr)?;
         let resp = tokio::time::timeout(timeout, api.status(proto::StatusRequest {}))
             .await
@@ -251,7 +291,9 @@ impl Client {
             if todo.is_empty() {
                 break;
             }
-            let asks = todo.iter().map(|a| async move { (a.clone(), self.node_status(a, timeout).await) });
+            let asks = todo
+                .iter()
+                .map(|a| async move { (a.clone(), self.node_status(a, timeout).await) });
             for (addr, r) in futures::future::join_all(asks).await {
                 if let Ok(s) = &r {
                     for m in &s.members {
@@ -269,7 +311,10 @@ impl Client {
     /// refuses batches of older epochs. Returns the last event number.
     pub async fn fence(&self, epoch: Epoch) -> Result<EventNum, AppendError> {
         self.on_leader(|mut api| async move {
-            let resp = api.fence(proto::FenceRequest { epoch: epoch.get() }).await?.into_inner();
+            let resp = api
+                .fence(proto::FenceRequest { epoch: epoch.get() })
+                .await?
+                .into_inner();
             Ok(match resp.result {
                 Some(proto::append_response::Result::Last(l)) => Attempt::Done(Ok(EventNum(l))),
                 Some(proto::append_response::Result::Error(e)) => match AppendVerdict::from(e) {
@@ -281,7 +326,10 @@ impl Client {
             })
         })
         .await
-        .map_err(|e| AppendError::Unavailable(e.to_string()))?
+        .map_err(|e| match e {
+            ClientError::Rejected(why) => AppendError::Refused(why),
+            e => AppendError::Unavailable(e.to_string()),
+        })?
     }
 
     /// A writer's handle for epoch `epoch`, whose next event is `next`.
@@ -291,7 +339,11 @@ impl Client {
 
     /// Committed events from `from` up to `to` (or up to the last committed
     /// when the read reaches the leader), in order.
-    pub fn read(&self, from: EventNum, to: Option<EventNum>) -> impl Stream<Item = Result<Event, ReadError>> + use<> {
+    pub fn read(
+        &self,
+        from: EventNum,
+        to: Option<EventNum>,
+    ) -> impl Stream<Item = Result<Event, ReadError>> + use<> {
         self.spawn_read(from, to, false)
     }
 
@@ -301,7 +353,34 @@ impl Client {
         self.spawn_read(from, None, true)
     }
 
-    fn spawn_read(&self, from: EventNum, to: Option<EventNum>, follow: bool) -> ReceiverStream<Result<Event, ReadError>> {
+    /// Like [`Client::read`], from the node at `addr` whether or not it
+    /// leads (a replica agent reading its own node, a test comparing logs).
+    /// Such a node has every event up to its own commit point.
+    pub fn read_from(
+        &self,
+        addr: &str,
+        from: EventNum,
+        to: Option<EventNum>,
+    ) -> impl Stream<Item = Result<Event, ReadError>> + use<> {
+        self.spawn_read_at(Some(addr.to_string()), from, to, false)
+    }
+
+    fn spawn_read(
+        &self,
+        from: EventNum,
+        to: Option<EventNum>,
+        follow: bool,
+    ) -> ReceiverStream<Result<Event, ReadError>> {
+        self.spawn_read_at(None, from, to, follow)
+    }
+
+    fn spawn_read_at(
+        &self,
+        pinned: Option<String>,
+        from: EventNum,
+        to: Option<EventNum>,
+        follow: bool,
+    ) -> ReceiverStream<Result<Event, ReadError>> {
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();
         tokio::spawn(async move {
@@ -312,7 +391,10 @@ impl Client {
                 if to.is_some_and(|t| next > t) {
                     return;
                 }
-                let err = match client.read_once(next, to, follow, &tx).await {
+                let err = match client
+                    .read_once(pinned.as_deref(), next, to, follow, &tx)
+                    .await
+                {
                     ReadEnd::Done => return,
                     ReadEnd::Progress(n) => {
                         next = n;
@@ -343,13 +425,18 @@ impl Client {
 
     async fn read_once(
         &self,
+        pinned: Option<&str>,
         from: EventNum,
         to: Option<EventNum>,
         follow: bool,
         tx: &mpsc::Sender<Result<Event, ReadError>>,
     ) -> ReadEnd {
-        let Some(addr) = self.leader().await else {
-            return ReadEnd::Transient(from, "no leader".into());
+        let addr = match pinned {
+            Some(a) => a.to_string(),
+            None => match self.leader().await {
+                Some(a) => a,
+                None => return ReadEnd::Transient(from, "no leader".into()),
+            },
         };
         let mut api = match self.api(&addr) {
             Ok(a) => a,
@@ -393,10 +480,14 @@ impl Client {
                     }
                     Some(proto::read_response::Body::Error(e)) => {
                         return match e.kind {
-                            Some(proto::read_error::Kind::Purged(first)) => ReadEnd::Failed(ReadError::Purged {
-                                first_available: EventNum(first),
-                            }),
-                            Some(proto::read_error::Kind::Invalid(why)) => ReadEnd::Failed(ReadError::Invalid(why)),
+                            Some(proto::read_error::Kind::Purged(first)) => {
+                                ReadEnd::Failed(ReadError::Purged {
+                                    first_available: EventNum(first),
+                                })
+                            }
+                            Some(proto::read_error::Kind::Invalid(why)) => {
+                                ReadEnd::Failed(ReadError::Invalid(why))
+                            }
                             Some(proto::read_error::Kind::Unavailable(why)) => {
                                 self.forget_leader();
                                 ReadEnd::Transient(next, why)
@@ -442,7 +533,11 @@ impl Client {
                     }
                     WatchEnd::Broken(why) => why,
                 };
-                if tx.send(Err(ClientError::Unavailable(problem))).await.is_err() {
+                if tx
+                    .send(Err(ClientError::Unavailable(problem)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 backoff.wait().await;
@@ -451,7 +546,11 @@ impl Client {
         ReceiverStream::new(rx)
     }
 
-    async fn watch_once(&self, tx: &mpsc::Sender<Result<CommitState, ClientError>>, last: &mut CommitState) -> WatchEnd {
+    async fn watch_once(
+        &self,
+        tx: &mpsc::Sender<Result<CommitState, ClientError>>,
+        last: &mut CommitState,
+    ) -> WatchEnd {
         let Some(addr) = self.leader().await else {
             return WatchEnd::Broken("no leader".into());
         };
@@ -531,7 +630,17 @@ impl Client {
         rx
     }
 
-    async fn admin(&self, call: impl Fn(Api) -> std::pin::Pin<Box<dyn Future<Output = Result<tonic::Response<proto::AdminResponse>, tonic::Status>> + Send>>) -> Result<u64, ClientError> {
+    async fn admin(
+        &self,
+        call: impl Fn(
+            Api,
+        ) -> std::pin::Pin<
+            Box<
+                dyn Future<Output = Result<tonic::Response<proto::AdminResponse>, tonic::Status>>
+                    + Send,
+            >,
+        >,
+    ) -> Result<u64, ClientError> {
         self.on_leader(|api| {
             let fut = call(api);
             async move {
@@ -540,7 +649,9 @@ impl Client {
                     None => Attempt::Done(Ok(resp.purge_point)),
                     Some(proto::admin_error::Kind::NotLeader(h)) => Attempt::Redirect(h),
                     Some(proto::admin_error::Kind::Unavailable(why)) => Attempt::Retry(why),
-                    Some(proto::admin_error::Kind::Rejected(why)) => Attempt::Done(Err(ClientError::Rejected(why))),
+                    Some(proto::admin_error::Kind::Rejected(why)) => {
+                        Attempt::Done(Err(ClientError::Rejected(why)))
+                    }
                 })
             }
         })
@@ -574,7 +685,11 @@ impl Client {
 
     /// Records `replica`'s checkpoint watermark (docs/SPEC.md §5) and
     /// returns the purge point after it.
-    pub async fn set_watermark(&self, replica: ReplicaId, event: EventNum) -> Result<EventNum, ClientError> {
+    pub async fn set_watermark(
+        &self,
+        replica: ReplicaId,
+        event: EventNum,
+    ) -> Result<EventNum, ClientError> {
         self.admin(move |mut api| {
             let req = proto::SetWatermarkRequest {
                 replica: replica.get(),

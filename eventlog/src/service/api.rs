@@ -152,7 +152,9 @@ impl Pending {
             // Not proposed here, or proposed and then discarded by a leader
             // change (it may still commit elsewhere): either way the writer
             // sends it again to the leader, marked as a retry.
-            Ok(Err(ClientWriteError::ForwardToLeader(f) | ClientWriteError::LogEntryDiscarded(f))) => {
+            Ok(Err(
+                ClientWriteError::ForwardToLeader(f) | ClientWriteError::LogEntryDiscarded(f),
+            )) => {
                 m::rejected("not_leader");
                 let running = ctx.running().ok();
                 not_leader_response(seq, hint(&ctx, running.as_ref(), f.leader_id))
@@ -199,7 +201,10 @@ async fn submit(ctx: &Ctx, req: proto::AppendRequest) -> Pending {
         .await
     {
         m::rejected("unavailable");
-        return Pending::Done(error_response(seq, &AppendError::Unavailable(e.to_string())));
+        return Pending::Done(error_response(
+            seq,
+            &AppendError::Unavailable(e.to_string()),
+        ));
     }
     Pending::Waiting {
         seq,
@@ -216,7 +221,11 @@ fn admin_error(kind: proto::admin_error::Kind) -> proto::AdminResponse {
     }
 }
 
-fn admin_write_error(ctx: &Ctx, running: &Running, e: openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> proto::AdminResponse {
+fn admin_write_error(
+    ctx: &Ctx,
+    running: &Running,
+    e: openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+) -> proto::AdminResponse {
     use proto::admin_error::Kind;
     match e {
         openraft::errors::RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
@@ -307,7 +316,9 @@ impl event_log_server::EventLog for ApiService {
                 let running = match ctx.running() {
                     Ok(r) => r,
                     Err(why) => {
-                        let _ = tx.send(Ok(error(proto::read_error::Kind::Unavailable(why)))).await;
+                        let _ = tx
+                            .send(Ok(error(proto::read_error::Kind::Unavailable(why))))
+                            .await;
                         return;
                     }
                 };
@@ -378,7 +389,11 @@ impl event_log_server::EventLog for ApiService {
             use proto::watch_response::Body;
             let send = |body| {
                 let tx = tx.clone();
-                async move { tx.send(Ok(proto::WatchResponse { body: Some(body) })).await.is_ok() }
+                async move {
+                    tx.send(Ok(proto::WatchResponse { body: Some(body) }))
+                        .await
+                        .is_ok()
+                }
             };
             let running = match ctx.running() {
                 Ok(r) => r,
@@ -390,7 +405,11 @@ impl event_log_server::EventLog for ApiService {
             // Only the leader knows every voter's progress; and it serves the
             // watch only once it has applied everything committed before its
             // term, so the commit point never moves back.
-            if let Err(e) = running.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            if let Err(e) = running
+                .raft
+                .ensure_linearizable(ReadPolicy::ReadIndex)
+                .await
+            {
                 let leader = running.raft.metrics().borrow_watched().current_leader;
                 let leader = leader.filter(|l| *l != ctx.id);
                 tracing::debug!("commit watch refused: {e}");
@@ -505,7 +524,9 @@ impl event_log_server::EventLog for ApiService {
             role: role(mt.state).into(),
             term: mt.current_term,
             leader: leader.unwrap_or(0) as u32,
-            leader_addr: leader.map(|l| ctx.addr_of(Some(&running), l)).unwrap_or_default(),
+            leader_addr: leader
+                .map(|l| ctx.addr_of(Some(&running), l))
+                .unwrap_or_default(),
             initialized,
             last_log_index: last,
             committed_index: mt.local_committed.map(|l| l.index),

@@ -51,9 +51,17 @@ impl raft_server::Raft for RaftService {
         Ok(Response::new(encode(&resp)))
     }
 
-    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref()).map_err(bad_message)?;
-        let resp = self.running()?.raft.append_entries(rpc).await.map_err(stopped)?;
+        let resp = self
+            .running()?
+            .raft
+            .append_entries(rpc)
+            .await
+            .map_err(stopped)?;
         Ok(Response::new(encode(&resp)))
     }
 
@@ -68,7 +76,9 @@ impl raft_server::Raft for RaftService {
         // a new one.
         let input = futures::stream::unfold(req.into_inner(), |mut s| async move {
             match s.next().await {
-                Some(Ok(m)) => decode::<AppendEntriesRequest<TypeConfig>>(&m).ok().map(|r| (r, s)),
+                Some(Ok(m)) => decode::<AppendEntriesRequest<TypeConfig>>(&m)
+                    .ok()
+                    .map(|r| (r, s)),
                 _ => None,
             }
         });
@@ -127,7 +137,9 @@ impl raft_server::Raft for RaftService {
             .map_err(|e| Status::internal(e.to_string()))?;
         if let Err(e) = verified {
             let _ = std::fs::remove_file(&path);
-            return Err(Status::data_loss(format!("the snapshot arrived damaged: {e}")));
+            return Err(Status::data_loss(format!(
+                "the snapshot arrived damaged: {e}"
+            )));
         }
         let reader = std::fs::File::open(&path)
             .map_err(|e| Status::internal(format!("cannot reopen the snapshot: {e}")))?;
@@ -143,7 +155,10 @@ impl raft_server::Raft for RaftService {
         Ok(Response::new(encode(&resp)))
     }
 
-    async fn transfer_leader(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc: TransferLeaderRequest<TypeConfig> = decode(req.get_ref()).map_err(bad_message)?;
         let resp = self
             .running()?

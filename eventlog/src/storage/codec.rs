@@ -125,7 +125,9 @@ impl Encode for Payload {
         let len = u32::try_from(body.len())
             .ok()
             .filter(|l| *l <= MAX_PAYLOAD)
-            .ok_or_else(|| io::Error::other(format!("entry of {} bytes is too large", body.len())))?;
+            .ok_or_else(|| {
+                io::Error::other(format!("entry of {} bytes is too large", body.len()))
+            })?;
         let len_bytes = len.to_be_bytes();
         w.write_all(&len_bytes)?;
         w.write_all(&crc32fast::hash(&len_bytes).to_be_bytes())?;

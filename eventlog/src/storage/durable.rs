@@ -112,7 +112,12 @@ impl Tracker {
             return None;
         }
         let pos = (index - self.next) as usize;
-        Some(self.states.get(pos).copied().unwrap_or_else(|| self.last_state()))
+        Some(
+            self.states
+                .get(pos)
+                .copied()
+                .unwrap_or_else(|| self.last_state()),
+        )
     }
 }
 
@@ -158,7 +163,13 @@ mod tests {
     #[test]
     fn follows_truncation_purge_and_flushes() {
         let mut t = Tracker::default();
-        t.reset(10, FenceState { last: EventNum(20), highest: Epoch(2) });
+        t.reset(
+            10,
+            FenceState {
+                last: EventNum(20),
+                highest: Epoch(2),
+            },
+        );
         t.append(10, &batch(2, 21, 2));
         t.append(11, &batch(2, 23, 2));
         t.flushed(11);

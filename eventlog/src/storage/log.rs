@@ -200,7 +200,11 @@ fn locate_damage(config: &Arc<raft_log::Config>) -> Option<(PathBuf, u64, String
         match res {
             Ok((seg, _)) => end_of_good = seg.end().0,
             Err(e) if found.is_none() => {
-                found = Some((PathBuf::from(config.wal.chunk_path(chunk)), end_of_good, e.to_string()));
+                found = Some((
+                    PathBuf::from(config.wal.chunk_path(chunk)),
+                    end_of_good,
+                    e.to_string(),
+                ));
             }
             Err(_) => {}
         }
@@ -346,7 +350,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         log.truncate(index.map_or(0, |i| i + 1))
             .inspect_err(|_| m::storage_error("truncate"))?;
         self.tracker.lock().unwrap().truncate_after(index);
-        self.flushed_tx.send_modify(|f| *f = index.and_then(|i| f.map(|f| f.min(i))));
+        self.flushed_tx
+            .send_modify(|f| *f = index.and_then(|i| f.map(|f| f.min(i))));
         log.flush(true, None)
             .inspect_err(|_| m::storage_error("truncate"))
     }
@@ -374,7 +379,10 @@ mod tests {
     fn entry(index: u64) -> Entry {
         Entry {
             log_id: LogId {
-                leader_id: openraft::impls::leader_id_adv::LeaderId { term: 1, node_id: 1 },
+                leader_id: openraft::impls::leader_id_adv::LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
                 index,
             },
             payload: openraft::EntryPayload::Normal(Command::Append(Batch {
@@ -429,7 +437,10 @@ mod tests {
             let mut store = open(dir.path()).unwrap();
             append(&mut store, 1..6).await;
             let vote = Vote {
-                leader_id: openraft::impls::leader_id_adv::LeaderId { term: 3, node_id: 2 },
+                leader_id: openraft::impls::leader_id_adv::LeaderId {
+                    term: 3,
+                    node_id: 2,
+                },
                 committed: true,
             };
             store.save_vote(&vote).await.unwrap();
@@ -503,7 +514,10 @@ mod tests {
         bytes[at + 50] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
         let err = open(dir.path()).err().expect("a damaged log must not open");
-        let OpenError::Corrupt { file: f, offset, .. } = &err else {
+        let OpenError::Corrupt {
+            file: f, offset, ..
+        } = &err
+        else {
             panic!("expected Corrupt, got {err}")
         };
         assert_eq!(f, &file);

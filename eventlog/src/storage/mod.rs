@@ -5,6 +5,6 @@ mod codec;
 mod durable;
 mod log;
 
-pub use log::{LogOptions, OpenError};
 pub(crate) use durable::Tracker;
 pub(crate) use log::LogStore;
+pub use log::{LogOptions, OpenError};
