@@ -14,8 +14,8 @@ use config::{Config, Key, ReplicaId};
 use openraft::rt::WatchReceiver;
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{Signer, Verifier};
 use crate::client::Client;
@@ -218,7 +218,6 @@ pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Resul
     let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
     let verifier = Verifier::new(key.clone());
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(InterceptedService::new(
@@ -233,9 +232,12 @@ pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Resul
                 .max_encoding_message_size(usize::MAX),
             verifier,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stop_server_rx.await;
-        });
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = stop_server_rx.await;
+            },
+        );
     let server = tokio::spawn(server);
 
     let client = Client::new(&opts.config, key.clone());

@@ -1,0 +1,96 @@
+//! Shared helpers for Seguro's benchmarks: latency percentiles.
+
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Percentiles of a set of durations, recorded to the microsecond.
+pub struct Latencies {
+    hist: Histogram<u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Latencies {
+    pub fn new() -> Self {
+        Self {
+            // 1 µs to 1 h, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+        }
+    }
+
+    pub fn record(&mut self, d: Duration) {
+        let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
+        self.hist.record(us).expect("clamped into bounds");
+    }
+
+    pub fn len(&self) -> u64 {
+        self.hist.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hist.is_empty()
+    }
+
+    /// The value at quantile `q` (0.5 for the median, 0.99 for p99).
+    pub fn quantile(&self, q: f64) -> Duration {
+        Duration::from_micros(self.hist.value_at_quantile(q))
+    }
+
+    pub fn min(&self) -> Duration {
+        Duration::from_micros(self.hist.min())
+    }
+
+    pub fn max(&self) -> Duration {
+        Duration::from_micros(self.hist.max())
+    }
+
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: &Latencies) {
+        self.hist.add(&other.hist).expect("same bounds");
+    }
+}
+
+impl fmt::Display for Latencies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "n={} min={} p50={} p99={} max={}",
+            self.len(),
+            ms(self.min()),
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.99)),
+            ms(self.max())
+        )
+    }
+}
+
+/// A duration in milliseconds with two decimals: "1.25 ms".
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles() {
+        let mut l = Latencies::new();
+        for ms in 1..=100 {
+            l.record(Duration::from_millis(ms));
+        }
+        assert_eq!(l.len(), 100);
+        let p50 = l.quantile(0.5).as_millis();
+        assert!((49..=51).contains(&p50), "{p50}");
+        assert!(l.quantile(0.99).as_millis() >= 98);
+        let mut m = Latencies::new();
+        m.merge(&l);
+        assert_eq!(m.len(), 100);
+    }
+}
