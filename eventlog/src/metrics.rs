@@ -21,7 +21,42 @@ pub fn serve(addr: SocketAddr) -> Result<(), String> {
         .set_buckets_for_metric(Matcher::Full(LOG_FLUSH_SECONDS.into()), &buckets)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_SECONDS.into()), &buckets))
         .and_then(|b| b.install())
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    zero();
+    Ok(())
+}
+
+/// Every counter exists from the start, at 0, so that `rate()` and alerts
+/// see zeros rather than gaps.
+fn zero() {
+    for reason in ["flush", "vote", "commit", "append", "truncate", "purge", "read", "snapshot"] {
+        counter!("seguro_eventlog_storage_errors_total", "reason" => reason).absolute(0);
+    }
+    for reason in [
+        "stale_epoch",
+        "gap",
+        "duplicate",
+        "too_large",
+        "invalid",
+        "not_leader",
+        "unavailable",
+    ] {
+        counter!("seguro_eventlog_append_rejected_total", "reason" => reason).absolute(0);
+    }
+    for reason in ["missing", "malformed", "bad_mac", "clock_skew"] {
+        counter!("seguro_eventlog_auth_refused_total", "reason" => reason).absolute(0);
+    }
+    for name in [
+        "seguro_eventlog_append_batches_total",
+        "seguro_eventlog_append_events_total",
+        "seguro_eventlog_append_bytes_total",
+        "seguro_eventlog_snapshots_built_total",
+        "seguro_eventlog_snapshots_installed_total",
+        "seguro_eventlog_log_purges_total",
+        "seguro_eventlog_raft_restarts_total",
+    ] {
+        counter!(name).absolute(0);
+    }
 }
 
 pub(crate) fn storage_error(op: &'static str) {
