@@ -29,7 +29,9 @@ pub fn serve(addr: SocketAddr) -> Result<(), String> {
 /// Every counter exists from the start, at 0, so that `rate()` and alerts
 /// see zeros rather than gaps.
 fn zero() {
-    for reason in ["flush", "vote", "commit", "append", "truncate", "purge", "read", "snapshot"] {
+    for reason in [
+        "flush", "vote", "commit", "append", "truncate", "purge", "read", "snapshot",
+    ] {
         counter!("seguro_eventlog_storage_errors_total", "reason" => reason).absolute(0);
     }
     for reason in [
