@@ -13,8 +13,8 @@ pub const COMMIT_SECONDS: &str = "seguro_eventlog_commit_seconds";
 /// Serves /metrics on `addr` from a background task of the current runtime.
 pub fn serve(addr: SocketAddr) -> Result<(), String> {
     let buckets = [
-        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-        0.5, 1.0, 2.5,
+        0.000_1, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005, 0.007_5, 0.01,
+        0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
     PrometheusBuilder::new()
         .with_http_listener(addr)
@@ -141,6 +141,25 @@ pub(crate) fn replica(replica: u64, matched: Option<u64>, lag: u64) {
     gauge!("seguro_eventlog_replica_match_index", "replica" => r.clone())
         .set(matched.map_or(-1.0, |m| m as f64));
     gauge!("seguro_eventlog_replica_lag_entries", "replica" => r).set(lag as f64);
+}
+
+/// What raft-log's flush thread reports (totals since the log opened).
+pub(crate) struct LogStats {
+    pub fsyncs: u64,
+    pub writes: u64,
+    pub fsync_seconds: f64,
+    pub fsync_p50: f64,
+    pub fsync_p99: f64,
+    pub disk_bytes: u64,
+}
+
+pub(crate) fn log_stats(s: &LogStats) {
+    counter!("seguro_eventlog_log_fsyncs_total").absolute(s.fsyncs);
+    counter!("seguro_eventlog_log_writes_total").absolute(s.writes);
+    gauge!("seguro_eventlog_log_fsync_seconds_sum").set(s.fsync_seconds);
+    gauge!("seguro_eventlog_log_fsync_quantile_seconds", "quantile" => "0.5").set(s.fsync_p50);
+    gauge!("seguro_eventlog_log_fsync_quantile_seconds", "quantile" => "0.99").set(s.fsync_p99);
+    gauge!("seguro_eventlog_log_disk_bytes").set(s.disk_bytes as f64);
 }
 
 pub(crate) fn durable(leader_durable: u64, all_durable: u64) {

@@ -461,19 +461,29 @@ async fn publish_commits(running: Running, tx: watch::Sender<CommitView>) {
     let mut position = sm.watch_position();
     let mut flushed = log.watch_flushed();
     drop(sm);
+    // Gauges are refreshed a few times a second; the view on every change.
+    let mut gauges_at = std::time::Instant::now() - Duration::from_secs(1);
     loop {
+        let gauges = gauges_at.elapsed() >= Duration::from_millis(250);
+        if gauges {
+            gauges_at = std::time::Instant::now();
+        }
         let view = {
             let mt = metrics.borrow_and_update();
             let pos = *position.borrow_and_update();
             flushed.borrow_and_update();
             let leader = mt.state == ServerState::Leader;
-            m::raft(
-                mt.current_term,
-                leader,
-                mt.last_log_index,
-                mt.local_committed.map(|l| l.index),
-                mt.last_applied.map(|l| l.index),
-            );
+            if gauges {
+                log.sync_committed();
+                log.export_stats();
+                m::raft(
+                    mt.current_term,
+                    leader,
+                    mt.last_log_index,
+                    mt.local_committed.map(|l| l.index),
+                    mt.last_applied.map(|l| l.index),
+                );
+            }
             if !leader {
                 CommitView::NotLeader {
                     leader: mt.current_leader,
@@ -500,21 +510,25 @@ async fn publish_commits(running: Running, tx: watch::Sender<CommitView>) {
                         .as_ref()
                         .and_then(|r| r.get(&v).cloned().flatten())
                         .map(|l| l.index);
-                    m::replica(v, matched, last_log.saturating_sub(matched.unwrap_or(0)));
+                    if gauges {
+                        m::replica(v, matched, last_log.saturating_sub(matched.unwrap_or(0)));
+                    }
                     lowest = match (lowest, matched) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         _ => None,
                     };
                 }
-                m::replica(
-                    mt.id,
-                    flushed_index,
-                    last_log.saturating_sub(flushed_index.unwrap_or(0)),
-                );
                 let all_durable = on_disk(lowest)
                     .unwrap_or(pos.purge_point)
                     .min(leader_durable);
-                m::durable(leader_durable.get(), all_durable.get());
+                if gauges {
+                    m::replica(
+                        mt.id,
+                        flushed_index,
+                        last_log.saturating_sub(flushed_index.unwrap_or(0)),
+                    );
+                    m::durable(leader_durable.get(), all_durable.get());
+                }
                 CommitView::Leader(CommitState {
                     committed,
                     epoch: pos.fence.highest,
@@ -533,6 +547,8 @@ async fn publish_commits(running: Running, tx: watch::Sender<CommitView>) {
             r = position.changed() => if r.is_err() { return },
             r = flushed.changed() => if r.is_err() { return },
             _ = tx.closed() => return,
+            // Refresh the gauges when nothing changes, too.
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }

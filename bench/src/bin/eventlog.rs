@@ -90,17 +90,18 @@ fn fs_type(path: &Path) -> String {
     }
 }
 
-/// Threads that each write 1 KiB at their own offset and fdatasync, for
-/// `dur`: syncs per second.
+/// Threads that each append 1 KiB to one file and fdatasync, for `dur`:
+/// syncs per second. Appending (the file grows, as a log does) makes every
+/// fdatasync commit the new size too; concurrent ones share a journal
+/// commit, which is the disk's own group commit.
 fn raw_fdatasync(dir: &Path, threads: usize, dur: Duration) -> anyhow::Result<Cell> {
-    use std::os::unix::fs::FileExt;
+    use std::io::Write;
     let path = dir.join("fdatasync.bin");
     let file = Arc::new(
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
-            .read(true)
-            .write(true)
+            .append(true)
             .open(&path)?,
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -112,15 +113,12 @@ fn raw_fdatasync(dir: &Path, threads: usize, dur: Duration) -> anyhow::Result<Ce
             std::thread::spawn(move || -> std::io::Result<Latencies> {
                 let buf = vec![t as u8; EVENT_BYTES];
                 let mut lat = Latencies::new();
-                let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let t0 = Instant::now();
-                    let offset = ((t as u64 * 4096 + i) % 65_536) * EVENT_BYTES as u64;
-                    file.write_all_at(&buf, offset)?;
+                    (&*file).write_all(&buf)?;
                     file.sync_data()?;
                     lat.record(t0.elapsed());
                     count.fetch_add(1, Ordering::Relaxed);
-                    i += 1;
                 }
                 Ok(lat)
             })
@@ -363,6 +361,52 @@ fn row(label: &str, c: &Cell) -> String {
     )
 }
 
+/// `GET /metrics` from `addr`.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// The quantile `q` of a Prometheus histogram in `text`, from its buckets
+/// (the upper bound of the bucket it falls in).
+fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, rest.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(le, _)| *le)
+}
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn wait_leader(client: &Client) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -408,7 +452,7 @@ fn main() -> anyhow::Result<()> {
     let batches: &[usize] = if only_steady { &[] } else { &BATCHES };
 
     // The disk.
-    println!("## The disk: write 1 KiB + fdatasync per event\n");
+    println!("## The disk: append 1 KiB + fdatasync per event\n");
     println!("| threads | syncs/s | p50 | p99 |");
     println!("|---|---|---|---|");
     let mut disk = Vec::new();
@@ -473,13 +517,43 @@ fn main() -> anyhow::Result<()> {
                 best[i] = best[i].max(cell.rate());
             }
         }
+        let leader = probe
+            .cluster_status()
+            .await
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .find(|s| s.role == "leader")
+            .map_or(1, |s| s.id);
+        let metrics_addr = cluster.replica(leader).metrics;
+        let before = scrape(metrics_addr);
         let steady = seguro_steady(&probe, epoch, &mut next, STEADY_RATE, dur).await;
+        let after = scrape(metrics_addr);
 
         println!("\n## At a steady {STEADY_RATE} events/s (default batching)\n");
         println!("| system | events/s | p50 commit | p99 commit |");
         println!("|---|---|---|---|");
         println!("{}", row("Seguro", &steady));
         println!("{}", row("etcd", &etcd_steady));
+        let delta = |name: &str| counter(&after, name) - counter(&before, name);
+        let (fsyncs, writes, batches) = (
+            delta("seguro_eventlog_log_fsyncs_total"),
+            delta("seguro_eventlog_log_writes_total"),
+            delta("seguro_eventlog_append_batches_total"),
+        );
+        let fsync_ms = delta("seguro_eventlog_log_fsync_seconds_sum") * 1000.0 / fsyncs.max(1.0);
+        let q = |p| {
+            histogram_quantile(&after, "seguro_eventlog_log_flush_seconds", p)
+                .map_or("-".into(), |v| format!("≤ {:.2} ms", v * 1000.0))
+        };
+        println!(
+            "\nOn the Raft leader during the steady run: {batches:.0} batches stored, {writes:.0} log \
+             writes in {fsyncs:.0} fdatasyncs ({:.1} writes per fdatasync, {fsync_ms:.2} ms each on \
+             average); an append waited for its fdatasync p50 {} / p99 {} since the node started \
+             (histogram bucket bounds).",
+            writes / fsyncs.max(1.0),
+            q(0.5),
+            q(0.99),
+        );
 
         println!("\n## Ratios at equal concurrency (Seguro's best batch size)\n");
         println!("| outstanding | Seguro events/s | etcd puts/s | Seguro / etcd | disk syncs/s | Seguro / disk |");

@@ -12,6 +12,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,8 @@ pub(crate) struct LogStore {
     tracker: Arc<Mutex<Tracker>>,
     /// The last index on disk, for whoever computes the commit state.
     flushed_tx: Arc<watch::Sender<Option<u64>>>,
+    /// A committed index was written but no fdatasync has covered it yet.
+    commit_unsynced: Arc<AtomicBool>,
 }
 
 impl LogStore {
@@ -118,6 +121,7 @@ impl LogStore {
             log: Arc::new(Mutex::new(log)),
             tracker,
             flushed_tx: Arc::new(watch::channel(flushed).0),
+            commit_unsynced: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -134,6 +138,33 @@ impl LogStore {
         // A panic while holding the lock leaves raft-log's in-memory state
         // unknown: nothing more may be written.
         self.log.lock().expect("the log store lock is poisoned")
+    }
+
+    /// Makes the last committed index durable if no append's fdatasync has
+    /// (called a few times a second: under load appends do it for free).
+    pub fn sync_committed(&self) {
+        if self.commit_unsynced.swap(false, Ordering::AcqRel) {
+            let mut log = self.lock();
+            if log.flush(true, None).is_err() {
+                m::storage_error("commit");
+            }
+        }
+    }
+
+    /// Publishes raft-log's flush-thread figures as metrics.
+    pub fn export_stats(&self) {
+        let (f, size) = {
+            let log = self.lock();
+            (log.stat().flush_metrics, log.on_disk_size())
+        };
+        m::log_stats(&m::LogStats {
+            fsyncs: f.sync_batch_count,
+            writes: f.write_request_count,
+            fsync_seconds: f.sync_us as f64 / 1e6,
+            fsync_p50: f.sync_percentiles.p50_us as f64 / 1e6,
+            fsync_p99: f.sync_percentiles.p99_us as f64 / 1e6,
+            disk_bytes: size,
+        });
     }
 
     /// Feeds the tracker every entry after `index` (on open, and after a
@@ -285,8 +316,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut log = self.lock();
         log.commit(Lid(committed))
             .inspect_err(|_| m::storage_error("commit"))?;
-        // Durable with this fdatasync or the next append's; nobody waits.
-        log.flush(true, None)
+        // The next append's fdatasync covers it (raft-log syncs a batch if
+        // any write in it asks to), or `sync_committed` does within a
+        // fraction of a second. Raft's safety does not depend on it; a
+        // restart re-applies up to it before hearing from a leader.
+        self.commit_unsynced.store(true, Ordering::Release);
+        log.flush(false, None)
             .inspect_err(|_| m::storage_error("commit"))
     }
 
@@ -318,6 +353,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let tracker = self.tracker.clone();
         let flushed_tx = self.flushed_tx.clone();
         let started = Instant::now();
+        // This fdatasync covers every record queued before it.
+        self.commit_unsynced.store(false, Ordering::Release);
         log.flush(
             true,
             Some(Flushed::new(move |res| {
