@@ -97,10 +97,10 @@ fn fs_type(path: &Path) -> String {
 fn raw_fdatasync(dir: &Path, threads: usize, dur: Duration) -> anyhow::Result<Cell> {
     use std::io::Write;
     let path = dir.join("fdatasync.bin");
+    let _ = std::fs::remove_file(&path);
     let file = Arc::new(
         std::fs::OpenOptions::new()
             .create(true)
-            .truncate(true)
             .append(true)
             .open(&path)?,
     );
