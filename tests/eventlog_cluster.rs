@@ -709,3 +709,63 @@ fn a_full_disk_fails_appends_without_acking_and_the_cluster_recovers() {
         c.stop(id);
     }
 }
+
+#[test]
+fn the_example_loopback_config_runs_a_healthy_cluster() {
+    let _serial = serial();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml");
+    let data = tempfile::tempdir().unwrap();
+    /// Kills the nodes if the test fails before it stops them.
+    struct Nodes(Vec<std::process::Child>);
+    impl Drop for Nodes {
+        fn drop(&mut self) {
+            for n in &mut self.0 {
+                let _ = n.kill();
+                let _ = n.wait();
+            }
+        }
+    }
+    let mut nodes = Nodes(
+        (1..=3)
+            .map(|id| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_seguro"))
+                    .arg("eventlog")
+                    .arg("-c")
+                    .arg(&example)
+                    .args(["--id", &id.to_string()])
+                    .arg("--data-dir")
+                    .arg(data.path())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_seguro"))
+            .args(["eventlog", "status", "-c"])
+            .arg(&example)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && text.contains("healthy: 3 of 3 voters up") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no healthy cluster:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        text.contains("leader") && text.contains("127.0.0.1:4711"),
+        "{text}"
+    );
+    for n in &mut nodes.0 {
+        // SAFETY: kill(2) on our own, unreaped child.
+        unsafe { libc::kill(n.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    for n in &mut nodes.0 {
+        let status = n.wait().unwrap();
+        assert!(status.success(), "a node did not stop cleanly: {status}");
+    }
+}
