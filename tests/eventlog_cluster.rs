@@ -769,3 +769,70 @@ fn the_example_loopback_config_runs_a_healthy_cluster() {
         assert!(status.success(), "a node did not stop cleanly: {status}");
     }
 }
+
+/// `GET /metrics` from a node.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn the_appender_merges_concurrent_appends_into_batches() {
+    let _serial = serial();
+    let mut c = cluster(1);
+    c.start(1).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let config = config::Config::load(
+            &c.config_path(),
+            &config::Overrides::default(),
+            config::KeyCheck::Skip,
+        )
+        .unwrap()
+        .0;
+        let mut opts = ClientOptions::from_config(&config);
+        opts.batch.max_events = 100;
+        opts.batch.max_linger = Duration::from_millis(20);
+        let client = Client::with_options(vec![c.replica(1).eventlog.to_string()], c.key(), opts);
+        wait_healthy(&client, 1).await;
+        let before = metric(
+            &scrape(c.replica(1).metrics),
+            "seguro_eventlog_append_batches_total",
+        );
+        let appender = client.appender(Epoch(1), EventNum(1));
+        let futures: Vec<_> = (1..=1000).map(|n| appender_append(&appender, n)).collect();
+        for (i, f) in futures.into_iter().enumerate() {
+            let last = f.await.unwrap();
+            assert!(
+                last.get() > i as u64,
+                "event {} acknowledged with last {last}",
+                i + 1
+            );
+        }
+        let text = scrape(c.replica(1).metrics);
+        let batches = metric(&text, "seguro_eventlog_append_batches_total") - before;
+        assert_eq!(metric(&text, "seguro_eventlog_append_events_total"), 1000.0);
+        assert!(
+            (10.0..=20.0).contains(&batches),
+            "1000 events took {batches} batches of at most 100"
+        );
+        // A lone event waits for the linger, then goes alone.
+        let t0 = Instant::now();
+        assert_eq!(
+            appender_append(&appender, 1001).await.unwrap(),
+            EventNum(1001)
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+    });
+}

@@ -381,8 +381,15 @@ impl<R: Read> HashReader<R> {
                 what: format!("length {len} is impossible"),
             });
         }
-        let mut v = vec![0u8; len as usize];
-        self.read(&mut v)?;
+        // Grow as the bytes arrive: a damaged length must not allocate
+        // memory the file does not hold.
+        let mut v = Vec::new();
+        let mut chunk = [0u8; 64 << 10];
+        while v.len() < len as usize {
+            let n = chunk.len().min(len as usize - v.len());
+            self.read(&mut chunk[..n])?;
+            v.extend_from_slice(&chunk[..n]);
+        }
         Ok(v)
     }
 
