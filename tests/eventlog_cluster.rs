@@ -833,6 +833,10 @@ fn the_appender_merges_concurrent_appends_into_batches() {
             appender_append(&appender, 1001).await.unwrap(),
             EventNum(1001)
         );
-        assert!(t0.elapsed() >= Duration::from_millis(20));
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(20),
+            "waited only {waited:?}"
+        );
     });
 }

@@ -61,6 +61,10 @@ impl Channels {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true)
+            // Batches and Raft entries are up to megabytes: HTTP/2's default
+            // 64 KiB windows would stall each on flow control.
+            .initial_stream_window_size(16 << 20)
+            .initial_connection_window_size(64 << 20)
             .connect_lazy();
         map.insert(addr.to_string(), c.clone());
         Ok(c)

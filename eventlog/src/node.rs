@@ -218,6 +218,8 @@ pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Resul
     let (stop_server_tx, stop_server_rx) = tokio::sync::oneshot::channel::<()>();
     let verifier = Verifier::new(key.clone());
     let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(16 << 20)
+        .initial_connection_window_size(64 << 20)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .add_service(InterceptedService::new(

@@ -11,7 +11,8 @@
 //! - both at a steady 5,000 events/s, for commit latency under load.
 //!
 //! Results are printed as Markdown (docs/PERFORMANCE.md keeps a copy).
-//! `SEGURO_BENCH_ONLY=steady` runs only the steady-rate comparison.
+//! `SEGURO_BENCH_ONLY=disk,etcd,seguro,steady` (any of them) runs only those
+//! sections.
 //! Every load loop is bounded in time: `SEGURO_BENCH_SECS` (default 4) per
 //! measurement. The node data goes under `SEGURO_BENCH_DIR` (default
 //! target/bench-eventlog), which must be on a real disk.
@@ -407,6 +408,20 @@ fn counter(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Every replica reports a checkpoint of the last event written, as the
+/// agents would: the log is truncated behind it, and memory and disk stay
+/// bounded across the run.
+async fn checkpoint(client: &Client, next: u64) {
+    for id in 1..=3 {
+        let r = config::ReplicaId::new(id).expect("nonzero");
+        if let Err(e) = client.set_watermark(r, EventNum(next - 1)).await {
+            eprintln!("watermark of replica {id}: {e}");
+        }
+    }
+    // Let the nodes snapshot and purge before the next measurement.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
 async fn wait_leader(client: &Client) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -447,41 +462,53 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let only_steady = std::env::var("SEGURO_BENCH_ONLY").is_ok_and(|v| v == "steady");
-    let levels: &[usize] = if only_steady { &[] } else { &CONCURRENCY };
-    let batches: &[usize] = if only_steady { &[] } else { &BATCHES };
+    let only: Vec<String> = std::env::var("SEGURO_BENCH_ONLY")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let runs = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
 
-    // The disk.
-    println!("## The disk: append 1 KiB + fdatasync per event\n");
-    println!("| threads | syncs/s | p50 | p99 |");
-    println!("|---|---|---|---|");
     let mut disk = Vec::new();
-    for &c in levels {
-        let cell = raw_fdatasync(&root, c, dur.min(Duration::from_secs(2)))?;
-        println!("{}", row(&c.to_string(), &cell));
-        disk.push((c, cell.rate()));
+    if runs("disk") {
+        println!("## The disk: append 1 KiB + fdatasync per event\n");
+        println!("| threads | syncs/s | p50 | p99 |");
+        println!("|---|---|---|---|");
+        for c in CONCURRENCY {
+            // More threads than this measure the scheduler, not the disk.
+            let threads = c.min(256);
+            let cell = raw_fdatasync(&root, threads, dur.min(Duration::from_secs(2)))?;
+            println!("{}", row(&threads.to_string(), &cell));
+            disk.push(cell.rate());
+        }
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        // etcd.
-        let mut etcd = testkit::Etcd::start().context("cannot start etcd (run `make deps`)")?;
-        let endpoint = etcd.endpoint();
-        println!("\n## etcd 3.5 (1 member, WAL fdatasync): concurrent puts\n");
-        println!("| concurrent puts | puts/s | p50 | p99 |");
-        println!("|---|---|---|---|");
         let mut etcd_rates = Vec::new();
-        for &c in levels {
-            let cell = etcd_cell(&endpoint, c, dur).await?;
-            println!("{}", row(&c.to_string(), &cell));
-            etcd_rates.push((c, cell.rate()));
+        let mut etcd_steady_cell = None;
+        if runs("etcd") || runs("steady") {
+            let mut etcd = testkit::Etcd::start().context("cannot start etcd (run `make deps`)")?;
+            let endpoint = etcd.endpoint();
+            if runs("etcd") {
+                println!("\n## etcd 3.5 (1 member, WAL fdatasync): concurrent puts\n");
+                println!("| concurrent puts | puts/s | p50 | p99 |");
+                println!("|---|---|---|---|");
+                for c in CONCURRENCY {
+                    let cell = etcd_cell(&endpoint, c, dur).await?;
+                    println!("{}", row(&c.to_string(), &cell));
+                    etcd_rates.push(cell.rate());
+                }
+            }
+            if runs("steady") {
+                etcd_steady_cell = Some(etcd_steady(&endpoint, STEADY_RATE, dur).await?);
+            }
+            etcd.stop();
         }
-        let etcd_steady = etcd_steady(&endpoint, STEADY_RATE, dur).await?;
-        etcd.stop();
+        if !runs("seguro") && !runs("steady") {
+            return anyhow::Ok(());
+        }
 
-        // Seguro.
         let mut cluster = Cluster::new(seguro_bin()?, 3)?;
         cluster.set_data_dir(&root.join("data"));
         cluster.write_config("cluster.toml", &[1, 2, 3])?;
@@ -502,77 +529,90 @@ fn main() -> anyhow::Result<()> {
         wait_leader(&probe).await?;
         let epoch = Epoch(1);
         let mut next = probe.fence(epoch).await?.get() + 1;
-        println!("\n## Seguro (3 nodes, quorum fdatasync): one pipelined writer\n");
-        println!(
-            "Batches close at the batch size, at 4 MiB, or 1 ms after their first event (`max_linger`).\n"
-        );
-        println!("| batch size | events outstanding | events/s | p50 commit | p99 commit |");
-        println!("|---|---|---|---|---|");
+
+        if let Some(etcd_steady) = etcd_steady_cell {
+            let leader = probe
+                .cluster_status()
+                .await
+                .into_iter()
+                .filter_map(|(_, r)| r.ok())
+                .find(|s| s.role == "leader")
+                .map_or(1, |s| s.id);
+            let metrics_addr = cluster.replica(leader).metrics;
+            let before = scrape(metrics_addr);
+            let steady = seguro_steady(&probe, epoch, &mut next, STEADY_RATE, dur).await;
+            let after = scrape(metrics_addr);
+            println!("\n## At a steady {STEADY_RATE} events/s (default batching)\n");
+            println!("| system | events/s | p50 commit | p99 commit |");
+            println!("|---|---|---|---|");
+            println!("{}", row("Seguro", &steady));
+            println!("{}", row("etcd", &etcd_steady));
+            let delta = |name: &str| counter(&after, name) - counter(&before, name);
+            let (fsyncs, writes, batches) = (
+                delta("seguro_eventlog_log_fsyncs_total"),
+                delta("seguro_eventlog_log_writes_total"),
+                delta("seguro_eventlog_append_batches_total"),
+            );
+            let fsync_ms =
+                delta("seguro_eventlog_log_fsync_seconds_sum") * 1000.0 / fsyncs.max(1.0);
+            let q = |p| {
+                histogram_quantile(&after, "seguro_eventlog_log_flush_seconds", p)
+                    .map_or("-".into(), |v| format!("≤ {:.2} ms", v * 1000.0))
+            };
+            println!(
+                "\nOn the Raft leader: {batches:.0} batches stored, {writes:.0} log writes in \
+                 {fsyncs:.0} fdatasyncs ({:.1} writes per fdatasync, {fsync_ms:.2} ms each on \
+                 average); an append waited for its fdatasync p50 {} / p99 {} (histogram bucket \
+                 bounds).",
+                writes / fsyncs.max(1.0),
+                q(0.5),
+                q(0.99),
+            );
+            checkpoint(&probe, next).await;
+        }
+
         let mut best = vec![0f64; CONCURRENCY.len()];
-        for &b in batches {
-            for (i, c) in levels.iter().enumerate() {
-                let client = seguro_client(&base, &endpoints, &key, b, *c);
-                let cell = seguro_cell(&client, epoch, &mut next, *c, dur).await;
-                println!("{}", row(&format!("{b} | {c}"), &cell));
-                best[i] = best[i].max(cell.rate());
+        if runs("seguro") {
+            println!("\n## Seguro (3 nodes, quorum fdatasync): one pipelined writer\n");
+            println!(
+                "Batches close at the batch size, at 4 MiB, or 1 ms after their first event \
+                 (`max_linger`). Between measurements every replica reports a checkpoint of the \
+                 last event, so the log is truncated as it would be in service.\n"
+            );
+            println!("| batch size | events outstanding | events/s | p50 commit | p99 commit |");
+            println!("|---|---|---|---|---|");
+            for b in BATCHES {
+                for (i, c) in CONCURRENCY.iter().enumerate() {
+                    let client = seguro_client(&base, &endpoints, &key, b, *c);
+                    let cell = seguro_cell(&client, epoch, &mut next, *c, dur).await;
+                    println!("{}", row(&format!("{b} | {c}"), &cell));
+                    best[i] = best[i].max(cell.rate());
+                    checkpoint(&probe, next).await;
+                }
             }
         }
-        let leader = probe
-            .cluster_status()
-            .await
-            .into_iter()
-            .filter_map(|(_, r)| r.ok())
-            .find(|s| s.role == "leader")
-            .map_or(1, |s| s.id);
-        let metrics_addr = cluster.replica(leader).metrics;
-        let before = scrape(metrics_addr);
-        let steady = seguro_steady(&probe, epoch, &mut next, STEADY_RATE, dur).await;
-        let after = scrape(metrics_addr);
 
-        println!("\n## At a steady {STEADY_RATE} events/s (default batching)\n");
-        println!("| system | events/s | p50 commit | p99 commit |");
-        println!("|---|---|---|---|");
-        println!("{}", row("Seguro", &steady));
-        println!("{}", row("etcd", &etcd_steady));
-        let delta = |name: &str| counter(&after, name) - counter(&before, name);
-        let (fsyncs, writes, batches) = (
-            delta("seguro_eventlog_log_fsyncs_total"),
-            delta("seguro_eventlog_log_writes_total"),
-            delta("seguro_eventlog_append_batches_total"),
-        );
-        let fsync_ms = delta("seguro_eventlog_log_fsync_seconds_sum") * 1000.0 / fsyncs.max(1.0);
-        let q = |p| {
-            histogram_quantile(&after, "seguro_eventlog_log_flush_seconds", p)
-                .map_or("-".into(), |v| format!("≤ {:.2} ms", v * 1000.0))
-        };
-        println!(
-            "\nOn the Raft leader during the steady run: {batches:.0} batches stored, {writes:.0} log \
-             writes in {fsyncs:.0} fdatasyncs ({:.1} writes per fdatasync, {fsync_ms:.2} ms each on \
-             average); an append waited for its fdatasync p50 {} / p99 {} since the node started \
-             (histogram bucket bounds).",
-            writes / fsyncs.max(1.0),
-            q(0.5),
-            q(0.99),
-        );
-
-        println!("\n## Ratios at equal concurrency (Seguro's best batch size)\n");
-        println!("| outstanding | Seguro events/s | etcd puts/s | Seguro / etcd | disk syncs/s | Seguro / disk |");
-        println!("|---|---|---|---|---|---|");
-        for (i, c) in levels.iter().enumerate() {
-            let e = etcd_rates[i].1;
-            let d = disk[i].1;
+        if !disk.is_empty() && !etcd_rates.is_empty() && runs("seguro") {
+            println!("\n## Ratios at equal concurrency (Seguro's best batch size)\n");
             println!(
-                "| {c} | {:.0} | {e:.0} | {:.1}x | {d:.0} | {:.1}x |",
-                best[i],
-                best[i] / e,
-                best[i] / d
+                "| outstanding | Seguro events/s | etcd puts/s | Seguro / etcd | disk syncs/s | Seguro / disk |"
             );
+            println!("|---|---|---|---|---|---|");
+            for (i, c) in CONCURRENCY.iter().enumerate() {
+                let (e, d) = (etcd_rates[i], disk[i]);
+                println!(
+                    "| {c} | {:.0} | {e:.0} | {:.1}x | {d:.0} | {:.1}x |",
+                    best[i],
+                    best[i] / e,
+                    best[i] / d
+                );
+            }
         }
         let status = probe.cluster_status().await;
         let lasts: Vec<String> = status
             .iter()
             .filter_map(|(_, r)| r.as_ref().ok())
-            .map(|s| format!("replica {}: event {}", s.id, s.last_event))
+            .map(|s| format!("replica {}: event {} (purge point {})", s.id, s.last_event, s.purge_point))
             .collect();
         println!("\nAfter the run: {}", lasts.join(", "));
         for id in 1..=3 {

@@ -24,12 +24,18 @@ use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
+use super::timer::LingerTimer;
 use super::{Backoff, Client};
 use crate::error::AppendError;
 use crate::proto::{self, AppendVerdict};
 use crate::types::{Epoch, EventNum};
 
 type Done = oneshot::Sender<Result<EventNum, AppendError>>;
+
+/// When a batch whose first event came `at` is due.
+fn due(at: Instant, max_linger: std::time::Duration) -> Instant {
+    at + max_linger
+}
 
 /// A pipelined, batching writer for one epoch. Cheap to clone; clones share
 /// the same sequence of events.
@@ -103,6 +109,7 @@ impl Appender {
             reconnect_at: None,
             backoff: Backoff::new(),
             closing: false,
+            linger: LingerTimer::new().ok(),
         };
         tokio::spawn(driver.run());
         Appender {
@@ -213,6 +220,9 @@ struct Driver {
     backoff: Backoff,
     /// Every handle is gone: send what is queued, then stop.
     closing: bool,
+    /// Wakes the driver when a batch's linger runs out (`None`: tokio's
+    /// millisecond timers do, late by up to a millisecond).
+    linger: Option<LingerTimer>,
 }
 
 enum Problem {
@@ -236,22 +246,30 @@ impl Driver {
             }
             self.send_ready(Instant::now());
 
-            let linger_at = self.linger_deadline();
+            let mut linger_at = self.linger_deadline();
+            if let Some(timer) = &mut self.linger {
+                if timer.arm(linger_at).is_err() {
+                    self.linger = None;
+                } else {
+                    linger_at = None;
+                }
+            }
             let timeout_at = self.timeout_deadline();
             let reconnect_at = self.reconnect_at.filter(|_| self.conn.is_none());
             let wake_at = [linger_at, timeout_at, reconnect_at]
                 .into_iter()
                 .flatten()
                 .min();
+            let precise = self.linger.is_some() && self.linger_deadline().is_some();
             tokio::select! {
-                msg = self.rx.recv(), if !self.closing => match msg {
-                    Some(Msg::Event(p)) => self.enqueue(p),
-                    Some(Msg::Resume) => {
-                        self.failed = None;
-                        self.retry_next = true;
+                msg = self.rx.recv(), if !self.closing => {
+                    self.on_message(msg);
+                    // Take every append already waiting, so that a burst
+                    // forms one batch.
+                    while let Ok(msg) = self.rx.try_recv() {
+                        self.on_message(Some(msg));
                     }
-                    None => self.closing = true,
-                },
+                }
                 resp = async { self.conn.as_mut().unwrap().rx.message().await }, if self.conn.is_some() => {
                     let problem = match resp {
                         Ok(Some(r)) => self.on_response(r).err(),
@@ -264,8 +282,24 @@ impl Driver {
                         self.reconnect_at = Some(Instant::now() + self.backoff.peek());
                     }
                 },
+                r = async { self.linger.as_mut().unwrap().fired().await }, if precise => {
+                    if r.is_err() {
+                        self.linger = None;
+                    }
+                }
                 _ = sleep_until(wake_at.unwrap_or(now)), if wake_at.is_some() => {}
             }
+        }
+    }
+
+    fn on_message(&mut self, msg: Option<Msg>) {
+        match msg {
+            Some(Msg::Event(p)) => self.enqueue(p),
+            Some(Msg::Resume) => {
+                self.failed = None;
+                self.retry_next = true;
+            }
+            None => self.closing = true,
         }
     }
 
@@ -287,7 +321,7 @@ impl Driver {
         if self.queue.len() >= limits.max_events || self.queued_bytes >= limits.max_bytes {
             return Some(Instant::now());
         }
-        Some(first.at + limits.max_linger)
+        Some(due(first.at, limits.max_linger))
     }
 
     fn timeout_deadline(&self) -> Option<Instant> {
@@ -338,7 +372,7 @@ impl Driver {
             }
             let full = self.queue.len() >= opts.batch.max_events
                 || self.queued_bytes >= opts.batch.max_bytes;
-            if !full && !self.closing && first.at + opts.batch.max_linger > now {
+            if !full && !self.closing && due(first.at, opts.batch.max_linger) > now {
                 return;
             }
             let first_num = first.num;

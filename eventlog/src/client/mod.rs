@@ -4,6 +4,7 @@
 //! batching handle.
 
 mod appender;
+mod timer;
 
 use std::future::Future;
 use std::net::SocketAddr;
