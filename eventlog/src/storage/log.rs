@@ -46,7 +46,7 @@ impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             chunk_max_size: 256 << 20,
-            flush_batch_wait: Duration::from_micros(50),
+            flush_batch_wait: Duration::from_micros(10),
             cache_max_items: 100_000,
             cache_max_bytes: 256 << 20,
         }
