@@ -476,7 +476,12 @@ fn main() -> anyhow::Result<()> {
             // More threads than this measure the scheduler, not the disk.
             let threads = c.min(256);
             let cell = raw_fdatasync(&root, threads, dur.min(Duration::from_secs(2)))?;
-            println!("{}", row(&threads.to_string(), &cell));
+            let label = if threads < c {
+                format!("{threads} (for {c})")
+            } else {
+                threads.to_string()
+            };
+            println!("{}", row(&label, &cell));
             disk.push(cell.rate());
         }
     }
@@ -543,10 +548,17 @@ fn main() -> anyhow::Result<()> {
             let steady = seguro_steady(&probe, epoch, &mut next, STEADY_RATE, dur).await;
             let after = scrape(metrics_addr);
             println!("\n## At a steady {STEADY_RATE} events/s (default batching)\n");
-            println!("| system | events/s | p50 commit | p99 commit |");
-            println!("|---|---|---|---|");
-            println!("{}", row("Seguro", &steady));
-            println!("{}", row("etcd", &etcd_steady));
+            println!("| system | events/s | p50 commit | p99 commit | p90 | p99.9 | max |");
+            println!("|---|---|---|---|---|---|---|");
+            for (name, c) in [("Seguro", &steady), ("etcd", &etcd_steady)] {
+                println!(
+                    "{} {} | {} | {} |",
+                    row(name, c),
+                    ms(c.lat.quantile(0.9)),
+                    ms(c.lat.quantile(0.999)),
+                    ms(c.lat.max())
+                );
+            }
             let delta = |name: &str| counter(&after, name) - counter(&before, name);
             let (fsyncs, writes, batches) = (
                 delta("seguro_eventlog_log_fsyncs_total"),
