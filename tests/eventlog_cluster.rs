@@ -41,7 +41,7 @@ fn client(c: &Cluster, append_timeout: Duration) -> Client {
         &config::Overrides::default(),
         config::KeyCheck::Skip,
     )
-    .expect("the test config loads")
+    .unwrap_or_else(|d| panic!("the test config does not load:\n{d}"))
     .0;
     let mut opts = ClientOptions::from_config(&config);
     opts.append_timeout = append_timeout;

@@ -69,10 +69,30 @@ impl Cluster {
 
     /// Gives replica `id` addresses (it appears in configs written after).
     pub fn add(&mut self, id: u32) -> Replica {
+        // The kernel may hand out a port twice in a row; the config refuses
+        // two replicas (or two roles) on one address.
+        let used: Vec<u16> = self
+            .replicas
+            .values()
+            .flat_map(|r| [r.eventlog.port(), r.metrics.port()])
+            .collect();
+        let mut fresh = || loop {
+            let p = free_port();
+            if !used.contains(&p) && !(36000..38000).contains(&p) {
+                break p;
+            }
+        };
+        let eventlog = fresh();
+        let metrics = loop {
+            let p = fresh();
+            if p != eventlog {
+                break p;
+            }
+        };
         let r = Replica {
             id,
-            eventlog: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            metrics: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            eventlog: SocketAddr::from(([127, 0, 0, 1], eventlog)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], metrics)),
         };
         self.replicas.insert(id, r);
         r
