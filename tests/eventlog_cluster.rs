@@ -840,3 +840,124 @@ fn the_appender_merges_concurrent_appends_into_batches() {
         );
     });
 }
+
+/// Appends events with `epoch` from `from` until the first failure or
+/// `run_for`; returns the acknowledged events and the failure.
+async fn write_until_refused(
+    client: &Client,
+    epoch: Epoch,
+    from: u64,
+    run_for: Duration,
+) -> (Vec<u64>, Option<AppendError>) {
+    let appender = client.appender(epoch, EventNum(from));
+    let started = Instant::now();
+    let mut pending = FuturesOrdered::new();
+    let mut acked = Vec::new();
+    let mut failure = None;
+    let mut next = from;
+    loop {
+        if failure.is_none() && started.elapsed() < run_for && pending.len() < 64 {
+            let n = next;
+            let fut = appender.append(
+                EventNum(n),
+                epoch.get() as u32,
+                Bytes::from(format!("{epoch}:{n}")),
+            );
+            pending.push_back(async move { (n, fut.await) });
+            next += 1;
+            continue;
+        }
+        match pending.next().await {
+            Some((n, Ok(_))) => acked.push(n),
+            Some((_, Err(e))) => {
+                failure.get_or_insert(e);
+            }
+            None => return (acked, failure),
+        }
+    }
+}
+
+#[test]
+fn two_writers_that_both_believe_they_lead_cannot_interleave_or_fork_the_log() {
+    let _serial = serial();
+    let mut c = cluster(3);
+    for id in 1..=3 {
+        c.start(id).unwrap();
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let client = client(&c, Duration::from_secs(20));
+        wait_healthy(&client, 3).await;
+        // The old leader (epoch 5) keeps writing after the new one (epoch 6)
+        // has won and fenced the log.
+        let old = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                write_until_refused(&client, Epoch(5), 1, Duration::from_secs(3)).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let fenced_at = client.fence(Epoch(6)).await.unwrap();
+        let (new_acked, new_failure) = write_until_refused(
+            &client,
+            Epoch(6),
+            fenced_at.get() + 1,
+            Duration::from_secs(1),
+        )
+        .await;
+        let (old_acked, old_failure) = old.await.unwrap();
+        assert!(
+            new_failure.is_none(),
+            "the new leader failed: {new_failure:?}"
+        );
+        assert_eq!(
+            old_failure,
+            Some(AppendError::StaleEpoch { highest: Epoch(6) })
+        );
+        assert!(!new_acked.is_empty() && !old_acked.is_empty());
+        // The old leader's acknowledged events all come before the fence.
+        assert!(
+            old_acked.iter().all(|n| *n <= fenced_at.get()),
+            "an old-epoch event after the fence"
+        );
+
+        // One history: epochs never go back, no gaps, and each event is its
+        // writer's; the same on every node.
+        let mut logs = Vec::new();
+        for id in 1..=3 {
+            let last = caught_up(&client, &c, id, *new_acked.last().unwrap()).await;
+            let addr = c.replica(id).eventlog.to_string();
+            let events: Vec<_> = client
+                .read_from(&addr, EventNum(1), Some(EventNum(last)))
+                .map(|e| e.unwrap())
+                .collect()
+                .await;
+            assert_eq!(events.len() as u64, last, "replica {id} has a gap");
+            for pair in events.windows(2) {
+                assert!(
+                    pair[0].epoch <= pair[1].epoch,
+                    "replica {id}: epochs interleave at {}",
+                    pair[1].num
+                );
+            }
+            for e in &events {
+                assert_eq!(
+                    e.data,
+                    Bytes::from(format!("{}:{}", e.epoch, e.num)),
+                    "replica {id}"
+                );
+            }
+            logs.push(events);
+        }
+        assert!(
+            logs.windows(2).all(|w| w[0] == w[1]),
+            "the replicas' logs differ"
+        );
+        for n in old_acked {
+            assert_eq!(logs[0][n as usize - 1].epoch, Epoch(5));
+        }
+        for n in new_acked {
+            assert_eq!(logs[0][n as usize - 1].epoch, Epoch(6));
+        }
+    });
+}
