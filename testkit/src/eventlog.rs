@@ -76,7 +76,7 @@ impl Cluster {
             .values()
             .flat_map(|r| [r.eventlog.port(), r.metrics.port()])
             .collect();
-        let mut fresh = || loop {
+        let fresh = || loop {
             let p = free_port();
             if !used.contains(&p) && !(36000..38000).contains(&p) {
                 break p;
