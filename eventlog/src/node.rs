@@ -560,7 +560,12 @@ async fn publish_commits(running: Running, tx: watch::Sender<CommitView>) {
 /// point) and purge the Raft entries whose events all lie at or below it.
 async fn compact(raft: Raft, sm: StateMachine) {
     let mut position = sm.watch_position();
-    let mut purged = raft.metrics().borrow_watched().purged.map(|l| l.index);
+    let mut metrics = raft.metrics();
+    // What openraft itself knows (it purges only below a snapshot it has
+    // been told about, and may put a purge off while it replicates).
+    let known = |m: &openraft::RaftMetrics<crate::raft::TypeConfig>| {
+        (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
+    };
     loop {
         let pos = *position.borrow_and_update();
         let upto = if pos.purge_point == EventNum::NONE {
@@ -571,35 +576,48 @@ async fn compact(raft: Raft, sm: StateMachine) {
                 None => pos.applied,
             }
         };
+        let (snapshot, purged) = known(&metrics.borrow_watched());
         if let Some(upto) = upto.filter(|u| purged.is_none_or(|p| *u > p)) {
-            if sm.snapshot_index().is_none_or(|s| s < upto) {
-                if raft.trigger().snapshot().await.is_err() {
-                    return;
-                }
-                let mut metrics = raft.metrics();
-                let built = tokio::time::timeout(Duration::from_secs(120), async {
-                    while sm.snapshot_index().is_none_or(|s| s < upto) {
-                        if metrics.changed().await.is_err() {
-                            return false;
-                        }
-                    }
-                    true
-                })
-                .await;
-                if built != Ok(true) {
-                    tracing::warn!(upto, "no snapshot covers the purge point yet; will retry");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+            if snapshot.is_none_or(|s| s < upto) && raft.trigger().snapshot().await.is_err() {
+                return;
             }
-            tracing::info!(upto, purge_point = %pos.purge_point, "purging the Raft log");
             if raft.trigger().purge_log(upto).await.is_err() {
                 return;
             }
-            purged = Some(upto);
+            // Wait until openraft has the snapshot and has purged; retry
+            // (after a second) whatever it has not done in time.
+            let done = tokio::time::timeout(Duration::from_secs(60), async {
+                let mut asked_with_snapshot = snapshot.is_some_and(|s| s >= upto);
+                loop {
+                    let (snapshot, purged) = known(&metrics.borrow_and_update());
+                    if purged.is_some_and(|p| p >= upto) {
+                        return true;
+                    }
+                    // Asked before openraft had the snapshot, the purge was
+                    // refused: ask again, once, now that it has it.
+                    if !asked_with_snapshot && snapshot.is_some_and(|s| s >= upto) {
+                        asked_with_snapshot = true;
+                        if raft.trigger().purge_log(upto).await.is_err() {
+                            return false;
+                        }
+                    }
+                    if metrics.changed().await.is_err() {
+                        return false;
+                    }
+                }
+            })
+            .await;
+            match done {
+                Ok(true) => {
+                    tracing::info!(upto, purge_point = %pos.purge_point, "purged the Raft log");
+                }
+                Ok(false) => return,
+                Err(_) => tracing::warn!(upto, "the Raft log is not purged yet; will retry"),
+            }
             // One compaction per second at most: snapshots cost a pass over
             // every event held.
             tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
         }
         if position.changed().await.is_err() {
             return;
