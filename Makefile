@@ -9,12 +9,13 @@ FUZZ_SECONDS ?= 20
 # Tests and the demo start this etcd (scripts/deps.sh links etcd 3.5 here).
 export SEGURO_ETCD ?= /usr/local/bin/etcd
 
-.PHONY: help deps build test lint unit fuzz fuzz-smoke run bench bench-gatekeeper bench-lb
+.PHONY: help deps build test lint unit fuzz fuzz-smoke run bench bench-eventlog bench-gatekeeper bench-lb
 
 help:
 	@echo "make run         build and run the demo"
 	@echo "make test        lint, unit and integration tests, a short fuzz run"
 	@echo "make bench       every benchmark in bench/ (see docs/PERFORMANCE.md)"
+	@echo "make bench-eventlog  event log events/s and commit latency vs etcd and the disk"
 	@echo "make bench-gatekeeper  effects/s vs a plain UDP relay; election failover p50/p99"
 	@echo "make bench-lb    edge fan-out: XDP/TC vs nftables dup vs the userspace relay"
 	@echo "make fuzz        fuzz the Ames parser for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
@@ -47,10 +48,14 @@ test: lint unit fuzz-smoke
 run: build
 	@scripts/run.sh
 
-bench: bench-gatekeeper bench-lb
+bench: bench-eventlog bench-gatekeeper bench-lb
 
 # Each benchmark is a release binary of bench/ that starts what it needs
-# (etcd on loopback) and prints its results as Markdown tables.
+# (etcd, event log nodes, namespaces) and prints its results as Markdown tables.
+bench-eventlog: deps
+	$(CARGO) build --release --locked -p seguro -p seguro-bench --bin seguro --bin eventlog
+	./target/release/eventlog
+
 bench-gatekeeper: deps
 	$(CARGO) build --release --locked -p seguro-bench --bin gatekeeper
 	./target/release/gatekeeper

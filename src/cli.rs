@@ -38,6 +38,11 @@ pub enum Command {
     Ames(AmesCommand),
     /// Create secret key files (replica signing keys, the event log secret).
     Keygen(KeygenArgs),
+    /// Run this replica's event log node, or inspect and change the event log.
+    ///
+    /// Without a subcommand, runs the node for replica `--id` (SIGTERM or
+    /// SIGINT stop it cleanly).
+    Eventlog(EventlogArgs),
     /// Run the edge box's effect gatekeeper.
     ///
     /// Receives effect envelopes from the replicas on `gatekeeper.listen`
@@ -59,6 +64,79 @@ pub enum Command {
     /// cannot run eBPF programs; 77 when not root (or without the
     /// capabilities the mode needs); 1 for anything else.
     Lb(LbArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct EventlogArgs {
+    #[command(subcommand)]
+    pub command: Option<EventlogCommand>,
+
+    #[command(flatten)]
+    pub node: EventlogNodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EventlogNodeArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// This replica's id in the config.
+    #[arg(long, value_name = "N", required = true)]
+    pub id: Option<config::ReplicaId>,
+
+    /// Keep the node's files under DIR/replica-N instead of eventlog.data_dir.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventlogCommand {
+    /// Show every node: role, term, log and commit indexes, lag.
+    ///
+    /// Exits 0 if the cluster has a leader and a quorum of voters up, 1 if not.
+    Status(EventlogStatusArgs),
+    /// Add replica N (from the config) to the event log: it catches up, then votes.
+    AddReplica(EventlogReplicaArgs),
+    /// Remove replica N from the event log's voters.
+    RemoveReplica(EventlogReplicaArgs),
+    /// Record that replica N's ship has checkpointed event E (the log is
+    /// purged below the lowest such watermark of all voters).
+    SetWatermark(EventlogWatermarkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventlogStatusArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventlogReplicaArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// The replica's id in the config.
+    #[arg(long, value_name = "N")]
+    pub id: config::ReplicaId,
+}
+
+#[derive(Debug, Args)]
+pub struct EventlogWatermarkArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// The replica whose ship checkpointed.
+    #[arg(long, value_name = "N")]
+    pub replica: config::ReplicaId,
+
+    /// The last event in its checkpoint.
+    #[arg(long, value_name = "E")]
+    pub event: u64,
 }
 
 #[derive(Debug, Args)]
@@ -218,5 +296,22 @@ mod tests {
         assert!(
             Cli::try_parse_from(["seguro", "config", "check", "f.toml", "-o", "fast"]).is_err()
         );
+    }
+
+    #[test]
+    fn eventlog_runs_a_node_or_a_subcommand() {
+        let cli = Cli::try_parse_from(["seguro", "eventlog", "-c", "f.toml", "--id", "2"]).unwrap();
+        let Command::Eventlog(args) = cli.command else {
+            panic!()
+        };
+        assert!(args.command.is_none());
+        assert_eq!(args.node.id.unwrap().get(), 2);
+        assert!(Cli::try_parse_from(["seguro", "eventlog", "-c", "f.toml"]).is_err());
+        let cli = Cli::try_parse_from(["seguro", "eventlog", "status", "-c", "f.toml", "--json"])
+            .unwrap();
+        let Command::Eventlog(args) = cli.command else {
+            panic!()
+        };
+        assert!(matches!(args.command, Some(EventlogCommand::Status(s)) if s.json));
     }
 }

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Config(args) => cmd::config::run(args),
         Command::Ames(args) => cmd::ames::run(args),
         Command::Keygen(args) => cmd::keygen::run(args),
+        Command::Eventlog(args) => cmd::eventlog::run(args),
         Command::Gatekeeper(args) => cmd::gatekeeper::run(args),
         Command::Lb(args) => cmd::lb::run(args),
     };
@@ -28,9 +29,10 @@ fn main() -> ExitCode {
 /// Logs go to stderr; `RUST_LOG` overrides the level `-v` sets.
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // openraft and raft-log narrate every election and flush at info.
     let default = match verbose {
-        0 => "info",
-        1 => "debug",
+        0 => "info,openraft=warn,chunked_wal=warn,raft_log=warn",
+        1 => "debug,openraft=info,chunked_wal=info,raft_log=info",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -1,17 +1,17 @@
-//! `seguro gatekeeper` as operators run it: two edge-box gatekeeper
-//! processes against a real etcd; one forwards, the other stands by and
-//! takes over within TTL + 1 s when the active one is killed (-9).
+//! `seguro gatekeeper` as operators run it, against a real etcd and a real
+//! event log node: two edge-box gatekeepers, one forwards and the other
+//! stands by and takes over within TTL + 1 s when the active one is killed
+//! (-9); under `quorum`, effects wait for their events to commit and leave
+//! in order.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use assert_cmd::Command as Cmd;
 use config::{Key, ReplicaId};
 use eventlog::EventNum;
 use gatekeeper::{Election, Sealer};
-use predicates::prelude::*;
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep, timeout};
 
@@ -25,23 +25,49 @@ struct Box_ {
     metrics: SocketAddr,
 }
 
-fn write_keys(dir: &Path) -> Vec<Key> {
-    std::fs::create_dir_all(dir.join("keys")).unwrap();
-    Key::generate()
-        .unwrap()
-        .save_new(&dir.join("keys/eventlog.key"))
-        .unwrap();
-    (1..=3)
-        .map(|i| {
-            let k = Key::generate().unwrap();
-            k.save_new(&dir.join(format!("keys/replica-{i}.key")))
-                .unwrap();
-            k
-        })
-        .collect()
+/// A one-node event log (a quorum of one) for the gatekeepers' commit watch.
+fn event_log() -> testkit::eventlog::Cluster {
+    let mut log = testkit::eventlog::Cluster::new(env!("CARGO_BIN_EXE_seguro"), 1).unwrap();
+    log.start(1).unwrap();
+    log
 }
 
-fn write_config(dir: &Path, name: &str, public_ip: &str, etcd: &str, optimism: &str) -> Box_ {
+/// Replica 1's signing key, in `dir/keys`.
+fn write_key(dir: &Path) -> Key {
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    let k = Key::generate().unwrap();
+    k.save_new(&dir.join("keys/replica-1.key")).unwrap();
+    k
+}
+
+/// A client of the test's event log, patient enough for its first election.
+fn log_client(log: &testkit::eventlog::Cluster) -> eventlog::Client {
+    eventlog::Client::with_options(
+        vec![log.replica(1).eventlog.to_string()],
+        log.key(),
+        eventlog::ClientOptions {
+            request_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(30),
+            append_timeout: Duration::from_secs(30),
+            batch: config::BatchLimits {
+                max_events: 16,
+                max_bytes: 1 << 20,
+                max_linger: Duration::from_millis(1),
+            },
+            max_event_bytes: 1 << 20,
+            max_in_flight: 8,
+        },
+    )
+}
+
+fn write_config(
+    dir: &Path,
+    name: &str,
+    public_ip: &str,
+    etcd: &str,
+    log: &testkit::eventlog::Cluster,
+    optimism: &str,
+) -> Box_ {
     let port =
         |ip: &str| -> SocketAddr { format!("{ip}:{}", testkit::free_port()).parse().unwrap() };
     let b = Box_ {
@@ -60,14 +86,8 @@ public = "{public}"
 [[replicas]]
 id = 1
 ames = "127.0.1.1:34543"
-
-[[replicas]]
-id = 2
-ames = "127.0.1.2:34543"
-
-[[replicas]]
-id = 3
-ames = "127.0.1.3:34543"
+eventlog = "{eventlog}"
+eventlog_metrics = "{eventlog_metrics}"
 
 [lb]
 interface = "lo"
@@ -79,7 +99,13 @@ metrics = "{metrics}"
 [etcd]
 endpoints = ["{etcd}"]
 lease_ttl = "2s"
+
+[keys]
+eventlog = "{secret}"
 "#,
+        eventlog = log.replica(1).eventlog,
+        eventlog_metrics = log.replica(1).metrics,
+        secret = log.dir().join("eventlog.key").display(),
         public = b.public,
         listen = b.listen,
         metrics = b.metrics,
@@ -136,11 +162,26 @@ fn read_logs(dir: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gatekeeper_forwards_and_the_standby_takes_over_within_ttl_plus_1s() {
     let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
+    let log = tokio::task::block_in_place(event_log);
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path();
-    let keys = write_keys(dir.path());
-    let a = write_config(dir.path(), "a", "127.0.0.2", &etcd.endpoint(), "leader");
-    let b = write_config(dir.path(), "b", "127.0.0.3", &etcd.endpoint(), "leader");
+    let key = write_key(dir.path());
+    let a = write_config(
+        dir.path(),
+        "a",
+        "127.0.0.2",
+        &etcd.endpoint(),
+        &log,
+        "leader",
+    );
+    let b = write_config(
+        dir.path(),
+        "b",
+        "127.0.0.3",
+        &etcd.endpoint(),
+        &log,
+        "leader",
+    );
 
     // A starts first and becomes active; B stands by.
     let mut child_a = spawn(&a, &logs.join("a.log"));
@@ -157,17 +198,26 @@ async fn one_gatekeeper_forwards_and_the_standby_takes_over_within_ttl_plus_1s()
     let epoch = leadership.epoch();
     wait_metric(&a, "seguro_gatekeeper_epoch", epoch.get() as f64, logs).await;
     wait_metric(&b, "seguro_gatekeeper_epoch", epoch.get() as f64, logs).await;
+    // As a new leader does (SPEC §6.3): fence the log at its epoch.
+    let events = log_client(&log);
+    let last = events.fence(epoch).await.unwrap();
 
-    // The peer, and the leader sending one effect every 20 ms to both boxes.
+    // The peer, and the leader appending one event every 20 ms and sending
+    // its effect to both boxes once it is durable.
     let peer = UdpSocket::bind("127.0.0.4:0").await.unwrap();
     let lane = peer.local_addr().unwrap();
     let sender = {
-        let mut sealer = Sealer::new(ReplicaId::new(1).unwrap(), epoch, keys[0].clone());
+        let mut sealer = Sealer::new(ReplicaId::new(1).unwrap(), epoch, key.clone());
+        let appender = events.appender(epoch, last.next());
         let to = [a.listen, b.listen];
         tokio::spawn(async move {
             let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            for event in 1.. {
-                let d = sealer.seal(EventNum(event), lane, b"ack").unwrap();
+            for event in last.get() + 1.. {
+                appender
+                    .append(EventNum(event), 1, bytes::Bytes::from_static(b"e"))
+                    .await
+                    .unwrap();
+                let d = sealer.seal(EventNum(event), lane.into(), b"ack").unwrap();
                 for addr in to {
                     socket.send_to(&d, addr).await.unwrap();
                 }
@@ -245,18 +295,75 @@ async fn one_gatekeeper_forwards_and_the_standby_takes_over_within_ttl_plus_1s()
     drop(leadership);
 }
 
-#[test]
-fn quorum_needs_the_commit_watch_and_says_so() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
+    let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
+    let log = tokio::task::block_in_place(event_log);
     let dir = tempfile::tempdir().unwrap();
-    write_keys(dir.path());
-    let b = write_config(dir.path(), "q", "127.0.0.2", "http://127.0.0.1:9", "quorum");
-    Cmd::new(env!("CARGO_BIN_EXE_seguro"))
-        .arg("gatekeeper")
-        .arg("-c")
-        .arg(&b.config)
-        .assert()
-        .code(2)
-        .stderr(
-            predicate::str::contains("commit watch").and(predicate::str::contains("-o leader")),
-        );
+    let logs = dir.path();
+    let key = write_key(dir.path());
+    let a = write_config(
+        dir.path(),
+        "a",
+        "127.0.0.2",
+        &etcd.endpoint(),
+        &log,
+        "quorum",
+    );
+    let mut child = spawn(&a, &logs.join("a.log"));
+    wait_metric(&a, "seguro_gatekeeper_active", 1.0, logs).await;
+
+    let etcd_client = gatekeeper::election::connect(&[etcd.endpoint()])
+        .await
+        .unwrap();
+    let election = Election::new(etcd_client, "/seguro/gk-test", TTL);
+    let leadership = election.campaign(ReplicaId::new(1).unwrap()).await;
+    let epoch = leadership.epoch();
+    wait_metric(&a, "seguro_gatekeeper_epoch", epoch.get() as f64, logs).await;
+    let client = log_client(&log);
+    let last = client.fence(epoch).await.unwrap();
+
+    // Ten effects for events the log does not have yet: all held.
+    let peer = UdpSocket::bind("127.0.0.4:0").await.unwrap();
+    let lane = peer.local_addr().unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut sealer = Sealer::new(ReplicaId::new(1).unwrap(), epoch, key);
+    let events: Vec<u64> = (last.get() + 1..=last.get() + 10).collect();
+    for &n in &events {
+        let d = sealer
+            .seal(EventNum(n), lane.into(), &n.to_be_bytes())
+            .unwrap();
+        socket.send_to(&d, a.listen).await.unwrap();
+    }
+    wait_metric(&a, "seguro_gatekeeper_held", 10.0, logs).await;
+    let mut buf = [0u8; 64];
+    assert!(
+        timeout(Duration::from_millis(500), peer.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "nothing leaves before its event commits"
+    );
+
+    // Commit them: the effects leave, in order.
+    let appender = client.appender(epoch, last.next());
+    let appended: Vec<_> = events
+        .iter()
+        .map(|&n| appender.append(EventNum(n), 1, bytes::Bytes::from_static(b"e")))
+        .collect();
+    for &n in &events {
+        let (len, from) = timeout(Duration::from_secs(10), peer.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("effect of event {n} never left\n{}", read_logs(logs)))
+            .unwrap();
+        assert_eq!(from, a.public);
+        assert_eq!(&buf[..len], &n.to_be_bytes(), "in order");
+    }
+    for commit in appended {
+        commit.await.unwrap();
+    }
+    wait_metric(&a, "seguro_gatekeeper_held", 0.0, logs).await;
+    let status =
+        tokio::task::block_in_place(|| testkit::terminate(&mut child, Duration::from_secs(10)));
+    assert!(status.is_some_and(|s| s.success()));
+    drop(leadership);
 }

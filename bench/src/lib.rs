@@ -54,6 +54,11 @@ impl Latencies {
     pub fn max(&self) -> Duration {
         Duration::from_micros(self.hist.max())
     }
+
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: &Latencies) {
+        self.hist.add(&other.hist).expect("same bounds");
+    }
 }
 
 impl fmt::Display for Latencies {
@@ -70,9 +75,9 @@ impl fmt::Display for Latencies {
     }
 }
 
-/// A duration in milliseconds with one decimal, for tables.
+/// A duration in milliseconds with two decimals, for tables: "1.25 ms".
 pub fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 /// The median of some numbers (the mean of the middle two for an even count).
@@ -113,6 +118,9 @@ mod tests {
         let p50 = l.quantile(0.5).as_millis();
         assert!((49..=51).contains(&p50), "{p50}");
         assert!(l.quantile(0.99).as_millis() >= 98);
+        let mut m = Latencies::new();
+        m.merge(&l);
+        assert_eq!(m.len(), 100);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
     }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use config::Optimism;
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,19 @@ impl fmt::Display for Epoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// One event of the ship's log, as it is read back: vere's event log keeps
+/// the same two things per event (the mug of the state after it and the
+/// jammed event), and Seguro adds the epoch of the leader that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub num: EventNum,
+    pub epoch: Epoch,
+    /// The mug of the ship's state after this event.
+    pub mug: u32,
+    /// The jammed event.
+    pub data: Bytes,
 }
 
 /// How far the log is durable, as the event log publishes it to the

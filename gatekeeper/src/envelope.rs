@@ -21,6 +21,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use ames::Lane;
 use config::{Config, Key, KeyError, ReplicaId};
 use eventlog::{Epoch, EventNum};
 
@@ -54,7 +55,7 @@ pub struct Envelope<'a> {
     /// Per replica and epoch, from 1; the gatekeeper accepts each once.
     pub seq: u64,
     /// The peer's IP:port the payload goes to.
-    pub lane: SocketAddr,
+    pub lane: Lane,
     /// The Ames packet, sent as is.
     pub payload: &'a [u8],
 }
@@ -136,7 +137,8 @@ impl Envelope<'_> {
         out.reserve(self.sealed_len());
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
-        out.push(match self.lane.ip() {
+        let lane = self.lane.addr();
+        out.push(match lane.ip() {
             IpAddr::V4(_) => 4,
             IpAddr::V6(_) => 6,
         });
@@ -144,8 +146,8 @@ impl Envelope<'_> {
         out.extend_from_slice(&self.epoch.get().to_be_bytes());
         out.extend_from_slice(&self.event.get().to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(&self.lane.port().to_be_bytes());
-        match self.lane.ip() {
+        out.extend_from_slice(&lane.port().to_be_bytes());
+        match lane.ip() {
             IpAddr::V4(ip) => out.extend_from_slice(&ip.octets()),
             IpAddr::V6(ip) => out.extend_from_slice(&ip.octets()),
         }
@@ -214,13 +216,17 @@ pub fn open<'a>(datagram: &'a [u8], keys: &Keyring) -> Result<Envelope<'a>, Open
         epoch: Epoch(be_u64(&datagram[10..18])),
         event: EventNum(be_u64(&datagram[18..26])),
         seq,
-        lane: SocketAddr::new(ip, port),
+        lane: Lane::new(SocketAddr::new(ip, port)),
         payload: &datagram[header..len - MAC_LEN],
     })
 }
 
-fn header_len(lane: SocketAddr) -> usize {
-    if lane.is_ipv4() { HEADER_V4 } else { HEADER_V6 }
+fn header_len(lane: Lane) -> usize {
+    if lane.addr().is_ipv4() {
+        HEADER_V4
+    } else {
+        HEADER_V6
+    }
 }
 
 fn be_u16(b: &[u8]) -> u16 {
@@ -321,7 +327,7 @@ impl Sealer {
     pub fn seal(
         &mut self,
         event: EventNum,
-        lane: SocketAddr,
+        lane: Lane,
         payload: &[u8],
     ) -> Result<Vec<u8>, SealError> {
         let mut out = Vec::new();
@@ -334,7 +340,7 @@ impl Sealer {
     pub fn seal_into(
         &mut self,
         event: EventNum,
-        lane: SocketAddr,
+        lane: Lane,
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<u64, SealError> {
@@ -381,6 +387,7 @@ mod tests {
     }
 
     fn sample(lane: SocketAddr, payload: &[u8]) -> Envelope<'_> {
+        let lane = lane.into();
         Envelope {
             replica: id(1),
             epoch: Epoch(0x0102_0304_0506_0708),
@@ -510,14 +517,14 @@ mod tests {
         let mut s = Sealer::new(id(2), Epoch(5), Key::from_bytes([2; 32]));
         let ring = ring();
         for want in 1..=3 {
-            let sealed = s.seal(EventNum(want + 10), lane, b"p").unwrap();
+            let sealed = s.seal(EventNum(want + 10), lane.into(), b"p").unwrap();
             let env = open(&sealed, &ring).unwrap();
             assert_eq!((env.seq, env.replica, env.epoch), (want, id(2), Epoch(5)));
             assert_eq!(env.event, EventNum(want + 10));
         }
         assert_eq!(s.next_seq(), 4);
         let big = vec![0; MAX_PAYLOAD + 1];
-        assert!(s.seal(EventNum(1), lane, &big).is_err());
+        assert!(s.seal(EventNum(1), lane.into(), &big).is_err());
         assert_eq!(s.next_seq(), 4, "a failed seal uses no number");
     }
 

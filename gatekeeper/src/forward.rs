@@ -145,7 +145,7 @@ impl Forwarder {
         }
         let Gate::Commits(policy) = self.gate else {
             return Ok(Decision::Forward {
-                lane: env.lane,
+                lane: env.lane.addr(),
                 payload: env.payload,
             });
         };
@@ -153,7 +153,7 @@ impl Forwarder {
             Verdict::Stale => Err(DropReason::StaleEpoch),
             // Behind held effects, a releasable one waits its turn.
             Verdict::Release if self.hold.is_empty() => Ok(Decision::Forward {
-                lane: env.lane,
+                lane: env.lane.addr(),
                 payload: env.payload,
             }),
             _ => {
@@ -162,7 +162,7 @@ impl Forwarder {
                     event: env.event,
                     since: now,
                     item: Effect {
-                        lane: env.lane,
+                        lane: env.lane.addr(),
                         payload: env.payload.to_vec(),
                     },
                 };

@@ -98,7 +98,9 @@ impl Rig {
     }
 
     async fn send_effect(&self, sealer: &mut Sealer, event: u64, payload: &[u8]) {
-        let e = sealer.seal(EventNum(event), self.lane(), payload).unwrap();
+        let e = sealer
+            .seal(EventNum(event), self.lane().into(), payload)
+            .unwrap();
         self.send(&e).await;
     }
 
@@ -210,12 +212,12 @@ async fn forged_unknown_replayed_and_truncated_never_leave() {
     rig.send_effect(&mut stranger, 1, b"stranger").await;
     // A good one, then the very same datagram again.
     let mut s1 = rig.sealer(1, e);
-    let good = s1.seal(EventNum(1), lane, b"good").unwrap();
+    let good = s1.seal(EventNum(1), lane.into(), b"good").unwrap();
     rig.send(&good).await;
     assert_eq!(rig.recv(Duration::from_secs(5)).await.unwrap(), b"good");
     rig.send(&good).await;
     // A good envelope cut short, and one with a byte changed.
-    let next = s1.seal(EventNum(2), lane, b"cut short").unwrap();
+    let next = s1.seal(EventNum(2), lane.into(), b"cut short").unwrap();
     rig.send(&next[..next.len() - 1]).await;
     let mut flipped = next.clone();
     flipped[45] ^= 0x40;
@@ -257,7 +259,7 @@ async fn without_etcd_it_fails_closed_within_a_ttl_and_resumes_after() {
         tokio::spawn(async move {
             let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             for event in 1.. {
-                let d = sealer.seal(EventNum(event), lane, b"tick").unwrap();
+                let d = sealer.seal(EventNum(event), lane.into(), b"tick").unwrap();
                 socket.send_to(&d, listen).await.unwrap();
                 sleep(Duration::from_millis(20)).await;
             }

@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use config::{KeyCheck, Optimism};
+use config::{Key, KeyCheck};
 use gatekeeper::{Gatekeeper, Settings, election};
 
 use crate::cli::GatekeeperArgs;
-use crate::cmd::{UsageError, load_config, serve_metrics, shutdown_signal};
+use crate::cmd::{load_config, serve_metrics, shutdown_signal};
 
 pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(
@@ -15,19 +15,6 @@ pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
         &args.cluster.overrides,
         KeyCheck::Edge,
     )?;
-    // Under `quorum` and `all`, effects wait for the event log's commit
-    // index, which reaches the gatekeeper through the event log client.
-    // Until that is wired in, refuse rather than release effects early.
-    if config.optimism != Optimism::Leader {
-        return Err(UsageError(format!(
-            "optimism \"{}\" holds each effect until the event log commits its event, and \
-             this gatekeeper does not have the event log's commit watch yet; \
-             run it with `-o leader` (effects leave as soon as they are authentic, new and \
-             from the current leader's term)",
-            config.optimism
-        ))
-        .into());
-    }
     let settings = Settings::from_config(&config)?;
     // etcd, the metrics endpoint and signals; the forwarding loop gets a
     // thread of its own (see `Gatekeeper::run`).
@@ -41,9 +28,15 @@ pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
         let client = election::connect(&config.etcd.endpoints)
             .await
             .with_context(|| format!("cannot use etcd at {}", config.etcd.endpoints.join(",")))?;
+        // Every policy checks the commit watch's epoch (SPEC §6.4 rule 4);
+        // `quorum` and `all` also wait on its event numbers.
+        let secret = Key::load(&config.eventlog.secret_file)?;
+        let commits = eventlog::Client::new(&config, secret).commit_watch();
         let gatekeeper = Gatekeeper::bind(settings)?;
         tracing::info!(metrics = %config.gatekeeper.metrics, "serving metrics");
-        gatekeeper.run(client, None, shutdown_signal()).await?;
+        gatekeeper
+            .run(client, Some(commits), shutdown_signal())
+            .await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -2,6 +2,7 @@
 
 pub mod ames;
 pub mod config;
+pub mod eventlog;
 pub mod gatekeeper;
 pub mod keygen;
 pub mod lb;

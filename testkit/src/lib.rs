@@ -1,10 +1,11 @@
 //! Real parts for Seguro's tests and benchmarks, started and stopped by the
-//! test itself: an etcd server on loopback, free ports, a Prometheus
-//! scrape, network namespaces and the edge box's topology in them,
-//! hand-made Ethernet frames.
+//! test itself: an etcd server on loopback, a cluster of event log nodes,
+//! free ports, a Prometheus scrape, network namespaces and the edge box's
+//! topology in them, hand-made Ethernet frames.
 
 pub mod edge;
 pub mod etcd;
+pub mod eventlog;
 pub mod frame;
 pub mod metrics;
 pub mod netns;

@@ -273,7 +273,7 @@ fn run_sender(
         while Instant::now() < end && sent < MAX_PER_RUN {
             for buf in &mut bufs {
                 event += 1;
-                sealer.seal_into(EventNum(event), lane, &payload, buf)?;
+                sealer.seal_into(EventNum(event), lane.into(), &payload, buf)?;
             }
             let out: Vec<(SocketAddr, &[u8])> = bufs.iter().map(|b| (to, b.as_slice())).collect();
             sent += socket.send(&out).await?.sent as u64;

@@ -1,0 +1,637 @@
+//! `make bench-eventlog`: the replicated event log (3 real `seguro eventlog`
+//! processes, real fdatasync) against etcd 3.5 and the disk itself, in one
+//! run, with 1 KiB events.
+//!
+//! - the disk: threads that each write 1 KiB and fdatasync, at each
+//!   concurrency: what the disk allows when every event pays a sync;
+//! - etcd: concurrent etcd-client puts of 1 KiB values (etcd fsyncs its WAL
+//!   before answering, so a put is as durable as an append);
+//! - Seguro: one writer keeping N events outstanding through an `Appender`
+//!   whose batches hold at most 1, 16 or 256 events;
+//! - both at a steady 5,000 events/s, for commit latency under load.
+//!
+//! Results are printed as Markdown (docs/PERFORMANCE.md keeps a copy).
+//! `SEGURO_BENCH_ONLY=disk,etcd,seguro,steady` (any of them) runs only those
+//! sections.
+//! Every load loop is bounded in time: `SEGURO_BENCH_SECS` (default 4) per
+//! measurement. The node data goes under `SEGURO_BENCH_DIR` (default
+//! target/bench-eventlog), which must be on a real disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use eventlog::{Client, ClientOptions, Epoch, EventNum};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use seguro_bench::{Latencies, ms};
+use testkit::eventlog::Cluster;
+
+const EVENT_BYTES: usize = 1024;
+const CONCURRENCY: [usize; 4] = [1, 16, 256, 4096];
+const BATCHES: [usize; 3] = [1, 16, 256];
+const STEADY_RATE: u64 = 5_000;
+
+struct Cell {
+    events: u64,
+    elapsed: Duration,
+    lat: Latencies,
+    errors: u64,
+}
+
+impl Cell {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn secs() -> Duration {
+    let s = std::env::var("SEGURO_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4.0);
+    Duration::from_secs_f64(s)
+}
+
+fn seguro_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SEGURO_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("seguro");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release` (make bench-eventlog does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The file system under `path`, by name.
+fn fs_type(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statfs writes into a zeroed struct we own; the path is a
+    // valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return "unknown".into();
+    }
+    match st.f_type as i64 {
+        0xEF53 => "ext4".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        other => format!("0x{other:x}"),
+    }
+}
+
+/// Threads that each append 1 KiB to one file and fdatasync, for `dur`:
+/// syncs per second. Appending (the file grows, as a log does) makes every
+/// fdatasync commit the new size too; concurrent ones share a journal
+/// commit, which is the disk's own group commit.
+fn raw_fdatasync(dir: &Path, threads: usize, dur: Duration) -> anyhow::Result<Cell> {
+    use std::io::Write;
+    let path = dir.join("fdatasync.bin");
+    let _ = std::fs::remove_file(&path);
+    let file = Arc::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (file, stop, count) = (file.clone(), stop.clone(), count.clone());
+            std::thread::spawn(move || -> std::io::Result<Latencies> {
+                let buf = vec![t as u8; EVENT_BYTES];
+                let mut lat = Latencies::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    (&*file).write_all(&buf)?;
+                    file.sync_data()?;
+                    lat.record(t0.elapsed());
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(lat)
+            })
+        })
+        .collect();
+    std::thread::sleep(dur);
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Latencies::new();
+    for h in handles {
+        lat.merge(&h.join().expect("fdatasync thread")?);
+    }
+    let elapsed = started.elapsed();
+    std::fs::remove_file(&path)?;
+    Ok(Cell {
+        events: count.load(Ordering::Relaxed),
+        elapsed,
+        lat,
+        errors: 0,
+    })
+}
+
+/// `window` concurrent etcd-client puts of 1 KiB, for `dur`.
+async fn etcd_cell(endpoint: &str, window: usize, dur: Duration) -> anyhow::Result<Cell> {
+    let client = etcd_client::Client::connect([endpoint], None).await?;
+    let value = vec![7u8; EVENT_BYTES];
+    let started = Instant::now();
+    let deadline = started + dur;
+    let tasks: Vec<_> = (0..window)
+        .map(|w| {
+            let mut kv = client.kv_client();
+            let value = value.clone();
+            tokio::spawn(async move {
+                let mut lat = Latencies::new();
+                let (mut n, mut errors) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    match kv
+                        .put(format!("bench/{w}/{}", n % 1024), value.clone(), None)
+                        .await
+                    {
+                        Ok(_) => {
+                            lat.record(t0.elapsed());
+                            n += 1;
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (n, errors, lat)
+            })
+        })
+        .collect();
+    let mut cell = Cell {
+        events: 0,
+        elapsed: Duration::ZERO,
+        lat: Latencies::new(),
+        errors: 0,
+    };
+    for t in tasks {
+        let (n, e, lat) = t.await?;
+        cell.events += n;
+        cell.errors += e;
+        cell.lat.merge(&lat);
+    }
+    cell.elapsed = started.elapsed();
+    Ok(cell)
+}
+
+/// Puts at a steady `rate` per second for `dur`.
+async fn etcd_steady(endpoint: &str, rate: u64, dur: Duration) -> anyhow::Result<Cell> {
+    let client = etcd_client::Client::connect([endpoint], None).await?;
+    let value = vec![7u8; EVENT_BYTES];
+    let started = Instant::now();
+    let mut running = FuturesUnordered::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let per_tick = rate / 1000;
+    let mut n = 0u64;
+    let mut cell = Cell {
+        events: 0,
+        elapsed: Duration::ZERO,
+        lat: Latencies::new(),
+        errors: 0,
+    };
+    while started.elapsed() < dur {
+        tokio::select! {
+            _ = tick.tick() => {
+                for _ in 0..per_tick {
+                    let mut kv = client.kv_client();
+                    let value = value.clone();
+                    let key = format!("steady/{}", n % 4096);
+                    n += 1;
+                    running.push(async move {
+                        let t0 = Instant::now();
+                        kv.put(key, value, None).await.map(|_| t0.elapsed())
+                    });
+                }
+            }
+            Some(r) = running.next() => match r {
+                Ok(d) => { cell.lat.record(d); cell.events += 1; }
+                Err(_) => cell.errors += 1,
+            },
+        }
+    }
+    while let Some(r) = running.next().await {
+        match r {
+            Ok(d) => {
+                cell.lat.record(d);
+                cell.events += 1;
+            }
+            Err(_) => cell.errors += 1,
+        }
+    }
+    cell.elapsed = started.elapsed();
+    Ok(cell)
+}
+
+fn seguro_client(
+    base: &ClientOptions,
+    endpoints: &[String],
+    key: &config::Key,
+    batch: usize,
+    window: usize,
+) -> Client {
+    let mut opts = base.clone();
+    opts.batch.max_events = batch;
+    opts.max_in_flight = window.max(1);
+    Client::with_options(endpoints.to_vec(), key.clone(), opts)
+}
+
+/// One writer keeping `window` events outstanding, for `dur`.
+async fn seguro_cell(
+    client: &Client,
+    epoch: Epoch,
+    next: &mut u64,
+    window: usize,
+    dur: Duration,
+) -> Cell {
+    let appender = client.appender(epoch, EventNum(*next));
+    let data = Bytes::from(vec![5u8; EVENT_BYTES]);
+    let started = Instant::now();
+    let deadline = started + dur;
+    let mut running = FuturesUnordered::new();
+    let mut cell = Cell {
+        events: 0,
+        elapsed: Duration::ZERO,
+        lat: Latencies::new(),
+        errors: 0,
+    };
+    loop {
+        if Instant::now() < deadline && running.len() < window && appender.failure().is_none() {
+            let n = appender.next();
+            let fut = appender.append(n, n.get() as u32, data.clone());
+            let t0 = Instant::now();
+            running.push(async move { fut.await.map(|_| t0.elapsed()) });
+            continue;
+        }
+        match running.next().await {
+            Some(Ok(d)) => {
+                cell.lat.record(d);
+                cell.events += 1;
+            }
+            Some(Err(e)) => {
+                if cell.errors == 0 {
+                    eprintln!("append failed: {e}");
+                }
+                cell.errors += 1;
+            }
+            None => break,
+        }
+    }
+    cell.elapsed = started.elapsed();
+    if appender.failure().is_some() {
+        *next = appender.recover().await.map_or(*next, |l| l.get() + 1);
+    } else {
+        *next = appender.next().get();
+    }
+    cell
+}
+
+/// A steady `rate` events per second for `dur`, with the default batching.
+async fn seguro_steady(
+    client: &Client,
+    epoch: Epoch,
+    next: &mut u64,
+    rate: u64,
+    dur: Duration,
+) -> Cell {
+    let appender = client.appender(epoch, EventNum(*next));
+    let data = Bytes::from(vec![6u8; EVENT_BYTES]);
+    let started = Instant::now();
+    let mut running = FuturesUnordered::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let per_tick = rate / 1000;
+    let mut cell = Cell {
+        events: 0,
+        elapsed: Duration::ZERO,
+        lat: Latencies::new(),
+        errors: 0,
+    };
+    while started.elapsed() < dur {
+        tokio::select! {
+            _ = tick.tick() => {
+                for _ in 0..per_tick {
+                    let n = appender.next();
+                    let fut = appender.append(n, 0, data.clone());
+                    let t0 = Instant::now();
+                    running.push(async move { fut.await.map(|_| t0.elapsed()) });
+                }
+            }
+            Some(r) = running.next() => match r {
+                Ok(d) => { cell.lat.record(d); cell.events += 1; }
+                Err(_) => cell.errors += 1,
+            },
+        }
+    }
+    while let Some(r) = running.next().await {
+        match r {
+            Ok(d) => {
+                cell.lat.record(d);
+                cell.events += 1;
+            }
+            Err(_) => cell.errors += 1,
+        }
+    }
+    cell.elapsed = started.elapsed();
+    *next = appender.next().get();
+    cell
+}
+
+fn row(label: &str, c: &Cell) -> String {
+    format!(
+        "| {label} | {:.0} | {} | {} |{}",
+        c.rate(),
+        ms(c.lat.quantile(0.5)),
+        ms(c.lat.quantile(0.99)),
+        if c.errors > 0 {
+            format!(" {} errors", c.errors)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// `GET /metrics` from `addr`.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+/// The quantile `q` of a Prometheus histogram in `text`, from its buckets
+/// (the upper bound of the bucket it falls in).
+fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, rest.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(le, _)| *le)
+}
+
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Every replica reports a checkpoint of the last event written, as the
+/// agents would: the log is truncated behind it, and memory and disk stay
+/// bounded across the run.
+async fn checkpoint(client: &Client, next: u64) {
+    for id in 1..=3 {
+        let r = config::ReplicaId::new(id).expect("nonzero");
+        if let Err(e) = client.set_watermark(r, EventNum(next - 1)).await {
+            eprintln!("watermark of replica {id}: {e}");
+        }
+    }
+    // Let the nodes snapshot and purge before the next measurement.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+async fn wait_leader(client: &Client) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let nodes = client.cluster_status().await;
+        let up = nodes.iter().filter(|(_, r)| r.is_ok()).count();
+        if up == 3
+            && nodes
+                .iter()
+                .any(|(_, r)| r.as_ref().is_ok_and(|s| s.role == "leader"))
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("the event log cluster did not elect a leader")
+}
+
+fn main() -> anyhow::Result<()> {
+    let dur = secs();
+    let root = std::env::var_os("SEGURO_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/bench-eventlog"));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let root = root.canonicalize()?;
+    let fs = fs_type(&root);
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("# Event log benchmark\n");
+    println!(
+        "{cpus} CPUs; data in {} ({fs}); {EVENT_BYTES}-byte events; {:.0} s per measurement\n",
+        root.display(),
+        dur.as_secs_f64()
+    );
+    if fs == "tmpfs" {
+        eprintln!(
+            "warning: {} is a tmpfs: fdatasync costs nothing there",
+            root.display()
+        );
+    }
+
+    let only: Vec<String> = std::env::var("SEGURO_BENCH_ONLY")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let runs = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
+
+    let mut disk = Vec::new();
+    if runs("disk") {
+        println!("## The disk: append 1 KiB + fdatasync per event\n");
+        println!("| threads | syncs/s | p50 | p99 |");
+        println!("|---|---|---|---|");
+        for c in CONCURRENCY {
+            // More threads than this measure the scheduler, not the disk.
+            let threads = c.min(256);
+            let cell = raw_fdatasync(&root, threads, dur.min(Duration::from_secs(2)))?;
+            let label = if threads < c {
+                format!("{threads} (for {c})")
+            } else {
+                threads.to_string()
+            };
+            println!("{}", row(&label, &cell));
+            disk.push(cell.rate());
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut etcd_rates = Vec::new();
+        let mut etcd_steady_cell = None;
+        if runs("etcd") || runs("steady") {
+            let mut etcd = testkit::Etcd::start().context("cannot start etcd (run `make deps`)")?;
+            let endpoint = etcd.endpoint();
+            if runs("etcd") {
+                println!("\n## etcd 3.5 (1 member, WAL fdatasync): concurrent puts\n");
+                println!("| concurrent puts | puts/s | p50 | p99 |");
+                println!("|---|---|---|---|");
+                for c in CONCURRENCY {
+                    let cell = etcd_cell(&endpoint, c, dur).await?;
+                    println!("{}", row(&c.to_string(), &cell));
+                    etcd_rates.push(cell.rate());
+                }
+            }
+            if runs("steady") {
+                etcd_steady_cell = Some(etcd_steady(&endpoint, STEADY_RATE, dur).await?);
+            }
+            etcd.stop();
+        }
+        if !runs("seguro") && !runs("steady") {
+            return anyhow::Ok(());
+        }
+
+        let mut cluster = Cluster::new(seguro_bin()?, 3)?;
+        cluster.set_data_dir(&root.join("data"));
+        cluster.write_config("cluster.toml", &[1, 2, 3])?;
+        for id in 1..=3 {
+            cluster.start(id)?;
+        }
+        let config = config::Config::load(
+            &cluster.config_path(),
+            &config::Overrides::default(),
+            config::KeyCheck::Skip,
+        )
+        .map_err(|d| anyhow::anyhow!("{d}"))?
+        .0;
+        let key = cluster.key();
+        let endpoints: Vec<String> = config.replicas.iter().map(|r| r.eventlog.to_string()).collect();
+        let base = ClientOptions::from_config(&config);
+        let probe = Client::with_options(endpoints.clone(), key.clone(), base.clone());
+        wait_leader(&probe).await?;
+        let epoch = Epoch(1);
+        let mut next = probe.fence(epoch).await?.get() + 1;
+
+        if let Some(etcd_steady) = etcd_steady_cell {
+            let leader = probe
+                .cluster_status()
+                .await
+                .into_iter()
+                .filter_map(|(_, r)| r.ok())
+                .find(|s| s.role == "leader")
+                .map_or(1, |s| s.id);
+            let metrics_addr = cluster.replica(leader).metrics;
+            let before = scrape(metrics_addr);
+            let steady = seguro_steady(&probe, epoch, &mut next, STEADY_RATE, dur).await;
+            let after = scrape(metrics_addr);
+            println!("\n## At a steady {STEADY_RATE} events/s (default batching)\n");
+            println!("| system | events/s | p50 commit | p99 commit | p90 | p99.9 | max |");
+            println!("|---|---|---|---|---|---|---|");
+            for (name, c) in [("Seguro", &steady), ("etcd", &etcd_steady)] {
+                println!(
+                    "{} {} | {} | {} |",
+                    row(name, c),
+                    ms(c.lat.quantile(0.9)),
+                    ms(c.lat.quantile(0.999)),
+                    ms(c.lat.max())
+                );
+            }
+            let delta = |name: &str| counter(&after, name) - counter(&before, name);
+            let (fsyncs, writes, batches) = (
+                delta("seguro_eventlog_log_fsyncs_total"),
+                delta("seguro_eventlog_log_writes_total"),
+                delta("seguro_eventlog_append_batches_total"),
+            );
+            let fsync_ms =
+                delta("seguro_eventlog_log_fsync_seconds_sum") * 1000.0 / fsyncs.max(1.0);
+            let q = |p| {
+                histogram_quantile(&after, "seguro_eventlog_log_flush_seconds", p)
+                    .map_or("-".into(), |v| format!("≤ {:.2} ms", v * 1000.0))
+            };
+            println!(
+                "\nOn the Raft leader: {batches:.0} batches stored, {writes:.0} log writes in \
+                 {fsyncs:.0} fdatasyncs ({:.1} writes per fdatasync, {fsync_ms:.2} ms each on \
+                 average); an append waited for its fdatasync p50 {} / p99 {} (histogram bucket \
+                 bounds).",
+                writes / fsyncs.max(1.0),
+                q(0.5),
+                q(0.99),
+            );
+            checkpoint(&probe, next).await;
+        }
+
+        let mut best = vec![0f64; CONCURRENCY.len()];
+        if runs("seguro") {
+            println!("\n## Seguro (3 nodes, quorum fdatasync): one pipelined writer\n");
+            println!(
+                "Batches close at the batch size, at 4 MiB, or 1 ms after their first event \
+                 (`max_linger`). Between measurements every replica reports a checkpoint of the \
+                 last event, so the log is truncated as it would be in service.\n"
+            );
+            println!("| batch size | events outstanding | events/s | p50 commit | p99 commit |");
+            println!("|---|---|---|---|---|");
+            for b in BATCHES {
+                for (i, c) in CONCURRENCY.iter().enumerate() {
+                    let client = seguro_client(&base, &endpoints, &key, b, *c);
+                    let cell = seguro_cell(&client, epoch, &mut next, *c, dur).await;
+                    println!("{}", row(&format!("{b} | {c}"), &cell));
+                    best[i] = best[i].max(cell.rate());
+                    checkpoint(&probe, next).await;
+                }
+            }
+        }
+
+        if !disk.is_empty() && !etcd_rates.is_empty() && runs("seguro") {
+            println!("\n## Ratios at equal concurrency (Seguro's best batch size)\n");
+            println!(
+                "| outstanding | Seguro events/s | etcd puts/s | Seguro / etcd | disk syncs/s | Seguro / disk |"
+            );
+            println!("|---|---|---|---|---|---|");
+            for (i, c) in CONCURRENCY.iter().enumerate() {
+                let (e, d) = (etcd_rates[i], disk[i]);
+                println!(
+                    "| {c} | {:.0} | {e:.0} | {:.1}x | {d:.0} | {:.1}x |",
+                    best[i],
+                    best[i] / e,
+                    best[i] / d
+                );
+            }
+        }
+        let status = probe.cluster_status().await;
+        let lasts: Vec<String> = status
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .map(|s| format!("replica {}: event {} (purge point {})", s.id, s.last_event, s.purge_point))
+            .collect();
+        println!("\nAfter the run: {}", lasts.join(", "));
+        for id in 1..=3 {
+            cluster.stop(id);
+        }
+        anyhow::Ok(())
+    })?;
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The fence: which batches the log accepts (docs/SPEC.md §6.2).
+//!
+//! One pure function decides a batch's fate from the log's position and the
+//! highest epoch applied. The state machine runs it when a batch is applied
+//! (the verdict that counts); the log store runs it when a batch reaches a
+//! node's disk, to know which events there are valid (§3, `leader_durable`).
+//! Both see the same batches in the same order, so they agree.
+
+use crate::types::{Epoch, EventNum};
+
+/// Where the log stands as far as the fence is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct FenceState {
+    /// The last event stored.
+    pub last: EventNum,
+    /// The highest epoch applied.
+    pub highest: Epoch,
+}
+
+/// Why the fence refused a batch. A refused batch changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Rejection {
+    /// The batch's epoch is older than the highest applied.
+    StaleEpoch { highest: Epoch },
+    /// The batch starts beyond the next event number.
+    Gap { expected: EventNum },
+    /// The batch starts at or below the last event stored.
+    Duplicate { last: EventNum },
+}
+
+impl FenceState {
+    /// The state after a batch of `count` events from `first` in `epoch`, or
+    /// why it is refused. A batch of no events is a fence: it raises the
+    /// highest epoch and stores nothing.
+    ///
+    /// The epoch is checked first, so an old leader learns that it was
+    /// superseded rather than where the log ends. `first + count` must not
+    /// overflow (the API refuses such requests before they are proposed).
+    pub fn check(
+        &self,
+        epoch: Epoch,
+        first: EventNum,
+        count: u64,
+    ) -> Result<FenceState, Rejection> {
+        if epoch < self.highest {
+            return Err(Rejection::StaleEpoch {
+                highest: self.highest,
+            });
+        }
+        if count == 0 {
+            return Ok(FenceState {
+                last: self.last,
+                highest: epoch,
+            });
+        }
+        let expected = self.last.next();
+        if first > expected {
+            return Err(Rejection::Gap { expected });
+        }
+        if first < expected {
+            return Err(Rejection::Duplicate { last: self.last });
+        }
+        Ok(FenceState {
+            last: EventNum(first.get() + count - 1),
+            highest: epoch,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(last: u64, highest: u64) -> FenceState {
+        FenceState {
+            last: EventNum(last),
+            highest: Epoch(highest),
+        }
+    }
+
+    #[test]
+    fn the_next_batch_in_the_current_or_a_newer_epoch_is_stored() {
+        assert_eq!(at(0, 0).check(Epoch(5), EventNum(1), 3), Ok(at(3, 5)));
+        assert_eq!(at(3, 5).check(Epoch(5), EventNum(4), 1), Ok(at(4, 5)));
+        assert_eq!(at(4, 5).check(Epoch(9), EventNum(5), 2), Ok(at(6, 9)));
+    }
+
+    #[test]
+    fn an_older_epoch_is_refused_before_anything_else() {
+        let s = at(10, 7);
+        let stale = Err(Rejection::StaleEpoch { highest: Epoch(7) });
+        assert_eq!(s.check(Epoch(6), EventNum(11), 1), stale);
+        assert_eq!(s.check(Epoch(6), EventNum(3), 1), stale);
+        assert_eq!(s.check(Epoch(6), EventNum(30), 1), stale);
+        assert_eq!(s.check(Epoch(6), EventNum(0), 0), stale);
+    }
+
+    #[test]
+    fn gaps_and_duplicates_are_refused_with_where_the_log_ends() {
+        let s = at(10, 7);
+        assert_eq!(
+            s.check(Epoch(7), EventNum(12), 1),
+            Err(Rejection::Gap {
+                expected: EventNum(11)
+            })
+        );
+        assert_eq!(
+            s.check(Epoch(8), EventNum(10), 2),
+            Err(Rejection::Duplicate { last: EventNum(10) })
+        );
+        assert_eq!(
+            s.check(Epoch(7), EventNum(1), 1),
+            Err(Rejection::Duplicate { last: EventNum(10) })
+        );
+    }
+
+    #[test]
+    fn a_fence_raises_the_epoch_and_keeps_the_position() {
+        let s = at(10, 7);
+        assert_eq!(s.check(Epoch(9), EventNum(0), 0), Ok(at(10, 9)));
+        assert_eq!(s.check(Epoch(7), EventNum(0), 0), Ok(at(10, 7)));
+        // Once fenced, the old epoch's next batch is refused.
+        let fenced = s.check(Epoch(9), EventNum(0), 0).unwrap();
+        assert_eq!(
+            fenced.check(Epoch(7), EventNum(11), 1),
+            Err(Rejection::StaleEpoch { highest: Epoch(9) })
+        );
+    }
+
+    #[test]
+    fn two_writers_cannot_interleave() {
+        // Writer A (epoch 3) and writer B (epoch 4) both believe they lead and
+        // both send batches for events 1..; whatever the order in the log,
+        // once one of B's batches is applied A's are refused.
+        let mut s = at(0, 0);
+        s = s.check(Epoch(3), EventNum(1), 2).unwrap(); // A: 1-2
+        s = s.check(Epoch(4), EventNum(3), 2).unwrap(); // B: 3-4
+        assert!(matches!(
+            s.check(Epoch(3), EventNum(5), 1),
+            Err(Rejection::StaleEpoch { .. })
+        )); // A: 5
+        assert_eq!(s, at(4, 4));
+    }
+}

@@ -1,0 +1,168 @@
+//! The node's Prometheus metrics (listed in docs/METRICS.md, `## Event log`)
+//! and the exporter that serves them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+pub const LOG_FLUSH_SECONDS: &str = "seguro_eventlog_log_flush_seconds";
+pub const COMMIT_SECONDS: &str = "seguro_eventlog_commit_seconds";
+
+/// Serves /metrics on `addr` from a background task of the current runtime.
+pub fn serve(addr: SocketAddr) -> Result<(), String> {
+    let buckets = [
+        0.000_1, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005, 0.007_5, 0.01,
+        0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Full(LOG_FLUSH_SECONDS.into()), &buckets)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_SECONDS.into()), &buckets))
+        .and_then(|b| b.install())
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    zero();
+    Ok(())
+}
+
+/// Every counter exists from the start, at 0, so that `rate()` and alerts
+/// see zeros rather than gaps.
+fn zero() {
+    for reason in [
+        "flush", "vote", "commit", "append", "truncate", "purge", "read", "snapshot",
+    ] {
+        counter!("seguro_eventlog_storage_errors_total", "reason" => reason).absolute(0);
+    }
+    for reason in [
+        "stale_epoch",
+        "gap",
+        "duplicate",
+        "too_large",
+        "invalid",
+        "not_leader",
+        "unavailable",
+    ] {
+        counter!("seguro_eventlog_append_rejected_total", "reason" => reason).absolute(0);
+    }
+    for reason in ["missing", "malformed", "bad_mac", "clock_skew"] {
+        counter!("seguro_eventlog_auth_refused_total", "reason" => reason).absolute(0);
+    }
+    for name in [
+        "seguro_eventlog_append_batches_total",
+        "seguro_eventlog_append_events_total",
+        "seguro_eventlog_append_bytes_total",
+        "seguro_eventlog_snapshots_built_total",
+        "seguro_eventlog_snapshots_installed_total",
+        "seguro_eventlog_log_purges_total",
+        "seguro_eventlog_raft_restarts_total",
+    ] {
+        counter!(name).absolute(0);
+    }
+}
+
+pub(crate) fn storage_error(op: &'static str) {
+    counter!("seguro_eventlog_storage_errors_total", "reason" => op).increment(1);
+}
+
+pub(crate) fn log_flush(took: Duration) {
+    histogram!(LOG_FLUSH_SECONDS).record(took.as_secs_f64());
+}
+
+pub(crate) fn log_purged(index: u64) {
+    counter!("seguro_eventlog_log_purges_total").increment(1);
+    gauge!("seguro_eventlog_log_purged_index").set(index as f64);
+}
+
+pub(crate) fn committed(took: Duration) {
+    histogram!(COMMIT_SECONDS).record(took.as_secs_f64());
+}
+
+pub(crate) fn stored(events: u64, bytes: u64) {
+    counter!("seguro_eventlog_append_batches_total").increment(1);
+    counter!("seguro_eventlog_append_events_total").increment(events);
+    counter!("seguro_eventlog_append_bytes_total").increment(bytes);
+}
+
+pub(crate) fn rejected(reason: &'static str) {
+    counter!("seguro_eventlog_append_rejected_total", "reason" => reason).increment(1);
+}
+
+pub(crate) fn snapshot_built() {
+    counter!("seguro_eventlog_snapshots_built_total").increment(1);
+}
+
+pub(crate) fn snapshot_installed() {
+    counter!("seguro_eventlog_snapshots_installed_total").increment(1);
+}
+
+pub(crate) fn auth_refused(reason: &'static str) {
+    counter!("seguro_eventlog_auth_refused_total", "reason" => reason).increment(1);
+}
+
+pub(crate) fn restarts() {
+    counter!("seguro_eventlog_raft_restarts_total").increment(1);
+}
+
+/// The state machine's position, after every apply.
+pub(crate) fn machine(
+    last: u64,
+    epoch: u64,
+    purge_point: u64,
+    held_events: usize,
+    held_bytes: u64,
+) {
+    gauge!("seguro_eventlog_committed_event").set(last as f64);
+    gauge!("seguro_eventlog_epoch").set(epoch as f64);
+    gauge!("seguro_eventlog_purge_point_event").set(purge_point as f64);
+    gauge!("seguro_eventlog_held_events").set(held_events as f64);
+    gauge!("seguro_eventlog_held_bytes").set(held_bytes as f64);
+}
+
+/// Raft's view, whenever openraft's metrics change.
+pub(crate) fn raft(
+    term: u64,
+    leader: bool,
+    last_log: Option<u64>,
+    committed: Option<u64>,
+    applied: Option<u64>,
+) {
+    gauge!("seguro_eventlog_term").set(term as f64);
+    gauge!("seguro_eventlog_is_leader").set(if leader { 1.0 } else { 0.0 });
+    let idx = |v: Option<u64>| v.map_or(-1.0, |v| v as f64);
+    gauge!("seguro_eventlog_last_log_index").set(idx(last_log));
+    gauge!("seguro_eventlog_committed_index").set(idx(committed));
+    gauge!("seguro_eventlog_applied_index").set(idx(applied));
+}
+
+/// A replica's replication progress, as the leader sees it.
+pub(crate) fn replica(replica: u64, matched: Option<u64>, lag: u64) {
+    let r = replica.to_string();
+    gauge!("seguro_eventlog_replica_match_index", "replica" => r.clone())
+        .set(matched.map_or(-1.0, |m| m as f64));
+    gauge!("seguro_eventlog_replica_lag_entries", "replica" => r).set(lag as f64);
+}
+
+/// What raft-log's flush thread reports (totals since the log opened).
+pub(crate) struct LogStats {
+    pub fsyncs: u64,
+    pub writes: u64,
+    pub fsync_seconds: f64,
+    pub fsync_p50: f64,
+    pub fsync_p99: f64,
+    pub disk_bytes: u64,
+}
+
+pub(crate) fn log_stats(s: &LogStats) {
+    counter!("seguro_eventlog_log_fsyncs_total").absolute(s.fsyncs);
+    counter!("seguro_eventlog_log_writes_total").absolute(s.writes);
+    gauge!("seguro_eventlog_log_fsync_seconds_sum").set(s.fsync_seconds);
+    gauge!("seguro_eventlog_log_fsync_quantile_seconds", "quantile" => "0.5").set(s.fsync_p50);
+    gauge!("seguro_eventlog_log_fsync_quantile_seconds", "quantile" => "0.99").set(s.fsync_p99);
+    gauge!("seguro_eventlog_log_disk_bytes").set(s.disk_bytes as f64);
+}
+
+pub(crate) fn durable(leader_durable: u64, all_durable: u64) {
+    gauge!("seguro_eventlog_leader_durable_event").set(leader_durable as f64);
+    gauge!("seguro_eventlog_all_durable_event").set(all_durable as f64);
+}

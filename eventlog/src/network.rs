@@ -1,0 +1,291 @@
+//! Raft traffic to the other nodes over gRPC: openraft's messages, postcard
+//! encoded, on one HTTP/2 connection per peer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, BasicNode, OptionalSend};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::auth::Signer;
+use crate::proto::raft_client::RaftClient;
+use crate::proto::{RaftMessage, SnapshotChunk};
+use crate::raft::{SnapshotMeta, TypeConfig, Vote};
+use crate::sm::SnapshotData;
+
+type Client = RaftClient<InterceptedService<Channel, Signer>>;
+
+/// Snapshot data travels in chunks of this size.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> RaftMessage {
+    RaftMessage {
+        data: Bytes::from(postcard::to_stdvec(value).expect("openraft messages always serialize")),
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, postcard::Error> {
+    postcard::from_bytes(&msg.data)
+}
+
+/// A lazily connecting channel to `addr`, shared by every user of that
+/// address.
+#[derive(Clone, Default)]
+pub(crate) struct Channels {
+    map: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.map.lock().unwrap();
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            // Batches and Raft entries are up to megabytes: HTTP/2's default
+            // 64 KiB windows would stall each on flow control.
+            .initial_stream_window_size(16 << 20)
+            .initial_connection_window_size(64 << 20)
+            .connect_lazy();
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+/// Makes a [`Peer`] for each node Raft replicates to.
+pub(crate) struct Network {
+    pub signer: Signer,
+    pub channels: Channels,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+        let client = self
+            .channels
+            .get(&node.addr)
+            .map(|c| {
+                RaftClient::with_interceptor(c, self.signer.clone())
+                    .max_decoding_message_size(usize::MAX)
+                    .max_encoding_message_size(usize::MAX)
+            })
+            .map_err(|e| e.to_string());
+        Peer { target, client }
+    }
+}
+
+/// One remote node.
+pub(crate) struct Peer {
+    target: u64,
+    client: Result<Client, String>,
+}
+
+fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+fn status_error(s: tonic::Status) -> RPCError<TypeConfig> {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Unauthenticated | tonic::Code::DeadlineExceeded => {
+            unreachable(&s)
+        }
+        _ => RPCError::Network(NetworkError::new(&s)),
+    }
+}
+
+fn decode_error(e: postcard::Error) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&e))
+}
+
+impl Peer {
+    fn client(&self) -> Result<Client, RPCError<TypeConfig>> {
+        self.client
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&AnyError::error(e))))
+    }
+
+    async fn unary<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        option: &RPCOption,
+        call: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(Client, tonic::Request<RaftMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let mut r = tonic::Request::new(encode(req));
+        r.set_timeout(option.soft_ttl());
+        let resp = tokio::time::timeout(option.hard_ttl(), call(self.client()?, r))
+            .await
+            .map_err(|e| unreachable(&e))?
+            .map_err(status_error)?;
+        decode(resp.get_ref()).map_err(decode_error)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, &option, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> openraft::base::BoxFuture<
+        's,
+        Result<
+            openraft::base::BoxStream<
+                's,
+                Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>,
+            >,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let requests = input.map(|req| encode(&req));
+            let responses = client
+                .stream_append(requests)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let out = responses.map(|r| {
+                let msg = r.map_err(status_error)?;
+                decode::<StreamAppendResult<TypeConfig>>(&msg).map_err(decode_error)
+            });
+            Ok(Box::pin(out) as openraft::base::BoxStream<'s, _>)
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, &option, |mut c, r| async move { c.vote(r).await })
+            .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await })
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self.client()?;
+        let target = self.target;
+        let meta: (Vote, SnapshotMeta) = (vote, snapshot.meta.clone());
+        let first = SnapshotChunk {
+            meta: encode(&meta).data,
+            data: Bytes::new(),
+        };
+        // Read the file on a blocking thread, a chunk at a time, as the
+        // stream is consumed.
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        let mut file = snapshot.snapshot.file;
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if tx.blocking_send(first).is_err() {
+                return Ok(());
+            }
+            loop {
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+                let mut n = 0;
+                while n < buf.len() {
+                    match file.read(&mut buf[n..])? {
+                        0 => break,
+                        k => n += k,
+                    }
+                }
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.truncate(n);
+                let chunk = SnapshotChunk {
+                    meta: Bytes::new(),
+                    data: Bytes::from(buf),
+                };
+                if tx.blocking_send(chunk).is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        let send = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        tracing::info!(target, "sending a snapshot");
+        let resp = tokio::select! {
+            r = send => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StreamingError::Network(NetworkError::new(&e))),
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+        let resp = resp.map_err(|s| match status_error(s) {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            other => {
+                StreamingError::Network(NetworkError::new(&AnyError::error(other.to_string())))
+            }
+        })?;
+        decode(resp.get_ref()).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary(&req, &option, |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
+    }
+}

@@ -1,0 +1,95 @@
+//! The generated gRPC code (proto/eventlog.proto) and conversions between
+//! its messages and the crate's types.
+
+#![allow(clippy::all, missing_docs)]
+
+tonic::include_proto!("seguro.eventlog.v1");
+
+use crate::error::AppendError as Err;
+use crate::types::{Epoch, EventNum};
+
+impl From<&Err> for AppendError {
+    fn from(e: &Err) -> Self {
+        use append_error::Kind;
+        let kind = match e {
+            Err::StaleEpoch { highest } => Kind::StaleEpoch(highest.get()),
+            Err::Gap { expected } => Kind::Gap(expected.get()),
+            Err::Duplicate { last } => Kind::Duplicate(last.get()),
+            Err::EventTooLarge { event, size, limit } => Kind::TooLarge(TooLarge {
+                event: event.get(),
+                size: *size,
+                limit: *limit,
+                batch: false,
+            }),
+            Err::BatchTooLarge { first, size, limit } => Kind::TooLarge(TooLarge {
+                event: first.get(),
+                size: *size,
+                limit: *limit,
+                batch: true,
+            }),
+            Err::OutOfOrder { .. } | Err::Invalid(_) | Err::Refused(_) => {
+                Kind::Invalid(e.to_string())
+            }
+            Err::Unavailable(why) => Kind::Unavailable(why.clone()),
+            Err::Timeout(_) => Kind::Unavailable(e.to_string()),
+        };
+        AppendError { kind: Some(kind) }
+    }
+}
+
+/// What an `AppendError` message says: a typed error, or that the leader is
+/// elsewhere.
+pub(crate) enum AppendVerdict {
+    Error(Err),
+    NotLeader(LeaderHint),
+}
+
+impl From<AppendError> for AppendVerdict {
+    fn from(e: AppendError) -> Self {
+        use append_error::Kind;
+        let err = match e.kind {
+            Some(Kind::StaleEpoch(h)) => Err::StaleEpoch { highest: Epoch(h) },
+            Some(Kind::Gap(x)) => Err::Gap {
+                expected: EventNum(x),
+            },
+            Some(Kind::Duplicate(l)) => Err::Duplicate { last: EventNum(l) },
+            Some(Kind::TooLarge(t)) if t.batch => Err::BatchTooLarge {
+                first: EventNum(t.event),
+                size: t.size,
+                limit: t.limit,
+            },
+            Some(Kind::TooLarge(t)) => Err::EventTooLarge {
+                event: EventNum(t.event),
+                size: t.size,
+                limit: t.limit,
+            },
+            Some(Kind::NotLeader(h)) => return AppendVerdict::NotLeader(h),
+            Some(Kind::Unavailable(why)) => Err::Unavailable(why),
+            Some(Kind::Invalid(why)) => Err::Invalid(why),
+            None => Err::Invalid("the server sent an empty error".into()),
+        };
+        AppendVerdict::Error(err)
+    }
+}
+
+impl From<crate::types::CommitState> for CommitState {
+    fn from(s: crate::types::CommitState) -> Self {
+        CommitState {
+            committed: s.committed.get(),
+            epoch: s.epoch.get(),
+            leader_durable: s.leader_durable.get(),
+            all_durable: s.all_durable.get(),
+        }
+    }
+}
+
+impl From<CommitState> for crate::types::CommitState {
+    fn from(s: CommitState) -> Self {
+        crate::types::CommitState {
+            committed: EventNum(s.committed),
+            epoch: Epoch(s.epoch),
+            leader_durable: EventNum(s.leader_durable),
+            all_durable: EventNum(s.all_durable),
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! The client API: fenced appends, reads, the commit watch, status and
+//! membership. Requests that only the leader can serve are answered with
+//! where the leader is; the client goes there.
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use openraft::errors::ClientWriteError;
+use openraft::impls::ProgressResponder;
+use openraft::raft::ClientWriteResult;
+use openraft::rt::WatchReceiver;
+use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::command::{Batch, Command, NewEvent, Outcome};
+use crate::error::AppendError;
+use crate::metrics as m;
+use crate::node::{CommitView, Ctx, Limits, Running};
+use crate::proto::{self, event_log_server};
+use crate::raft::TypeConfig;
+use crate::types::{Epoch, EventNum};
+
+/// A read sends at most this much event data per message.
+const READ_CHUNK_BYTES: usize = 1 << 20;
+
+pub(crate) struct ApiService {
+    ctx: Ctx,
+}
+
+impl ApiService {
+    pub fn new(ctx: Ctx) -> Self {
+        ApiService { ctx }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn hint(ctx: &Ctx, running: Option<&Running>, leader: Option<u64>) -> proto::LeaderHint {
+    match leader {
+        Some(id) => proto::LeaderHint {
+            leader: id as u32,
+            addr: ctx.addr_of(running, id),
+        },
+        None => proto::LeaderHint::default(),
+    }
+}
+
+fn error_response(seq: u64, e: &AppendError) -> proto::AppendResponse {
+    proto::AppendResponse {
+        seq,
+        result: Some(proto::append_response::Result::Error(e.into())),
+    }
+}
+
+fn not_leader_response(seq: u64, hint: proto::LeaderHint) -> proto::AppendResponse {
+    proto::AppendResponse {
+        seq,
+        result: Some(proto::append_response::Result::Error(proto::AppendError {
+            kind: Some(proto::append_error::Kind::NotLeader(hint)),
+        })),
+    }
+}
+
+/// Checks a batch against the limits before it is proposed.
+fn validate(limits: Limits, req: proto::AppendRequest) -> Result<Batch, AppendError> {
+    let first = EventNum(req.first);
+    let count = req.events.len() as u64;
+    if count > 0 {
+        if req.first == 0 {
+            return Err(AppendError::Invalid("event numbers start at 1".into()));
+        }
+        if req.first.checked_add(count - 1).is_none() {
+            return Err(AppendError::Invalid(
+                "the batch's event numbers overflow".into(),
+            ));
+        }
+    }
+    let mut total = 0u64;
+    for (i, e) in req.events.iter().enumerate() {
+        let size = e.data.len() as u64;
+        if size > limits.max_event_bytes {
+            return Err(AppendError::EventTooLarge {
+                event: EventNum(req.first + i as u64),
+                size,
+                limit: limits.max_event_bytes,
+            });
+        }
+        total += size;
+    }
+    if total > limits.max_batch_bytes {
+        return Err(AppendError::BatchTooLarge {
+            first,
+            size: total,
+            limit: limits.max_batch_bytes,
+        });
+    }
+    Ok(Batch {
+        epoch: Epoch(req.epoch),
+        first,
+        events: req
+            .events
+            .into_iter()
+            .map(|e| NewEvent {
+                mug: e.mug,
+                data: e.data,
+            })
+            .collect(),
+        retry: req.retry,
+    })
+}
+
+/// A batch on its way through Raft, or already answered.
+enum Pending {
+    Done(proto::AppendResponse),
+    Waiting {
+        seq: u64,
+        started: Instant,
+        rx: oneshot::Receiver<ClientWriteResult<TypeConfig>>,
+        ctx: Ctx,
+    },
+}
+
+impl Pending {
+    async fn resolve(self) -> proto::AppendResponse {
+        let (seq, started, rx, ctx) = match self {
+            Pending::Done(r) => return r,
+            Pending::Waiting {
+                seq,
+                started,
+                rx,
+                ctx,
+            } => (seq, started, rx, ctx),
+        };
+        match rx.await {
+            Ok(Ok(resp)) => match resp.data {
+                Outcome::Stored { last } => {
+                    m::committed(started.elapsed());
+                    proto::AppendResponse {
+                        seq,
+                        result: Some(proto::append_response::Result::Last(last.get())),
+                    }
+                }
+                Outcome::Rejected(r) => error_response(seq, &r.into()),
+                other => error_response(
+                    seq,
+                    &AppendError::Invalid(format!("unexpected outcome {other}")),
+                ),
+            },
+            // Not proposed here, or proposed and then discarded by a leader
+            // change (it may still commit elsewhere): either way the writer
+            // sends it again to the leader, marked as a retry.
+            Ok(Err(
+                ClientWriteError::ForwardToLeader(f) | ClientWriteError::LogEntryDiscarded(f),
+            )) => {
+                m::rejected("not_leader");
+                let running = ctx.running().ok();
+                not_leader_response(seq, hint(&ctx, running.as_ref(), f.leader_id))
+            }
+            Ok(Err(e)) => error_response(seq, &AppendError::Invalid(e.to_string())),
+            Err(_) => {
+                m::rejected("unavailable");
+                error_response(
+                    seq,
+                    &AppendError::Unavailable("Raft stopped before the batch committed".into()),
+                )
+            }
+        }
+    }
+}
+
+async fn submit(ctx: &Ctx, req: proto::AppendRequest) -> Pending {
+    let seq = req.seq;
+    let started = Instant::now();
+    let batch = match validate(ctx.limits, req) {
+        Ok(b) => b,
+        Err(e) => {
+            m::rejected(match e {
+                AppendError::EventTooLarge { .. } | AppendError::BatchTooLarge { .. } => {
+                    "too_large"
+                }
+                _ => "invalid",
+            });
+            return Pending::Done(error_response(seq, &e));
+        }
+    };
+    let running = match ctx.running() {
+        Ok(r) => r,
+        Err(why) => {
+            m::rejected("unavailable");
+            return Pending::Done(error_response(seq, &AppendError::Unavailable(why)));
+        }
+    };
+    let (responder, rx) = ProgressResponder::complete_only();
+    if let Err(e) = running
+        .raft
+        .write(Command::Append(batch))
+        .responder(responder)
+        .await
+    {
+        m::rejected("unavailable");
+        return Pending::Done(error_response(
+            seq,
+            &AppendError::Unavailable(e.to_string()),
+        ));
+    }
+    Pending::Waiting {
+        seq,
+        started,
+        rx,
+        ctx: ctx.clone(),
+    }
+}
+
+fn admin_error(kind: proto::admin_error::Kind) -> proto::AdminResponse {
+    proto::AdminResponse {
+        error: Some(proto::AdminError { kind: Some(kind) }),
+        purge_point: 0,
+    }
+}
+
+fn admin_write_error(
+    ctx: &Ctx,
+    running: &Running,
+    e: openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+) -> proto::AdminResponse {
+    use proto::admin_error::Kind;
+    match e {
+        openraft::errors::RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            admin_error(Kind::NotLeader(hint(ctx, Some(running), f.leader_id)))
+        }
+        openraft::errors::RaftError::APIError(e) => admin_error(Kind::Rejected(e.to_string())),
+        openraft::errors::RaftError::Fatal(f) => admin_error(Kind::Unavailable(f.to_string())),
+    }
+}
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+#[tonic::async_trait]
+impl event_log_server::EventLog for ApiService {
+    type AppendStream = BoxStream<proto::AppendResponse>;
+
+    async fn append(
+        &self,
+        req: Request<Streaming<proto::AppendRequest>>,
+    ) -> Result<Response<Self::AppendStream>, Status> {
+        let mut input = req.into_inner();
+        let ctx = self.ctx.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Batches are proposed in the order they arrive and answered in the
+        // same order: Raft applies them in log order.
+        tokio::spawn(async move {
+            while let Some(Ok(req)) = input.next().await {
+                if tx.send(submit(&ctx, req).await).is_err() {
+                    break;
+                }
+            }
+        });
+        let out = UnboundedReceiverStream::new(rx).then(|p| async move { Ok(p.resolve().await) });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn fence(
+        &self,
+        req: Request<proto::FenceRequest>,
+    ) -> Result<Response<proto::AppendResponse>, Status> {
+        let req = proto::AppendRequest {
+            seq: 0,
+            epoch: req.get_ref().epoch,
+            first: 0,
+            events: Vec::new(),
+            retry: false,
+        };
+        Ok(Response::new(submit(&self.ctx, req).await.resolve().await))
+    }
+
+    type ReadStream = BoxStream<proto::ReadResponse>;
+
+    async fn read(
+        &self,
+        req: Request<proto::ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let req = req.into_inner();
+        let ctx = self.ctx.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let error = |kind| proto::ReadResponse {
+                body: Some(proto::read_response::Body::Error(proto::ReadError {
+                    kind: Some(kind),
+                })),
+            };
+            if req.from == 0 {
+                let _ = tx
+                    .send(Ok(error(proto::read_error::Kind::Invalid(
+                        "event numbers start at 1".into(),
+                    ))))
+                    .await;
+                return;
+            }
+            let mut next = EventNum(req.from);
+            let to = (req.to != 0).then_some(EventNum(req.to));
+            let mut end = to;
+            loop {
+                // Take the state machine only for one chunk: a long read must
+                // not hold storage that a restart needs to reopen.
+                let running = match ctx.running() {
+                    Ok(r) => r,
+                    Err(why) => {
+                        let _ = tx
+                            .send(Ok(error(proto::read_error::Kind::Unavailable(why))))
+                            .await;
+                        return;
+                    }
+                };
+                let mut position = running.sm.watch_position();
+                let pos = *position.borrow_and_update();
+                if next <= pos.purge_point {
+                    let kind = proto::read_error::Kind::Purged(pos.purge_point.next().get());
+                    let _ = tx.send(Ok(error(kind))).await;
+                    return;
+                }
+                if end.is_none() && !req.follow {
+                    end = Some(pos.fence.last);
+                }
+                if end.is_some_and(|e| next > e) {
+                    return;
+                }
+                let upto = end.map_or(pos.fence.last, |e| e.min(pos.fence.last));
+                if next <= upto {
+                    let events = running
+                        .sm
+                        .with_machine(|m| m.read(next, upto, READ_CHUNK_BYTES));
+                    drop(running);
+                    if let Some(last) = events.last() {
+                        let first = next;
+                        next = last.num.next();
+                        let chunk = proto::EventChunk {
+                            first: first.get(),
+                            events: events
+                                .into_iter()
+                                .map(|e| proto::StoredEvent {
+                                    epoch: e.epoch.get(),
+                                    mug: e.mug,
+                                    data: e.data,
+                                })
+                                .collect(),
+                        };
+                        let msg = proto::ReadResponse {
+                            body: Some(proto::read_response::Body::Events(chunk)),
+                        };
+                        if tx.send(Ok(msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                drop(running);
+                // Wait for more commits, the client to go, or a restart.
+                tokio::select! {
+                    r = position.changed() => if r.is_err() { continue },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type WatchCommitsStream = BoxStream<proto::WatchResponse>;
+
+    async fn watch_commits(
+        &self,
+        _req: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchCommitsStream>, Status> {
+        let ctx = self.ctx.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            use proto::watch_response::Body;
+            let send = |body| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(Ok(proto::WatchResponse { body: Some(body) }))
+                        .await
+                        .is_ok()
+                }
+            };
+            let running = match ctx.running() {
+                Ok(r) => r,
+                Err(why) => {
+                    send(Body::Unavailable(why)).await;
+                    return;
+                }
+            };
+            // Only the leader knows every voter's progress; and it serves the
+            // watch only once it has applied everything committed before its
+            // term, so the commit point never moves back.
+            if let Err(e) = running
+                .raft
+                .ensure_linearizable(ReadPolicy::ReadIndex)
+                .await
+            {
+                let leader = running.raft.metrics().borrow_watched().current_leader;
+                let leader = leader.filter(|l| *l != ctx.id);
+                tracing::debug!("commit watch refused: {e}");
+                send(Body::NotLeader(hint(&ctx, Some(&running), leader))).await;
+                return;
+            }
+            let mut commit = running.commit.clone();
+            drop(running);
+            loop {
+                let view = *commit.borrow_and_update();
+                match view {
+                    CommitView::Leader(state) => {
+                        if !send(Body::State(state.into())).await {
+                            return;
+                        }
+                    }
+                    CommitView::NotLeader { leader } => {
+                        let running = ctx.running().ok();
+                        send(Body::NotLeader(hint(&ctx, running.as_ref(), leader))).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = commit.changed() => if r.is_err() {
+                        send(Body::Unavailable("Raft restarted".into())).await;
+                        return;
+                    },
+                    _ = tx.closed() => return,
+                }
+                // Coalesce bursts: changes that arrive meanwhile go out as one.
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::NodeStatus>, Status> {
+        let ctx = &self.ctx;
+        let running = match ctx.running() {
+            Ok(r) => r,
+            Err(why) => {
+                return Ok(Response::new(proto::NodeStatus {
+                    id: ctx.id as u32,
+                    role: "down".into(),
+                    error: why,
+                    ..Default::default()
+                }));
+            }
+        };
+        let initialized = running
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let pos = running.sm.position();
+        let watermarks = running.sm.with_machine(|m| {
+            m.watermarks()
+                .iter()
+                .map(|(r, e)| proto::Watermark {
+                    replica: *r,
+                    event: e.get(),
+                })
+                .collect()
+        });
+        let snapshot_index = running.sm.snapshot_index();
+        let commit = match *running.commit.borrow() {
+            CommitView::Leader(s) => Some(s.into()),
+            CommitView::NotLeader { .. } => None,
+        };
+        let mt = running.raft.metrics().borrow_watched().clone();
+        let membership = mt.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, n)| proto::Member {
+                id: *id as u32,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let last = mt.last_log_index;
+        let mut replication: Vec<proto::Progress> = mt
+            .replication
+            .iter()
+            .flatten()
+            .map(|(id, matched)| {
+                let matched = matched.map(|l| l.index);
+                proto::Progress {
+                    id: *id as u32,
+                    matched,
+                    lag: last.unwrap_or(0).saturating_sub(matched.unwrap_or(0)),
+                }
+            })
+            .collect();
+        if mt.state == ServerState::Leader && !replication.iter().any(|p| p.id as u64 == mt.id) {
+            let flushed = running.log.watch_flushed().borrow().to_owned();
+            replication.push(proto::Progress {
+                id: mt.id as u32,
+                matched: flushed,
+                lag: last.unwrap_or(0).saturating_sub(flushed.unwrap_or(0)),
+            });
+        }
+        replication.sort_by_key(|p| p.id);
+        let leader = mt.current_leader;
+        Ok(Response::new(proto::NodeStatus {
+            id: mt.id as u32,
+            role: role(mt.state).into(),
+            term: mt.current_term,
+            leader: leader.unwrap_or(0) as u32,
+            leader_addr: leader
+                .map(|l| ctx.addr_of(Some(&running), l))
+                .unwrap_or_default(),
+            initialized,
+            last_log_index: last,
+            committed_index: mt.local_committed.map(|l| l.index),
+            applied_index: mt.last_applied.map(|l| l.index),
+            snapshot_index,
+            purged_index: mt.purged.map(|l| l.index),
+            last_event: pos.fence.last.get(),
+            highest_epoch: pos.fence.highest.get(),
+            purge_point: pos.purge_point.get(),
+            members,
+            replication,
+            watermarks,
+            commit,
+            error: String::new(),
+        }))
+    }
+
+    async fn add_replica(
+        &self,
+        req: Request<proto::AddReplicaRequest>,
+    ) -> Result<Response<proto::AdminResponse>, Status> {
+        use proto::admin_error::Kind;
+        let req = req.into_inner();
+        let ctx = &self.ctx;
+        let running = match ctx.running() {
+            Ok(r) => r,
+            Err(why) => return Ok(Response::new(admin_error(Kind::Unavailable(why)))),
+        };
+        if req.id == 0 || req.addr.is_empty() {
+            return Ok(Response::new(admin_error(Kind::Rejected(
+                "a replica needs a nonzero id and an address".into(),
+            ))));
+        }
+        let id = u64::from(req.id);
+        // As a learner first, so that it catches up before it counts toward
+        // the quorum.
+        let node = BasicNode { addr: req.addr };
+        if let Err(e) = running.raft.add_learner(id, node, true).await {
+            return Ok(Response::new(admin_write_error(ctx, &running, e)));
+        }
+        let add = ChangeMembers::AddVoterIds([id].into_iter().collect());
+        match running.raft.change_membership(add, false).await {
+            Ok(_) => Ok(Response::new(proto::AdminResponse::default())),
+            Err(e) => Ok(Response::new(admin_write_error(ctx, &running, e))),
+        }
+    }
+
+    async fn remove_replica(
+        &self,
+        req: Request<proto::RemoveReplicaRequest>,
+    ) -> Result<Response<proto::AdminResponse>, Status> {
+        use proto::admin_error::Kind;
+        let ctx = &self.ctx;
+        let running = match ctx.running() {
+            Ok(r) => r,
+            Err(why) => return Ok(Response::new(admin_error(Kind::Unavailable(why)))),
+        };
+        let id = u64::from(req.get_ref().id);
+        let voters: Vec<u64> = running
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if voters == [id] {
+            return Ok(Response::new(admin_error(Kind::Rejected(
+                "cannot remove the last voter".into(),
+            ))));
+        }
+        let remove = ChangeMembers::RemoveVoters([id].into_iter().collect());
+        match running.raft.change_membership(remove, false).await {
+            Ok(_) => Ok(Response::new(proto::AdminResponse::default())),
+            Err(e) => Ok(Response::new(admin_write_error(ctx, &running, e))),
+        }
+    }
+
+    async fn set_watermark(
+        &self,
+        req: Request<proto::SetWatermarkRequest>,
+    ) -> Result<Response<proto::AdminResponse>, Status> {
+        use proto::admin_error::Kind;
+        let req = req.into_inner();
+        let ctx = &self.ctx;
+        let running = match ctx.running() {
+            Ok(r) => r,
+            Err(why) => return Ok(Response::new(admin_error(Kind::Unavailable(why)))),
+        };
+        let cmd = Command::Watermark {
+            replica: req.replica,
+            event: EventNum(req.event),
+        };
+        match running.raft.client_write(cmd).await {
+            Ok(resp) => Ok(Response::new(match resp.data {
+                Outcome::Watermark { purge_point } => proto::AdminResponse {
+                    error: None,
+                    purge_point: purge_point.get(),
+                },
+                Outcome::WatermarkAhead { last } => admin_error(Kind::Rejected(format!(
+                    "watermark {} is beyond the last event stored, {last}",
+                    req.event
+                ))),
+                other => admin_error(Kind::Rejected(format!("unexpected outcome {other}"))),
+            })),
+            Err(e) => Ok(Response::new(admin_write_error(ctx, &running, e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn req(first: u64, sizes: &[usize]) -> proto::AppendRequest {
+        proto::AppendRequest {
+            seq: 1,
+            epoch: 3,
+            first,
+            events: sizes
+                .iter()
+                .map(|s| proto::NewEvent {
+                    mug: 0,
+                    data: Bytes::from(vec![0u8; *s]),
+                })
+                .collect(),
+            retry: false,
+        }
+    }
+
+    #[test]
+    fn oversize_events_and_batches_are_refused_naming_the_event_and_limit() {
+        let limits = Limits {
+            max_event_bytes: 100,
+            max_batch_bytes: 250,
+        };
+        assert!(validate(limits, req(5, &[100, 100])).is_ok());
+        assert_eq!(
+            validate(limits, req(5, &[10, 101, 10])).unwrap_err(),
+            AppendError::EventTooLarge {
+                event: EventNum(6),
+                size: 101,
+                limit: 100
+            }
+        );
+        assert_eq!(
+            validate(limits, req(5, &[100, 100, 100])).unwrap_err(),
+            AppendError::BatchTooLarge {
+                first: EventNum(5),
+                size: 300,
+                limit: 250
+            }
+        );
+        assert!(matches!(
+            validate(limits, req(0, &[1])),
+            Err(AppendError::Invalid(_))
+        ));
+        assert!(matches!(
+            validate(limits, req(u64::MAX, &[1, 1])),
+            Err(AppendError::Invalid(_))
+        ));
+        // A fence has no events and no first number.
+        assert!(validate(limits, req(0, &[])).is_ok());
+    }
+}

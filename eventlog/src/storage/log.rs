@@ -1,0 +1,587 @@
+//! openraft's log store on raft-log: the Raft log, the vote and the
+//! committed index in checksummed, fdatasync'ed chunk files.
+//!
+//! raft-log buffers writes in memory and hands them to one flush thread,
+//! which writes everything queued while the previous fdatasync ran and
+//! syncs it with one more (group commit). openraft 0.10 does not wait for a
+//! flush before submitting the next append, so concurrent batches share
+//! fsyncs; an append is acknowledged (its callback called) only after the
+//! fdatasync that covers it returned.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use raft_log::api::raft_log_writer::RaftLogWriter;
+use raft_log::codeq::Span;
+use raft_log::{DumpApi, RaftLog};
+use tokio::sync::{oneshot, watch};
+
+use super::codec::{Flushed, Lid, Payload, Rl, VoteRec};
+use super::durable::Tracker;
+use crate::metrics as m;
+use crate::raft::{Entry, LogId, TypeConfig, Vote};
+
+/// Tunables of the on-disk log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// A chunk file is closed and a new one started past this size; purging
+    /// frees disk space a whole chunk at a time.
+    pub chunk_max_size: usize,
+    /// How long the flush thread waits for more writes to join a batch once
+    /// it has one. Writes that queue while an fdatasync runs join the next
+    /// one regardless.
+    pub flush_batch_wait: Duration,
+    /// Most entries and bytes kept in memory for replication and reads.
+    pub cache_max_items: usize,
+    pub cache_max_bytes: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            chunk_max_size: 256 << 20,
+            flush_batch_wait: Duration::from_micros(10),
+            cache_max_items: 100_000,
+            cache_max_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "corrupt record in {file} at byte {offset}: {reason}; it is not a torn tail (records or \
+         data follow it), so the node refuses to start: move the replica's data directory away \
+         and restart it empty to rebuild it from its peers"
+    )]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("cannot open the log in {dir}: {source}")]
+    Io { dir: PathBuf, source: io::Error },
+}
+
+/// The Raft log of one node. Cloning shares it (replication tasks read
+/// through clones).
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    log: Arc<Mutex<RaftLog<Rl>>>,
+    tracker: Arc<Mutex<Tracker>>,
+    /// The last index on disk, for whoever computes the commit state.
+    flushed_tx: Arc<watch::Sender<Option<u64>>>,
+    /// A committed index was written but no fdatasync has covered it yet.
+    commit_unsynced: Arc<AtomicBool>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir`. A torn tail left by a crash is
+    /// cut; a damaged record anywhere else is an error naming the file and
+    /// the byte.
+    pub fn open(dir: &Path, options: &LogOptions) -> Result<RaftLog<Rl>, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let config = Arc::new(raft_log::Config {
+            wal: raft_log::chunked_wal::Config {
+                dir: dir.to_string_lossy().into_owned(),
+                chunk_max_size: Some(options.chunk_max_size),
+                flush_batch_wait: Some(options.flush_batch_wait),
+                truncate_incomplete_record: Some(true),
+                ..Default::default()
+            },
+            log_cache_max_items: Some(options.cache_max_items),
+            log_cache_capacity: Some(options.cache_max_bytes),
+        });
+        RaftLog::<Rl>::open(config.clone()).map_err(|source| match locate_damage(&config) {
+            Some((file, offset, reason)) => OpenError::Corrupt {
+                file,
+                offset,
+                reason,
+            },
+            None => OpenError::Io {
+                dir: dir.to_path_buf(),
+                source,
+            },
+        })
+    }
+
+    pub fn new(log: RaftLog<Rl>, tracker: Arc<Mutex<Tracker>>) -> Self {
+        let flushed = tracker.lock().unwrap().flushed_index();
+        LogStore {
+            log: Arc::new(Mutex::new(log)),
+            tracker,
+            flushed_tx: Arc::new(watch::channel(flushed).0),
+            commit_unsynced: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The last log index known to be on disk, as it changes.
+    pub fn watch_flushed(&self) -> watch::Receiver<Option<u64>> {
+        self.flushed_tx.subscribe()
+    }
+
+    pub fn tracker(&self) -> &Arc<Mutex<Tracker>> {
+        &self.tracker
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RaftLog<Rl>> {
+        // A panic while holding the lock leaves raft-log's in-memory state
+        // unknown: nothing more may be written.
+        self.log.lock().expect("the log store lock is poisoned")
+    }
+
+    /// Makes the last committed index durable if no append's fdatasync has
+    /// (called a few times a second: under load appends do it for free).
+    pub fn sync_committed(&self) {
+        if self.commit_unsynced.swap(false, Ordering::AcqRel) {
+            let mut log = self.lock();
+            if log.flush(true, None).is_err() {
+                m::storage_error("commit");
+            }
+        }
+    }
+
+    /// Publishes raft-log's flush-thread figures as metrics.
+    pub fn export_stats(&self) {
+        let (f, size) = {
+            let log = self.lock();
+            (log.stat().flush_metrics, log.on_disk_size())
+        };
+        m::log_stats(&m::LogStats {
+            fsyncs: f.sync_batch_count,
+            writes: f.write_request_count,
+            fsync_seconds: f.sync_us as f64 / 1e6,
+            fsync_p50: f.sync_percentiles.p50_us as f64 / 1e6,
+            fsync_p99: f.sync_percentiles.p99_us as f64 / 1e6,
+            disk_bytes: size,
+        });
+    }
+
+    /// Feeds the tracker every entry after `index` (on open, and after a
+    /// snapshot replaced the state machine).
+    pub fn replay_into_tracker(&self, from: u64) -> io::Result<()> {
+        let log = self.lock();
+        let mut tracker = self.tracker.lock().unwrap();
+        let last = log.log_state().last().map(|l| l.0.index);
+        if let Some(last) = last {
+            for item in log.read(from, last + 1) {
+                let (lid, payload) = item?;
+                tracker.append(lid.0.index, &payload.payload);
+            }
+            tracker.flushed(last);
+        }
+        drop(tracker);
+        self.flushed_tx.send_replace(last);
+        Ok(())
+    }
+
+    /// Waits until the flush thread has written everything queued (used at
+    /// shutdown so that raft-log's files are closed cleanly).
+    pub fn sync(&self) -> io::Result<()> {
+        let rx = {
+            let mut log = self.lock();
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            log.flush(true, Some(Flushed::new(move |r| drop(tx.send(r)))))?;
+            rx
+        };
+        rx.recv().map_err(io::Error::other)?
+    }
+
+    /// Queues the pending records with an fdatasync; the receiver says when
+    /// it is done.
+    fn flush_signal(log: &mut RaftLog<Rl>) -> io::Result<oneshot::Receiver<io::Result<()>>> {
+        let (tx, rx) = oneshot::channel();
+        log.flush(true, Some(Flushed::new(move |r| drop(tx.send(r)))))
+            .inspect_err(|_| m::storage_error("flush"))?;
+        Ok(rx)
+    }
+}
+
+async fn wait_flush(rx: oneshot::Receiver<io::Result<()>>) -> io::Result<()> {
+    let res = rx
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("the flush worker stopped")));
+    if res.is_err() {
+        m::storage_error("flush");
+    }
+    res
+}
+
+/// Finds the first record raft-log cannot decode: `(file, byte, reason)`.
+fn locate_damage(config: &Arc<raft_log::Config>) -> Option<(PathBuf, u64, String)> {
+    let dump = raft_log::Dump::<Rl>::new(config.clone()).ok()?;
+    let mut found = None;
+    let mut end_of_good = 0u64;
+    let mut current = None;
+    let _ = dump.write_with(|chunk, _i, res| {
+        if current != Some(chunk) {
+            current = Some(chunk);
+            end_of_good = 0;
+        }
+        match res {
+            Ok((seg, _)) => end_of_good = seg.end().0,
+            Err(e) if found.is_none() => {
+                found = Some((
+                    PathBuf::from(config.wal.chunk_path(chunk)),
+                    end_of_good,
+                    e.to_string(),
+                ));
+            }
+            Err(_) => {}
+        }
+        Ok(())
+    });
+    found
+}
+
+fn to_range(range: impl RangeBounds<u64>) -> (u64, u64) {
+    let from = match range.start_bound() {
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i + 1,
+        Bound::Unbounded => 0,
+    };
+    let to = match range.end_bound() {
+        Bound::Included(i) => i + 1,
+        Bound::Excluded(i) => *i,
+        Bound::Unbounded => u64::MAX,
+    };
+    (from, to)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let (from, to) = to_range(range);
+        let log = self.lock();
+        log.read(from, to)
+            .map(|item| {
+                let (lid, payload) = item?;
+                Ok(Entry {
+                    log_id: lid.0,
+                    payload: payload.payload,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()
+            .inspect_err(|_| m::storage_error("read"))
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        Ok(self.lock().log_state().vote().map(|v| v.0))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let log = self.lock();
+        let st = log.log_state();
+        let purged = st.purged().map(|l| l.0);
+        Ok(LogState {
+            last_log_id: st.last().map(|l| l.0).or(purged),
+            last_purged_log_id: purged,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let rx = {
+            let mut log = self.lock();
+            log.save_vote(VoteRec(*vote))
+                .inspect_err(|_| m::storage_error("vote"))?;
+            Self::flush_signal(&mut log)?
+        };
+        wait_flush(rx).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        let Some(committed) = committed else {
+            return Ok(());
+        };
+        let mut log = self.lock();
+        log.commit(Lid(committed))
+            .inspect_err(|_| m::storage_error("commit"))?;
+        // The next append's fdatasync covers it (raft-log syncs a batch if
+        // any write in it asks to), or `sync_committed` does within a
+        // fraction of a second. Raft's safety does not depend on it; a
+        // restart re-applies up to it before hearing from a leader.
+        self.commit_unsynced.store(true, Ordering::Release);
+        log.flush(false, None)
+            .inspect_err(|_| m::storage_error("commit"))
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        Ok(self.lock().log_state().committed().map(|l| l.0))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut log = self.lock();
+        let mut last = None;
+        {
+            let mut tracker = self.tracker.lock().unwrap();
+            let records = entries.into_iter().map(|e| {
+                tracker.append(e.log_id.index, &e.payload);
+                last = Some(e.log_id.index);
+                (Lid(e.log_id), Payload::new(e.payload))
+            });
+            log.append(records)
+                .inspect_err(|_| m::storage_error("append"))?;
+        }
+        let Some(last) = last else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        let tracker = self.tracker.clone();
+        let flushed_tx = self.flushed_tx.clone();
+        let started = Instant::now();
+        // This fdatasync covers every record queued before it.
+        self.commit_unsynced.store(false, Ordering::Release);
+        log.flush(
+            true,
+            Some(Flushed::new(move |res| {
+                m::log_flush(started.elapsed());
+                match &res {
+                    Ok(()) => {
+                        tracker.lock().unwrap().flushed(last);
+                        flushed_tx.send_if_modified(|f| {
+                            let newer = f.is_none_or(|f| f < last);
+                            if newer {
+                                *f = Some(last);
+                            }
+                            newer
+                        });
+                    }
+                    Err(e) => {
+                        m::storage_error("append");
+                        tracing::error!("writing the log failed: {e}");
+                    }
+                }
+                callback.io_completed(res);
+            })),
+        )
+        .inspect_err(|_| m::storage_error("append"))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let mut log = self.lock();
+        let index = last_log_id.as_ref().map(|l| l.index);
+        log.truncate(index.map_or(0, |i| i + 1))
+            .inspect_err(|_| m::storage_error("truncate"))?;
+        self.tracker.lock().unwrap().truncate_after(index);
+        self.flushed_tx
+            .send_modify(|f| *f = index.and_then(|i| f.map(|f| f.min(i))));
+        log.flush(true, None)
+            .inspect_err(|_| m::storage_error("truncate"))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        let mut log = self.lock();
+        let index = log_id.index;
+        log.purge(Lid(log_id))
+            .inspect_err(|_| m::storage_error("purge"))?;
+        self.tracker.lock().unwrap().purge(index);
+        m::log_purged(index);
+        // The chunk files wholly below the purge point are removed once this
+        // flush makes the purge record durable.
+        log.flush(true, None)
+            .inspect_err(|_| m::storage_error("purge"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Batch, Command, NewEvent};
+    use crate::types::{Epoch, EventNum};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId {
+                leader_id: openraft::impls::leader_id_adv::LeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            },
+            payload: openraft::EntryPayload::Normal(Command::Append(Batch {
+                epoch: Epoch(1),
+                first: EventNum(index),
+                events: vec![NewEvent {
+                    mug: index as u32,
+                    data: bytes::Bytes::from(vec![index as u8; 100]),
+                }],
+                retry: false,
+            })),
+        }
+    }
+
+    fn open(dir: &Path) -> Result<LogStore, OpenError> {
+        let log = LogStore::open(dir, &LogOptions::default())?;
+        Ok(LogStore::new(log, Arc::default()))
+    }
+
+    async fn append(store: &mut LogStore, range: std::ops::Range<u64>) {
+        store
+            .append(range.map(entry), IOFlushed::noop())
+            .await
+            .unwrap();
+        store.sync().unwrap();
+    }
+
+    fn chunk_file(dir: &Path) -> PathBuf {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .collect();
+        files.sort();
+        files.pop().unwrap()
+    }
+
+    async fn indexes(store: &mut LogStore) -> Vec<u64> {
+        store
+            .try_get_log_entries(0..100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn entries_vote_and_commit_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = open(dir.path()).unwrap();
+            append(&mut store, 1..6).await;
+            let vote = Vote {
+                leader_id: openraft::impls::leader_id_adv::LeaderId {
+                    term: 3,
+                    node_id: 2,
+                },
+                committed: true,
+            };
+            store.save_vote(&vote).await.unwrap();
+            store.save_committed(Some(entry(4).log_id)).await.unwrap();
+            store.sync().unwrap();
+        }
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, [1, 2, 3, 4, 5]);
+        assert_eq!(store.read_vote().await.unwrap().unwrap().leader_id.term, 3);
+        assert_eq!(store.read_committed().await.unwrap().unwrap().index, 4);
+        let e = &store.try_get_log_entries(3..4).await.unwrap()[0];
+        assert_eq!(e, &entry(3));
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_at_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = open(dir.path()).unwrap();
+            append(&mut store, 1..6).await;
+            store.sync().unwrap();
+        }
+        // A crash in the middle of writing the last record.
+        let file = chunk_file(dir.path());
+        let len = std::fs::metadata(&file).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(len - 30)
+            .unwrap();
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, [1, 2, 3, 4]);
+        // And the log goes on from there.
+        append(&mut store, 5..7).await;
+        assert_eq!(indexes(&mut store).await, [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[tokio::test]
+    async fn a_zero_filled_tail_is_cut_at_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = open(dir.path()).unwrap();
+            append(&mut store, 1..4).await;
+            store.sync().unwrap();
+        }
+        // ext4 with data=writeback can extend a file before its data lands.
+        let file = chunk_file(dir.path());
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&file, bytes).unwrap();
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_in_the_middle_stops_the_node_naming_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = open(dir.path()).unwrap();
+            append(&mut store, 1..6).await;
+            store.sync().unwrap();
+        }
+        let file = chunk_file(dir.path());
+        let mut bytes = std::fs::read(&file).unwrap();
+        // Entry 3's event data sits in the middle of the file.
+        let at = bytes
+            .windows(100)
+            .position(|w| w.iter().all(|b| *b == 3))
+            .unwrap();
+        bytes[at + 50] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
+        let err = open(dir.path()).err().expect("a damaged log must not open");
+        let OpenError::Corrupt {
+            file: f, offset, ..
+        } = &err
+        else {
+            panic!("expected Corrupt, got {err}")
+        };
+        assert_eq!(f, &file);
+        assert!(
+            (offset..&(offset + 200)).contains(&&(at as u64)),
+            "offset {offset} should point at the record holding byte {at}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&file.display().to_string()), "{msg}");
+        assert!(msg.contains(&format!("byte {offset}")), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn truncation_and_purge_follow_raft() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path()).unwrap();
+        append(&mut store, 1..8).await;
+        store.truncate_after(Some(entry(5).log_id)).await.unwrap();
+        assert_eq!(indexes(&mut store).await, [1, 2, 3, 4, 5]);
+        store.purge(entry(2).log_id).await.unwrap();
+        assert_eq!(indexes(&mut store).await, [3, 4, 5]);
+        let st = store.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id.unwrap().index, 2);
+        assert_eq!(st.last_log_id.unwrap().index, 5);
+        store.sync().unwrap();
+        drop(store);
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, [3, 4, 5]);
+    }
+}

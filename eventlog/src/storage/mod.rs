@@ -1,0 +1,10 @@
+//! A node's disk: the Raft log (raft-log chunk files with checksummed
+//! records) and which events on it the fence will accept.
+
+mod codec;
+mod durable;
+mod log;
+
+pub(crate) use durable::Tracker;
+pub(crate) use log::LogStore;
+pub use log::{LogOptions, OpenError};

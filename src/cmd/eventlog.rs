@@ -1,0 +1,292 @@
+//! `seguro eventlog`: run a replica's event log node, or inspect and change
+//! the event log through any node.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use config::{Config, Key, KeyCheck};
+use eventlog::{Client, ClientError, EventNum, NodeError, NodeOptions, NodeStatus};
+
+use super::UsageError;
+use crate::cli::{
+    ClusterArgs, EventlogArgs, EventlogCommand, EventlogNodeArgs, EventlogReplicaArgs,
+    EventlogStatusArgs, EventlogWatermarkArgs,
+};
+
+pub fn run(args: EventlogArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        None => node(args.node),
+        Some(EventlogCommand::Status(a)) => status(a),
+        Some(EventlogCommand::AddReplica(a)) => add_replica(a),
+        Some(EventlogCommand::RemoveReplica(a)) => remove_replica(a),
+        Some(EventlogCommand::SetWatermark(a)) => set_watermark(a),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn load(cluster: &ClusterArgs) -> anyhow::Result<Config> {
+    // The event log needs only its own secret, checked below.
+    super::load_config(&cluster.config, &cluster.overrides, KeyCheck::Skip)
+}
+
+fn secret(config: &Config) -> anyhow::Result<Key> {
+    Key::load(&config.eventlog.secret_file).map_err(|e| UsageError(e.to_string()).into())
+}
+
+fn known_replica(config: &Config, id: config::ReplicaId) -> anyhow::Result<&config::ReplicaConfig> {
+    config.replica(id).ok_or_else(|| {
+        let ids: Vec<String> = config.replicas.iter().map(|r| r.id.to_string()).collect();
+        UsageError(format!(
+            "replica {id} is not in {}: its [[replicas]] have ids {}",
+            config.source.display(),
+            ids.join(", ")
+        ))
+        .into()
+    })
+}
+
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn node(args: EventlogNodeArgs) -> anyhow::Result<ExitCode> {
+    let id = args.id.expect("clap requires --id without a subcommand");
+    let config = load(&args.cluster)?;
+    known_replica(&config, id)?;
+    secret(&config)?;
+    let mut opts = NodeOptions::new(config, id);
+    opts.data_dir = args.data_dir;
+    runtime()?
+        .block_on(eventlog::node::run(opts, terminated()))
+        .map_err(|e| match e {
+            NodeError::Key(_) | NodeError::UnknownReplica(_) => UsageError(e.to_string()).into(),
+            other => anyhow::Error::new(other).context(format!("event log node {id}")),
+        })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client(cluster: &ClusterArgs) -> anyhow::Result<(Config, Client)> {
+    let config = load(cluster)?;
+    let key = secret(&config)?;
+    let client = Client::new(&config, key);
+    Ok((config, client))
+}
+
+fn add_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
+    let (config, client) = client(&args.cluster)?;
+    let addr = known_replica(&config, args.id)?.eventlog;
+    runtime()?
+        .block_on(client.add_replica(args.id, addr))
+        .with_context(|| format!("cannot add replica {} ({addr})", args.id))?;
+    println!("replica {} ({addr}) is a voter", args.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
+    let (_, client) = client(&args.cluster)?;
+    runtime()?
+        .block_on(client.remove_replica(args.id))
+        .with_context(|| format!("cannot remove replica {}", args.id))?;
+    println!("replica {} is removed", args.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set_watermark(args: EventlogWatermarkArgs) -> anyhow::Result<ExitCode> {
+    let (_, client) = client(&args.cluster)?;
+    let purge = runtime()?
+        .block_on(client.set_watermark(args.replica, EventNum(args.event)))
+        .with_context(|| format!("cannot set replica {}'s watermark", args.replica))?;
+    println!(
+        "replica {} checkpointed event {}; purge point {purge}",
+        args.replica, args.event
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The cluster as the nodes describe it.
+struct Summary<'a> {
+    leader: Option<&'a NodeStatus>,
+    voters: Vec<u32>,
+    up: usize,
+}
+
+fn summarize(nodes: &[(String, Result<NodeStatus, ClientError>)]) -> Summary<'_> {
+    let ok = || nodes.iter().filter_map(|(_, r)| r.as_ref().ok());
+    let leader = ok().filter(|s| s.role == "leader").max_by_key(|s| s.term);
+    let voters: Vec<u32> = leader
+        .or_else(|| ok().find(|s| !s.members.is_empty()))
+        .map(|s| s.members.iter().filter(|m| m.voter).map(|m| m.id).collect())
+        .unwrap_or_default();
+    let up = ok()
+        .filter(|s| s.role != "down" && voters.contains(&s.id))
+        .count();
+    Summary { leader, voters, up }
+}
+
+fn status(args: EventlogStatusArgs) -> anyhow::Result<ExitCode> {
+    let (config, client) = client(&args.cluster)?;
+    let nodes = runtime()?.block_on(client.cluster_status());
+    let s = summarize(&nodes);
+    let quorum = s.voters.len() / 2 + 1;
+    let healthy = s.leader.is_some() && !s.voters.is_empty() && s.up == s.voters.len();
+    let usable = s.leader.is_some() && s.up >= quorum;
+    if args.json {
+        let nodes: Vec<_> = nodes
+            .iter()
+            .map(|(addr, r)| match r {
+                Ok(s) => serde_json::json!({ "addr": addr, "status": s }),
+                Err(e) => serde_json::json!({ "addr": addr, "error": e.to_string() }),
+            })
+            .collect();
+        let out = serde_json::json!({
+            "cluster": config.cluster,
+            "leader": s.leader.map(|l| l.id),
+            "voters": s.voters,
+            "healthy": healthy,
+            "nodes": nodes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_table(&config, &nodes, &s);
+        println!(
+            "{}: {} of {} voters up{}",
+            if healthy {
+                "healthy"
+            } else if usable {
+                "degraded"
+            } else {
+                "unavailable"
+            },
+            s.up,
+            s.voters.len(),
+            if s.leader.is_none() {
+                ", no leader"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(if usable {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_table(
+    config: &Config,
+    nodes: &[(String, Result<NodeStatus, ClientError>)],
+    s: &Summary<'_>,
+) {
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    match s.leader {
+        Some(l) => {
+            println!(
+                "event log of `{}`: leader {} ({}), term {}, commit index {}",
+                config.cluster,
+                l.id,
+                l.addr,
+                l.term,
+                opt(l.committed_index)
+            );
+            if let Some(c) = l.commit {
+                println!(
+                    "committed event {} (epoch {}); on the leader's disk {}, on every voter's {}; purge point {}",
+                    c.committed, c.epoch, c.leader_durable, c.all_durable, l.purge_point
+                );
+            }
+        }
+        None => println!("event log of `{}`: no leader", config.cluster),
+    }
+    let progress = |id: u32| {
+        s.leader
+            .and_then(|l| l.replication.iter().find(|p| p.id == id))
+    };
+    let rows: Vec<[String; 10]> = nodes
+        .iter()
+        .map(|(addr, r)| match r {
+            Ok(n) => {
+                let p = progress(n.id);
+                let role = if n.role != "down" && !s.voters.contains(&n.id) && !s.voters.is_empty()
+                {
+                    format!("{} (not a voter)", n.role)
+                } else {
+                    n.role.clone()
+                };
+                [
+                    n.id.to_string(),
+                    addr.clone(),
+                    role,
+                    n.term.to_string(),
+                    opt(n.last_log_index),
+                    opt(n.committed_index),
+                    opt(n.applied_index),
+                    p.map_or("-".into(), |p| opt(p.matched)),
+                    p.map_or("-".into(), |p| p.lag.to_string()),
+                    n.error.clone().unwrap_or_else(|| n.last_event.to_string()),
+                ]
+            }
+            Err(e) => {
+                let id = config
+                    .replicas
+                    .iter()
+                    .find(|r| r.eventlog.to_string() == *addr)
+                    .map_or("?".into(), |r| r.id.to_string());
+                let mut row: [String; 10] = Default::default();
+                row[0] = id;
+                row[1] = addr.clone();
+                row[2] = "unreachable".into();
+                row[9] = e.to_string();
+                for c in &mut row[3..9] {
+                    *c = "-".into();
+                }
+                row
+            }
+        })
+        .collect();
+    let header = [
+        "ID",
+        "ADDRESS",
+        "ROLE",
+        "TERM",
+        "LAST LOG",
+        "COMMITTED",
+        "APPLIED",
+        "MATCHED",
+        "LAG",
+        "LAST EVENT",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row.iter()).take(9) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i < 9 {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            } else {
+                out.push_str(c);
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

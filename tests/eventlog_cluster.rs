@@ -1,0 +1,963 @@
+//! The event log as real `seguro eventlog` processes on loopback: kill -9
+//! the leader during appends, restart and wipe replicas, truncate behind the
+//! watermarks, change the membership, fill the disk, damage the log, and
+//! talk to it without the secret.
+//!
+//! Every acknowledged event must be present, in order, with the content the
+//! writer gave it, on every node that claims to have it.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use eventlog::{AppendError, Client, ClientError, ClientOptions, Epoch, EventNum, ReadError};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use testkit::eventlog::Cluster;
+
+/// The clusters are heavy for a 2-core machine: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn cluster(n: u32) -> Cluster {
+    Cluster::new(env!("CARGO_BIN_EXE_seguro"), n).expect("cluster files")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn client(c: &Cluster, append_timeout: Duration) -> Client {
+    let config = config::Config::load(
+        &c.config_path(),
+        &config::Overrides::default(),
+        config::KeyCheck::Skip,
+    )
+    .unwrap_or_else(|d| panic!("the test config does not load:\n{d}"))
+    .0;
+    let mut opts = ClientOptions::from_config(&config);
+    opts.append_timeout = append_timeout;
+    opts.deadline = Duration::from_secs(20);
+    let endpoints = config
+        .replicas
+        .iter()
+        .map(|r| r.eventlog.to_string())
+        .collect();
+    Client::with_options(endpoints, c.key(), opts)
+}
+
+/// The event the writer appends as number `n`.
+fn data(n: u64) -> Bytes {
+    Bytes::from(format!("event {n} ").repeat(8))
+}
+
+fn mug(n: u64) -> u32 {
+    (n.wrapping_mul(2_654_435_761) >> 7) as u32
+}
+
+/// Waits until `f` returns `Some`, up to `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_healthy(client: &Client, voters: usize) {
+    eventually(
+        Duration::from_secs(30),
+        "a leader and every voter up",
+        || async {
+            let nodes = client.cluster_status().await;
+            let leader = nodes
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok())
+                .find(|s| s.role == "leader")?;
+            let up = leader
+                .members
+                .iter()
+                .filter(|m| m.voter)
+                .filter(|m| {
+                    nodes.iter().any(|(a, r)| {
+                        a == &m.addr
+                            && r.as_ref()
+                                .is_ok_and(|s| s.role == "leader" || s.role == "follower")
+                    })
+                })
+                .count();
+            (up == voters && leader.members.iter().filter(|m| m.voter).count() == voters)
+                .then_some(())
+        },
+    )
+    .await
+}
+
+async fn leader_id(client: &Client) -> u32 {
+    eventually(Duration::from_secs(30), "a leader", || async {
+        client
+            .cluster_status()
+            .await
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .find(|s| s.role == "leader")
+            .map(|s| s.id)
+    })
+    .await
+}
+
+/// Replica `id`'s last applied event, once it has caught up to `at_least`.
+async fn caught_up(client: &Client, c: &Cluster, id: u32, at_least: u64) -> u64 {
+    let addr = c.replica(id).eventlog.to_string();
+    eventually(
+        Duration::from_secs(60),
+        &format!("replica {id} to catch up"),
+        || async {
+            let s = client
+                .node_status(&addr, Duration::from_secs(2))
+                .await
+                .ok()?;
+            (s.last_event.get() >= at_least).then_some(s.last_event.get())
+        },
+    )
+    .await
+}
+
+/// Reads `from..=to` from replica `id` alone and checks every event is the
+/// writer's.
+async fn check_node(client: &Client, c: &Cluster, id: u32, from: u64, to: u64) {
+    let addr = c.replica(id).eventlog.to_string();
+    let mut stream = std::pin::pin!(client.read_from(&addr, EventNum(from), Some(EventNum(to))));
+    let mut expect = from;
+    while let Some(e) = stream.next().await {
+        let e = e.unwrap_or_else(|err| panic!("reading replica {id} at {expect}: {err}"));
+        assert_eq!(e.num.get(), expect, "replica {id}: events out of order");
+        assert_eq!(
+            e.data,
+            data(expect),
+            "replica {id}: event {expect} holds other data"
+        );
+        assert_eq!(
+            e.mug,
+            mug(expect),
+            "replica {id}: event {expect} has another mug"
+        );
+        expect += 1;
+    }
+    assert_eq!(
+        expect,
+        to + 1,
+        "replica {id} stopped at {expect}, before {to}"
+    );
+}
+
+/// Appends events `from..` for `run_for`, up to `window` outstanding,
+/// recovering from failures as a writer does; returns the highest event
+/// acknowledged and how many appends failed.
+async fn write(
+    client: &Client,
+    epoch: Epoch,
+    from: u64,
+    run_for: Duration,
+    window: usize,
+) -> (u64, usize) {
+    let appender = client.appender(epoch, EventNum(from));
+    let started = Instant::now();
+    let mut pending = FuturesOrdered::new();
+    let mut acked = from - 1;
+    let mut failures = 0;
+    let mut next = from;
+    loop {
+        let writing = started.elapsed() < run_for;
+        if writing && pending.len() < window && appender.failure().is_none() {
+            // Appended now, in order; awaited later.
+            let n = next;
+            let fut = appender_append(&appender, n);
+            pending.push_back(async move { (n, fut.await) });
+            next += 1;
+            continue;
+        }
+        match pending.next().await {
+            Some((n, Ok(last))) => {
+                assert!(last.get() >= n, "event {n} acknowledged with last {last}");
+                acked = acked.max(n);
+            }
+            Some((n, Err(e))) => {
+                tracing_note(n, &e);
+                failures += 1;
+                if pending.is_empty() {
+                    let last = appender.recover().await.expect("the writer recovers");
+                    next = last.get() + 1;
+                }
+            }
+            None if !writing => return (acked, failures),
+            None => {
+                if appender.failure().is_some() {
+                    let last = appender.recover().await.expect("the writer recovers");
+                    next = last.get() + 1;
+                }
+            }
+        }
+    }
+}
+
+fn tracing_note(n: u64, e: &AppendError) {
+    eprintln!("append of event {n} failed: {e}");
+}
+
+fn appender_append(a: &eventlog::Appender, n: u64) -> eventlog::AppendFuture {
+    a.append(EventNum(n), mug(n), data(n))
+}
+
+#[test]
+fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
+    let _serial = serial();
+    let mut c = cluster(3);
+    for id in 1..=3 {
+        c.start(id).unwrap();
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let client = client(&c, Duration::from_secs(20));
+        wait_healthy(&client, 3).await;
+        let first = client.fence(Epoch(7)).await.unwrap();
+        assert_eq!(first, EventNum(0));
+
+        // Write for 5 s; kill -9 the leader 1.5 s in.
+        let writer = {
+            let client = client.clone();
+            tokio::spawn(
+                async move { write(&client, Epoch(7), 1, Duration::from_secs(5), 256).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let victim = leader_id(&client).await;
+        c.kill(victim);
+        let (acked, failures) = writer.await.unwrap();
+        println!("acknowledged up to {acked}, {failures} failed appends; killed leader {victim}");
+        assert!(acked > 100, "too few events were written ({acked})");
+
+        // Every acknowledged event is on both survivors, in order.
+        let survivors: Vec<u32> = (1..=3).filter(|i| *i != victim).collect();
+        let mut lasts = Vec::new();
+        for &id in &survivors {
+            let last = caught_up(&client, &c, id, acked).await;
+            check_node(&client, &c, id, 1, last).await;
+            lasts.push(last);
+        }
+        // The killed node restarts and catches up from the log.
+        c.start(victim).unwrap();
+        let last = lasts.iter().copied().max().unwrap();
+        let back = caught_up(&client, &c, victim, last).await;
+        check_node(&client, &c, victim, 1, back).await;
+
+        // A writer with an older epoch is fenced off.
+        let stale = client.appender(Epoch(6), EventNum(back + 1));
+        let err = appender_append(&stale, back + 1).await.unwrap_err();
+        assert_eq!(err, AppendError::StaleEpoch { highest: Epoch(7) });
+        // ... and so is every later event of that writer.
+        assert_eq!(
+            appender_append(&stale, back + 2).await.unwrap_err(),
+            AppendError::StaleEpoch { highest: Epoch(7) }
+        );
+        // A gap and a duplicate are refused with where the log ends.
+        let writer = client.appender(Epoch(7), EventNum(back + 5));
+        assert_eq!(
+            appender_append(&writer, back + 5).await.unwrap_err(),
+            AppendError::Gap {
+                expected: EventNum(back + 1)
+            }
+        );
+        let writer = client.appender(Epoch(7), EventNum(back));
+        assert_eq!(
+            writer
+                .append(EventNum(back), 1, Bytes::from_static(b"other"))
+                .await
+                .unwrap_err(),
+            AppendError::Duplicate {
+                last: EventNum(back)
+            }
+        );
+        // An oversize event is refused naming it and the limit.
+        let writer = client.appender(Epoch(7), EventNum(back + 1));
+        let big = Bytes::from(vec![0u8; (1 << 20) + 1]);
+        assert_eq!(
+            writer.append(EventNum(back + 1), 0, big).await.unwrap_err(),
+            AppendError::EventTooLarge {
+                event: EventNum(back + 1),
+                size: (1 << 20) + 1,
+                limit: 1 << 20
+            }
+        );
+        // A newer epoch takes over after its fence.
+        assert_eq!(client.fence(Epoch(9)).await.unwrap(), EventNum(back));
+        let writer = client.appender(Epoch(9), EventNum(back + 1));
+        assert_eq!(
+            appender_append(&writer, back + 1).await.unwrap(),
+            EventNum(back + 1)
+        );
+        let commit = client.commit_watch();
+        let mut commit = commit;
+        let state = eventually(Duration::from_secs(10), "the commit watch", || {
+            let s = *commit.borrow_and_update();
+            async move { (s.committed.get() == back + 1).then_some(s) }
+        })
+        .await;
+        assert_eq!(state.epoch, Epoch(9));
+        assert!(state.leader_durable >= state.committed);
+        assert!(state.all_durable <= state.leader_durable);
+    });
+    // The logs never diverged: every node holds the same events.
+    for id in 1..=3 {
+        assert!(
+            !c.log(id).contains("panicked"),
+            "replica {id} panicked:\n{}",
+            c.log(id)
+        );
+    }
+}
+
+#[test]
+fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
+    let _serial = serial();
+    let mut c = cluster(3);
+    for id in 1..=3 {
+        c.start(id).unwrap();
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let client = client(&c, Duration::from_secs(20));
+        wait_healthy(&client, 3).await;
+        let (acked, _) = write(&client, Epoch(1), 1, Duration::from_secs(1), 128).await;
+        assert!(acked >= 300, "too few events ({acked})");
+
+        // Every replica checkpoints event 200: the log is purged up to it.
+        for id in 1..=3 {
+            let r = config::ReplicaId::new(id).unwrap();
+            client.set_watermark(r, EventNum(200)).await.unwrap();
+        }
+        for id in 1..=3 {
+            let addr = c.replica(id).eventlog.to_string();
+            eventually(
+                Duration::from_secs(30),
+                "the Raft log to be purged",
+                || async {
+                    let s = client
+                        .node_status(&addr, Duration::from_secs(2))
+                        .await
+                        .ok()?;
+                    (s.purge_point == EventNum(200)
+                        && s.purged_index.is_some()
+                        && s.snapshot_index.is_some())
+                    .then_some(())
+                },
+            )
+            .await;
+        }
+        // Reading below the purge point says so.
+        let mut r = std::pin::pin!(client.read(EventNum(150), Some(EventNum(250))));
+        assert_eq!(
+            r.next().await.unwrap().unwrap_err(),
+            ReadError::Purged {
+                first_available: EventNum(201)
+            }
+        );
+
+        // Replica 3 loses its disk and comes back empty: it installs a
+        // snapshot, then follows the log.
+        let victim = 3;
+        c.wipe(victim).unwrap();
+        let (more, _) = write(&client, Epoch(1), acked + 1, Duration::from_millis(500), 64).await;
+        c.start(victim).unwrap();
+        let last = caught_up(&client, &c, victim, more).await;
+        let addr = c.replica(victim).eventlog.to_string();
+        let s = client
+            .node_status(&addr, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(s.purge_point, EventNum(200));
+        assert!(
+            s.snapshot_index.is_some(),
+            "replica {victim} did not install a snapshot"
+        );
+        check_node(&client, &c, victim, 201, last).await;
+
+        // A replica that was only down catches up from the log.
+        c.kill(2);
+        let (more2, _) = write(&client, Epoch(1), more + 1, Duration::from_millis(500), 64).await;
+        c.start(2).unwrap();
+        let last2 = caught_up(&client, &c, 2, more2).await;
+        check_node(&client, &c, 2, 201, last2).await;
+    });
+}
+
+#[test]
+fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
+    let _serial = serial();
+    let mut c = cluster(3);
+    for id in 1..=3 {
+        c.start(id).unwrap();
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let client = client(&c, Duration::from_secs(20));
+        wait_healthy(&client, 3).await;
+    });
+
+    // `seguro eventlog status` on the cluster's config.
+    let config = c.config_path();
+    let config = config.to_str().unwrap();
+    let out = c.run_once(&["status", "-c", config]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("healthy: 3 of 3 voters up"), "{text}");
+    assert_eq!(text.matches("follower").count(), 2, "{text}");
+    let out = c.run_once(&["status", "-c", config, "--json"]).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["healthy"], true);
+    assert_eq!(json["voters"].as_array().unwrap().len(), 3);
+
+    // Replica 4 joins with a config that lists it.
+    c.add(4);
+    let four = c.write_config("four.toml", &[1, 2, 3, 4]).unwrap();
+    let four = four.to_str().unwrap().to_string();
+    c.start_with(4, Path::new(&four)).unwrap();
+    let out = c
+        .run_once(&["add-replica", "-c", &four, "--id", "4"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rt.block_on(async {
+        let client = client(&c, Duration::from_secs(20));
+        wait_healthy(&client, 4).await;
+        let (acked, _) = write(&client, Epoch(3), 1, Duration::from_millis(500), 64).await;
+        let last = caught_up(&client, &c, 4, acked).await;
+        check_node(&client, &c, 4, 1, last).await;
+    });
+    let out = c.run_once(&["status", "-c", &four]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("healthy: 4 of 4 voters up"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // ... and leaves again.
+    let out = c
+        .run_once(&["remove-replica", "-c", &four, "--id", "4"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.stop(4);
+    rt.block_on(async {
+        let client = client(&c, Duration::from_secs(20));
+        wait_healthy(&client, 3).await;
+        let last = client.fence(Epoch(3)).await.unwrap();
+        let writer = client.appender(Epoch(3), last.next());
+        appender_append(&writer, last.get() + 1).await.unwrap();
+    });
+    let out = c.run_once(&["status", "-c", config]).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("healthy: 3 of 3 voters up"));
+}
+
+#[test]
+fn a_client_without_the_secret_is_refused() {
+    let _serial = serial();
+    let mut c = cluster(1);
+    c.start(1).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let good = client(&c, Duration::from_secs(5));
+        wait_healthy(&good, 1).await;
+        let config = config::Config::load(
+            &c.config_path(),
+            &config::Overrides::default(),
+            config::KeyCheck::Skip,
+        )
+        .unwrap()
+        .0;
+        let endpoints = vec![c.replica(1).eventlog.to_string()];
+        let bad = Client::with_options(
+            endpoints,
+            config::Key::from_bytes([9; 32]),
+            ClientOptions::from_config(&config),
+        );
+        let err = bad
+            .node_status(&c.replica(1).eventlog.to_string(), Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Rejected(m) if m.contains("not authenticated")),
+            "{err}"
+        );
+        let err = bad.fence(Epoch(1)).await.unwrap_err();
+        assert!(err.to_string().contains("not authenticated"), "{err}");
+        // Nothing was written.
+        assert_eq!(good.fence(Epoch(1)).await.unwrap(), EventNum(0));
+    });
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_a_damaged_record_stops_the_node() {
+    let _serial = serial();
+    let mut c = cluster(1);
+    c.start(1).unwrap();
+    let rt = runtime();
+    let acked = rt.block_on(async {
+        let client = client(&c, Duration::from_secs(10));
+        wait_healthy(&client, 1).await;
+        write(&client, Epoch(1), 1, Duration::from_millis(500), 32)
+            .await
+            .0
+    });
+    c.stop(1);
+    let log_dir = c.node_dir(1).join("log");
+    let chunk = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .max()
+        .unwrap();
+
+    // A torn tail: the last record cut short. The node starts, and (being
+    // alone) may lose only that unacknowledged-by-anyone-else record.
+    let len = std::fs::metadata(&chunk).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&chunk)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    c.start(1).unwrap();
+    rt.block_on(async {
+        let client = client(&c, Duration::from_secs(10));
+        wait_healthy(&client, 1).await;
+        let last = client.fence(Epoch(1)).await.unwrap();
+        assert!(
+            last.get() + 1 >= acked,
+            "lost more than the torn record: {last} < {acked}"
+        );
+        check_node(&client, &c, 1, 1, last.get()).await;
+    });
+    c.stop(1);
+
+    // A damaged record in the middle: the node refuses to start and says
+    // where.
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let needle = data(acked / 2);
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == &needle[..])
+        .expect("the event is in the chunk");
+    bytes[at + 3] ^= 0x55;
+    std::fs::write(&chunk, &bytes).unwrap();
+    c.start(1).unwrap();
+    let status = c
+        .wait_exit(1, Duration::from_secs(20))
+        .expect("the node must stop");
+    assert!(!status.success());
+    let log = c.log(1);
+    assert!(log.contains(&chunk.display().to_string()), "{log}");
+    assert!(
+        log.contains("corrupt record") && log.contains("at byte"),
+        "{log}"
+    );
+}
+
+/// A tmpfs of `size` mounted at `dir`, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> std::io::Result<Tmpfs> {
+        std::fs::create_dir_all(dir)?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            ));
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_appends_without_acking_and_the_cluster_recovers() {
+    let _serial = serial();
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mut c = cluster(3);
+    let mnt = c.dir().join("disk");
+    let _tmpfs = Tmpfs::mount(&mnt, "48m").expect("mount a tmpfs (the test runs as root)");
+    c.set_data_dir(&mnt);
+    c.write_config("cluster.toml", &[1, 2, 3]).unwrap();
+    for id in 1..=3 {
+        c.start(id).unwrap();
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let client = client(&c, Duration::from_secs(4));
+        wait_healthy(&client, 3).await;
+        let (acked, _) = write(&client, Epoch(1), 1, Duration::from_millis(500), 64).await;
+        assert!(acked > 0);
+
+        // Fill the disk: what is left is not enough for the next batches.
+        let filler = mnt.join("filler");
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M"])
+            .arg(format!("of={}", filler.display()))
+            .output();
+        let writer = client.appender(Epoch(1), EventNum(acked + 1));
+        let mut failed = 0;
+        for n in acked + 1..acked + 200 {
+            let big = Bytes::from(vec![n as u8; 64 << 10]);
+            match writer.append(EventNum(n), 0, big).await {
+                Ok(_) => {}
+                Err(e) => {
+                    assert!(
+                        !e.is_rejection() || matches!(e, AppendError::Timeout(_)),
+                        "{e}"
+                    );
+                    failed += 1;
+                    break;
+                }
+            }
+        }
+        assert!(failed > 0, "appends kept succeeding on a full disk");
+
+        // Free the disk: the nodes restart Raft from disk and go on.
+        std::fs::remove_file(&filler).unwrap();
+        wait_healthy(&client, 3).await;
+        let last = eventually(
+            Duration::from_secs(60),
+            "the log to accept writes again",
+            || async { client.fence(Epoch(2)).await.ok() },
+        )
+        .await;
+        assert!(
+            last.get() >= acked,
+            "acknowledged events were lost: {last} < {acked}"
+        );
+        let writer = client.appender(Epoch(2), last.next());
+        assert_eq!(
+            writer
+                .append(last.next(), 7, data(last.get() + 1))
+                .await
+                .unwrap(),
+            last.next()
+        );
+        for id in 1..=3 {
+            caught_up(&client, &c, id, acked).await;
+            check_node(&client, &c, id, 1, acked).await;
+        }
+    });
+    let logs: String = (1..=3).map(|id| c.log(id)).collect();
+    assert!(
+        logs.contains("restarting it from disk"),
+        "no node saw its storage fail:\n{logs}"
+    );
+    // Nothing on disk is damaged: every node restarts from it.
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.start(id).unwrap();
+    }
+    rt.block_on(async {
+        let client = client(&c, Duration::from_secs(10));
+        wait_healthy(&client, 3).await;
+    });
+    for id in 1..=3 {
+        c.stop(id);
+    }
+}
+
+#[test]
+fn the_example_loopback_config_runs_a_healthy_cluster() {
+    let _serial = serial();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml");
+    let data = tempfile::tempdir().unwrap();
+    /// Kills the nodes if the test fails before it stops them.
+    struct Nodes(Vec<std::process::Child>);
+    impl Drop for Nodes {
+        fn drop(&mut self) {
+            for n in &mut self.0 {
+                let _ = n.kill();
+                let _ = n.wait();
+            }
+        }
+    }
+    let mut nodes = Nodes(
+        (1..=3)
+            .map(|id| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_seguro"))
+                    .arg("eventlog")
+                    .arg("-c")
+                    .arg(&example)
+                    .args(["--id", &id.to_string()])
+                    .arg("--data-dir")
+                    .arg(data.path())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_seguro"))
+            .args(["eventlog", "status", "-c"])
+            .arg(&example)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && text.contains("healthy: 3 of 3 voters up") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no healthy cluster:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        text.contains("leader") && text.contains("127.0.0.1:4711"),
+        "{text}"
+    );
+    for n in &mut nodes.0 {
+        // SAFETY: kill(2) on our own, unreaped child.
+        unsafe { libc::kill(n.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    for n in &mut nodes.0 {
+        let status = n.wait().unwrap();
+        assert!(status.success(), "a node did not stop cleanly: {status}");
+    }
+}
+
+/// `GET /metrics` from a node.
+fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn the_appender_merges_concurrent_appends_into_batches() {
+    let _serial = serial();
+    let mut c = cluster(1);
+    c.start(1).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let config = config::Config::load(
+            &c.config_path(),
+            &config::Overrides::default(),
+            config::KeyCheck::Skip,
+        )
+        .unwrap()
+        .0;
+        let mut opts = ClientOptions::from_config(&config);
+        opts.batch.max_events = 100;
+        opts.batch.max_linger = Duration::from_millis(20);
+        let client = Client::with_options(vec![c.replica(1).eventlog.to_string()], c.key(), opts);
+        wait_healthy(&client, 1).await;
+        let before = metric(
+            &scrape(c.replica(1).metrics),
+            "seguro_eventlog_append_batches_total",
+        );
+        let appender = client.appender(Epoch(1), EventNum(1));
+        let futures: Vec<_> = (1..=1000).map(|n| appender_append(&appender, n)).collect();
+        for (i, f) in futures.into_iter().enumerate() {
+            let last = f.await.unwrap();
+            assert!(
+                last.get() > i as u64,
+                "event {} acknowledged with last {last}",
+                i + 1
+            );
+        }
+        let text = scrape(c.replica(1).metrics);
+        let batches = metric(&text, "seguro_eventlog_append_batches_total") - before;
+        assert_eq!(metric(&text, "seguro_eventlog_append_events_total"), 1000.0);
+        assert!(
+            (10.0..=20.0).contains(&batches),
+            "1000 events took {batches} batches of at most 100"
+        );
+        // A lone event waits for the linger, then goes alone.
+        let t0 = Instant::now();
+        assert_eq!(
+            appender_append(&appender, 1001).await.unwrap(),
+            EventNum(1001)
+        );
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(20),
+            "waited only {waited:?}"
+        );
+    });
+}
+
+/// Appends events with `epoch` from `from` until the first failure or
+/// `run_for`; returns the acknowledged events and the failure.
+async fn write_until_refused(
+    client: &Client,
+    epoch: Epoch,
+    from: u64,
+    run_for: Duration,
+) -> (Vec<u64>, Option<AppendError>) {
+    let appender = client.appender(epoch, EventNum(from));
+    let started = Instant::now();
+    let mut pending = FuturesOrdered::new();
+    let mut acked = Vec::new();
+    let mut failure = None;
+    let mut next = from;
+    loop {
+        if failure.is_none() && started.elapsed() < run_for && pending.len() < 64 {
+            let n = next;
+            let fut = appender.append(
+                EventNum(n),
+                epoch.get() as u32,
+                Bytes::from(format!("{epoch}:{n}")),
+            );
+            pending.push_back(async move { (n, fut.await) });
+            next += 1;
+            continue;
+        }
+        match pending.next().await {
+            Some((n, Ok(_))) => acked.push(n),
+            Some((_, Err(e))) => {
+                failure.get_or_insert(e);
+            }
+            None => return (acked, failure),
+        }
+    }
+}
+
+#[test]
+fn two_writers_that_both_believe_they_lead_cannot_interleave_or_fork_the_log() {
+    let _serial = serial();
+    let mut c = cluster(3);
+    for id in 1..=3 {
+        c.start(id).unwrap();
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let client = client(&c, Duration::from_secs(20));
+        wait_healthy(&client, 3).await;
+        // The old leader (epoch 5) keeps writing after the new one (epoch 6)
+        // has won and fenced the log.
+        let old = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                write_until_refused(&client, Epoch(5), 1, Duration::from_secs(3)).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let fenced_at = client.fence(Epoch(6)).await.unwrap();
+        let (new_acked, new_failure) = write_until_refused(
+            &client,
+            Epoch(6),
+            fenced_at.get() + 1,
+            Duration::from_secs(1),
+        )
+        .await;
+        let (old_acked, old_failure) = old.await.unwrap();
+        assert!(
+            new_failure.is_none(),
+            "the new leader failed: {new_failure:?}"
+        );
+        assert_eq!(
+            old_failure,
+            Some(AppendError::StaleEpoch { highest: Epoch(6) })
+        );
+        assert!(!new_acked.is_empty() && !old_acked.is_empty());
+        // The old leader's acknowledged events all come before the fence.
+        assert!(
+            old_acked.iter().all(|n| *n <= fenced_at.get()),
+            "an old-epoch event after the fence"
+        );
+
+        // One history: epochs never go back, no gaps, and each event is its
+        // writer's; the same on every node.
+        let mut logs = Vec::new();
+        for id in 1..=3 {
+            let last = caught_up(&client, &c, id, *new_acked.last().unwrap()).await;
+            let addr = c.replica(id).eventlog.to_string();
+            let events: Vec<_> = client
+                .read_from(&addr, EventNum(1), Some(EventNum(last)))
+                .map(|e| e.unwrap())
+                .collect()
+                .await;
+            assert_eq!(events.len() as u64, last, "replica {id} has a gap");
+            for pair in events.windows(2) {
+                assert!(
+                    pair[0].epoch <= pair[1].epoch,
+                    "replica {id}: epochs interleave at {}",
+                    pair[1].num
+                );
+            }
+            for e in &events {
+                assert_eq!(
+                    e.data,
+                    Bytes::from(format!("{}:{}", e.epoch, e.num)),
+                    "replica {id}"
+                );
+            }
+            logs.push(events);
+        }
+        assert!(
+            logs.windows(2).all(|w| w[0] == w[1]),
+            "the replicas' logs differ"
+        );
+        for n in old_acked {
+            assert_eq!(logs[0][n as usize - 1].epoch, Epoch(5));
+        }
+        for n in new_acked {
+            assert_eq!(logs[0][n as usize - 1].epoch, Epoch(6));
+        }
+    });
+}
