@@ -267,6 +267,19 @@ mod tests {
         BatchSocket::bind(addr.parse().unwrap(), SocketOptions::default()).unwrap()
     }
 
+    /// A sender and a receiver on 127.0.0.1, and the receiver's address.
+    fn pair() -> (BatchSocket, BatchSocket, SocketAddr) {
+        let (a, b) = (loopback("127.0.0.1:0"), loopback("127.0.0.1:0"));
+        let to = b.local_addr().unwrap();
+        (a, b, to)
+    }
+
+    /// Destinations an IPv4 socket cannot send to: IPv6 (refused by us),
+    /// port 0 (refused by the kernel).
+    fn unsendable() -> [SocketAddr; 2] {
+        ["[::1]:9".parse().unwrap(), "127.0.0.1:0".parse().unwrap()]
+    }
+
     /// Receives until `count` datagrams have come (all of them: loopback
     /// drops none while the receive buffer has room).
     async fn receive(socket: &BatchSocket, count: usize) -> Vec<(Option<SocketAddr>, Vec<u8>)> {
@@ -289,9 +302,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_goes_out_and_comes_back() {
-        let a = loopback("127.0.0.1:0");
-        let b = loopback("127.0.0.1:0");
-        let to = b.local_addr().unwrap();
+        let (a, b, to) = pair();
         let payloads: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; usize::from(i) + 1]).collect();
         let datagrams: Vec<(SocketAddr, &[u8])> =
             payloads.iter().map(|p| (to, p.as_slice())).collect();
@@ -313,11 +324,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_datagram_is_skipped_not_fatal() {
-        let a = loopback("127.0.0.1:0");
-        let b = loopback("127.0.0.1:0");
-        let to = b.local_addr().unwrap();
-        let v6: SocketAddr = "[::1]:9".parse().unwrap();
-        let port0: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (a, b, to) = pair();
+        let [v6, port0] = unsendable();
         let sent = a
             .send(&[(to, b"one"), (v6, b"x"), (port0, b"y"), (to, b"two")])
             .await
@@ -361,11 +369,8 @@ mod tests {
 
     #[tokio::test]
     async fn gathered_parts_arrive_as_one_datagram_and_refusals_are_placed() {
-        let a = loopback("127.0.0.1:0");
-        let b = loopback("127.0.0.1:0");
-        let to = b.local_addr().unwrap();
-        let v6: SocketAddr = "[::1]:9".parse().unwrap();
-        let port0: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (a, b, to) = pair();
+        let [v6, port0] = unsendable();
         let payload = b"shared payload";
         let datagrams: [(SocketAddr, [&[u8]; 2]); 4] = [
             (to, [b"h1:", payload]),
@@ -387,9 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn more_than_one_call_takes_goes_out_in_order() {
-        let a = loopback("127.0.0.1:0");
-        let b = loopback("127.0.0.1:0");
-        let to = b.local_addr().unwrap();
+        let (a, b, to) = pair();
         let count = MAX_PER_SEND + 10;
         let payloads: Vec<[u8; 2]> = (0..count as u16).map(u16::to_be_bytes).collect();
         let datagrams: Vec<(SocketAddr, [&[u8]; 1])> =
@@ -404,11 +407,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_datagram_longer_than_its_slot_is_marked_truncated() {
-        let a = loopback("127.0.0.1:0");
-        let b = loopback("127.0.0.1:0");
-        a.send(&[(b.local_addr().unwrap(), b"0123456789abcdef")])
-            .await
-            .unwrap();
+        let (a, b, to) = pair();
+        a.send(&[(to, b"0123456789abcdef")]).await.unwrap();
         let mut batch = RecvBatch::with_capacity(2, 8);
         assert_eq!(b.recv(&mut batch).await.unwrap(), 1);
         assert_eq!(

@@ -27,11 +27,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use config::{Key, Optimism, ReplicaId};
 use eventlog::EventNum;
-use gatekeeper::io::{BATCH, BatchSocket, RecvBatch, SocketOptions};
 use gatekeeper::{Election, Gatekeeper, Keyring, Sealer, Settings, Stats, election};
 use seguro_bench::{Latencies, median, ms};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout};
+use udp::{BATCH, BatchSocket, RecvBatch, SocketOptions};
 
 const TTL: Duration = Duration::from_secs(2);
 const ROOT: &str = "/seguro/bench";
@@ -204,7 +204,7 @@ fn start_relay(to: SocketAddr) -> anyhow::Result<Forwarder> {
                                         break;
                                     }
                                     let out: Vec<(SocketAddr, &[u8])> =
-                                        batch.iter().map(|(d, _)| (to, d)).collect();
+                                        batch.iter().map(|d| (to, d.data)).collect();
                                     tx.send(&out).await?;
                                 }
                             }
