@@ -281,7 +281,8 @@ impl Loop {
             stats,
         };
         tokio::pin!(stop);
-        let mut batch = RecvBatch::new();
+        // Lanes are inside the envelopes: who sent one does not matter.
+        let mut batch = RecvBatch::new().without_sources();
         let mut released: Vec<Effect> = Vec::new();
         loop {
             let deadline = fwd.next_deadline();

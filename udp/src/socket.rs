@@ -92,7 +92,9 @@ impl BatchSocket {
             .await
     }
 
-    /// Receives what is queued now, without waiting: 0 if nothing is.
+    /// Receives what is queued now, without waiting: 0 if nothing is, or
+    /// if the runtime has not seen the socket readable since it last found
+    /// it empty (so call it after [`recv`](Self::recv), to drain).
     pub fn try_recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         match self
             .fd
@@ -403,6 +405,16 @@ mod tests {
         assert!(outcome.iter().all(|&went| went));
         let got = receive(&b, count).await;
         assert!(got.iter().zip(&payloads).all(|((_, d), p)| d == p));
+    }
+
+    #[tokio::test]
+    async fn a_batch_without_sources_has_none() {
+        let (a, b, to) = pair();
+        a.send(&[(to, b"anonymous")]).await.unwrap();
+        let mut batch = RecvBatch::new().without_sources();
+        assert_eq!(b.recv(&mut batch).await.unwrap(), 1);
+        assert_eq!(batch.get(0).source, None);
+        assert_eq!(batch.get(0).data, b"anonymous");
     }
 
     #[tokio::test]

@@ -193,7 +193,7 @@ fn start_relay(to: SocketAddr) -> anyhow::Result<Forwarder> {
                     let rx = BatchSocket::bind("127.0.0.1:0".parse()?, opts)?;
                     let tx = BatchSocket::bind("127.0.0.5:0".parse()?, opts)?;
                     ready_tx.send(rx.local_addr()?)?;
-                    let mut batch = RecvBatch::new();
+                    let mut batch = RecvBatch::new().without_sources();
                     loop {
                         tokio::select! {
                             _ = &mut stopped => return Ok(()),
@@ -232,7 +232,7 @@ fn start_peer(sender_done: Arc<AtomicBool>) -> anyhow::Result<(SocketAddr, Count
         current_thread_runtime()?.block_on(async move {
             let socket = BatchSocket::bind("127.0.0.3:0".parse()?, SocketOptions::default())?;
             ready_tx.send(socket.local_addr()?)?;
-            let mut batch = RecvBatch::new();
+            let mut batch = RecvBatch::new().without_sources();
             let (mut count, mut first, mut last) = (0u64, None, Instant::now());
             let deadline = Instant::now() + Duration::from_secs(120);
             while Instant::now() < deadline {
