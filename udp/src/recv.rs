@@ -33,9 +33,11 @@ struct Received {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Datagram<'a> {
     /// Who sent it: the address `recvmmsg` reported; `None` if it reported
-    /// none, or if the batch is [`without_sources`](RecvBatch::without_sources). An IPv4-mapped IPv6 source (`::ffff:a.b.c.d`, what a dual-stack
-    /// IPv6 socket reports for an IPv4 peer) is given as the IPv4 address,
-    /// so that one peer has one address whichever socket heard it;
+    /// none, or if the batch is
+    /// [`without_sources`](RecvBatch::without_sources). An IPv4-mapped IPv6
+    /// source (`::ffff:a.b.c.d`, what a dual-stack IPv6 socket reports for
+    /// an IPv4 peer) is given as the IPv4 address, so that one peer has one
+    /// address whichever socket heard it;
     /// [`BatchSocket::send`](crate::BatchSocket::send) maps it back.
     pub source: Option<SocketAddr>,
     /// Its bytes, cut to the slot's size if it was longer.
