@@ -10,14 +10,13 @@ use std::time::Duration;
 use config::{Config, KeyError, Optimism};
 use etcd_client::Client;
 use eventlog::CommitState;
-use socket2::Socket;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
+use udp::{BatchSocket, RecvBatch, Socket, SocketOptions};
 
 use crate::election::{Election, GATEKEEPER_KEY, LeaderView};
 use crate::envelope::Keyring;
 use crate::forward::{Decision, Effect, Forwarder, Gate};
-use crate::io::{self, BatchSocket, RecvBatch, SocketOptions};
 use crate::stats::{DropReason, Stats};
 
 /// Batches received in a row before the loop looks at etcd and timers again.
@@ -108,7 +107,7 @@ impl Gatekeeper {
     /// a free one). Install the metrics recorder before this, if any.
     pub fn bind(settings: Settings) -> Result<Self, Error> {
         let bind = |what, addr| {
-            io::bind(addr, settings.socket)
+            udp::bind(addr, settings.socket)
                 .and_then(|s| {
                     let local = s.local_addr()?.as_socket();
                     Ok((s, local.unwrap_or(addr)))
@@ -282,7 +281,8 @@ impl Loop {
             stats,
         };
         tokio::pin!(stop);
-        let mut batch = RecvBatch::new();
+        // Lanes are inside the envelopes: who sent one does not matter.
+        let mut batch = RecvBatch::new().without_sources();
         let mut released: Vec<Effect> = Vec::new();
         loop {
             let deadline = fwd.next_deadline();
@@ -348,8 +348,8 @@ impl Io {
         fwd.release(now, released);
         let mut out: Vec<(SocketAddr, &[u8])> = Vec::with_capacity(released.len() + batch.len());
         out.extend(released.iter().map(|e| (e.lane, e.payload.as_slice())));
-        for (datagram, truncated) in batch.iter() {
-            if let Decision::Forward { lane, payload } = fwd.admit(datagram, truncated, now) {
+        for d in batch.iter() {
+            if let Decision::Forward { lane, payload } = fwd.admit(d.data, d.truncated, now) {
                 out.push((lane, payload));
             }
         }

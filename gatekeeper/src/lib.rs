@@ -7,14 +7,14 @@
 //! - [`replay`], [`hold`]: each effect at most once, and only once durable.
 //! - [`forward`]: the decision for each envelope; [`daemon`]: the
 //!   gatekeeper that receives envelopes and sends effects from the ship's
-//!   public address; [`io`]: batched UDP; [`stats`]: what it counts.
+//!   public address (batched UDP through the `udp` crate); [`stats`]: what
+//!   it counts.
 
 pub mod daemon;
 pub mod election;
 pub mod envelope;
 pub mod forward;
 pub mod hold;
-pub mod io;
 pub mod replay;
 pub mod stats;
 

@@ -27,11 +27,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use config::{Key, Optimism, ReplicaId};
 use eventlog::EventNum;
-use gatekeeper::io::{BATCH, BatchSocket, RecvBatch, SocketOptions};
 use gatekeeper::{Election, Gatekeeper, Keyring, Sealer, Settings, Stats, election};
 use seguro_bench::{Latencies, median, ms};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout};
+use udp::{BATCH, BatchSocket, RecvBatch, SocketOptions};
 
 const TTL: Duration = Duration::from_secs(2);
 const ROOT: &str = "/seguro/bench";
@@ -193,7 +193,7 @@ fn start_relay(to: SocketAddr) -> anyhow::Result<Forwarder> {
                     let rx = BatchSocket::bind("127.0.0.1:0".parse()?, opts)?;
                     let tx = BatchSocket::bind("127.0.0.5:0".parse()?, opts)?;
                     ready_tx.send(rx.local_addr()?)?;
-                    let mut batch = RecvBatch::new();
+                    let mut batch = RecvBatch::new().without_sources();
                     loop {
                         tokio::select! {
                             _ = &mut stopped => return Ok(()),
@@ -204,7 +204,7 @@ fn start_relay(to: SocketAddr) -> anyhow::Result<Forwarder> {
                                         break;
                                     }
                                     let out: Vec<(SocketAddr, &[u8])> =
-                                        batch.iter().map(|(d, _)| (to, d)).collect();
+                                        batch.iter().map(|d| (to, d.data)).collect();
                                     tx.send(&out).await?;
                                 }
                             }
@@ -232,7 +232,7 @@ fn start_peer(sender_done: Arc<AtomicBool>) -> anyhow::Result<(SocketAddr, Count
         current_thread_runtime()?.block_on(async move {
             let socket = BatchSocket::bind("127.0.0.3:0".parse()?, SocketOptions::default())?;
             ready_tx.send(socket.local_addr()?)?;
-            let mut batch = RecvBatch::new();
+            let mut batch = RecvBatch::new().without_sources();
             let (mut count, mut first, mut last) = (0u64, None, Instant::now());
             let deadline = Instant::now() + Duration::from_secs(120);
             while Instant::now() < deadline {

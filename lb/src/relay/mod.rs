@@ -11,29 +11,35 @@
 //! It never sees packets that are not for the ship, and the kernel has
 //! already reassembled fragments and checked lengths and checksums.
 
-mod mmsg;
 mod packet;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use lb_abi::{Counters, DropReason};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
-use tracing::{debug, warn};
+use tracing::warn;
+use udp::{BatchSocket, RecvBatch, SocketOptions};
 
 use crate::Error;
 use crate::plan::Desired;
 
-/// Datagrams per `recvmmsg`.
-const BATCH: usize = 64;
-/// The largest datagram taken whole; UDP allows no more.
-const MAX_DATAGRAM: usize = 65_535;
 /// Socket buffers asked for: a burst of several batches.
 const SOCKET_BUFFER: usize = 8 << 20;
+/// The UDP socket receives only; the ship's address must be this host's.
+const RECEIVER: SocketOptions = SocketOptions {
+    recv_buffer: SOCKET_BUFFER,
+    send_buffer: 0,
+    freebind: false,
+};
+/// The raw socket only sends, and is not bound.
+const SENDER: SocketOptions = SocketOptions {
+    recv_buffer: 0,
+    send_buffer: SOCKET_BUFFER,
+    freebind: false,
+};
 
 /// The relay's view of the plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,10 +69,10 @@ impl Relay {
             udp.set_only_v6(true)
                 .map_err(Error::io("setting IPV6_V6ONLY"))?;
         }
-        grow_buffer(&udp, true);
+        RECEIVER
+            .apply(&udp)
+            .map_err(Error::io("setting up the relay's UDP socket"))?;
         udp.bind(&ship.into()).map_err(|e| bind_error(ship, e))?;
-        udp.set_nonblocking(true)
-            .map_err(Error::io("making the UDP socket non-blocking"))?;
 
         let raw = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW))).map_err(|e| {
             if e.raw_os_error() == Some(libc::EPERM) {
@@ -78,12 +84,12 @@ impl Relay {
                 Error::io("creating the relay's raw socket")(e)
             }
         })?;
-        grow_buffer(&raw, false);
-        raw.set_nonblocking(true)
-            .map_err(Error::io("making the raw socket non-blocking"))?;
+        SENDER
+            .apply(&raw)
+            .map_err(Error::io("setting up the relay's raw socket"))?;
 
-        let udp = register(udp).map_err(Error::io("registering the UDP socket"))?;
-        let raw = register(raw).map_err(Error::io("registering the raw socket"))?;
+        let udp = BatchSocket::register(udp).map_err(Error::io("registering the UDP socket"))?;
+        let raw = BatchSocket::register(raw).map_err(Error::io("registering the raw socket"))?;
         let (targets, watch) = watch::channel(Arc::new(Targets::from(desired)));
         let counters = Arc::new(Mutex::new(Counters::ZERO));
         let (stop, stopped) = oneshot::channel();
@@ -137,46 +143,45 @@ impl From<&Desired> for Targets {
 }
 
 async fn relay(
-    udp: AsyncFd<Socket>,
-    raw: AsyncFd<Socket>,
+    udp: BatchSocket,
+    raw: BatchSocket,
     targets: watch::Receiver<Arc<Targets>>,
     counters: Arc<Mutex<Counters>>,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let mut batch = mmsg::RecvBatch::new(BATCH, MAX_DATAGRAM);
+    let mut batch = RecvBatch::new();
     let mut headers: Vec<[u8; packet::MAX_HEADER]> = Vec::new();
+    let mut outcome = Vec::new();
     loop {
-        let ready = tokio::select! {
+        let received = tokio::select! {
             _ = &mut stopped => return,
-            ready = udp.readable() => ready,
+            received = udp.recv(&mut batch) => received,
         };
-        let mut guard = match ready {
-            Ok(guard) => guard,
+        match received {
+            Ok(_) => {}
+            // From recvmmsg itself: this batch only.
+            Err(e) if e.raw_os_error().is_some() => {
+                warn!(error = %e, "recvmmsg");
+                continue;
+            }
             Err(e) => {
                 warn!(error = %e, "waiting for the relay's socket; stopping the relay");
                 return;
             }
-        };
-        let n = match guard.try_io(|fd| batch.recv(fd.get_ref().as_fd())) {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                warn!(error = %e, "recvmmsg");
-                continue;
-            }
-            Err(_would_block) => continue,
-        };
+        }
         let plan = targets.borrow().clone();
         let mut local = Counters::ZERO;
         // Accepted datagrams: (index in batch, source, payload sum).
-        let mut accepted = Vec::with_capacity(n);
-        for i in 0..n {
-            let Some((source, payload, truncated)) = batch.get(i) else {
+        let mut accepted = Vec::with_capacity(batch.len());
+        for (i, d) in batch.iter().enumerate() {
+            let Some(source) = d.source else {
                 continue;
             };
-            if truncated {
+            if d.truncated {
                 local.dropped[DropReason::BadLength as usize] += 1;
                 continue;
             }
+            let payload = d.data;
             let class = ames::classify_slice(payload);
             let tag = usize::from(class.tag());
             local.packets[tag] += 1;
@@ -200,94 +205,29 @@ async fn relay(
         let mut slots = Vec::with_capacity(headers.len());
         let mut header_iter = headers.iter_mut();
         for &(i, source, payload_sum) in &accepted {
-            let Some((_, payload, _)) = batch.get(i) else {
-                continue;
-            };
+            let payload = batch.get(i).data;
             for (route_to, to, slot) in &plan.to {
                 let Some(h) = header_iter.next() else { break };
                 let len = packet::header(h, source, *to, payload.len(), payload_sum);
-                outgoing.push(mmsg::Outgoing::new(*route_to, &h[..len], payload));
+                outgoing.push((*route_to, [&h[..len], payload]));
                 slots.push(*slot);
             }
         }
-        send_all(&raw, &outgoing, &slots, &mut local).await;
+        if let Err(e) = raw.send_gathered(&outgoing, &mut outcome).await {
+            warn!(error = %e, "sending copies from the raw socket");
+        }
+        // Each copy counts for its replica: taken, or refused (unreachable,
+        // too long, filtered...) or never tried because the socket failed.
+        for (i, &slot) in slots.iter().enumerate() {
+            if outcome.get(i) == Some(&true) {
+                local.copies[usize::from(slot)] += 1;
+            } else {
+                local.clone_failures[usize::from(slot)] += 1;
+            }
+        }
         let mut shared = counters.lock().unwrap_or_else(PoisonError::into_inner);
         shared.add(&local);
     }
-}
-
-/// Sends every message, waiting while the socket is full; a message the
-/// kernel refuses is counted as a failure for its replica and skipped.
-async fn send_all(
-    raw: &AsyncFd<Socket>,
-    msgs: &[mmsg::Outgoing<'_>],
-    slots: &[u8],
-    counters: &mut Counters,
-) {
-    let mut at = 0;
-    while at < msgs.len() {
-        // At most UIO_MAXIOV messages per call.
-        let end = (at + 1024).min(msgs.len());
-        match mmsg::send(raw.get_ref().as_fd(), &msgs[at..end]) {
-            Ok(0) => {
-                // Nothing taken and no error (never seen): count the first as
-                // failed so that the loop always advances.
-                counters.clone_failures[usize::from(slots[at])] += 1;
-                at += 1;
-            }
-            Ok(sent) => {
-                for &slot in &slots[at..at + sent] {
-                    counters.copies[usize::from(slot)] += 1;
-                }
-                at += sent;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match raw.writable().await {
-                Ok(mut guard) => guard.clear_ready(),
-                Err(e) => {
-                    warn!(error = %e, "waiting for the raw socket");
-                    fail_rest(&slots[at..], counters);
-                    return;
-                }
-            },
-            Err(e) => {
-                // EHOSTUNREACH, ENETUNREACH, EMSGSIZE...: this copy only.
-                debug!(error = %e, slot = slots[at], "sending a copy");
-                counters.clone_failures[usize::from(slots[at])] += 1;
-                at += 1;
-            }
-        }
-    }
-}
-
-fn fail_rest(slots: &[u8], counters: &mut Counters) {
-    for &slot in slots {
-        counters.clone_failures[usize::from(slot)] += 1;
-    }
-}
-
-/// Asks for large socket buffers: past the sysctl limit if CAP_NET_ADMIN
-/// allows it, else as large as the limit.
-fn grow_buffer(socket: &Socket, receive: bool) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    let forced = if receive {
-        setsockopt(socket, sockopt::RcvBufForce, &SOCKET_BUFFER)
-    } else {
-        setsockopt(socket, sockopt::SndBufForce, &SOCKET_BUFFER)
-    };
-    if forced.is_err() {
-        // Without CAP_NET_ADMIN: as much as net.core.*mem_max allows.
-        let _ = if receive {
-            socket.set_recv_buffer_size(SOCKET_BUFFER)
-        } else {
-            socket.set_send_buffer_size(SOCKET_BUFFER)
-        };
-    }
-}
-
-fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
-    // SAFETY: the `Socket` owns its descriptor, so it stays open and the same
-    // for as long as the `AsyncFd` that owns the `Socket` lives.
-    unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)
 }
 
 fn bind_error(ship: SocketAddr, e: io::Error) -> Error {
