@@ -64,6 +64,16 @@ pub enum Command {
     /// cannot run eBPF programs; 77 when not root (or without the
     /// capabilities the mode needs); 1 for anything else.
     Lb(LbArgs),
+    /// Run the agent beside replica `--id`'s ship.
+    ///
+    /// Receives the edge box's copies of inbound packets on the replica's
+    /// `ames` address, campaigns for leadership in etcd, and then either
+    /// leads (turns packets into events, appends them to the event log, sends
+    /// the effects to the gatekeeper) or follows (applies committed events
+    /// and checks its ship's state against the leader's). Serves metrics and
+    /// its latest checkpoint on the replica's `metrics` address. SIGTERM or
+    /// SIGINT: a leader resigns at once, then it exits 0.
+    Replica(ReplicaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +159,29 @@ pub struct GatekeeperArgs {
 pub struct LbArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicaArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// This replica's id in the config.
+    #[arg(long, value_name = "N")]
+    pub id: config::ReplicaId,
+
+    /// The ship to run: `reference` (deterministic; answers every Ames
+    /// packet with its event number and state mug) or `nondeterministic`
+    /// (the same, salted per process: only for testing the determinism check).
+    #[arg(long, value_name = "SHIP", default_value = "reference")]
+    pub ship: ShipKind,
+}
+
+/// The in-process ships `seguro replica` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShipKind {
+    Reference,
+    Nondeterministic,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Eventlog(args) => cmd::eventlog::run(args),
         Command::Gatekeeper(args) => cmd::gatekeeper::run(args),
         Command::Lb(args) => cmd::lb::run(args),
+        Command::Replica(args) => cmd::replica::run(args),
     };
     match result {
         Ok(code) => code,

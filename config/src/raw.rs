@@ -82,6 +82,8 @@ pub(crate) struct RawReplicaDefaults {
     pub metrics_port: Option<S<i64>>,
     pub max_run_ahead: Option<S<i64>>,
     pub buffer_packets: Option<S<i64>>,
+    pub data_dir: Option<S<String>>,
+    pub checkpoint_every: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

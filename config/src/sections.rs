@@ -196,9 +196,22 @@ impl Builder<'_, '_> {
             65536,
             " packets",
         );
+        let checkpoint_every = self.int(
+            raw.checkpoint_every.as_ref(),
+            "replica.checkpoint_every",
+            1..(1 << 32),
+            10_000,
+            " events",
+        );
+        let data_dir = raw.data_dir.as_ref().map_or_else(
+            || PathBuf::from("/var/lib/seguro/replica"),
+            |d| self.base.join(d.get_ref()),
+        );
         Some(AgentConfig {
             max_run_ahead: max_run_ahead? as usize,
             buffer_packets: buffer_packets? as usize,
+            data_dir,
+            checkpoint_every: checkpoint_every? as u64,
         })
     }
 

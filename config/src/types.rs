@@ -245,12 +245,22 @@ impl EventlogConfig {
 }
 
 /// Settings every replica agent shares (the `[replica]` table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     /// Most events the leader computes beyond the commit point.
     pub max_run_ahead: usize,
     /// Most inbound packets a follower keeps for a promotion.
     pub buffer_packets: usize,
+    /// Each agent keeps its ship's checkpoints in `<data_dir>/replica-<id>`.
+    pub data_dir: PathBuf,
+    /// How many committed events between two checkpoints of the ship.
+    pub checkpoint_every: u64,
+}
+
+impl AgentConfig {
+    pub fn node_dir(&self, id: ReplicaId) -> PathBuf {
+        self.data_dir.join(format!("replica-{id}"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

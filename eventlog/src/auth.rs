@@ -33,7 +33,8 @@ fn mac(key: &Key, sender: Sender, millis: u64, nonce: &[u8; 8]) -> blake3::Hash 
     h.finalize()
 }
 
-fn now_millis() -> u64 {
+/// The wall clock in milliseconds since the Unix epoch, as credentials carry it.
+pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -51,7 +52,8 @@ impl Signer {
         Signer { key, sender }
     }
 
-    fn credential(&self) -> String {
+    /// A fresh credential, for requests outside gRPC (HTTP, say).
+    pub fn credential(&self) -> String {
         let millis = now_millis();
         let mut nonce = [0u8; 8];
         // The nonce only makes credentials unique; a failed draw is harmless.

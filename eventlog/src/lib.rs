@@ -11,7 +11,7 @@
 //!   [`Appender`] for the writer, reads, the commit watch, status and
 //!   membership.
 
-mod auth;
+pub mod auth;
 mod client;
 mod command;
 mod error;

@@ -8,16 +8,26 @@ use ames::Lane;
 
 /// A packet's identity: BLAKE3 of its lane and bytes, cut to 128 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PacketId([u8; 16]);
+pub struct PacketId([u8; PacketId::LEN]);
 
 impl PacketId {
+    pub const LEN: usize = 16;
+
+    pub const fn from_bytes(bytes: [u8; Self::LEN]) -> PacketId {
+        PacketId(bytes)
+    }
+
+    pub const fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+
     pub fn of(lane: Lane, packet: &[u8]) -> PacketId {
         let mut hasher = blake3::Hasher::new();
         hasher.update(lane.to_string().as_bytes());
         hasher.update(&[0]);
         hasher.update(packet);
-        let mut id = [0; 16];
-        id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+        let mut id = [0; Self::LEN];
+        id.copy_from_slice(&hasher.finalize().as_bytes()[..Self::LEN]);
         PacketId(id)
     }
 }

@@ -1,17 +1,31 @@
 //! The replica agent: the part of Seguro that runs beside each ship.
 //!
-//! As leader it turns inbound packets into events, has the ship compute
-//! them, appends them to the event log and sends the effects to the
-//! gatekeeper; as follower it applies committed events and checks that its
-//! ship computes the same state; on promotion it sequences the packets the
-//! old leader heard but never committed.
+//! The [`Agent`] decides who leads (etcd), what is committed (the event
+//! log), what followers keep of inbound packets, and where effects go (the
+//! gatekeeper). A runtime computes the ship: [`ShipRuntime`] runs a [`Ship`]
+//! in-process (the [`ReferenceShip`] for tests and demos); a C runtime such
+//! as vere speaks the same [`port`] through the C ABI.
 
+mod agent;
 mod buffer;
+mod checkpoint;
+mod clock;
+mod daemon;
 mod event;
+mod frame;
+mod inbound;
+pub mod metrics;
+mod peer;
+pub mod port;
 mod reference;
+mod runtime;
 mod ship;
 
+pub use agent::{Agent, AgentError, Inbound, Parts, Settings};
 pub use buffer::{PacketBuffer, PacketId};
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+pub use daemon::{DaemonError, run};
 pub use event::{EventDecodeError, PacketEvent};
 pub use reference::{ReferenceShip, Variant};
+pub use runtime::{RuntimeError, ShipRuntime};
 pub use ship::{Applied, Effect, Ship, ShipError};

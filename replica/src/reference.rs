@@ -116,6 +116,10 @@ impl Ship for ReferenceShip {
         out
     }
 
+    fn reset(&mut self) {
+        *self = ReferenceShip::new(self.variant);
+    }
+
     fn restore(&mut self, checkpoint: &[u8]) -> Result<(), ShipError> {
         let bytes: &[u8; CHECKPOINT_LEN] = checkpoint.try_into().map_err(|_| {
             ShipError::BadCheckpoint(format!(

@@ -44,4 +44,7 @@ pub trait Ship: Send {
 
     /// Replaces the state with a checkpoint's.
     fn restore(&mut self, checkpoint: &[u8]) -> Result<(), ShipError>;
+
+    /// Goes back to the state before event 1.
+    fn reset(&mut self);
 }

@@ -6,6 +6,7 @@ pub mod eventlog;
 pub mod gatekeeper;
 pub mod keygen;
 pub mod lb;
+pub mod replica;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -1,0 +1,269 @@
+//! Leading: fence the log, replay it to its end, hand the runtime the
+//! packets the old leader never committed, then append what the runtime
+//! plans and send its effects (docs/SPEC.md §2, §3, §6.3).
+
+use std::time::Duration;
+
+use eventlog::{AppendError, AppendFuture, Appender, EventNum, ReadError};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use gatekeeper::{Leadership, Sealer};
+use metrics::{counter, gauge};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Agent, AgentError};
+use crate::buffer::PacketId;
+use crate::frame;
+use crate::metrics as m;
+use crate::port::{Command, Notice};
+
+/// How a term ended.
+pub(super) enum End {
+    Shutdown,
+    /// With the `reason` label of `seguro_replica_step_downs_total`.
+    StepDown(&'static str),
+}
+
+/// The leader's pipeline.
+struct Term {
+    appender: Appender,
+    sealer: Sealer,
+    /// Appends not yet committed, oldest first.
+    in_flight: FuturesOrdered<AppendFuture>,
+    committed: EventNum,
+    /// When the oldest append still in flight was made, or the last commit.
+    progress_at: Instant,
+    /// Sealed effects waiting for the next send.
+    outgoing: Vec<Vec<u8>>,
+}
+
+/// Most commands handled before sealed effects are flushed.
+const COMMAND_BATCH: usize = 256;
+
+impl Agent {
+    pub(super) async fn lead(
+        &mut self,
+        leadership: Leadership,
+        shutdown: &CancellationToken,
+    ) -> Result<End, AgentError> {
+        let epoch = leadership.epoch();
+        counter!(m::PROMOTIONS).increment(1);
+        gauge!(m::EPOCH).set(epoch.get() as f64);
+        tracing::info!(%epoch, "elected; fencing the event log");
+
+        // From the fence on, the log refuses every older leader (SPEC §6.2).
+        let last = tokio::select! {
+            fenced = self.log.fence(epoch) => match fenced {
+                Ok(last) => last,
+                Err(AppendError::StaleEpoch { highest }) => {
+                    tracing::warn!(%highest, "a newer leader already fenced the log");
+                    return Ok(End::StepDown("fenced"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot fence the event log");
+                    return Ok(End::StepDown("fence_failed"));
+                }
+            },
+            _ = leadership.lost() => return Ok(End::StepDown("lease_lost")),
+            _ = shutdown.cancelled() => return Ok(resign(leadership).await),
+        };
+        if !self.catch_up(last, shutdown).await? {
+            return Ok(resign(leadership).await);
+        }
+        self.notify(Notice::Lead {
+            epoch,
+            next: last.next(),
+        })
+        .await?;
+        gauge!(m::LEADER).set(1.0);
+        gauge!(m::COMMITTED).set(last.get() as f64);
+        tracing::info!(%epoch, %last, "leading");
+
+        let mut term = Term {
+            appender: self.log.appender(epoch, last.next()),
+            sealer: Sealer::new(self.settings.id, epoch, self.key.clone()),
+            in_flight: FuturesOrdered::new(),
+            committed: last,
+            progress_at: Instant::now(),
+            outgoing: Vec::new(),
+        };
+        // What the old leader heard but never committed (SPEC §4.4).
+        let backlog = self.buffer.drain();
+        gauge!(m::BUFFERED).set(0.0);
+        if !backlog.is_empty() {
+            tracing::info!(
+                packets = backlog.len(),
+                "sequencing packets the old leader did not commit"
+            );
+            counter!(m::RECOVERED).increment(backlog.len() as u64);
+            for (lane, packet) in backlog {
+                let id = PacketId::of(lane, &packet);
+                self.notify(Notice::Packet { lane, packet, id }).await?;
+            }
+        }
+
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            let room = self.runtime_last.get() - term.committed.get() < self.settings.max_run_ahead;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(resign(leadership).await),
+                reason = leadership.lost() => {
+                    tracing::warn!(?reason, "lost the leadership");
+                    return Ok(End::StepDown("lease_lost"));
+                }
+                Some(done) = term.in_flight.next(), if !term.in_flight.is_empty() => match done {
+                    Ok(n) => {
+                        term.committed = term.committed.max(n);
+                        term.progress_at = Instant::now();
+                        gauge!(m::COMMITTED).set(term.committed.get() as f64);
+                        gauge!(m::RUN_AHEAD).set((self.runtime_last.get() - term.committed.get()) as f64);
+                        self.notify(Notice::Committed(term.committed)).await?;
+                    }
+                    Err(AppendError::StaleEpoch { highest }) => {
+                        tracing::warn!(%highest, "the event log was fenced by a newer leader");
+                        return Ok(End::StepDown("fenced"));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "an append failed");
+                        return Ok(End::StepDown("append_failed"));
+                    }
+                },
+                command = self.port.commands.recv() => {
+                    let mut next = Some(command.ok_or(AgentError::RuntimeGone)?);
+                    let mut handled = 0;
+                    while let Some(command) = next.take() {
+                        self.as_leader(&mut term, command)?;
+                        handled += 1;
+                        if handled < COMMAND_BATCH {
+                            next = self.port.commands.try_recv().ok();
+                        }
+                    }
+                    self.flush(&mut term).await?;
+                }
+                Some(batch) = self.inbound.recv(), if room => {
+                    for (lane, packet) in batch {
+                        let id = PacketId::of(lane, &packet);
+                        self.notify(Notice::Packet { lane, packet, id }).await?;
+                    }
+                }
+                _ = tick.tick() => {
+                    if !term.in_flight.is_empty() && term.progress_at.elapsed() > self.settings.ttl {
+                        tracing::error!(ttl = ?self.settings.ttl, "no commit for a lease TTL: the event log may have lost its quorum");
+                        return Ok(End::StepDown("commit_stalled"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replays the committed log up to `last`. `false` if shut down first.
+    async fn catch_up(
+        &mut self,
+        last: EventNum,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, AgentError> {
+        while self.runtime_last < last {
+            let mut events = Box::pin(self.log.read(self.runtime_last.next(), Some(last)));
+            loop {
+                let item = tokio::select! {
+                    item = events.next() => item,
+                    _ = shutdown.cancelled() => return Ok(false),
+                };
+                match item {
+                    Some(Ok(event)) => self.replay(event).await?,
+                    Some(Err(ReadError::Purged { first_available })) => {
+                        self.notify(Notice::Purged { first_available }).await?;
+                        let Some(restored) = self.restored(shutdown).await? else {
+                            return Ok(false);
+                        };
+                        self.runtime_last = restored;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "catching up; reading again");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// A command from the runtime while leading.
+    fn as_leader(&mut self, term: &mut Term, command: Command) -> Result<(), AgentError> {
+        match command {
+            Command::Plan {
+                num,
+                mug,
+                data,
+                packet,
+            } => {
+                let expected = self.runtime_last.next();
+                if num != expected {
+                    return Err(AgentError::OutOfOrderPlan { expected, got: num });
+                }
+                if term.in_flight.is_empty() {
+                    term.progress_at = Instant::now();
+                }
+                term.in_flight.push_back(term.appender.append(
+                    num,
+                    mug.get(),
+                    frame::encode(&data, packet),
+                ));
+                self.runtime_last = num;
+                counter!(m::SEQUENCED).increment(1);
+                gauge!(m::APPLIED).set(num.get() as f64);
+                gauge!(m::RUN_AHEAD).set((num.get() - term.committed.get()) as f64);
+            }
+            Command::Send { num, lane, payload } if num <= self.runtime_last => {
+                match term.sealer.seal(num, lane, &payload) {
+                    Ok(datagram) => term.outgoing.push(datagram),
+                    Err(e) => {
+                        counter!(m::EFFECTS_FAILED).increment(1);
+                        tracing::warn!(error = %e, event = %num, "cannot seal an effect");
+                    }
+                }
+            }
+            Command::Send { num, .. } => {
+                counter!(m::EFFECTS_FAILED).increment(1);
+                tracing::warn!(event = %num, "dropping an effect of an event not yet planned");
+            }
+            other => self.on_command(other),
+        }
+        Ok(())
+    }
+
+    /// Sends the sealed effects to the gatekeeper in one batch.
+    async fn flush(&mut self, term: &mut Term) -> Result<(), AgentError> {
+        if term.outgoing.is_empty() {
+            return Ok(());
+        }
+        let to = self.settings.gatekeeper;
+        let datagrams: Vec<_> = term.outgoing.iter().map(|d| (to, d.as_slice())).collect();
+        let sent = self
+            .effects
+            .send(&datagrams)
+            .await
+            .map_err(AgentError::Effects)?;
+        counter!(m::EFFECTS).increment(sent.sent as u64);
+        counter!(m::EFFECTS_FAILED).increment(sent.failed as u64);
+        term.outgoing.clear();
+        Ok(())
+    }
+}
+
+/// Ends the term at once so that the next leader need not wait a TTL.
+async fn resign(leadership: Leadership) -> End {
+    gauge!(m::LEADER).set(0.0);
+    match tokio::time::timeout(Duration::from_secs(2), leadership.resign()).await {
+        Ok(Ok(())) => tracing::info!("resigned the leadership"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "resigning failed; the lease will expire"),
+        Err(_) => tracing::warn!("resigning timed out; the lease will expire"),
+    }
+    counter!(m::STEP_DOWNS, "reason" => "shutdown").increment(1);
+    End::Shutdown
+}

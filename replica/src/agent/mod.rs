@@ -1,0 +1,297 @@
+//! The agent's side of a replica: who leads, what is committed, what the
+//! buffer keeps, where effects go. It follows the committed log, campaigns,
+//! leads, steps down, and follows again (docs/SPEC.md §2, §4.4, §6), while
+//! a runtime computes the ship (see [`crate::port`]).
+
+mod follow;
+mod lead;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ames::Lane;
+use config::{Key, ReplicaId};
+use eventlog::{Event, EventNum};
+use gatekeeper::Election;
+use metrics::{counter, gauge};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::PacketBuffer;
+use crate::frame;
+use crate::metrics as m;
+use crate::port::{AgentPort, Command, Notice};
+
+/// What an agent needs to know of its cluster.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub id: ReplicaId,
+    /// The etcd lease TTL: also how long a leader waits for a commit before
+    /// it steps down.
+    pub ttl: Duration,
+    pub max_run_ahead: u64,
+    pub buffer_packets: usize,
+    /// Where effect envelopes go (`gatekeeper.listen`).
+    pub gatekeeper: SocketAddr,
+}
+
+/// Inbound packets, a batch at a time, from the agent's Ames socket.
+pub type Inbound = mpsc::Receiver<Vec<(Lane, Vec<u8>)>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("the event log skipped from event {last} to {got}")]
+    Gap { last: EventNum, got: EventNum },
+    #[error("the runtime stopped")]
+    RuntimeGone,
+    #[error("the runtime planned event {got} where {expected} was next")]
+    OutOfOrderPlan { expected: EventNum, got: EventNum },
+    #[error("cannot send effects to the gatekeeper: {0}")]
+    Effects(std::io::Error),
+}
+
+/// The parts an agent runs with.
+pub struct Parts {
+    pub settings: Settings,
+    pub log: eventlog::Client,
+    pub election: Election,
+    /// This replica's effect-signing key.
+    pub key: Key,
+    pub inbound: Inbound,
+    pub effects: udp::BatchSocket,
+    pub port: AgentPort,
+}
+
+/// One replica's agent.
+pub struct Agent {
+    settings: Settings,
+    log: eventlog::Client,
+    election: Election,
+    key: Key,
+    inbound: Inbound,
+    effects: udp::BatchSocket,
+    port: AgentPort,
+    buffer: PacketBuffer,
+    /// The last event the runtime has (replayed to it, or planned by it).
+    runtime_last: EventNum,
+    /// The mugs the log recorded for replays the runtime has not answered.
+    pending: VecDeque<(EventNum, u32)>,
+    watermark: watch::Sender<EventNum>,
+    /// Set once the runtime computed a mug other than the log's: this
+    /// replica never campaigns again until an operator restores it.
+    diverged: bool,
+}
+
+impl Agent {
+    pub fn new(parts: Parts) -> Agent {
+        let Parts {
+            settings,
+            log,
+            election,
+            key,
+            inbound,
+            effects,
+            port,
+        } = parts;
+        Agent {
+            buffer: PacketBuffer::new(settings.buffer_packets),
+            settings,
+            log,
+            election,
+            key,
+            inbound,
+            effects,
+            port,
+            runtime_last: EventNum::NONE,
+            pending: VecDeque::new(),
+            watermark: watch::channel(EventNum::NONE).0,
+            diverged: false,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled (a leader resigns first), the
+    /// runtime stops, or the log breaks its promises.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        m::register();
+        self.report_watermarks(shutdown.clone());
+        let Some(last) = self.restored(&shutdown).await? else {
+            return Ok(());
+        };
+        self.runtime_last = last;
+        loop {
+            let Some(leadership) = self.follow(&shutdown).await? else {
+                return Ok(());
+            };
+            match self.lead(leadership, &shutdown).await? {
+                lead::End::Shutdown => return Ok(()),
+                lead::End::StepDown(reason) => {
+                    counter!(m::STEP_DOWNS, "reason" => reason).increment(1);
+                    gauge!(m::LEADER).set(0.0);
+                    tracing::warn!(
+                        reason,
+                        "stepped down; the runtime goes back to its checkpoint"
+                    );
+                    self.notify(Notice::Rewind).await?;
+                    let Some(last) = self.restored(&shutdown).await? else {
+                        return Ok(());
+                    };
+                    self.runtime_last = last;
+                }
+            }
+        }
+    }
+
+    async fn notify(&self, notice: Notice) -> Result<(), AgentError> {
+        self.port
+            .notices
+            .send(notice)
+            .await
+            .map_err(|_| AgentError::RuntimeGone)
+    }
+
+    /// Waits for the runtime to say where its state is, handling whatever
+    /// else it says meanwhile. `None` if shut down first.
+    async fn restored(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<EventNum>, AgentError> {
+        loop {
+            let command = tokio::select! {
+                c = self.port.commands.recv() => c.ok_or(AgentError::RuntimeGone)?,
+                _ = shutdown.cancelled() => return Ok(None),
+            };
+            match command {
+                Command::Restored { last } => {
+                    // Replays before the rewind no longer count.
+                    self.pending.clear();
+                    gauge!(m::APPLIED).set(last.get() as f64);
+                    tracing::info!(%last, "runtime restored");
+                    return Ok(Some(last));
+                }
+                other => self.on_command(other),
+            }
+        }
+    }
+
+    /// Sends a committed event to the runtime, noting its mug for the check.
+    async fn replay(&mut self, event: Event) -> Result<(), AgentError> {
+        if event.num <= self.runtime_last {
+            return Ok(());
+        }
+        if event.num != self.runtime_last.next() {
+            return Err(AgentError::Gap {
+                last: self.runtime_last,
+                got: event.num,
+            });
+        }
+        let data = match frame::decode(&event.data) {
+            Some((packet, data)) => {
+                if let Some(id) = packet {
+                    self.buffer.remove(id);
+                    gauge!(m::BUFFERED).set(self.buffer.len() as f64);
+                }
+                data
+            }
+            None => {
+                tracing::warn!(event = %event.num, "an event no agent framed; passing it on as it is");
+                event.data.clone()
+            }
+        };
+        self.pending.push_back((event.num, event.mug));
+        self.notify(Notice::Replay {
+            num: event.num,
+            data,
+        })
+        .await?;
+        self.runtime_last = event.num;
+        counter!(m::REPLAYED).increment(1);
+        gauge!(m::COMMITTED).set(event.num.get() as f64);
+        Ok(())
+    }
+
+    /// What any role does with the runtime's answers; plans and effects
+    /// outside a term are stale and dropped.
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Applied { num, mug } => self.check(num, mug.get()),
+            Command::Checkpointed(num) => {
+                self.watermark.send_if_modified(|w| {
+                    let newer = num > *w;
+                    *w = (*w).max(num);
+                    newer
+                });
+            }
+            Command::Plan { num, .. } | Command::Send { num, .. } => {
+                tracing::debug!(event = %num, "dropping a plan or effect from outside a term");
+            }
+            Command::Restored { last } => {
+                tracing::warn!(%last, "the runtime restored itself unasked");
+                self.runtime_last = last;
+                self.pending.clear();
+            }
+        }
+    }
+
+    /// The determinism check: the runtime's mug after a replayed event must
+    /// be the one the leader recorded.
+    fn check(&mut self, num: EventNum, mug: u32) {
+        while let Some(&(pending, recorded)) = self.pending.front() {
+            if pending > num {
+                break;
+            }
+            self.pending.pop_front();
+            if pending < num {
+                continue;
+            }
+            gauge!(m::APPLIED).set(num.get() as f64);
+            if mug != recorded {
+                counter!(m::MISMATCHES).increment(1);
+                tracing::error!(
+                    event = %num,
+                    recorded = format_args!("{recorded:#010x}"),
+                    computed = format_args!("{mug:#010x}"),
+                    "the ship is not deterministic: its state after this event differs from the \
+                     leader's; this replica will not lead until it is restored from a healthy peer"
+                );
+                if !self.diverged {
+                    self.diverged = true;
+                    gauge!(m::DIVERGED).set(1.0);
+                }
+            }
+        }
+    }
+
+    /// Keeps the event log told of the last event this replica's runtime
+    /// has checkpointed (SPEC §5), retrying until it is recorded.
+    fn report_watermarks(&self, shutdown: CancellationToken) {
+        let mut rx = self.watermark.subscribe();
+        let log = self.log.clone();
+        let id = self.settings.id;
+        tokio::spawn(async move {
+            let mut reported = EventNum::NONE;
+            loop {
+                let wanted = *rx.borrow_and_update();
+                if wanted > reported {
+                    match log.set_watermark(id, wanted).await {
+                        Ok(purge) => {
+                            reported = wanted;
+                            tracing::debug!(watermark = %wanted, purge_point = %purge, "watermark recorded");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot record the checkpoint watermark; retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                                _ = shutdown.cancelled() => return,
+                            }
+                        }
+                    }
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() { return },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+}

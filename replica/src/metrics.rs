@@ -1,0 +1,64 @@
+//! The replica agent's Prometheus metrics (docs/METRICS.md, "Replica").
+
+use metrics::{counter, gauge};
+
+pub const LEADER: &str = "seguro_replica_leader";
+pub const EPOCH: &str = "seguro_replica_epoch";
+pub const APPLIED: &str = "seguro_replica_applied_event";
+pub const COMMITTED: &str = "seguro_replica_committed_event";
+pub const RUN_AHEAD: &str = "seguro_replica_run_ahead_events";
+pub const PACKETS: &str = "seguro_replica_packets_received_total";
+pub const SEQUENCED: &str = "seguro_replica_sequenced_total";
+pub const REPLAYED: &str = "seguro_replica_replayed_total";
+pub const EFFECTS: &str = "seguro_replica_effects_sent_total";
+pub const EFFECTS_FAILED: &str = "seguro_replica_effects_failed_total";
+pub const BUFFERED: &str = "seguro_replica_buffered_packets";
+pub const EVICTED: &str = "seguro_replica_buffer_evicted_total";
+pub const RECOVERED: &str = "seguro_replica_recovered_packets_total";
+pub const MISMATCHES: &str = "seguro_replica_mug_mismatches_total";
+pub const DIVERGED: &str = "seguro_replica_diverged";
+pub const PROMOTIONS: &str = "seguro_replica_promotions_total";
+pub const STEP_DOWNS: &str = "seguro_replica_step_downs_total";
+pub const CHECKPOINT: &str = "seguro_replica_checkpoint_event";
+pub const CHECKPOINTS: &str = "seguro_replica_checkpoints_total";
+pub const RESTORES: &str = "seguro_replica_restores_total";
+
+/// Why a leader stopped leading, as the `reason` label says it.
+pub const STEP_DOWN_REASONS: &[&str] = &[
+    "lease_lost",
+    "fenced",
+    "append_failed",
+    "commit_stalled",
+    "fence_failed",
+    "shutdown",
+];
+
+/// Registers every series at zero, so that dashboards and alerts see zeros
+/// rather than gaps from the start.
+pub fn register() {
+    for g in [
+        LEADER, EPOCH, APPLIED, COMMITTED, RUN_AHEAD, BUFFERED, DIVERGED, CHECKPOINT,
+    ] {
+        gauge!(g).set(0.0);
+    }
+    for c in [
+        PACKETS,
+        SEQUENCED,
+        REPLAYED,
+        EFFECTS,
+        EFFECTS_FAILED,
+        EVICTED,
+        RECOVERED,
+        MISMATCHES,
+        PROMOTIONS,
+        CHECKPOINTS,
+    ] {
+        counter!(c).absolute(0);
+    }
+    for reason in STEP_DOWN_REASONS {
+        counter!(STEP_DOWNS, "reason" => *reason).absolute(0);
+    }
+    for source in ["local", "peer"] {
+        counter!(RESTORES, "source" => source).absolute(0);
+    }
+}

@@ -1,0 +1,120 @@
+//! What a replica agent serves over HTTP (its metrics, and its latest
+//! checkpoint for a wiped peer), and how it fetches a peer's checkpoint.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use bytes::Bytes;
+use eventlog::auth::{self, Signer, Verifier};
+use http_body_util::{BodyExt, Empty};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+
+#[derive(Clone)]
+struct Served {
+    metrics: PrometheusHandle,
+    store: CheckpointStore,
+    verifier: Verifier,
+}
+
+/// Serves `GET /metrics` (Prometheus) and `GET /checkpoint` (this agent's
+/// latest checkpoint, to holders of the event log secret only: a ship's
+/// state holds its private keys).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    store: CheckpointStore,
+    verifier: Verifier,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<Served>| async move { s.metrics.render() }),
+        )
+        .route("/checkpoint", get(checkpoint))
+        .with_state(Served {
+            metrics,
+            store,
+            verifier,
+        });
+    axum::serve(listener, app).await
+}
+
+async fn checkpoint(State(s): State<Served>, headers: HeaderMap) -> impl IntoResponse {
+    let credential = headers.get(auth::HEADER).and_then(|v| v.to_str().ok());
+    if let Err(refusal) = s.verifier.verify(credential, auth::now_millis()) {
+        tracing::warn!(
+            ?refusal,
+            "refused a checkpoint request without a valid credential"
+        );
+        return (StatusCode::UNAUTHORIZED, Vec::new());
+    }
+    match tokio::task::spawn_blocking(move || s.store.load()).await {
+        Ok(Ok(Some(c))) => (StatusCode::OK, c.encode()),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, Vec::new()),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot read the checkpoint a peer asked for");
+            (StatusCode::INTERNAL_SERVER_ERROR, Vec::new())
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, Vec::new()),
+    }
+}
+
+/// Why a peer's checkpoint could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot reach {0}: {1}")]
+    Connect(SocketAddr, String),
+    #[error("{0} answered {1}")]
+    Status(SocketAddr, StatusCode),
+    #[error("{0} sent a damaged checkpoint: {1}")]
+    Corrupt(SocketAddr, String),
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(SocketAddr, Duration),
+}
+
+/// Asks the agent at `addr` for its latest checkpoint.
+pub async fn fetch(
+    addr: SocketAddr,
+    signer: &Signer,
+    limit: Duration,
+) -> Result<Checkpoint, FetchError> {
+    let request = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| FetchError::Connect(addr, e.to_string()))?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| FetchError::Connect(addr, e.to_string()))?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get("/checkpoint")
+            .header(hyper::header::HOST, addr.to_string())
+            .header(auth::HEADER, signer.credential())
+            .body(Empty::<Bytes>::new())
+            .expect("a request built from valid parts");
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| FetchError::Connect(addr, e.to_string()))?;
+        if response.status() != StatusCode::OK {
+            return Err(FetchError::Status(addr, response.status()));
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| FetchError::Connect(addr, e.to_string()))?
+            .to_bytes();
+        Checkpoint::decode(&body).map_err(|why| FetchError::Corrupt(addr, why))
+    };
+    tokio::time::timeout(limit, request)
+        .await
+        .map_err(|_| FetchError::Timeout(addr, limit))?
+}

@@ -1,0 +1,238 @@
+//! The in-process runtime: a [`Ship`] driven by the agent's notices, with
+//! its checkpoints on disk and, for a wiped replica, a peer's checkpoint.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use eventlog::EventNum;
+use eventlog::auth::Signer;
+use metrics::{counter, gauge};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::clock::Clock;
+use crate::event::PacketEvent;
+use crate::metrics as m;
+use crate::peer;
+use crate::port::{Command, Notice, RuntimePort};
+use crate::ship::{Ship, ShipError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Ship(#[from] ShipError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("told to lead from event {next}, but the ship's last event is {last}")]
+    Lead { next: EventNum, last: EventNum },
+}
+
+/// A ship, its checkpoints, and where peers' checkpoints can be had.
+pub struct ShipRuntime {
+    ship: Box<dyn Ship>,
+    store: CheckpointStore,
+    clock: Clock,
+    port: RuntimePort,
+    checkpoint_every: u64,
+    checkpointed: EventNum,
+    leading: bool,
+    /// Other agents' HTTP addresses, and the credential to ask them with.
+    peers: Vec<SocketAddr>,
+    signer: Signer,
+}
+
+impl ShipRuntime {
+    pub fn new(
+        ship: Box<dyn Ship>,
+        store: CheckpointStore,
+        port: RuntimePort,
+        checkpoint_every: u64,
+        peers: Vec<SocketAddr>,
+        signer: Signer,
+    ) -> Self {
+        ShipRuntime {
+            ship,
+            store,
+            clock: Clock::default(),
+            port,
+            checkpoint_every,
+            checkpointed: EventNum::NONE,
+            leading: false,
+            peers,
+            signer,
+        }
+    }
+
+    /// Serves the agent until it goes away or `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
+        self.rewind()?;
+        loop {
+            let notice = tokio::select! {
+                n = self.port.notices.recv() => match n { Some(n) => n, None => return Ok(()) },
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            match notice {
+                Notice::Replay { num, data } => {
+                    let applied = self.ship.apply(num, &data)?;
+                    if let Ok(packet) = PacketEvent::decode(&data) {
+                        self.clock.observe(packet.now_us);
+                    }
+                    self.tell(Command::Applied {
+                        num,
+                        mug: applied.mug,
+                    });
+                    // A replayed state is a committed one.
+                    self.maybe_checkpoint().await;
+                }
+                Notice::Lead { next, .. } => {
+                    let last = self.ship.last();
+                    if next != last.next() {
+                        return Err(RuntimeError::Lead { next, last });
+                    }
+                    self.leading = true;
+                }
+                Notice::Packet { lane, packet, id } if self.leading => {
+                    let data = PacketEvent {
+                        now_us: self.clock.now_us(),
+                        lane,
+                        packet,
+                    }
+                    .encode();
+                    let num = self.ship.last().next();
+                    let applied = self.ship.apply(num, &data)?;
+                    self.tell(Command::Plan {
+                        num,
+                        mug: applied.mug,
+                        data: data.into(),
+                        packet: Some(id),
+                    });
+                    for effect in applied.effects {
+                        self.tell(Command::Send {
+                            num,
+                            lane: effect.lane,
+                            payload: effect.payload,
+                        });
+                    }
+                }
+                Notice::Packet { .. } => {}
+                Notice::Committed(num) => {
+                    if self.ship.last() == num {
+                        self.maybe_checkpoint().await;
+                    }
+                }
+                Notice::Rewind => {
+                    self.leading = false;
+                    self.rewind()?;
+                }
+                Notice::Purged { first_available } => {
+                    self.leading = false;
+                    let need = EventNum(first_available.get().saturating_sub(1));
+                    if !self.restore_from_peers(need, &shutdown).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn tell(&self, command: Command) {
+        // The agent going away ends `run` at its next notice.
+        let _ = self.port.commands.send(command);
+    }
+
+    /// Back to the last checkpoint (or the start), and says so.
+    fn rewind(&mut self) -> Result<(), RuntimeError> {
+        match self.store.load()? {
+            Some(checkpoint) => {
+                self.ship.restore(&checkpoint.state)?;
+                self.checkpointed = checkpoint.last;
+                counter!(m::RESTORES, "source" => "local").increment(1);
+            }
+            None => {
+                self.ship.reset();
+                self.checkpointed = EventNum::NONE;
+            }
+        }
+        gauge!(m::CHECKPOINT).set(self.checkpointed.get() as f64);
+        self.tell(Command::Checkpointed(self.checkpointed));
+        self.tell(Command::Restored {
+            last: self.ship.last(),
+        });
+        Ok(())
+    }
+
+    /// Saves the ship's state if enough events passed since the last save.
+    async fn maybe_checkpoint(&mut self) {
+        let last = self.ship.last();
+        if last.get() < self.checkpointed.get() + self.checkpoint_every {
+            return;
+        }
+        let checkpoint = Checkpoint {
+            last,
+            state: self.ship.checkpoint(),
+        };
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.save(&checkpoint)).await {
+            Ok(Ok(())) => {
+                self.checkpointed = last;
+                counter!(m::CHECKPOINTS).increment(1);
+                gauge!(m::CHECKPOINT).set(last.get() as f64);
+                self.tell(Command::Checkpointed(last));
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save a checkpoint; will try again"),
+            Err(e) => tracing::error!(error = %e, "the checkpoint task failed"),
+        }
+    }
+
+    /// Restores the ship from the newest peer checkpoint at or after
+    /// `at_least`, retrying until one exists. `false` if shut down first.
+    async fn restore_from_peers(
+        &mut self,
+        at_least: EventNum,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, RuntimeError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let mut best: Option<Checkpoint> = None;
+            for &peer in &self.peers {
+                match peer::fetch(peer, &self.signer, Duration::from_secs(10)).await {
+                    Ok(c)
+                        if c.last >= at_least && best.as_ref().is_none_or(|b| c.last > b.last) =>
+                    {
+                        best = Some(c)
+                    }
+                    Ok(c) => {
+                        tracing::info!(%peer, event = %c.last, "this peer's checkpoint is too old")
+                    }
+                    Err(e) => tracing::info!(error = %e, "no checkpoint from this peer"),
+                }
+            }
+            if let Some(checkpoint) = best {
+                self.ship.restore(&checkpoint.state)?;
+                let store = self.store.clone();
+                let saved = checkpoint.clone();
+                match tokio::task::spawn_blocking(move || store.save(&saved)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot save the checkpoint fetched from a peer")
+                    }
+                    Err(e) => tracing::error!(error = %e, "the checkpoint task failed"),
+                }
+                self.checkpointed = checkpoint.last;
+                counter!(m::RESTORES, "source" => "peer").increment(1);
+                gauge!(m::CHECKPOINT).set(checkpoint.last.get() as f64);
+                tracing::info!(event = %checkpoint.last, "ship restored from a peer's checkpoint");
+                self.tell(Command::Checkpointed(checkpoint.last));
+                self.tell(Command::Restored {
+                    last: checkpoint.last,
+                });
+                return Ok(true);
+            }
+            tracing::warn!(need = %at_least, "no peer has a recent enough checkpoint yet; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(Duration::from_secs(5)),
+                _ = shutdown.cancelled() => return Ok(false),
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! `seguro replica`: the agent beside one ship.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use config::KeyCheck;
+use replica::{ReferenceShip, Ship, Variant};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{ReplicaArgs, ShipKind};
+use crate::cmd::{UsageError, load_config, shutdown_signal};
+
+pub fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(
+        &args.cluster.config,
+        &args.cluster.overrides,
+        KeyCheck::Replica(args.id),
+    )?;
+    if config.replica(args.id).is_none() {
+        let ids: Vec<_> = config.replicas.iter().map(|r| r.id.to_string()).collect();
+        return Err(UsageError(format!(
+            "--id {}: {} has no replica with that id (it has {})",
+            args.id,
+            args.cluster.config.display(),
+            ids.join(", ")
+        ))
+        .into());
+    }
+    let ship: Box<dyn Ship> = Box::new(ReferenceShip::new(match args.ship {
+        ShipKind::Reference => Variant::Deterministic,
+        ShipKind::Nondeterministic => Variant::NonDeterministic {
+            salt: u64::from(std::process::id()),
+        },
+    }));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("seguro-replica")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        });
+        replica::run(&config, args.id, ship, shutdown)
+            .await
+            .context("the replica agent stopped")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
