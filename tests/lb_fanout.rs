@@ -508,6 +508,20 @@ fn program_exists(id: u32) -> bool {
     false
 }
 
+/// Whether program `id` is gone from the kernel within a few seconds: the
+/// kernel frees a program after an RCU grace period once its last
+/// reference (link, filter, descriptor) is dropped, not at once.
+fn program_gone(id: u32) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while program_exists(id) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// The edge box's own services: a UDP and a TCP port on the public address
 /// that are not the ship's must work as if nothing were attached.
 fn assert_edge_traffic_untouched(edge: &Edge) {
@@ -694,8 +708,8 @@ fn xdp_fans_out_to_every_replica_and_detaches_cleanly() {
     );
     let qdisc = edge.lab.edge.exec("tc", &["qdisc", "show", "dev", EDGE_IF]);
     assert!(!String::from_utf8_lossy(&qdisc.stdout).contains("clsact"));
-    assert!(!program_exists(xdp_prog), "the XDP program is still loaded");
-    assert!(!program_exists(tc_prog), "the TC program is still loaded");
+    assert!(program_gone(xdp_prog), "the XDP program is still loaded");
+    assert!(program_gone(tc_prog), "the TC program is still loaded");
     let pinned: Vec<_> = std::fs::read_dir("/sys/fs/bpf")
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
         .unwrap_or_default();
@@ -931,7 +945,7 @@ fn a_clsact_qdisc_is_removed_only_if_ours() {
         edge.assert_delivered(&mix.accepted[..5], &[1, 2, 3]);
         let tc_prog = lb.logged_number("tc_prog");
         assert!(lb.stop().success());
-        assert!(!program_exists(tc_prog));
+        assert!(program_gone(tc_prog), "the TC program is still loaded");
         assert!(!tc(&["filter", "show", "dev", EDGE_IF, "ingress"]).contains("seguro_tc"));
         assert_eq!(
             tc(&["qdisc", "show", "dev", EDGE_IF]).contains("clsact"),
