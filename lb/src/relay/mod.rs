@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use lb_abi::{Counters, DropReason};
 use socket2::{Domain, Protocol, Socket, Type};
-use udp::raw::{self, Family, Outgoing, PayloadSum};
 use tokio::sync::{oneshot, watch};
 use tracing::warn;
+use udp::raw::{self, Family, Outgoing, PayloadSum};
 use udp::{BatchSocket, RecvBatch, SocketOptions};
 
 use crate::Error;
@@ -119,11 +119,7 @@ impl From<&Desired> for Targets {
     fn from(d: &Desired) -> Self {
         Targets {
             drop_malformed: d.drop_malformed,
-            to: d
-                .replicas
-                .iter()
-                .map(|r| (r.ames, r.slot))
-                .collect(),
+            to: d.replicas.iter().map(|r| (r.ames, r.slot)).collect(),
         }
     }
 }
