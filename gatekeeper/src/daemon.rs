@@ -1,6 +1,11 @@
 //! The gatekeeper daemon: receives envelopes on `gatekeeper.listen`, follows
 //! the election and its own active/standby key in etcd, and sends the
-//! effects that pass from a socket bound to the ship's public address.
+//! effects that pass from the ship's public address.
+//!
+//! Effects leave through a raw socket ([`udp::raw`]) whose headers carry
+//! `ship.public` as their source: the gatekeeper binds nothing there, so the
+//! userspace relay of `seguro lb` (which must receive on `ship.public`) runs
+//! beside it on the same edge box. Raw sends need `CAP_NET_RAW`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,6 +17,7 @@ use etcd_client::Client;
 use eventlog::CommitState;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
+use udp::raw::{self, Family, Outgoing, PayloadSum};
 use udp::{BatchSocket, RecvBatch, Socket, SocketOptions};
 
 use crate::election::{Election, GATEKEEPER_KEY, LeaderView};
@@ -29,7 +35,8 @@ pub struct Settings {
     pub root: String,
     /// Where envelopes arrive.
     pub listen: SocketAddr,
-    /// The ship's public address, which effects are sent from.
+    /// The ship's public address, which effects are sent from (written in
+    /// their headers: nothing is bound to it). A specific address and port.
     pub public: SocketAddr,
     pub keys: Keyring,
     pub optimism: Optimism,
@@ -40,6 +47,8 @@ pub struct Settings {
     pub lease_ttl: Duration,
     /// This gatekeeper's value in `<root>/gatekeeper`, for operators.
     pub name: String,
+    /// The envelope socket's options; its `send_buffer` is also the raw
+    /// socket's.
     pub socket: SocketOptions,
 }
 
@@ -65,10 +74,29 @@ impl Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot bind the {what} socket to {addr}: {source}")]
+    #[error("cannot bind the envelope socket to {addr}: {source}")]
     Bind {
-        what: &'static str,
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "ship.public: effects are sent from `{0}`, which must be a specific \
+         address and port"
+    )]
+    Public(SocketAddr),
+    #[error(
+        "the gatekeeper needs CAP_NET_RAW to send from the ship's address {public} \
+         through a raw socket (it binds nothing there, so that `seguro lb`'s \
+         userspace relay can receive on it): run it as root or grant it \
+         CAP_NET_RAW ({source})"
+    )]
+    NotPermitted {
+        public: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the raw socket that sends effects from {public}: {source}")]
+    Raw {
+        public: SocketAddr,
         source: std::io::Error,
     },
     #[error(
@@ -92,7 +120,8 @@ pub enum Error {
     },
 }
 
-/// A gatekeeper with its sockets bound, ready to [`run`](Gatekeeper::run).
+/// A gatekeeper with its envelope socket bound and its raw socket open,
+/// ready to [`run`](Gatekeeper::run).
 pub struct Gatekeeper {
     settings: Settings,
     rx: Socket,
@@ -103,19 +132,30 @@ pub struct Gatekeeper {
 }
 
 impl Gatekeeper {
-    /// Binds the envelope socket and the ship's public socket (port 0 picks
-    /// a free one). Install the metrics recorder before this, if any.
+    /// Binds the envelope socket (port 0 picks a free one) and opens the
+    /// raw socket that sends effects from the ship's public address, of
+    /// that address's family. Install the metrics recorder before this, if
+    /// any.
+    ///
+    /// Fails with [`Error::NotPermitted`] without `CAP_NET_RAW`.
     pub fn bind(settings: Settings) -> Result<Self, Error> {
-        let bind = |what, addr| {
-            udp::bind(addr, settings.socket)
-                .and_then(|s| {
-                    let local = s.local_addr()?.as_socket();
-                    Ok((s, local.unwrap_or(addr)))
-                })
-                .map_err(|source| Error::Bind { what, addr, source })
-        };
-        let (rx, listen) = bind("envelope", settings.listen)?;
-        let (tx, public) = bind("ship's public", settings.public)?;
+        let public = settings.public;
+        if public.port() == 0 || public.ip().is_unspecified() {
+            return Err(Error::Public(public));
+        }
+        let addr = settings.listen;
+        let (rx, listen) = udp::bind(addr, settings.socket)
+            .and_then(|s| {
+                let local = s.local_addr()?.as_socket();
+                Ok((s, local.unwrap_or(addr)))
+            })
+            .map_err(|source| Error::Bind { addr, source })?;
+        let tx = raw::socket(Family::of(public.ip()), settings.socket.send_buffer).map_err(
+            |source| match source.kind() {
+                std::io::ErrorKind::PermissionDenied => Error::NotPermitted { public, source },
+                _ => Error::Raw { public, source },
+            },
+        )?;
         Ok(Self {
             settings,
             rx,
@@ -131,7 +171,7 @@ impl Gatekeeper {
         self.listen
     }
 
-    /// Where effects are sent from.
+    /// Where effects are sent from: the source their headers carry.
     pub fn public_addr(&self) -> SocketAddr {
         self.public
     }
@@ -256,7 +296,7 @@ struct Loop {
 }
 
 impl Loop {
-    /// Registers the sockets with this thread's runtime and forwards until
+    /// Registers both sockets with this thread's runtime and forwards until
     /// `stop` resolves.
     async fn serve(self, stop: impl Future<Output = ()>) -> Result<(), Error> {
         let Loop {
@@ -270,15 +310,16 @@ impl Loop {
             mut active,
             mut commits,
         } = self;
-        let register = |what, s: Socket, addr| {
-            BatchSocket::register(s).map_err(|source| Error::Bind { what, addr, source })
-        };
-        let io = Io {
-            rx: register("envelope", rx, listen)?,
-            tx: register("ship's public", tx, public)?,
-            listen,
+        let rx = BatchSocket::register(rx).map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
+        let tx = raw::Sender::register(tx).map_err(|source| Error::Raw { public, source })?;
+        let mut io = Io {
+            tx,
             public,
             stats,
+            outcome: Vec::new(),
         };
         tokio::pin!(stop);
         // Lanes are inside the envelopes: who sent one does not matter.
@@ -303,13 +344,13 @@ impl Loop {
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     fwd.refresh(Instant::now());
                 }
-                r = io.rx.recv(&mut batch) => {
-                    r.map_err(|source| Error::Receive { addr: io.listen, source })?;
+                r = rx.recv(&mut batch) => {
+                    r.map_err(|source| Error::Receive { addr: listen, source })?;
                     io.forward_batch(&mut fwd, &batch, &mut released).await?;
                     // Drain what else is queued, a bounded number of times.
                     for _ in 1..BATCHES_PER_TURN {
-                        let n = io.rx.try_recv(&mut batch)
-                            .map_err(|source| Error::Receive { addr: io.listen, source })?;
+                        let n = rx.try_recv(&mut batch)
+                            .map_err(|source| Error::Receive { addr: listen, source })?;
                         if n == 0 {
                             break;
                         }
@@ -324,20 +365,20 @@ impl Loop {
     }
 }
 
-/// The two sockets, registered on the forwarding thread.
+/// The sending side, registered on the forwarding thread.
 struct Io {
-    rx: BatchSocket,
-    tx: BatchSocket,
-    listen: SocketAddr,
+    tx: raw::Sender,
     public: SocketAddr,
     stats: Arc<Stats>,
+    /// Reused from send to send.
+    outcome: Vec<bool>,
 }
 
 impl Io {
     /// Decides a received batch and sends what passes: first what the hold
     /// queue releases, then this batch's effects, in arrival order.
     async fn forward_batch(
-        &self,
+        &mut self,
         fwd: &mut Forwarder,
         batch: &RecvBatch,
         released: &mut Vec<Effect>,
@@ -360,7 +401,7 @@ impl Io {
     }
 
     async fn send_released(
-        &self,
+        &mut self,
         fwd: &mut Forwarder,
         released: &mut Vec<Effect>,
     ) -> Result<(), Error> {
@@ -379,14 +420,30 @@ impl Io {
         Ok(())
     }
 
-    async fn send(&self, out: &[(SocketAddr, &[u8])]) -> Result<(), Error> {
+    /// Sends each `(lane, payload)` from the ship's public address. A lane
+    /// of the other family than `ship.public`'s cannot be written, and
+    /// counts as refused.
+    async fn send(&mut self, out: &[(SocketAddr, &[u8])]) -> Result<(), Error> {
         if out.is_empty() {
             return Ok(());
         }
-        let sent = self.tx.send(out).await.map_err(|source| Error::Send {
-            addr: self.public,
-            source,
-        })?;
+        let datagrams: Vec<Outgoing<'_>> = out
+            .iter()
+            .map(|&(to, payload)| Outgoing {
+                from: self.public,
+                to,
+                payload,
+                sum: PayloadSum::of(payload),
+            })
+            .collect();
+        let sent = self
+            .tx
+            .send(&datagrams, &mut self.outcome)
+            .await
+            .map_err(|source| Error::Send {
+                addr: self.public,
+                source,
+            })?;
         self.stats.forwarded(sent.sent as u64);
         self.stats
             .dropped(DropReason::SendFailed, sent.failed as u64);

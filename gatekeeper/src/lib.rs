@@ -7,7 +7,8 @@
 //! - [`replay`], [`hold`]: each effect at most once, and only once durable.
 //! - [`forward`]: the decision for each envelope; [`daemon`]: the
 //!   gatekeeper that receives envelopes and sends effects from the ship's
-//!   public address (batched UDP through the `udp` crate); [`stats`]: what
+//!   public address (batched UDP through the `udp` crate, effects from a
+//!   raw socket so that nothing is bound to that address); [`stats`]: what
 //!   it counts.
 
 pub mod daemon;

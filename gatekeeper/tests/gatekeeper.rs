@@ -39,6 +39,18 @@ struct Rig {
 
 impl Rig {
     async fn start(optimism: Optimism, commits: Option<watch::Receiver<CommitState>>) -> Rig {
+        // All of 127/8 is local: a distinct source shows who sent. It is
+        // written in the effects' headers, not bound (raw sends, as root).
+        Rig::start_at(optimism, commits, "127.0.0.2:34543", "127.0.0.3:0").await
+    }
+
+    /// A rig whose ship's public address and peer are `public` and `peer`.
+    async fn start_at(
+        optimism: Optimism,
+        commits: Option<watch::Receiver<CommitState>>,
+        public: &str,
+        peer: &str,
+    ) -> Rig {
         let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
         let client = seguro_gatekeeper::election::connect(&[etcd.endpoint()])
             .await
@@ -51,8 +63,7 @@ impl Rig {
         let settings = Settings {
             root: ROOT.into(),
             listen: "127.0.0.1:0".parse().unwrap(),
-            // All of 127/8 is local: a distinct source shows who sent.
-            public: "127.0.0.2:0".parse().unwrap(),
+            public: public.parse().unwrap(),
             keys: ring,
             optimism,
             hold_limit: 1000,
@@ -74,7 +85,7 @@ impl Rig {
             stats,
             listen,
             public,
-            peer: UdpSocket::bind("127.0.0.3:0").await.unwrap(),
+            peer: UdpSocket::bind(peer).await.unwrap(),
             sender: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
             stop: Some(stop),
             task: Some(task),
@@ -374,7 +385,7 @@ async fn quorum_without_a_commit_watch_is_refused() {
     let settings = Settings {
         root: ROOT.into(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        public: "127.0.0.2:0".parse().unwrap(),
+        public: "127.0.0.2:34543".parse().unwrap(),
         keys: Keyring::new(),
         optimism: Optimism::Quorum,
         hold_limit: 10,
@@ -392,4 +403,34 @@ async fn quorum_without_a_commit_watch_is_refused() {
         err,
         seguro_gatekeeper::Error::NoCommitWatch(Optimism::Quorum)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_an_ipv6_ship_address_lanes_of_the_other_family_count_as_send_failures() {
+    let rig = Rig::start_at(Optimism::Leader, None, "[::1]:34543", "[::1]:0").await;
+    let leader = rig.election().campaign(id(1)).await;
+    let epoch = leader.epoch();
+    rig.wait_leader(1, epoch).await;
+    let mut sealer = rig.sealer(1, epoch);
+    // Nothing can send to an IPv4 lane from an IPv6 address: refused in its
+    // place, and the next effect still leaves.
+    let v4 = sealer
+        .seal(
+            EventNum(1),
+            "127.0.0.3:9".parse::<SocketAddr>().unwrap().into(),
+            b"v4",
+        )
+        .unwrap();
+    let v6 = sealer.seal(EventNum(2), rig.lane().into(), b"v6").unwrap();
+    rig.send(&v4).await;
+    rig.send(&v6).await;
+    assert_eq!(rig.recv(Duration::from_secs(5)).await.unwrap(), b"v6");
+    let s = rig
+        .wait_stats("the IPv4 lane counted", |s| {
+            s.dropped(DropReason::SendFailed) == 1
+        })
+        .await;
+    assert_eq!(s.forwarded, 1);
+    rig.stop().await;
+    drop(leader);
 }

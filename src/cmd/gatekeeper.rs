@@ -7,7 +7,7 @@ use config::{Key, KeyCheck};
 use gatekeeper::{Gatekeeper, Settings, election};
 
 use crate::cli::GatekeeperArgs;
-use crate::cmd::{load_config, serve_metrics, shutdown_signal};
+use crate::cmd::{EXIT_NOPERM, load_config, serve_metrics, shutdown_signal};
 
 pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(
@@ -25,6 +25,15 @@ pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         serve_metrics(config.gatekeeper.metrics)?;
+        // Sockets first: a missing privilege is the first thing said.
+        let gatekeeper = match Gatekeeper::bind(settings) {
+            Ok(g) => g,
+            Err(e @ gatekeeper::Error::NotPermitted { .. }) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_NOPERM));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let client = election::connect(&config.etcd.endpoints)
             .await
             .with_context(|| format!("cannot use etcd at {}", config.etcd.endpoints.join(",")))?;
@@ -32,7 +41,6 @@ pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
         // `quorum` and `all` also wait on its event numbers.
         let secret = Key::load(&config.eventlog.secret_file)?;
         let commits = eventlog::Client::new(&config, secret).commit_watch();
-        let gatekeeper = Gatekeeper::bind(settings)?;
         tracing::info!(metrics = %config.gatekeeper.metrics, "serving metrics");
         gatekeeper
             .run(client, Some(commits), shutdown_signal())

@@ -7,12 +7,10 @@ use config::KeyCheck;
 use lb::ErrorKind;
 
 use crate::cli::LbArgs;
-use crate::cmd::EXIT_USAGE;
+use crate::cmd::{EXIT_NOPERM, EXIT_USAGE};
 
 /// `EX_UNAVAILABLE` from sysexits.h: the kernel cannot run eBPF programs.
 const EXIT_UNAVAILABLE: u8 = 69;
-/// `EX_NOPERM` from sysexits.h: not root, or missing capabilities.
-const EXIT_NOPERM: u8 = 77;
 
 pub fn run(args: LbArgs) -> anyhow::Result<ExitCode> {
     // The fan-out reads only addresses: the key files stay with the

@@ -19,6 +19,8 @@ use crate::cli::OverrideArgs;
 
 /// Exit code for bad usage or an unusable config.
 pub const EXIT_USAGE: u8 = 2;
+/// `EX_NOPERM` from sysexits.h: not root, or missing capabilities.
+pub const EXIT_NOPERM: u8 = 77;
 
 /// A failure that is the user's input, not the program: exits 2.
 #[derive(Debug, thiserror::Error)]

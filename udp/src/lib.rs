@@ -9,6 +9,8 @@
 //!   [`BatchSocket::send`] of `(destination, payload)` pairs, and
 //!   [`BatchSocket::send_gathered`] of datagrams gathered from several
 //!   slices (a header written apart from a payload shared by many copies).
+//! - [`raw`]: IP and UDP headers for datagrams sent on raw sockets, so that
+//!   a datagram leaves from an address and port no socket is bound to.
 //!
 //! A send skips and counts each datagram the kernel refuses (unreachable,
 //! filtered, too long): one bad destination never holds up the others.
@@ -18,6 +20,7 @@
 //! registration of a socket that the [`BatchSocket`] then owns.
 
 mod options;
+pub mod raw;
 mod recv;
 mod socket;
 

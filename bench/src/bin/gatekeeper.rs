@@ -4,7 +4,10 @@
 //!    gatekeeper (optimism `leader`, real etcd, every envelope opened, MAC
 //!    checked, leader/epoch/replay checked) and by a plain UDP relay with
 //!    the same recvmmsg/sendmmsg batching, alternating in the same run, fed
-//!    by the same sender. Reported as the ratio gatekeeper / relay.
+//!    by the same sender. Reported as the ratio gatekeeper / relay. The
+//!    gatekeeper sends from a raw socket (IP and UDP headers and checksum
+//!    written per effect, source `ship.public`); the relay from a bound UDP
+//!    socket.
 //! 2. **Failover**: `kill -9` of a campaigning leader process, at a random
 //!    moment, until an observer (the gatekeeper's own `Election::observe`)
 //!    sees the new epoch, with a standby process campaigning; TTL 2 s.
@@ -114,7 +117,9 @@ fn start_gatekeeper(endpoint: &str, keys: Keyring) -> anyhow::Result<(Forwarder,
                     let settings = Settings {
                         root: ROOT.into(),
                         listen: "127.0.0.1:0".parse()?,
-                        public: "127.0.0.2:0".parse()?,
+                        // Written in the effects' headers by its raw
+                        // socket: nothing binds it.
+                        public: "127.0.0.2:34543".parse()?,
                         keys,
                         optimism: Optimism::Leader,
                         hold_limit: 65536,

@@ -3,15 +3,15 @@
 //! It receives on a UDP socket bound to the ship's public address with
 //! `recvmmsg`, classifies each datagram with the same `ames::classify` the
 //! kernel programs run, and sends each accepted one to every replica with
-//! `sendmmsg` on a raw socket (`IPPROTO_RAW`, so IP_HDRINCL): the relay
-//! writes the IP and UDP headers itself, with the peer's address and port as
-//! the source, which is what needs CAP_NET_RAW. The kernel routes each copy
-//! and resolves its next hop as for any locally sent packet.
+//! `sendmmsg` on a raw socket ([`udp::raw`]: `IPPROTO_RAW`, so IP_HDRINCL):
+//! the headers carry the peer's address and port as the source, which is
+//! what needs CAP_NET_RAW. The kernel routes each copy and resolves its next
+//! hop as for any locally sent packet. The gatekeeper sends its effects the
+//! same way, from `ship.public`, so the relay's socket is the only one bound
+//! there.
 //!
 //! It never sees packets that are not for the ship, and the kernel has
 //! already reassembled fragments and checked lengths and checksums.
-
-mod packet;
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ use lb_abi::{Counters, DropReason};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{oneshot, watch};
 use tracing::warn;
+use udp::raw::{self, Family, Outgoing, PayloadSum};
 use udp::{BatchSocket, RecvBatch, SocketOptions};
 
 use crate::Error;
@@ -34,20 +35,13 @@ const RECEIVER: SocketOptions = SocketOptions {
     send_buffer: 0,
     freebind: false,
 };
-/// The raw socket only sends, and is not bound.
-const SENDER: SocketOptions = SocketOptions {
-    recv_buffer: 0,
-    send_buffer: SOCKET_BUFFER,
-    freebind: false,
-};
 
 /// The relay's view of the plan.
 #[derive(Clone, Debug, PartialEq)]
 struct Targets {
     drop_malformed: bool,
-    /// Each replica: where the raw socket routes to (its address, port 0),
-    /// its Ames address, and its counter slot.
-    to: Vec<(SocketAddr, SocketAddr, u8)>,
+    /// Each replica: its Ames address and its counter slot.
+    to: Vec<(SocketAddr, u8)>,
 }
 
 /// A running relay.
@@ -74,7 +68,7 @@ impl Relay {
             .map_err(Error::io("setting up the relay's UDP socket"))?;
         udp.bind(&ship.into()).map_err(|e| bind_error(ship, e))?;
 
-        let raw = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW))).map_err(|e| {
+        let raw = raw::socket(Family::of(ship.ip()), SOCKET_BUFFER).map_err(|e| {
             if e.raw_os_error() == Some(libc::EPERM) {
                 Error::NotPermitted(format!(
                     "lb.mode = \"userspace\" sends copies with the peer's source from a raw socket, \
@@ -84,12 +78,9 @@ impl Relay {
                 Error::io("creating the relay's raw socket")(e)
             }
         })?;
-        SENDER
-            .apply(&raw)
-            .map_err(Error::io("setting up the relay's raw socket"))?;
 
         let udp = BatchSocket::register(udp).map_err(Error::io("registering the UDP socket"))?;
-        let raw = BatchSocket::register(raw).map_err(Error::io("registering the raw socket"))?;
+        let raw = raw::Sender::register(raw).map_err(Error::io("registering the raw socket"))?;
         let (targets, watch) = watch::channel(Arc::new(Targets::from(desired)));
         let counters = Arc::new(Mutex::new(Counters::ZERO));
         let (stop, stopped) = oneshot::channel();
@@ -128,29 +119,19 @@ impl From<&Desired> for Targets {
     fn from(d: &Desired) -> Self {
         Targets {
             drop_malformed: d.drop_malformed,
-            to: d
-                .replicas
-                .iter()
-                .map(|r| {
-                    // A raw IPv6 socket reads the port of the destination as
-                    // a protocol number: it must be zero.
-                    let route_to = SocketAddr::new(r.ames.ip(), 0);
-                    (route_to, r.ames, r.slot)
-                })
-                .collect(),
+            to: d.replicas.iter().map(|r| (r.ames, r.slot)).collect(),
         }
     }
 }
 
 async fn relay(
     udp: BatchSocket,
-    raw: BatchSocket,
+    mut raw: raw::Sender,
     targets: watch::Receiver<Arc<Targets>>,
     counters: Arc<Mutex<Counters>>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut batch = RecvBatch::new();
-    let mut headers: Vec<[u8; packet::MAX_HEADER]> = Vec::new();
     let mut outcome = Vec::new();
     loop {
         let received = tokio::select! {
@@ -196,24 +177,26 @@ async fn relay(
                 local.dropped[DropReason::Undelivered as usize] += 1;
                 continue;
             }
-            accepted.push((i, source, packet::sum(payload)));
+            accepted.push((i, source, PayloadSum::of(payload)));
         }
-        // One header per copy, then one message per copy pointing at its
-        // header and at the payload it shares with the other copies.
-        headers.resize(accepted.len() * plan.to.len(), [0; packet::MAX_HEADER]);
-        let mut outgoing = Vec::with_capacity(headers.len());
-        let mut slots = Vec::with_capacity(headers.len());
-        let mut header_iter = headers.iter_mut();
-        for &(i, source, payload_sum) in &accepted {
+        // One copy per replica, each with headers of its own around the
+        // payload it shares (and its checksum's sum) with the other copies.
+        let copies = accepted.len() * plan.to.len();
+        let mut outgoing = Vec::with_capacity(copies);
+        let mut slots = Vec::with_capacity(copies);
+        for &(i, from, sum) in &accepted {
             let payload = batch.get(i).data;
-            for (route_to, to, slot) in &plan.to {
-                let Some(h) = header_iter.next() else { break };
-                let len = packet::header(h, source, *to, payload.len(), payload_sum);
-                outgoing.push((*route_to, [&h[..len], payload]));
-                slots.push(*slot);
+            for &(to, slot) in &plan.to {
+                outgoing.push(Outgoing {
+                    from,
+                    to,
+                    payload,
+                    sum,
+                });
+                slots.push(slot);
             }
         }
-        if let Err(e) = raw.send_gathered(&outgoing, &mut outcome).await {
+        if let Err(e) = raw.send(&outgoing, &mut outcome).await {
             warn!(error = %e, "sending copies from the raw socket");
         }
         // Each copy counts for its replica: taken, or refused (unreachable,

@@ -1,17 +1,33 @@
-//! The IP and UDP headers of a copy, written by hand because the raw socket
-//! sends them as given: that is what lets the copy carry the peer's source
-//! address and port.
+//! The IP and UDP headers of a datagram whose sender writes them itself,
+//! with the UDP checksum: the raw socket sends them as given, which is what
+//! lets a datagram carry any source address and port.
 
 use std::net::{IpAddr, SocketAddr};
 
 /// The longest header: IPv6 (40) + UDP (8).
 pub const MAX_HEADER: usize = 48;
 
+/// Room for one datagram's headers.
+pub type Header = [u8; MAX_HEADER];
+
 const IPPROTO_UDP: u8 = 17;
 const TTL: u8 = 64;
+const UDP_HEADER: usize = 8;
+
+/// A payload's part of the UDP checksum: the 16-bit one's complement sum of
+/// its bytes, not yet folded. Computed once for a payload, it serves every
+/// copy of it, whatever their addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadSum(u64);
+
+impl PayloadSum {
+    pub fn of(payload: &[u8]) -> Self {
+        Self(sum(payload))
+    }
+}
 
 /// The 16-bit one's complement sum of `bytes`, not yet folded.
-pub fn sum(bytes: &[u8]) -> u64 {
+fn sum(bytes: &[u8]) -> u64 {
     let mut chunks = bytes.chunks_exact(8);
     let mut acc: u64 = 0;
     for c in &mut chunks {
@@ -36,31 +52,40 @@ fn fold(mut acc: u64) -> u16 {
     acc as u16
 }
 
-/// Writes the IP and UDP headers of a datagram from `from` to `to` carrying a
-/// payload of `len` bytes whose [`sum`] is `payload_sum`; returns the header
-/// length. For IPv4 the kernel fills in the total length, identification
-/// and header checksum (IP_HDRINCL); for IPv6 nothing is filled in.
+/// Writes the IP and UDP headers of a datagram from `from` to `to` whose
+/// payload is `len` bytes long and sums to `payload`; returns the headers'
+/// length (28 for IPv4, 48 for IPv6). An IPv4-mapped IPv6 address is the
+/// IPv4 address it maps: that is what goes on the wire.
 ///
-/// `from` and `to` must be of one family (the plan guarantees it).
-pub fn header(
-    out: &mut [u8; MAX_HEADER],
+/// For IPv4 the kernel fills in the identification and header checksum, and
+/// rewrites the total length (`IP_HDRINCL`); for IPv6 it fills in nothing.
+/// Don't-fragment is clear, so routers on the way may fragment; the sending
+/// kernel never does: a raw socket refuses a datagram longer than the
+/// interface's MTU (`EMSGSIZE`).
+///
+/// `None`, with nothing written, if `from` and `to` are of different
+/// families or the datagram cannot fit one IP packet.
+pub fn write_header(
+    out: &mut Header,
     from: SocketAddr,
     to: SocketAddr,
     len: usize,
-    payload_sum: u64,
-) -> usize {
-    let udp_len = (len + 8) as u16;
-    let (ip_len, pseudo) = match (from.ip(), to.ip()) {
+    payload: PayloadSum,
+) -> Option<usize> {
+    let udp_len = u16::try_from(len + UDP_HEADER).ok()?;
+    let (ip_len, pseudo) = match (from.ip().to_canonical(), to.ip().to_canonical()) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            // IPv4 counts its own header in the total length.
+            let total = u16::try_from(20 + UDP_HEADER + len).ok()?;
             let ip = &mut out[..20];
             ip.fill(0);
             ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&(udp_len + 20).to_be_bytes());
+            ip[2..4].copy_from_slice(&total.to_be_bytes());
             ip[8] = TTL;
             ip[9] = IPPROTO_UDP;
             ip[12..16].copy_from_slice(&src.octets());
             ip[16..20].copy_from_slice(&dst.octets());
-            (20, sum(&src.octets()) + sum(&dst.octets()))
+            (20, sum(&ip[12..20]))
         }
         (IpAddr::V6(src), IpAddr::V6(dst)) => {
             let ip = &mut out[..40];
@@ -71,23 +96,25 @@ pub fn header(
             ip[7] = TTL;
             ip[8..24].copy_from_slice(&src.octets());
             ip[24..40].copy_from_slice(&dst.octets());
-            (40, sum(&src.octets()) + sum(&dst.octets()))
+            (40, sum(&ip[8..40]))
         }
-        _ => return 0,
+        _ => return None,
     };
-    let udp = &mut out[ip_len..ip_len + 8];
+    let udp = &mut out[ip_len..ip_len + UDP_HEADER];
     udp[0..2].copy_from_slice(&from.port().to_be_bytes());
     udp[2..4].copy_from_slice(&to.port().to_be_bytes());
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
     udp[6..8].fill(0);
-    let total = pseudo + u64::from(IPPROTO_UDP) + u64::from(udp_len) + sum(udp) + payload_sum;
-    let checksum = match !fold(total) {
-        // RFC 768: a computed zero is sent as all ones.
+    // The pseudo-header (addresses, protocol, UDP length), the UDP header
+    // with a zero checksum, the payload.
+    let all = pseudo + u64::from(IPPROTO_UDP) + u64::from(udp_len) + sum(udp) + payload.0;
+    let checksum = match !fold(all) {
+        // RFC 768: a computed zero is sent as all ones (zero means "none").
         0 => 0xffff,
         c => c,
     };
     udp[6..8].copy_from_slice(&checksum.to_be_bytes());
-    ip_len + 8
+    Some(ip_len + UDP_HEADER)
 }
 
 #[cfg(test)]
@@ -138,7 +165,7 @@ mod tests {
             for len in [0usize, 1, 7, 8, 9, 63, 1400, 1401] {
                 let payload: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
                 let mut h = [0u8; MAX_HEADER];
-                let n = header(&mut h, from, to, len, sum(&payload));
+                let n = write_header(&mut h, from, to, len, PayloadSum::of(&payload)).unwrap();
                 let ip_len = n - 8;
                 let mut udp = h[ip_len..n].to_vec();
                 udp.extend(&payload);
@@ -154,13 +181,46 @@ mod tests {
     }
 
     #[test]
-    fn the_ipv4_header_carries_the_peers_address() {
+    fn the_ipv4_header_carries_the_given_source() {
         let from: SocketAddr = "198.51.100.7:5555".parse().unwrap();
         let to: SocketAddr = "10.0.1.2:4000".parse().unwrap();
         let mut h = [0u8; MAX_HEADER];
-        assert_eq!(header(&mut h, from, to, 10, 0), 28);
+        assert_eq!(
+            write_header(&mut h, from, to, 10, PayloadSum::of(&[0; 10])),
+            Some(28)
+        );
         assert_eq!(&h[12..16], &[198, 51, 100, 7]);
         assert_eq!(&h[16..20], &[10, 0, 1, 2]);
         assert_eq!(u16::from_be_bytes([h[2], h[3]]), 38);
+        assert_eq!(h[9], IPPROTO_UDP);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_go_out_as_ipv4() {
+        let from: SocketAddr = "[::ffff:198.51.100.7]:5555".parse().unwrap();
+        let to: SocketAddr = "10.0.1.2:4000".parse().unwrap();
+        let mut h = [0u8; MAX_HEADER];
+        let payload = b"mapped";
+        let n = write_header(&mut h, from, to, payload.len(), PayloadSum::of(payload));
+        assert_eq!(n, Some(28));
+        assert_eq!(&h[12..16], &[198, 51, 100, 7]);
+        let mut udp = h[20..28].to_vec();
+        udp.extend(payload);
+        assert_eq!(verify(from.ip().to_canonical(), to.ip(), &udp), 0);
+    }
+
+    #[test]
+    fn mixed_families_and_oversized_datagrams_get_no_header() {
+        let v4: SocketAddr = "198.51.100.7:5555".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::7]:5555".parse().unwrap();
+        let mut h = [0u8; MAX_HEADER];
+        let none = PayloadSum::of(&[]);
+        assert_eq!(write_header(&mut h, v4, v6, 10, none), None);
+        assert_eq!(write_header(&mut h, v6, v4, 10, none), None);
+        // The largest payloads one packet of each family carries.
+        assert!(write_header(&mut h, v4, v4, 65535 - 28, none).is_some());
+        assert_eq!(write_header(&mut h, v4, v4, 65535 - 27, none), None);
+        assert!(write_header(&mut h, v6, v6, 65535 - 8, none).is_some());
+        assert_eq!(write_header(&mut h, v6, v6, 65535 - 7, none), None);
     }
 }
