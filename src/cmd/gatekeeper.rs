@@ -24,7 +24,7 @@ pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        serve_metrics(config.gatekeeper.metrics)?;
+        serve_metrics(config.gatekeeper.metrics, "gatekeeper")?;
         let client = election::connect(&config.etcd.endpoints)
             .await
             .with_context(|| format!("cannot use etcd at {}", config.etcd.endpoints.join(",")))?;

@@ -8,9 +8,11 @@ pub mod etcd;
 pub mod eventlog;
 pub mod frame;
 pub mod metrics;
+pub mod metrics_doc;
 pub mod netns;
 pub mod port;
 pub mod process;
+pub mod prometheus;
 
 pub use etcd::Etcd;
 pub use metrics::{sample, scrape};
