@@ -3,6 +3,7 @@
 //! free ports, a Prometheus scrape, network namespaces and the edge box's
 //! topology in them, hand-made Ethernet frames.
 
+pub mod dashboard;
 pub mod edge;
 pub mod etcd;
 pub mod eventlog;
