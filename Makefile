@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 20
 # Tests and the demo start this etcd (scripts/deps.sh links etcd 3.5 here).
 export SEGURO_ETCD ?= /usr/local/bin/etcd
 
-.PHONY: help deps build test lint unit fuzz fuzz-smoke run bench bench-eventlog bench-gatekeeper bench-lb
+.PHONY: help deps build test lint unit fuzz fuzz-smoke promtool systemd-verify run bench bench-eventlog bench-gatekeeper bench-lb
 
 help:
 	@echo "make run         build and run the demo"
@@ -43,7 +43,30 @@ fuzz-smoke: FUZZ_SECONDS = 20
 fuzz-smoke fuzz: deps
 	cd ames && $(CARGO) +nightly fuzz run classify_parse -- -max_total_time=$(FUZZ_SECONDS)
 
-test: lint unit fuzz-smoke
+test: lint unit fuzz-smoke promtool systemd-verify
+
+# The alert rules parse, and each alert fires (and stays quiet) as its unit
+# tests in docs/prometheus/alerts_test.yml say. promtool: Debian's prometheus.
+promtool: deps
+	promtool check rules docs/prometheus/alerts.yml
+	cd docs/prometheus && promtool test rules alerts_test.yml
+	promtool check config --syntax-only docs/prometheus/prometheus.yml
+
+# The systemd units in deploy/systemd load, with every directive known to
+# this systemd: any diagnostic about a unit file fails (systemd-analyze
+# itself only warns). They run the binary just built, not an installed one.
+UNITS := seguro-lb.service seguro-gatekeeper.service seguro-eventlog@1.service seguro-replica@1.service
+systemd-verify: deps
+	$(CARGO) build --locked --bin seguro
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for f in deploy/systemd/*.service; do \
+		sed "s|/usr/local/bin/seguro|$(CURDIR)/target/debug/seguro|" "$$f" > "$$tmp/$${f##*/}"; \
+	done; \
+	ln -s seguro-eventlog@.service "$$tmp/seguro-eventlog@1.service"; \
+	ln -s seguro-replica@.service "$$tmp/seguro-replica@1.service"; \
+	out=$$(cd "$$tmp" && systemd-analyze verify --man=no $(UNITS) 2>&1) || { echo "$$out"; exit 1; }; \
+	if grep -E '\.service(:[0-9]+)?: ' <<<"$$out"; then exit 1; fi; \
+	echo "systemd-analyze verify: $(UNITS) OK"
 
 run: build
 	@scripts/run.sh
