@@ -24,8 +24,10 @@ help:
 deps:
 	@scripts/deps.sh
 
+# The commit goes into every daemon's seguro_build_info (telemetry/).
 build: deps
-	$(CARGO) build --release --locked
+	SEGURO_COMMIT=$$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown) \
+		$(CARGO) build --release --locked
 
 # ebpf/ is a workspace of its own (bpfel-unknown-none, nightly): linted apart.
 lint: deps
