@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use ames::{Body, Packet, Prelude, Ship};
 use config::Key;
-use testkit::metrics_doc::{Exposition, MetricsDoc};
 use testkit::prometheus::{Job, Prometheus};
 
 const IDS: [u32; 3] = [1, 2, 3];
@@ -292,21 +291,6 @@ fn check<T>(what: &str, lab: &mut Lab, p: &Prometheus, r: std::io::Result<T>) ->
     r.unwrap_or_else(|e| panic!("{what}: {e}\n{}\n--- prometheus\n{}", lab.logs(), p.log()))
 }
 
-/// Every daemon's exposition, merged per component.
-fn scrape_all(lab: &mut Lab) -> BTreeMap<&'static str, Exposition> {
-    let mut out: BTreeMap<&'static str, Exposition> = BTreeMap::new();
-    for t in lab.targets.clone() {
-        let text = testkit::scrape(t.metrics).unwrap_or_else(|e| {
-            panic!("scraping {} at {}: {e}\n{}", t.name, t.metrics, lab.logs())
-        });
-        out.entry(t.component)
-            .or_default()
-            .add(&text)
-            .unwrap_or_else(|e| panic!("{}'s exposition: {e}", t.name));
-    }
-    out
-}
-
 #[test]
 fn metrics_dashboards_and_alerts_against_a_running_cluster() {
     // SAFETY: geteuid has no preconditions.
@@ -379,84 +363,32 @@ fn metrics_dashboards_and_alerts_against_a_running_cluster() {
     }
     assert!(answers > 0, "the peer got no answer\n{}", lab.logs());
 
-    // docs/METRICS.md against every daemon's exposition.
-    let doc = MetricsDoc::parse(&std::fs::read_to_string(repo("docs/METRICS.md")).unwrap())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut problems = Vec::new();
-    for (component, exposition) in scrape_all(&mut lab) {
-        problems.extend(doc.check(component, &exposition));
-        let info = &exposition.metrics["seguro_build_info"].samples;
-        assert!(
-            info.iter().all(|(s, v)| *v == 1.0
-                && s.contains(&format!("component=\"{component}\""))
-                && s.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))),
-            "{component}: {info:?}"
-        );
-    }
+    // docs/METRICS.md against every daemon's exposition; the dashboards'
+    // queries; the alert rules, none firing on a healthy cluster.
+    let targets: Vec<(&str, SocketAddr)> = lab
+        .targets
+        .iter()
+        .map(|t| (t.component, t.metrics))
+        .collect();
+    let problems = testkit::metrics_doc::check_targets(&repo("docs/METRICS.md"), &targets);
     assert!(
         problems.is_empty(),
         "docs/METRICS.md disagrees with the daemons:\n{}",
         problems.join("\n")
     );
-
-    // Dashboards: structure, then every query parses and returns data.
-    let mut dashboards = 0;
-    for entry in std::fs::read_dir(repo("docs/dashboards")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        dashboards += 1;
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let queries = testkit::dashboard::check(&json)
-            .unwrap_or_else(|e| panic!("{}:\n{}", path.display(), e.join("\n")));
-        for q in queries {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let samples = p.samples(&q.promql).unwrap_or_else(|e| {
-                    panic!("{} panel {:?} {}: {e}", path.display(), q.panel, q.ref_id)
-                });
-                if !samples.is_empty() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{} panel {:?} {}: {} returns no data",
-                    path.display(),
-                    q.panel,
-                    q.ref_id,
-                    q.promql
-                );
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
+    let dashboards =
+        testkit::dashboard::check_dir(&repo("docs/dashboards"), p, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("docs/dashboards:\n{}", e.join("\n")));
     assert!(
         dashboards >= 3,
         "docs/dashboards has {dashboards} dashboards"
     );
-
-    // Alert rules: all loaded and evaluating, none firing while healthy.
-    let r = p.api("/api/v1/rules?type=alert");
-    let rules = check("rules", &mut lab, p, r);
-    let loaded: Vec<&serde_json::Value> = rules["groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
-        .collect();
     let written = std::fs::read_to_string(&alerts)
         .unwrap()
         .matches("- alert:")
         .count();
-    assert_eq!(loaded.len(), written, "{rules}");
-    for rule in &loaded {
-        assert_eq!(rule["health"], "ok", "{rule}");
-    }
-    let r = p.samples(r#"ALERTS{alertstate="firing"}"#);
-    let firing = check("ALERTS", &mut lab, p, r);
+    let r = p.check_alert_rules(written);
+    let firing = check("alert rules", &mut lab, p, r);
     assert!(
         firing.is_empty(),
         "alerts firing on a healthy cluster: {firing:?}"

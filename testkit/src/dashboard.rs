@@ -135,6 +135,71 @@ pub fn check(dashboard: &Value) -> Result<Vec<Query>, Vec<String>> {
     }
 }
 
+/// Checks every dashboard (`*.json`) in `dir` with [`check`], then runs
+/// each of its queries on `prometheus`: each must parse and, within
+/// `patience` (rate windows need two scrapes), return data. Returns how
+/// many dashboards there were, or every problem found.
+pub fn check_dir(
+    dir: &std::path::Path,
+    prometheus: &crate::prometheus::Prometheus,
+    patience: std::time::Duration,
+) -> Result<usize, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| vec![format!("{}: {e}", dir.display())])?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    for path in &paths {
+        let name = path.display();
+        let json: Value = match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(j) => j,
+            Err(e) => {
+                problems.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let queries = match check(&json) {
+            Ok(q) => q,
+            Err(e) => {
+                problems.extend(e.into_iter().map(|e| format!("{name}: {e}")));
+                continue;
+            }
+        };
+        for q in queries {
+            let deadline = std::time::Instant::now() + patience;
+            let verdict = loop {
+                match prometheus.samples(&q.promql) {
+                    Err(e) => break Some(e.to_string()),
+                    Ok(s) if !s.is_empty() => break None,
+                    Ok(_) if std::time::Instant::now() > deadline => {
+                        break Some("returns no data".into());
+                    }
+                    Ok(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+                }
+            };
+            if let Some(why) = verdict {
+                problems.push(format!(
+                    "{name}: panel {:?} query {} `{}`: {why}",
+                    q.panel, q.ref_id, q.promql
+                ));
+            }
+        }
+    }
+    if paths.is_empty() {
+        problems.push(format!("{}: no dashboards", dir.display()));
+    }
+    if problems.is_empty() {
+        Ok(paths.len())
+    } else {
+        Err(problems)
+    }
+}
+
 fn uses_datasource_variable(ds: &Value) -> bool {
     let uid = ds.get("uid").unwrap_or(ds);
     matches!(uid.as_str(), Some("${datasource}" | "$datasource"))

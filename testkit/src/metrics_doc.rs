@@ -166,6 +166,59 @@ impl MetricsDoc {
     }
 }
 
+/// Scrapes every target (`component`, its `/metrics` address), merges the
+/// expositions per component (so that series only a leader exports count),
+/// and checks each component against the document at `doc`: every
+/// difference, and every target that could not be scraped, as one line.
+/// Also checks that each target's `seguro_build_info` names its component.
+pub fn check_targets(
+    doc: &std::path::Path,
+    targets: &[(&str, std::net::SocketAddr)],
+) -> Vec<String> {
+    let text = match std::fs::read_to_string(doc) {
+        Ok(t) => t,
+        Err(e) => return vec![format!("{}: {e}", doc.display())],
+    };
+    let doc = match MetricsDoc::parse(&text) {
+        Ok(d) => d,
+        Err(e) => return vec![e],
+    };
+    let mut problems = Vec::new();
+    let mut merged: BTreeMap<&str, Exposition> = BTreeMap::new();
+    for &(component, addr) in targets {
+        let text = match crate::scrape(addr) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("{component} at {addr}: cannot scrape: {e}"));
+                continue;
+            }
+        };
+        let one = match Exposition::parse(&text) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(format!("{component} at {addr}: {e}"));
+                continue;
+            }
+        };
+        let info = one.metrics.get("seguro_build_info");
+        let named = format!("component=\"{component}\"");
+        if !info.is_some_and(|m| {
+            m.samples
+                .iter()
+                .any(|(s, v)| *v == 1.0 && s.contains(&named))
+        }) {
+            problems.push(format!(
+                "{component} at {addr}: no seguro_build_info{{{named}}} 1"
+            ));
+        }
+        let _ = merged.entry(component).or_default().add(&text);
+    }
+    for (component, exposition) in &merged {
+        problems.extend(doc.check(component, exposition));
+    }
+    problems
+}
+
 /// What an exposition says about one metric family.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exported {

@@ -184,6 +184,38 @@ impl Prometheus {
         Ok(json["data"].clone())
     }
 
+    /// The alerting rules loaded from the rule files: fails unless there
+    /// are `expected` of them and every one evaluated without an error
+    /// (`health` ok). Returns the names of those firing now.
+    pub fn check_alert_rules(&self, expected: usize) -> io::Result<Vec<String>> {
+        let data = self.api("/api/v1/rules?type=alert")?;
+        let rules: Vec<&Value> = data["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        if rules.len() != expected {
+            return Err(io::Error::other(format!(
+                "{} alerting rules loaded, {expected} expected: {data}",
+                rules.len()
+            )));
+        }
+        let sick: Vec<String> = rules
+            .iter()
+            .filter(|r| r["health"] != "ok")
+            .map(|r| format!("{}: {} {}", r["name"], r["health"], r["lastError"]))
+            .collect();
+        if !sick.is_empty() {
+            return Err(io::Error::other(format!("rules not evaluating: {sick:?}")));
+        }
+        Ok(rules
+            .iter()
+            .filter(|r| r["state"] == "firing")
+            .map(|r| r["name"].as_str().unwrap_or("?").to_string())
+            .collect())
+    }
+
     /// Waits until every target of every job was scraped successfully.
     pub fn wait_targets_up(&self, limit: Duration) -> io::Result<()> {
         let deadline = Instant::now() + limit;
