@@ -13,7 +13,9 @@ export SEGURO_ETCD ?= /usr/local/bin/etcd
 
 help:
 	@echo "make run         build and run the demo"
-	@echo "make test        lint, unit and integration tests, a short fuzz run"
+	@echo "make test        lint, unit and integration tests, a short fuzz run, promtool, systemd units"
+	@echo "make promtool    check the alert rules and run their unit tests (docs/prometheus)"
+	@echo "make systemd-verify  systemd-analyze verify the units in deploy/systemd"
 	@echo "make bench       every benchmark in bench/ (see docs/PERFORMANCE.md)"
 	@echo "make bench-eventlog  event log events/s and commit latency vs etcd and the disk"
 	@echo "make bench-gatekeeper  effects/s vs a plain UDP relay; election failover p50/p99"
