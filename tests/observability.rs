@@ -1,6 +1,7 @@
 //! Observability end to end, on loopback: a real etcd, three replica hosts
 //! (`seguro eventlog` + `seguro replica` each), the edge box's `seguro
-//! gatekeeper` and `seguro lb` (userspace relay), and a real Prometheus
+//! gatekeeper` (and a second edge box's, standing by) and `seguro lb`
+//! (userspace relay), and a real Prometheus
 //! scraping all of them with docs/prometheus/alerts.yml loaded. A peer
 //! sends Ames packets, then the leading replica is killed.
 //!
@@ -60,8 +61,8 @@ struct Target {
 struct Lab {
     dir: tempfile::TempDir,
     _etcd: testkit::Etcd,
-    config: PathBuf,
-    lb_config: PathBuf,
+    /// Each daemon's config file, by daemon name (default: `cluster.toml`).
+    configs: BTreeMap<String, PathBuf>,
     children: BTreeMap<String, Child>,
     targets: Vec<Target>,
     /// Where the peer sends: the relay's copy of the ship's public address.
@@ -108,6 +109,9 @@ impl Lab {
             });
         }
         let (lb_metrics, gk_metrics, gk_listen) = (ports.local(), ports.local(), ports.local());
+        // A second edge box's gatekeeper, started once the first is active:
+        // it stands by.
+        let (standby_metrics, standby_listen) = (ports.local(), ports.local());
         targets.push(Target {
             component: "lb",
             name: "lb".into(),
@@ -118,39 +122,52 @@ impl Lab {
             name: "gatekeeper".into(),
             metrics: gk_metrics,
         });
+        targets.push(Target {
+            component: "gatekeeper",
+            name: "gatekeeper-standby".into(),
+            metrics: standby_metrics,
+        });
         // On a real edge box (XDP) only the gatekeeper binds the ship's
         // public address; the userspace relay used on loopback binds it too,
         // so the relay gets an address of its own.
         let gk_public = ports.local();
         let ship = ports.local();
-        let rest = format!(
-            "\n[lb]\ninterface = \"lo\"\nmode = \"userspace\"\nmetrics = \"{lb_metrics}\"\n\
+        let rest = |gk_listen: SocketAddr, gk_metrics: SocketAddr| {
+            format!(
+                "\n[lb]\ninterface = \"lo\"\nmode = \"userspace\"\nmetrics = \"{lb_metrics}\"\n\
              \n[gatekeeper]\nlisten = \"{gk_listen}\"\nmetrics = \"{gk_metrics}\"\n\
              \n[etcd]\nendpoints = [\"{etcd}\"]\nlease_ttl = \"2s\"\n\
              \n[eventlog]\ndata_dir = \"{data}/eventlog\"\n\n[eventlog.batch]\nmax_linger = \"1ms\"\n\
              \n[replica]\ndata_dir = \"{data}/replica\"\n\
              \n[keys]\ndir = \"keys\"\neventlog = \"keys/eventlog.key\"\n",
-            etcd = etcd.endpoint(),
-            data = dir.path().display(),
-        );
-        let config = dir.path().join("cluster.toml");
+                etcd = etcd.endpoint(),
+                data = dir.path().display(),
+            )
+        };
         let head = "cluster = \"observability\"\noptimism = \"quorum\"\n\n[ship]\n";
-        std::fs::write(
-            &config,
-            format!("{head}public = \"{gk_public}\"\n{replicas}{rest}"),
-        )
-        .unwrap();
-        let lb_config = dir.path().join("edge-lb.toml");
-        std::fs::write(
-            &lb_config,
-            format!("{head}public = \"{ship}\"\n{replicas}{rest}"),
-        )
-        .unwrap();
+        let mut configs = BTreeMap::new();
+        for (name, public, listen, metrics) in [
+            ("cluster", gk_public, gk_listen, gk_metrics),
+            ("lb", ship, gk_listen, gk_metrics),
+            (
+                "gatekeeper-standby",
+                ports.local(),
+                standby_listen,
+                standby_metrics,
+            ),
+        ] {
+            let path = dir.path().join(format!("{name}.toml"));
+            let text = format!(
+                "{head}public = \"{public}\"\n{replicas}{}",
+                rest(listen, metrics)
+            );
+            std::fs::write(&path, text).unwrap();
+            configs.insert(name.to_string(), path);
+        }
         let mut lab = Lab {
             dir,
             _etcd: etcd,
-            config,
-            lb_config,
+            configs,
             children: BTreeMap::new(),
             targets,
             ship,
@@ -169,15 +186,25 @@ impl Lab {
         }
         lab.spawn("gatekeeper", &["gatekeeper"]);
         lab.spawn("lb", &["lb"]);
+        let deadline = Instant::now() + LIMIT;
+        while testkit::scrape(gk_metrics)
+            .ok()
+            .and_then(|t| testkit::sample(&t, "seguro_gatekeeper_active"))
+            != Some(1.0)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the first gatekeeper never became active\n{}",
+                lab.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        lab.spawn("gatekeeper-standby", &["gatekeeper"]);
         lab
     }
 
     fn spawn(&mut self, name: &str, args: &[&str]) {
-        let config = if name == "lb" {
-            &self.lb_config
-        } else {
-            &self.config
-        };
+        let config = self.configs.get(name).unwrap_or(&self.configs["cluster"]);
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_seguro"))
             .args(&args[..1])
@@ -310,8 +337,9 @@ fn metrics_dashboards_and_alerts_against_a_running_cluster() {
         ("sum(seguro_replica_leader)", 1.0),
         ("sum(seguro_eventlog_is_leader)", 1.0),
         ("sum(seguro_gatekeeper_active)", 1.0),
+        ("count(seguro_gatekeeper_active == 0)", 1.0),
         ("max(seguro_gatekeeper_fail_closed)", 0.0),
-        ("count(seguro_build_info)", 8.0),
+        ("count(seguro_build_info)", 9.0),
         ("count(count by (component) (seguro_build_info))", 4.0),
     ] {
         let r = p.wait_for(expr, LIMIT, |v| v == want);
@@ -437,11 +465,15 @@ fn metrics_dashboards_and_alerts_against_a_running_cluster() {
     let leaders = check("new leader", &mut lab, p, r);
     let new = lab.replica_of(leaders[0].0["instance"].as_str().unwrap());
     assert_ne!(new, old, "the killed replica still leads");
-    assert_eq!(
-        p.value(r#"max(seguro_gatekeeper_leader)"#).unwrap(),
-        Some(f64::from(new)),
-        "the gatekeeper follows the new leader"
-    );
+    // Both gatekeepers, active and standby, follow the new leader.
+    let new_id = f64::from(new);
+    for expr in [
+        "min(seguro_gatekeeper_leader)",
+        "max(seguro_gatekeeper_leader)",
+    ] {
+        let r = p.wait_for(expr, LIMIT, |v| v == new_id);
+        check("the gatekeepers follow the new leader", &mut lab, p, r);
+    }
 
     // The new leader sequences the packets that arrive now.
     let before = format!(
