@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use ames::{Body, Packet, Prelude, Ship};
 use config::Key;
+use testkit::metrics_doc::MetricsDoc;
 use testkit::prometheus::{Job, Prometheus};
 
 const IDS: [u32; 3] = [1, 2, 3];
@@ -316,6 +317,30 @@ impl Peer {
 
 fn check<T>(what: &str, lab: &mut Lab, p: &Prometheus, r: std::io::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}\n{}\n--- prometheus\n{}", lab.logs(), p.log()))
+}
+
+/// An alert on a misspelled metric never fires: every metric the alert
+/// rules, their unit tests and the dashboards name must be in
+/// docs/METRICS.md (which the test below holds to what the daemons export).
+#[test]
+fn alerts_and_dashboards_name_only_documented_metrics() {
+    let doc = MetricsDoc::parse(&std::fs::read_to_string(repo("docs/METRICS.md")).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut files = vec![
+        repo("docs/prometheus/alerts.yml"),
+        repo("docs/prometheus/alerts_test.yml"),
+    ];
+    for entry in std::fs::read_dir(repo("docs/dashboards")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    for file in files {
+        let unknown = doc.unknown_names(&std::fs::read_to_string(&file).unwrap());
+        assert!(
+            unknown.is_empty(),
+            "{} names metrics docs/METRICS.md does not list: {unknown:?}",
+            file.display()
+        );
+    }
 }
 
 #[test]

@@ -122,6 +122,41 @@ impl MetricsDoc {
             .collect()
     }
 
+    /// The `seguro_*` metric names in `text` (PromQL, alert rules, a
+    /// dashboard) that the document does not list; a histogram's
+    /// `_bucket`, `_sum` and `_count` series count as the histogram.
+    pub fn unknown_names(&self, text: &str) -> BTreeSet<String> {
+        let known = |name: &str| {
+            self.metrics.iter().any(|m| {
+                m.name == name
+                    || (m.kind == Kind::Histogram
+                        && ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name.strip_suffix(s) == Some(&m.name)))
+            })
+        };
+        let mut unknown = BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("seguro_") {
+            let preceded = rest[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            // Job names (`seguro_lb`) and label values are not metrics:
+            // only names with a component and a measure are looked up.
+            if !preceded && name.matches('_').count() >= 2 && !known(name) {
+                unknown.insert(name.to_string());
+            }
+            rest = &tail[end..];
+        }
+        unknown
+    }
+
     /// Every difference between the document and `exported`, the union of
     /// what every daemon of `component` serves. Empty when they agree.
     pub fn check(&self, component: &str, exported: &Exposition) -> Vec<String> {
@@ -445,6 +480,16 @@ mod tests {
                 "seguro_thing_rare_total"
             ]
         );
+    }
+
+    #[test]
+    fn finds_names_the_document_does_not_list() {
+        let doc = MetricsDoc::parse(DOC).unwrap();
+        let text = r#"rate(seguro_thing_sent_total{job="seguro_thing"}[5m])
+            histogram_quantile(0.9, seguro_thing_wait_seconds_bucket) / seguro_thing_wait_seconds_count
+            seguro_thing_sent > 0 or my_seguro_thing_x"#;
+        let unknown: Vec<String> = doc.unknown_names(text).into_iter().collect();
+        assert_eq!(unknown, ["seguro_thing_sent"]);
     }
 
     #[test]
