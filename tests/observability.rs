@@ -319,13 +319,21 @@ fn check<T>(what: &str, lab: &mut Lab, p: &Prometheus, r: std::io::Result<T>) ->
     r.unwrap_or_else(|e| panic!("{what}: {e}\n{}\n--- prometheus\n{}", lab.logs(), p.log()))
 }
 
-/// An alert on a misspelled metric never fires: every metric the alert
+/// The documented names follow the conventions (counters end in `_total`,
+/// nothing else does, `seguro_<component>_...`). And an alert on a
+/// misspelled metric never fires: every metric the alert
 /// rules, their unit tests and the dashboards name must be in
 /// docs/METRICS.md (which the test below holds to what the daemons export).
 #[test]
-fn alerts_and_dashboards_name_only_documented_metrics() {
+fn metric_names_follow_the_conventions_and_the_document() {
     let doc = MetricsDoc::parse(&std::fs::read_to_string(repo("docs/METRICS.md")).unwrap())
         .unwrap_or_else(|e| panic!("{e}"));
+    let broken = doc.convention_problems();
+    assert!(
+        broken.is_empty(),
+        "docs/METRICS.md breaks the naming conventions:\n{}",
+        broken.join("\n")
+    );
     let mut files = vec![
         repo("docs/prometheus/alerts.yml"),
         repo("docs/prometheus/alerts_test.yml"),

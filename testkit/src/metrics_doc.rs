@@ -54,6 +54,9 @@ pub struct Documented {
     pub on_first_occurrence: bool,
 }
 
+/// The daemons, as metric names and `seguro_build_info{component}` say them.
+pub const COMPONENTS: [&str; 4] = ["lb", "gatekeeper", "eventlog", "replica"];
+
 /// The section whose metrics every daemon exports.
 pub const EVERY_DAEMON: &str = "Every daemon";
 
@@ -120,6 +123,36 @@ impl MetricsDoc {
             .iter()
             .filter(|m| m.name.starts_with(&prefix) || m.section == EVERY_DAEMON)
             .collect()
+    }
+
+    /// Where the document's own names break the conventions: a counter
+    /// must end in `_total` and nothing else may; a daemon's metric is
+    /// `seguro_<component>_<what>...` with a component of [`COMPONENTS`].
+    pub fn convention_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for m in &self.metrics {
+            let total = m.name.ends_with("_total");
+            if m.kind == Kind::Counter && !total {
+                problems.push(format!("{}: a counter's name ends in _total", m.name));
+            }
+            if m.kind != Kind::Counter && total {
+                problems.push(format!("{}: only counters end in _total", m.name));
+            }
+            if m.section == EVERY_DAEMON {
+                continue;
+            }
+            let component = COMPONENTS
+                .iter()
+                .find(|c| m.name.starts_with(&format!("seguro_{c}_")));
+            match component {
+                Some(c) if m.name.len() > format!("seguro_{c}_").len() => {}
+                _ => problems.push(format!(
+                    "{}: not seguro_<component>_<what> for a component of {COMPONENTS:?}",
+                    m.name
+                )),
+            }
+        }
+        problems
     }
 
     /// The `seguro_*` metric names in `text` (PromQL, alert rules, a
@@ -218,7 +251,7 @@ pub fn check_targets(
         Ok(d) => d,
         Err(e) => return vec![e],
     };
-    let mut problems = Vec::new();
+    let mut problems = doc.convention_problems();
     let mut merged: BTreeMap<&str, Exposition> = BTreeMap::new();
     for &(component, addr) in targets {
         let text = match crate::scrape(addr) {
@@ -490,6 +523,33 @@ mod tests {
             seguro_thing_sent > 0 or my_seguro_thing_x"#;
         let unknown: Vec<String> = doc.unknown_names(text).into_iter().collect();
         assert_eq!(unknown, ["seguro_thing_sent"]);
+    }
+
+    #[test]
+    fn holds_names_to_the_conventions() {
+        let doc = MetricsDoc::parse(
+            "## Lb\n\
+             | `seguro_lb_sent` | counter | | x |\n\
+             | `seguro_lb_queue_total` | gauge | | x |\n\
+             | `seguro_thing_x_total` | counter | | x |\n\
+             | `seguro_lb_ok_total` | counter | | x |\n\
+             | `seguro_lb_depth_packets` | gauge | | x |\n",
+        )
+        .unwrap();
+        let problems = doc.convention_problems().join("\n");
+        assert!(
+            problems.contains("seguro_lb_sent: a counter's name ends in _total"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("seguro_lb_queue_total: only counters"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("seguro_thing_x_total: not seguro_<component>"),
+            "{problems}"
+        );
+        assert_eq!(doc.convention_problems().len(), 3, "{problems}");
     }
 
     #[test]
