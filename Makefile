@@ -9,11 +9,13 @@ FUZZ_SECONDS ?= 20
 # Tests and the demo start this etcd (scripts/deps.sh links etcd 3.5 here).
 export SEGURO_ETCD ?= /usr/local/bin/etcd
 
-.PHONY: help deps build test lint unit fuzz fuzz-smoke run bench bench-eventlog bench-gatekeeper bench-lb
+.PHONY: help deps build test lint unit fuzz fuzz-smoke promtool systemd-verify run bench bench-eventlog bench-gatekeeper bench-lb
 
 help:
 	@echo "make run         build and run the demo"
-	@echo "make test        lint, unit and integration tests, a short fuzz run"
+	@echo "make test        lint, unit and integration tests, a short fuzz run, promtool, systemd units"
+	@echo "make promtool    check the alert rules and run their unit tests (docs/prometheus)"
+	@echo "make systemd-verify  systemd-analyze verify the units in deploy/systemd"
 	@echo "make bench       every benchmark in bench/ (see docs/PERFORMANCE.md)"
 	@echo "make bench-eventlog  event log events/s and commit latency vs etcd and the disk"
 	@echo "make bench-gatekeeper  effects/s vs a plain UDP relay; election failover p50/p99"
@@ -24,8 +26,10 @@ help:
 deps:
 	@scripts/deps.sh
 
+# The commit goes into every daemon's seguro_build_info (telemetry/).
 build: deps
-	$(CARGO) build --release --locked
+	SEGURO_COMMIT=$$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown) \
+		$(CARGO) build --release --locked
 
 # ebpf/ is a workspace of its own (bpfel-unknown-none, nightly): linted apart.
 lint: deps
@@ -43,7 +47,30 @@ fuzz-smoke: FUZZ_SECONDS = 20
 fuzz-smoke fuzz: deps
 	cd ames && $(CARGO) +nightly fuzz run classify_parse -- -max_total_time=$(FUZZ_SECONDS)
 
-test: lint unit fuzz-smoke
+test: lint unit fuzz-smoke promtool systemd-verify
+
+# The alert rules parse, and each alert fires (and stays quiet) as its unit
+# tests in docs/prometheus/alerts_test.yml say. promtool: Debian's prometheus.
+promtool: deps
+	promtool check rules docs/prometheus/alerts.yml
+	cd docs/prometheus && promtool test rules alerts_test.yml
+	promtool check config --syntax-only docs/prometheus/prometheus.yml
+
+# The systemd units in deploy/systemd load, with every directive known to
+# this systemd: any diagnostic about a unit file fails (systemd-analyze
+# itself only warns). They run the binary just built, not an installed one.
+UNITS := seguro-lb.service seguro-gatekeeper.service seguro-eventlog@1.service seguro-replica@1.service
+systemd-verify: deps
+	$(CARGO) build --locked --bin seguro
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for f in deploy/systemd/*.service; do \
+		sed "s|/usr/local/bin/seguro|$(CURDIR)/target/debug/seguro|" "$$f" > "$$tmp/$${f##*/}"; \
+	done; \
+	ln -s seguro-eventlog@.service "$$tmp/seguro-eventlog@1.service"; \
+	ln -s seguro-replica@.service "$$tmp/seguro-replica@1.service"; \
+	out=$$(cd "$$tmp" && systemd-analyze verify --man=no $(UNITS) 2>&1) || { echo "$$out"; exit 1; }; \
+	if grep -E '\.service(:[0-9]+)?: ' <<<"$$out"; then exit 1; fi; \
+	echo "systemd-analyze verify: $(UNITS) OK"
 
 run: build
 	@scripts/run.sh

@@ -15,9 +15,10 @@ fi
 
 # Debian packages: LLVM 22 for bpf-linker, protoc for tonic/etcd-client code
 # generation, nftables/iproute2/ethtool for the namespace tests, Prometheus
-# for promtool and the scrape tests.
+# for promtool and the scrape tests, systemd for `systemd-analyze verify` of
+# deploy/systemd.
 packages=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev protobuf-compiler
-          nftables iproute2 ethtool prometheus python3-pip pkg-config)
+          nftables iproute2 ethtool prometheus python3-pip pkg-config systemd)
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

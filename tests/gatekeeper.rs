@@ -336,7 +336,7 @@ async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
             .unwrap();
         socket.send_to(&d, a.listen).await.unwrap();
     }
-    wait_metric(&a, "seguro_gatekeeper_held", 10.0, logs).await;
+    wait_metric(&a, "seguro_gatekeeper_held_effects", 10.0, logs).await;
     let mut buf = [0u8; 64];
     assert!(
         timeout(Duration::from_millis(500), peer.recv_from(&mut buf))
@@ -362,7 +362,7 @@ async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
     for commit in appended {
         commit.await.unwrap();
     }
-    wait_metric(&a, "seguro_gatekeeper_held", 0.0, logs).await;
+    wait_metric(&a, "seguro_gatekeeper_held_effects", 0.0, logs).await;
     let status =
         tokio::task::block_in_place(|| testkit::terminate(&mut child, Duration::from_secs(10)));
     assert!(status.is_some_and(|s| s.success()));

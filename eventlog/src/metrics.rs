@@ -16,12 +16,11 @@ pub fn serve(addr: SocketAddr) -> Result<(), String> {
         0.000_1, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005, 0.007_5, 0.01,
         0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(LOG_FLUSH_SECONDS.into()), &buckets)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_SECONDS.into()), &buckets))
-        .and_then(|b| b.install())
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    telemetry::serve(builder, addr, "eventlog").map_err(|e| e.to_string())?;
     zero();
     Ok(())
 }
@@ -156,9 +155,9 @@ pub(crate) struct LogStats {
 pub(crate) fn log_stats(s: &LogStats) {
     counter!("seguro_eventlog_log_fsyncs_total").absolute(s.fsyncs);
     counter!("seguro_eventlog_log_writes_total").absolute(s.writes);
-    gauge!("seguro_eventlog_log_fsync_seconds_sum").set(s.fsync_seconds);
-    gauge!("seguro_eventlog_log_fsync_quantile_seconds", "quantile" => "0.5").set(s.fsync_p50);
-    gauge!("seguro_eventlog_log_fsync_quantile_seconds", "quantile" => "0.99").set(s.fsync_p99);
+    gauge!("seguro_eventlog_log_fsync_busy_seconds").set(s.fsync_seconds);
+    gauge!("seguro_eventlog_log_fsync_p50_seconds").set(s.fsync_p50);
+    gauge!("seguro_eventlog_log_fsync_p99_seconds").set(s.fsync_p99);
     gauge!("seguro_eventlog_log_disk_bytes").set(s.disk_bytes as f64);
 }
 

@@ -150,7 +150,7 @@ impl Stats {
             dropped: DropReason::ALL.map(
                 |r| metrics::counter!("seguro_gatekeeper_dropped_total", "reason" => r.as_str()),
             ),
-            held: metrics::gauge!("seguro_gatekeeper_held"),
+            held: metrics::gauge!("seguro_gatekeeper_held_effects"),
             epoch: metrics::gauge!("seguro_gatekeeper_epoch"),
             leader: metrics::gauge!("seguro_gatekeeper_leader"),
             leadership_changes: metrics::counter!("seguro_gatekeeper_leadership_changes_total"),
@@ -275,7 +275,7 @@ pub fn describe() {
         "Envelopes that did not leave, by reason"
     );
     describe_gauge!(
-        "seguro_gatekeeper_held",
+        "seguro_gatekeeper_held_effects",
         Unit::Count,
         "Effects waiting for their events to become durable"
     );

@@ -24,14 +24,15 @@ pub struct Exporter {
 impl Exporter {
     /// Serves `/metrics` on `addr`; needs a tokio runtime.
     pub fn install(addr: SocketAddr) -> Result<Self, Error> {
-        PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()
-            .map_err(|e| Error::Metrics {
-                addr,
-                reason: e.to_string(),
-            })?;
+        telemetry::serve(PrometheusBuilder::new(), addr, "lb").map_err(|e| Error::Metrics {
+            addr,
+            reason: std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string()),
+        })?;
         describe();
+        counter!("seguro_lb_passed_total").absolute(0);
+        for result in ["ok", "error"] {
+            counter!("seguro_lb_reloads_total", "result" => result).absolute(0);
+        }
         Ok(Self {
             last: Counters::ZERO,
         })

@@ -50,8 +50,7 @@ pub async fn run(
     let key = Key::load(&me.key_file)?;
     let secret = Key::load(&config.eventlog.secret_file)?;
 
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
+    let metrics = telemetry::install(Default::default(), "replica")
         .map_err(|e| DaemonError::Metrics(e.to_string()))?;
     let http = tokio::net::TcpListener::bind(me.metrics)
         .await

@@ -24,7 +24,7 @@ pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        serve_metrics(config.gatekeeper.metrics)?;
+        serve_metrics(config.gatekeeper.metrics, "gatekeeper")?;
         // Sockets first: a missing privilege is the first thing said.
         let gatekeeper = match Gatekeeper::bind(settings) {
             Ok(g) => g,

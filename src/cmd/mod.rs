@@ -11,8 +11,6 @@ pub mod replica;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 use ::config::{Config, Diagnostics, KeyCheck, Overrides};
 
 use crate::cli::OverrideArgs;
@@ -68,11 +66,9 @@ pub fn load_config(
 
 /// Serves Prometheus metrics on `addr` (`GET /metrics`) from the current
 /// tokio runtime. Install it before the daemon registers its metrics.
-pub fn serve_metrics(addr: SocketAddr) -> anyhow::Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .with_context(|| format!("cannot serve metrics on {addr}"))
+pub fn serve_metrics(addr: SocketAddr, component: &'static str) -> anyhow::Result<()> {
+    let builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+    Ok(telemetry::serve(builder, addr, component)?)
 }
 
 /// Resolves on SIGINT or SIGTERM: a daemon's cue to shut down cleanly.

@@ -3,14 +3,17 @@
 //! free ports, a Prometheus scrape, network namespaces and the edge box's
 //! topology in them, hand-made Ethernet frames.
 
+pub mod dashboard;
 pub mod edge;
 pub mod etcd;
 pub mod eventlog;
 pub mod frame;
 pub mod metrics;
+pub mod metrics_doc;
 pub mod netns;
 pub mod port;
 pub mod process;
+pub mod prometheus;
 
 pub use etcd::Etcd;
 pub use metrics::{sample, scrape};

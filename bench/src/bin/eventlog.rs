@@ -566,7 +566,7 @@ fn main() -> anyhow::Result<()> {
                 delta("seguro_eventlog_append_batches_total"),
             );
             let fsync_ms =
-                delta("seguro_eventlog_log_fsync_seconds_sum") * 1000.0 / fsyncs.max(1.0);
+                delta("seguro_eventlog_log_fsync_busy_seconds") * 1000.0 / fsyncs.max(1.0);
             let q = |p| {
                 histogram_quantile(&after, "seguro_eventlog_log_flush_seconds", p)
                     .map_or("-".into(), |v| format!("≤ {:.2} ms", v * 1000.0))
