@@ -24,7 +24,7 @@ mod ship;
 pub use agent::{Agent, AgentError, Inbound, Parts, Settings};
 pub use buffer::{PacketBuffer, PacketId};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
-pub use daemon::{DaemonError, run};
+pub use daemon::{DaemonError, NOTICE_QUEUE, Wired, run};
 pub use event::{EventDecodeError, PacketEvent};
 pub use reference::{ReferenceShip, Variant};
 pub use runtime::{RuntimeError, ShipRuntime};
