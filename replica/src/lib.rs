@@ -12,7 +12,7 @@ mod checkpoint;
 mod clock;
 mod daemon;
 mod event;
-mod frame;
+pub mod frame;
 mod inbound;
 pub mod metrics;
 mod peer;
