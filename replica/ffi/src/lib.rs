@@ -385,3 +385,97 @@ pub unsafe extern "C" fn seguro_replica_stop(h: *mut seguro_replica) {
         Ok(SEGURO_OK)
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: the library's own NUL-terminated string, read before the
+        // next call on this thread.
+        unsafe { CStr::from_ptr(seguro_replica_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn null_pointers_are_refused_not_followed() {
+        let null = std::ptr::null();
+        let mut notice = std::mem::MaybeUninit::<seguro_notice>::uninit();
+        let lane = seguro_lane {
+            family: 4,
+            port: 1,
+            addr: [0; 16],
+        };
+        // SAFETY: every handle is null, which every function accepts.
+        unsafe {
+            assert_eq!(seguro_replica_fd(null), -1);
+            assert_eq!(
+                seguro_replica_next_notice(null, notice.as_mut_ptr()),
+                SEGURO_ERR_NULL
+            );
+            assert_eq!(last_error(), "the handle is null");
+            assert_eq!(seguro_replica_applied(null, 1, 1), SEGURO_ERR_NULL);
+            assert_eq!(
+                seguro_replica_plan(null, 1, 1, null.cast(), 0, null.cast()),
+                SEGURO_ERR_NULL
+            );
+            assert_eq!(
+                seguro_replica_send(null, 1, &lane, null.cast(), 0),
+                SEGURO_ERR_NULL
+            );
+            assert_eq!(seguro_replica_restored(null, 0), SEGURO_ERR_NULL);
+            assert_eq!(seguro_replica_checkpointed(null, 0), SEGURO_ERR_NULL);
+            seguro_replica_stop(std::ptr::null_mut());
+
+            let mut err = SEGURO_OK;
+            assert!(seguro_replica_start(null.cast(), 1, 0, &mut err).is_null());
+            assert_eq!(err, SEGURO_ERR_NULL);
+            assert_eq!(last_error(), "config_path is null");
+        }
+    }
+
+    #[test]
+    fn start_reports_a_bad_config_path_by_name() {
+        let mut err = SEGURO_OK;
+        let missing = c"/nonexistent/seguro/cluster.toml";
+        // SAFETY: a NUL-terminated string and a writable status.
+        let h = unsafe { seguro_replica_start(missing.as_ptr(), 1, 0, &mut err) };
+        assert!(h.is_null());
+        assert_eq!(err, SEGURO_ERR_CONFIG);
+        let message = last_error();
+        assert!(
+            message.contains("/nonexistent/seguro/cluster.toml") && message.contains("cannot read"),
+            "{message}"
+        );
+        let not_utf8 = c"/tmp/\xff.toml";
+        // SAFETY: as above; a null `err` is allowed.
+        let h = unsafe { seguro_replica_start(not_utf8.as_ptr(), 1, 0, std::ptr::null_mut()) };
+        assert!(h.is_null());
+        assert_eq!(last_error(), "config_path is not UTF-8");
+    }
+
+    #[test]
+    fn arguments_out_of_range_are_named() {
+        assert!(mug(0).is_err());
+        assert!(mug(0x8000_0000).is_err());
+        assert_eq!(mug(0x7fff_ffff).unwrap().get(), 0x7fff_ffff);
+        assert_eq!(event(0).unwrap_err().code, SEGURO_ERR_INVALID);
+        // SAFETY: a zero length needs no buffer.
+        assert_eq!(
+            unsafe { bytes(std::ptr::null(), 0, "data") }.unwrap(),
+            &[] as &[u8]
+        );
+        // SAFETY: a null pointer with a length is refused before any read.
+        let refused = unsafe { bytes(std::ptr::null(), 3, "data") }.unwrap_err();
+        assert_eq!(refused.code, SEGURO_ERR_NULL);
+    }
+
+    #[test]
+    fn a_panic_stops_at_the_boundary() {
+        let code = guard(|| panic!("a bug"));
+        assert_eq!(code, SEGURO_ERR_PANIC);
+        assert!(last_error().contains("panicked"));
+        assert_eq!(guard(|| Ok(SEGURO_EMPTY)), SEGURO_EMPTY);
+    }
+}
