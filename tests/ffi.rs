@@ -4,7 +4,8 @@
 //! and a real gatekeeper. A peer on loopback sends it Ames packets and gets
 //! its answers through the gatekeeper; the events are in the log with the
 //! mugs the Rust reference ship computes from them; a restart resumes from
-//! the C ship's snapshot.
+//! the C ship's snapshot. A mixed cluster of C ships and the Rust reference
+//! ship (`seguro replica`) replays each other's events and fails over.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,29 +24,17 @@ use tokio::time::{Instant, sleep, timeout};
 const OUR_SHIP: u32 = 1;
 const PEER_SHIP: u32 = 0x1234;
 
-/// Builds the cdylib as the running test was built and returns its
-/// directory (the test binary lives in `<target>/<profile>/deps`).
-fn build_cdylib() -> PathBuf {
+/// The directory of the cdylib cargo built for this test run (the root
+/// package dev-depends on `seguro-replica-ffi` for this): beside the test
+/// binary, in `<target>/<profile>/deps`.
+fn cdylib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["build", "-q", "-p", "seguro-replica-ffi", "--lib"])
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
-    match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => {}
-        Some("release") => {
-            cargo.arg("--release");
-        }
-        Some(other) => {
-            cargo.args(["--profile", other]);
-        }
-        None => panic!("no profile directory above {}", exe.display()),
-    }
-    let status = cargo.status().unwrap();
-    assert!(status.success(), "building the cdylib failed");
-    assert!(profile_dir.join("libseguro_replica.so").exists());
-    profile_dir
+    let deps = exe.parent().unwrap();
+    [deps, deps.parent().unwrap()]
+        .into_iter()
+        .find(|dir| dir.join("libseguro_replica.so").exists())
+        .unwrap_or_else(|| panic!("no libseguro_replica.so near {}", exe.display()))
+        .to_path_buf()
 }
 
 /// Compiles the C ship against the cdylib in `lib_dir`, warnings as errors.
@@ -316,7 +305,7 @@ async fn event(client: &eventlog::Client, num: u64) -> (eventlog::Event, bytes::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_c_ship_answers_peers_through_the_gatekeeper_and_its_events_commit() {
-    let lib_dir = tokio::task::block_in_place(build_cdylib);
+    let lib_dir = cdylib_dir();
     let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
     let mut log = testkit::eventlog::Cluster::new(env!("CARGO_BIN_EXE_seguro"), 1).unwrap();
     log.start(1).unwrap();
@@ -439,7 +428,7 @@ fn mismatches(c: &Cluster, id: u32) -> Option<f64> {
 /// replica, back, replays the C ship's events: no mug differs anywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_and_rust_ships_replay_each_other_and_a_c_ship_takes_over() {
-    let lib_dir = tokio::task::block_in_place(build_cdylib);
+    let lib_dir = cdylib_dir();
     let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
     let mut log = testkit::eventlog::Cluster::new(env!("CARGO_BIN_EXE_seguro"), 3).unwrap();
     for id in 1..=3 {
