@@ -118,7 +118,6 @@ impl Replica {
         }
         let start =
             |e: &dyn std::fmt::Display| Failure::new(seguro_error::SEGURO_ERR_START, e.to_string());
-        let wake = Arc::new(Wake::new().map_err(|e| start(&format!("eventfd: {e}")))?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("seguro-replica")
@@ -132,13 +131,34 @@ impl Replica {
             .map_err(|e| start(&e))?;
         // The runtime's state at start, as the protocol opens (SPEC §6.3.1).
         let _ = runtime_port.commands.send(Command::Restored { last });
-
-        let (handed, notices) = mpsc::channel(HANDED_OVER);
         let shutdown = CancellationToken::new();
+        let stopping = shutdown.clone();
+        let agent = async move {
+            wired.run(stopping).await.map_err(|e| {
+                tracing::error!(error = %e, "the replica agent stopped");
+                e.to_string()
+            })
+        };
+        Replica::serve(runtime, runtime_port, agent, shutdown)
+    }
+
+    /// Runs `agent` on `runtime`; the C runtime takes its notices from
+    /// `port` (woken through the fd) and hands commands back on it.
+    fn serve(
+        runtime: tokio::runtime::Runtime,
+        port: port::RuntimePort,
+        agent: impl Future<Output = Result<(), String>> + Send + 'static,
+        shutdown: CancellationToken,
+    ) -> Result<Replica, Failure> {
+        let wake =
+            Arc::new(Wake::new().map_err(|e| {
+                Failure::new(seguro_error::SEGURO_ERR_START, format!("eventfd: {e}"))
+            })?);
+        let (handed, notices) = mpsc::channel(HANDED_OVER);
         let stopped = Arc::new(Mutex::new(None));
         let agent = runtime.spawn(serve(
-            wired,
-            runtime_port.notices,
+            agent,
+            port.notices,
             handed,
             wake.clone(),
             shutdown.clone(),
@@ -148,7 +168,7 @@ impl Replica {
             runtime: Some(runtime),
             shutdown,
             agent: Some(agent),
-            commands: runtime_port.commands,
+            commands: port.commands,
             inbox: Mutex::new(Inbox {
                 notices,
                 current: None,
@@ -225,17 +245,17 @@ impl Drop for Replica {
     }
 }
 
-/// Runs the agent, forwarding its notices to the C runtime and signalling
+/// Runs the agent (which stops on `shutdown`), forwarding its notices to the C runtime and signalling
 /// the fd for each; records why it stopped, then closes the inbox.
 async fn serve(
-    wired: replica::Wired,
+    agent: impl Future<Output = Result<(), String>>,
     mut from_agent: mpsc::Receiver<Notice>,
     to_runtime: mpsc::Sender<Notice>,
     wake: Arc<Wake>,
     shutdown: CancellationToken,
     stopped: Arc<Mutex<Option<String>>>,
 ) {
-    let stopping = shutdown.clone();
+    let stopping = shutdown;
     let forward = async {
         loop {
             let notice = tokio::select! {
@@ -252,15 +272,162 @@ async fn serve(
         }
     };
     // The agent dropping its port ends the forwarding once it is drained.
-    let (result, ()) = tokio::join!(wired.run(shutdown), forward);
+    let (result, ()) = tokio::join!(agent, forward);
     let why = match result {
         Ok(()) => "the agent was stopped".to_string(),
-        Err(e) => {
-            tracing::error!(error = %e, "the replica agent stopped");
-            format!("the agent stopped: {e}")
-        }
+        Err(e) => format!("the agent stopped: {e}"),
     };
     *stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     drop(to_runtime);
     wake.signal();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// Whether `fd` becomes readable within `ms` milliseconds.
+    fn readable(fd: RawFd, ms: i32) -> bool {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, and its count is 1.
+        unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
+    }
+
+    /// A replica whose "agent" is the test: it sends notices on the
+    /// returned sender, reads commands from the receiver, and ends the agent
+    /// with the result it sends on the oneshot (or when stopped).
+    #[allow(clippy::type_complexity)]
+    fn fake() -> (
+        Replica,
+        mpsc::Sender<Notice>,
+        mpsc::UnboundedReceiver<Command>,
+        oneshot::Sender<Result<(), String>>,
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (agent_port, runtime_port) = port::port(8);
+        let (end, ended) = oneshot::channel();
+        let shutdown = CancellationToken::new();
+        let stopping = shutdown.clone();
+        let notices = agent_port.notices.clone();
+        let agent = async move {
+            let port = agent_port.notices;
+            let result = tokio::select! {
+                r = ended => r.unwrap_or(Ok(())),
+                _ = stopping.cancelled() => Ok(()),
+            };
+            drop(port);
+            result
+        };
+        let replica = Replica::serve(runtime, runtime_port, agent, shutdown).unwrap();
+        (replica, notices, agent_port.commands, end)
+    }
+
+    #[test]
+    fn the_fd_wakes_for_each_notice_and_next_notice_drains_it() {
+        let (replica, notices, mut commands, end) = fake();
+        let fd = replica.fd();
+        assert!(!readable(fd, 0));
+        assert!(replica.next_notice(|_| ()).unwrap().is_none());
+
+        notices
+            .blocking_send(Notice::Committed(EventNum(1)))
+            .unwrap();
+        assert!(readable(fd, 5000), "a notice makes the fd readable");
+        let got = replica.next_notice(Notice::clone).unwrap();
+        assert_eq!(got, Some(Notice::Committed(EventNum(1))));
+        assert_eq!(replica.next_notice(|_| ()).unwrap(), None);
+        assert!(!readable(fd, 0), "EMPTY clears the fd");
+
+        for n in 1..=3 {
+            let data = Bytes::from(vec![n as u8; 3]);
+            notices
+                .blocking_send(Notice::Replay {
+                    num: EventNum(n),
+                    data,
+                })
+                .unwrap();
+        }
+        assert!(readable(fd, 5000));
+        let mut seen = Vec::new();
+        // Notices still in flight to the inbox arrive with the fd set again.
+        while seen.len() < 3 {
+            while let Some(n) = replica.next_notice(Notice::clone).unwrap() {
+                seen.push(n);
+            }
+            assert!(seen.len() == 3 || readable(fd, 5000));
+        }
+        let nums: Vec<_> = seen
+            .iter()
+            .map(|n| match n {
+                Notice::Replay { num, data } => (num.get(), data[0]),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(nums, [(1, 1), (2, 2), (3, 3)], "in order");
+
+        replica.tell(Command::Checkpointed(EventNum(3))).unwrap();
+        assert_eq!(
+            commands.blocking_recv(),
+            Some(Command::Checkpointed(EventNum(3)))
+        );
+
+        // The agent stops with an error: the C side learns why.
+        drop(notices);
+        end.send(Err("the event log skipped from event 3 to 5".into()))
+            .unwrap();
+        assert!(readable(fd, 5000), "stopping wakes the C side");
+        let failure = loop {
+            match replica.next_notice(|_| ()) {
+                Ok(_) => assert!(readable(fd, 5000)),
+                Err(failure) => break failure,
+            }
+        };
+        assert_eq!(failure.code, seguro_error::SEGURO_ERR_STOPPED);
+        assert!(
+            failure.message.contains("skipped from event 3"),
+            "{}",
+            failure.message
+        );
+        let refused = replica
+            .tell(Command::Checkpointed(EventNum(4)))
+            .unwrap_err();
+        assert_eq!(refused.code, seguro_error::SEGURO_ERR_STOPPED);
+        replica.stop();
+    }
+
+    #[test]
+    fn stop_does_not_wait_for_a_c_side_that_stopped_reading() {
+        let (replica, notices, _commands, _end) = fake();
+        // Fill both queues: the forwarder is stuck handing one over.
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match notices.try_send(Notice::Committed(EventNum(sent + 1))) {
+                Ok(()) => sent += 1,
+                Err(_) if sent > HANDED_OVER as u64 => break,
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        assert!(sent > HANDED_OVER as u64, "{sent} notices queued");
+        let started = Instant::now();
+        replica.stop();
+        assert!(
+            started.elapsed() < STOP_GRACE,
+            "stop took {:?}",
+            started.elapsed()
+        );
+    }
 }
