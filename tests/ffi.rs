@@ -229,6 +229,16 @@ async fn wait_metric(c: &Cluster, addr: SocketAddr, series: &str, value: f64) {
     }
 }
 
+/// Waits until replica `id` leads and the gatekeeper follows its term: a
+/// gatekeeper drops effects of a term it has not seen yet (a real peer
+/// would retransmit; this one counts answers).
+async fn wait_leading(c: &Cluster, id: u32) {
+    wait_metric(c, c.metrics(id), "seguro_replica_leader", 1.0).await;
+    let text = testkit::scrape(c.metrics(id)).unwrap();
+    let epoch = testkit::sample(&text, "seguro_replica_epoch").expect("a leader has an epoch");
+    wait_metric(c, c.gatekeeper_metrics, "seguro_gatekeeper_epoch", epoch).await;
+}
+
 /// Sends one Ames packet from the peer to every replica, as the edge box
 /// copies it.
 async fn send(c: &Cluster, peer: &UdpSocket, content: &[u8]) {
@@ -325,7 +335,7 @@ async fn a_c_ship_answers_peers_through_the_gatekeeper_and_its_events_commit() {
     // A new ship leads and answers each packet with its event and mug. It
     // takes no snapshot yet, so that the log keeps every event.
     let mut replica = spawn_ship(&c, &ship, 1, 1000);
-    wait_metric(&c, c.metrics(1), "seguro_replica_leader", 1.0).await;
+    wait_leading(&c, 1).await;
     let peer = UdpSocket::bind("127.0.0.4:0").await.unwrap();
     let mut answers = Vec::new();
     for i in 0..20u8 {
@@ -360,7 +370,7 @@ async fn a_c_ship_answers_peers_through_the_gatekeeper_and_its_events_commit() {
     // Restarted without a snapshot, it replays the log through the ABI (the
     // agent checks every mug), snapshots every 5 events, and leads again.
     let mut replica = spawn_ship(&c, &ship, 1, 5);
-    wait_metric(&c, c.metrics(1), "seguro_replica_leader", 1.0).await;
+    wait_leading(&c, 1).await;
     let text = testkit::scrape(c.metrics(1)).unwrap();
     assert_eq!(
         testkit::sample(&text, "seguro_replica_replayed_total"),
@@ -381,7 +391,7 @@ async fn a_c_ship_answers_peers_through_the_gatekeeper_and_its_events_commit() {
     // Restarted again, it starts from its snapshot of event 20, replays 21,
     // and answers the next packet as event 22.
     let mut replica = spawn_ship(&c, &ship, 1, 5);
-    wait_metric(&c, c.metrics(1), "seguro_replica_leader", 1.0).await;
+    wait_leading(&c, 1).await;
     assert!(
         logs(&c).contains("ship: started at event 20"),
         "the snapshot held event 20\n{}",
@@ -447,7 +457,7 @@ async fn c_and_rust_ships_replay_each_other_and_a_c_ship_takes_over() {
     wait_metric(&c, c.gatekeeper_metrics, "seguro_gatekeeper_active", 1.0).await;
 
     let mut rust = spawn_rust_replica(&c, 3);
-    wait_metric(&c, c.metrics(3), "seguro_replica_leader", 1.0).await;
+    wait_leading(&c, 3).await;
     let mut ships = [
         spawn_ship(&c, &ship, 1, 10_000),
         spawn_ship(&c, &ship, 2, 10_000),
@@ -469,6 +479,7 @@ async fn c_and_rust_ships_replay_each_other_and_a_c_ship_takes_over() {
     rust.kill().unwrap();
     rust.wait().unwrap();
     let new_leader = leader_among(&c, &[1, 2]).await;
+    wait_leading(&c, new_leader).await;
     eprintln!("C ship {new_leader} took over");
     for i in 0..5u8 {
         answers.push(ask(&c, &peer, &[b'c', i]).await);
