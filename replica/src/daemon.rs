@@ -3,9 +3,11 @@
 //! behind the C ABI (the `seguro-replica-ffi` crate).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::OnceLock;
 
 use config::{Config, Key, KeyError, ReplicaId};
 use eventlog::auth::{Signer, Verifier};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -97,9 +99,7 @@ impl Wired {
         let key = Key::load(&me.key_file)?;
         let secret = Key::load(&config.eventlog.secret_file)?;
 
-        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .install_recorder()
-            .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+        let metrics = recorder()?;
         let http = tokio::net::TcpListener::bind(me.metrics)
             .await
             .map_err(|source| DaemonError::Bind {
@@ -177,4 +177,17 @@ impl Wired {
         self.receiving.abort();
         Ok(result?)
     }
+}
+
+/// The process's metrics recorder, installed by the first agent: a C
+/// runtime may start an agent again after a failed start or a stop.
+fn recorder() -> Result<PrometheusHandle, DaemonError> {
+    static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = RECORDER.get() {
+        return Ok(handle.clone());
+    }
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+    Ok(RECORDER.get_or_init(|| handle).clone())
 }

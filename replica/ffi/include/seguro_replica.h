@@ -42,8 +42,9 @@ typedef enum {
    */
   SEGURO_ERR_CONFIG = -3,
   /*
-   The agent could not start: a key, a socket, etcd, the metrics
-   endpoint (one replica per process).
+   The agent could not start: a key file, a socket (the message names
+   the address), the metrics recorder (another agent runs in this
+   process), etcd's endpoints.
    */
   SEGURO_ERR_START = -4,
   /*
@@ -161,12 +162,14 @@ const char *seguro_replica_last_error(void);
  Starts replica `replica_id`'s agent as `seguro replica` would, from the
  cluster config at `config_path` (a NUL-terminated UTF-8 path), on its own
  threads; the runtime's state is as of event `last_event` (0 for a new
- ship). Returns once the keys are read, the sockets bound and etcd
- reached; the agent then follows the log and campaigns by itself.
+ ship). Returns once the keys are read and the sockets bound; the agent
+ then reaches etcd and the event log (retrying, and logging why, while
+ they are down), follows the log and campaigns by itself.
 
  Returns the handle, or null with `*err` set (if `err` is not null) and
- the message in `seguro_replica_last_error`. One agent per process: the
- metrics recorder is process-wide. Logs go to stderr, filtered by
+ the message in `seguro_replica_last_error`. One agent at a time per
+ process (the metrics recorder is process-wide); after a failed start or a
+ stop, start may be called again. Logs go to stderr, filtered by
  `RUST_LOG` (default "info"), unless the process already set a logger.
 
  # Safety

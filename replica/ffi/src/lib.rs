@@ -123,12 +123,14 @@ pub extern "C" fn seguro_replica_last_error() -> *const c_char {
 /// Starts replica `replica_id`'s agent as `seguro replica` would, from the
 /// cluster config at `config_path` (a NUL-terminated UTF-8 path), on its own
 /// threads; the runtime's state is as of event `last_event` (0 for a new
-/// ship). Returns once the keys are read, the sockets bound and etcd
-/// reached; the agent then follows the log and campaigns by itself.
+/// ship). Returns once the keys are read and the sockets bound; the agent
+/// then reaches etcd and the event log (retrying, and logging why, while
+/// they are down), follows the log and campaigns by itself.
 ///
 /// Returns the handle, or null with `*err` set (if `err` is not null) and
-/// the message in `seguro_replica_last_error`. One agent per process: the
-/// metrics recorder is process-wide. Logs go to stderr, filtered by
+/// the message in `seguro_replica_last_error`. One agent at a time per
+/// process (the metrics recorder is process-wide); after a failed start or a
+/// stop, start may be called again. Logs go to stderr, filtered by
 /// `RUST_LOG` (default "info"), unless the process already set a logger.
 ///
 /// # Safety
@@ -453,6 +455,102 @@ mod tests {
         let h = unsafe { seguro_replica_start(not_utf8.as_ptr(), 1, 0, std::ptr::null_mut()) };
         assert!(h.is_null());
         assert_eq!(last_error(), "config_path is not UTF-8");
+    }
+
+    /// A free loopback port (nothing listens on it once this returns).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn start_names_a_taken_port_and_may_be_called_again() {
+        let dir = tempfile::tempdir().unwrap();
+        for key in ["replica-1.key", "eventlog.key"] {
+            config::Key::generate()
+                .unwrap()
+                .save_new(&dir.path().join(key))
+                .unwrap();
+        }
+        let ports: Vec<u16> = (0..7).map(|_| free_port()).collect();
+        let text = format!(
+            r#"cluster = "ffi-unit"
+[ship]
+public = "127.0.0.1:{}"
+[[replicas]]
+id = 1
+ames = "127.0.0.1:{}"
+eventlog = "127.0.0.1:{}"
+eventlog_metrics = "127.0.0.1:{}"
+metrics = "127.0.0.1:{}"
+key_file = "replica-1.key"
+[lb]
+interface = "lo"
+[gatekeeper]
+listen = "127.0.0.1:{}"
+[etcd]
+endpoints = ["http://127.0.0.1:{}"]
+[replica]
+data_dir = "agent"
+[keys]
+eventlog = "eventlog.key"
+"#,
+            ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6]
+        );
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(&path, text).unwrap();
+        let path = CString::new(path.to_str().unwrap()).unwrap();
+        let start = || {
+            let mut err = SEGURO_OK;
+            // SAFETY: a NUL-terminated path and a writable status.
+            let h = unsafe { seguro_replica_start(path.as_ptr(), 1, 0, &mut err) };
+            (h, err)
+        };
+
+        // A taken Ames port is named.
+        let taken = std::net::UdpSocket::bind(("127.0.0.1", ports[1])).unwrap();
+        let (h, err) = start();
+        assert!(h.is_null());
+        assert_eq!(err, SEGURO_ERR_START);
+        let message = last_error();
+        assert!(
+            message.contains(&format!(
+                "cannot bind the Ames socket on 127.0.0.1:{}",
+                ports[1]
+            )),
+            "{message}"
+        );
+        drop(taken);
+
+        // Then it starts (etcd is reached in the background: nothing listens
+        // there, and the agent keeps trying), stops, and starts again in the
+        // same process: the failed start left nothing behind.
+        for _ in 0..2 {
+            let (h, err) = start();
+            assert!(!h.is_null(), "{err:?}: {}", last_error());
+            // SAFETY: a live handle, stopped once below.
+            unsafe {
+                assert!(seguro_replica_fd(h) >= 0);
+                let mut notice = std::mem::MaybeUninit::uninit();
+                assert_eq!(
+                    seguro_replica_next_notice(h, notice.as_mut_ptr()),
+                    SEGURO_EMPTY
+                );
+                assert_eq!(seguro_replica_checkpointed(h, 0), SEGURO_OK);
+                assert_eq!(seguro_replica_applied(h, 1, 0), SEGURO_ERR_INVALID);
+                seguro_replica_stop(h);
+            }
+        }
+        // SAFETY: as above.
+        let h = unsafe { seguro_replica_start(path.as_ptr(), 2, 0, std::ptr::null_mut()) };
+        assert!(h.is_null());
+        assert!(
+            last_error().contains("no replica with id 2"),
+            "{}",
+            last_error()
+        );
     }
 
     #[test]

@@ -26,8 +26,9 @@ pub enum seguro_error {
     /// The config file cannot be read or is invalid, or names no such
     /// replica; the message lists every problem.
     SEGURO_ERR_CONFIG = -3,
-    /// The agent could not start: a key, a socket, etcd, the metrics
-    /// endpoint (one replica per process).
+    /// The agent could not start: a key file, a socket (the message names
+    /// the address), the metrics recorder (another agent runs in this
+    /// process), etcd's endpoints.
     SEGURO_ERR_START = -4,
     /// The agent has stopped (the message says why); the handle only
     /// accepts `seguro_replica_stop` from now on.
