@@ -52,7 +52,6 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let (agent_port, runtime_port) = port::port(NOTICE_QUEUE);
     let wired = Wired::new(config, id, agent_port).await?;
-    let secret = Key::load(&config.eventlog.secret_file)?;
     let peers = config
         .replicas
         .iter()
@@ -65,7 +64,7 @@ pub async fn run(
         runtime_port,
         config.agent.checkpoint_every,
         peers,
-        Signer::new(secret, 0),
+        Signer::new(wired.secret.clone(), 0),
     );
     let computing = tokio::spawn(runtime.run(shutdown.clone()));
     let result = wired.run(shutdown.clone()).await;
@@ -85,6 +84,8 @@ pub struct Wired {
     agent: Agent,
     receiving: tokio::task::JoinHandle<()>,
     store: CheckpointStore,
+    /// The event log secret, which also authenticates peers' HTTP requests.
+    secret: Key,
 }
 
 impl Wired {
@@ -155,7 +156,7 @@ impl Wired {
                 buffer_packets: config.agent.buffer_packets,
                 gatekeeper: config.gatekeeper.listen,
             },
-            log: eventlog::Client::new(config, secret),
+            log: eventlog::Client::new(config, secret.clone()),
             election,
             key,
             inbound: inbound_rx,
@@ -167,6 +168,7 @@ impl Wired {
             agent,
             receiving,
             store,
+            secret,
         })
     }
 
