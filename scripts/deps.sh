@@ -16,9 +16,10 @@ fi
 # Debian packages: LLVM 22 for bpf-linker, protoc for tonic/etcd-client code
 # generation, nftables/iproute2/ethtool for the namespace tests, Prometheus
 # for promtool and the scrape tests, systemd for `systemd-analyze verify` of
-# deploy/systemd.
+# deploy/systemd, a C compiler for the C ABI's test ship.
 packages=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev protobuf-compiler
-          nftables iproute2 ethtool prometheus python3-pip pkg-config systemd)
+          nftables iproute2 ethtool prometheus python3-pip pkg-config systemd
+          gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -1,15 +1,19 @@
-//! `seguro replica`: an agent with its sockets, its HTTP endpoint, etcd and
-//! the event log, beside an in-process ship.
+//! An agent wired to its sockets, its HTTP endpoint, etcd and the event
+//! log: beside an in-process ship (`seguro replica`), or beside a runtime
+//! behind the C ABI (the `seguro-replica-ffi` crate).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::OnceLock;
 
 use config::{Config, Key, KeyError, ReplicaId};
 use eventlog::auth::{Signer, Verifier};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, AgentError, Parts, Settings};
 use crate::checkpoint::CheckpointStore;
+use crate::port::AgentPort;
 use crate::runtime::{RuntimeError, ShipRuntime};
 use crate::ship::Ship;
 use crate::{inbound, peer, port};
@@ -37,7 +41,7 @@ pub enum DaemonError {
 }
 
 /// Notices the runtime may have queued: a slow runtime slows the agent.
-const NOTICE_QUEUE: usize = 4096;
+pub const NOTICE_QUEUE: usize = 4096;
 
 /// Runs replica `id`'s agent with `ship` until `shutdown` is cancelled.
 pub async fn run(
@@ -46,60 +50,8 @@ pub async fn run(
     ship: Box<dyn Ship>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let me = config.replica(id).ok_or(DaemonError::UnknownReplica(id))?;
-    let key = Key::load(&me.key_file)?;
-    let secret = Key::load(&config.eventlog.secret_file)?;
-
-    let metrics = telemetry::install(Default::default(), "replica")
-        .map_err(|e| DaemonError::Metrics(e.to_string()))?;
-    let http = tokio::net::TcpListener::bind(me.metrics)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            what: "the metrics endpoint",
-            addr: me.metrics,
-            source,
-        })?;
-    let store = CheckpointStore::new(config.agent.node_dir(id));
-    tokio::spawn(peer::serve(
-        http,
-        metrics,
-        store.clone(),
-        Verifier::new(secret.clone()),
-    ));
-
-    let opts = udp::SocketOptions {
-        freebind: false,
-        ..Default::default()
-    };
-    let ames = udp::BatchSocket::bind(me.ames, opts).map_err(|source| DaemonError::Bind {
-        what: "the Ames socket",
-        addr: me.ames,
-        source,
-    })?;
-    let any: IpAddr = if config.gatekeeper.listen.is_ipv4() {
-        Ipv4Addr::UNSPECIFIED.into()
-    } else {
-        Ipv6Addr::UNSPECIFIED.into()
-    };
-    let effects_from = SocketAddr::new(any, 0);
-    let effects =
-        udp::BatchSocket::bind(effects_from, opts).map_err(|source| DaemonError::Bind {
-            what: "the effects socket",
-            addr: effects_from,
-            source,
-        })?;
-
-    let etcd = gatekeeper::election::connect(&config.etcd.endpoints)
-        .await
-        .map_err(|e| DaemonError::Etcd {
-            endpoints: config.etcd.endpoints.join(","),
-            why: e.to_string(),
-        })?;
-    let election = gatekeeper::Election::new(etcd, &config.etcd_root(), config.etcd.lease_ttl);
-
-    let (inbound_tx, inbound_rx) = mpsc::channel(1024);
-    let receiving = tokio::spawn(inbound::receive(ames, inbound_tx));
     let (agent_port, runtime_port) = port::port(NOTICE_QUEUE);
+    let wired = Wired::new(config, id, agent_port).await?;
     let peers = config
         .replicas
         .iter()
@@ -108,35 +60,135 @@ pub async fn run(
         .collect();
     let runtime = ShipRuntime::new(
         ship,
-        store,
+        wired.store.clone(),
         runtime_port,
         config.agent.checkpoint_every,
         peers,
-        Signer::new(secret.clone(), 0),
+        Signer::new(wired.secret.clone(), 0),
     );
-    let agent = Agent::new(Parts {
-        settings: Settings {
-            id,
-            ttl: config.etcd.lease_ttl,
-            max_run_ahead: config.agent.max_run_ahead as u64,
-            buffer_packets: config.agent.buffer_packets,
-            gatekeeper: config.gatekeeper.listen,
-        },
-        log: eventlog::Client::new(config, secret),
-        election,
-        key,
-        inbound: inbound_rx,
-        effects,
-        port: agent_port,
-    });
-    tracing::info!(%id, ames = %me.ames, metrics = %me.metrics, "replica agent starting");
     let computing = tokio::spawn(runtime.run(shutdown.clone()));
-    let result = agent.run(shutdown.clone()).await;
+    let result = wired.run(shutdown.clone()).await;
     // Without the agent the runtime has nothing to do; without the runtime
     // the agent has already stopped.
     shutdown.cancel();
-    receiving.abort();
     let computed = computing.await.unwrap_or(Ok(()));
     result?;
     Ok(computed?)
+}
+
+/// An agent with its sockets bound, its metrics and HTTP endpoint served
+/// and etcd connected, waiting for [`Wired::run`]; the runtime is at the
+/// other end of the [`AgentPort`] it was given, in-process
+/// ([`ShipRuntime`]) or behind the C ABI.
+pub struct Wired {
+    agent: Agent,
+    receiving: tokio::task::JoinHandle<()>,
+    store: CheckpointStore,
+    /// The event log secret, which also authenticates peers' HTTP requests.
+    secret: Key,
+}
+
+impl Wired {
+    /// Binds, serves and connects everything replica `id`'s agent needs;
+    /// the errors an operator must fix come out here, before anything runs.
+    pub async fn new(
+        config: &Config,
+        id: ReplicaId,
+        port: AgentPort,
+    ) -> Result<Wired, DaemonError> {
+        let me = config.replica(id).ok_or(DaemonError::UnknownReplica(id))?;
+        let key = Key::load(&me.key_file)?;
+        let secret = Key::load(&config.eventlog.secret_file)?;
+
+        let metrics = recorder()?;
+        let http = tokio::net::TcpListener::bind(me.metrics)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                what: "the metrics endpoint",
+                addr: me.metrics,
+                source,
+            })?;
+        let store = CheckpointStore::new(config.agent.node_dir(id));
+        tokio::spawn(peer::serve(
+            http,
+            metrics,
+            store.clone(),
+            Verifier::new(secret.clone()),
+        ));
+
+        let opts = udp::SocketOptions {
+            freebind: false,
+            ..Default::default()
+        };
+        let ames = udp::BatchSocket::bind(me.ames, opts).map_err(|source| DaemonError::Bind {
+            what: "the Ames socket",
+            addr: me.ames,
+            source,
+        })?;
+        let any: IpAddr = if config.gatekeeper.listen.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        let effects_from = SocketAddr::new(any, 0);
+        let effects =
+            udp::BatchSocket::bind(effects_from, opts).map_err(|source| DaemonError::Bind {
+                what: "the effects socket",
+                addr: effects_from,
+                source,
+            })?;
+
+        let etcd = gatekeeper::election::connect(&config.etcd.endpoints)
+            .await
+            .map_err(|e| DaemonError::Etcd {
+                endpoints: config.etcd.endpoints.join(","),
+                why: e.to_string(),
+            })?;
+        let election = gatekeeper::Election::new(etcd, &config.etcd_root(), config.etcd.lease_ttl);
+
+        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        let receiving = tokio::spawn(inbound::receive(ames, inbound_tx));
+        let agent = Agent::new(Parts {
+            settings: Settings {
+                id,
+                ttl: config.etcd.lease_ttl,
+                max_run_ahead: config.agent.max_run_ahead as u64,
+                buffer_packets: config.agent.buffer_packets,
+                gatekeeper: config.gatekeeper.listen,
+            },
+            log: eventlog::Client::new(config, secret.clone()),
+            election,
+            key,
+            inbound: inbound_rx,
+            effects,
+            port,
+        });
+        tracing::info!(%id, ames = %me.ames, metrics = %me.metrics, "replica agent starting");
+        Ok(Wired {
+            agent,
+            receiving,
+            store,
+            secret,
+        })
+    }
+
+    /// Runs the agent until `shutdown` is cancelled, the runtime goes away,
+    /// or the event log breaks its promises.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
+        let result = self.agent.run(shutdown).await;
+        self.receiving.abort();
+        Ok(result?)
+    }
+}
+
+/// The process's metrics recorder, installed by the first agent: a C
+/// runtime may start an agent again after a failed start or a stop.
+fn recorder() -> Result<PrometheusHandle, DaemonError> {
+    static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = RECORDER.get() {
+        return Ok(handle.clone());
+    }
+    let handle = telemetry::install(Default::default(), "replica")
+        .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+    Ok(RECORDER.get_or_init(|| handle).clone())
 }

@@ -1,0 +1,433 @@
+//! The Rust side of a `seguro_replica *`: the agent on its own tokio
+//! runtime, the notices it queued for the C runtime, the fd that wakes the C
+//! runtime's loop, and the channel its commands go back on.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use config::{Config, KeyCheck, Overrides, ReplicaId};
+use eventlog::EventNum;
+use replica::port::{self, Command, Notice};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::types::seguro_error;
+
+/// Notices forwarded to the C runtime but not yet taken: with the agent's
+/// own queue ([`replica::NOTICE_QUEUE`]), how far a slow runtime lets the
+/// agent run before it waits.
+const HANDED_OVER: usize = 64;
+
+/// How long `stop` waits for the agent to resign and stop.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// An error and its message, for `seguro_replica_last_error`.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: seguro_error,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: seguro_error, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// An eventfd: readable while notices may be waiting.
+struct Wake(OwnedFd);
+
+impl Wake {
+    fn new() -> io::Result<Wake> {
+        // SAFETY: eventfd(2) takes no pointers; a non-negative return is a
+        // new descriptor nobody else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created above and is owned by nothing else.
+        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the fd readable.
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. It can
+        // only fail if the counter would overflow, and then it is readable
+        // anyway.
+        unsafe { libc::write(self.0.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
+    /// Makes the fd unreadable until the next signal.
+    fn clear(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our own non-blocking
+        // eventfd; EAGAIN (nothing to clear) is fine.
+        unsafe { libc::read(self.0.as_raw_fd(), (&raw mut count).cast(), 8) };
+    }
+}
+
+/// What the C runtime reads from.
+struct Inbox {
+    notices: mpsc::Receiver<Notice>,
+    /// The notice last returned, whose bytes the C runtime may still read.
+    current: Option<Notice>,
+}
+
+/// One agent and the C runtime's ends of its port.
+pub struct Replica {
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: CancellationToken,
+    agent: Option<tokio::task::JoinHandle<()>>,
+    commands: mpsc::UnboundedSender<Command>,
+    inbox: Mutex<Inbox>,
+    wake: Arc<Wake>,
+    /// Why the agent stopped, once it has.
+    stopped: Arc<Mutex<Option<String>>>,
+}
+
+impl Replica {
+    /// Loads the config, wires replica `id`'s agent (keys, sockets, etcd,
+    /// metrics) and starts it, its runtime's state being as of `last`.
+    pub fn start(config_path: &Path, id: u32, last: EventNum) -> Result<Replica, Failure> {
+        let id = ReplicaId::new(id)
+            .ok_or_else(|| Failure::new(seguro_error::SEGURO_ERR_INVALID, "replica id 0"))?;
+        let config = match Config::load(config_path, &Overrides::default(), KeyCheck::Replica(id)) {
+            Ok((config, _warnings)) => config,
+            Err(diagnostics) => {
+                let message = diagnostics
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Err(Failure::new(seguro_error::SEGURO_ERR_CONFIG, message));
+            }
+        };
+        if config.replica(id).is_none() {
+            return Err(Failure::new(
+                seguro_error::SEGURO_ERR_CONFIG,
+                format!("{} has no replica with id {id}", config_path.display()),
+            ));
+        }
+        let start =
+            |e: &dyn std::fmt::Display| Failure::new(seguro_error::SEGURO_ERR_START, e.to_string());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("seguro-replica")
+            .enable_all()
+            .build()
+            .map_err(|e| start(&format!("cannot start the async runtime: {e}")))?;
+
+        let (agent_port, runtime_port) = port::port(replica::NOTICE_QUEUE);
+        let wired = runtime
+            .block_on(replica::Wired::new(&config, id, agent_port))
+            .map_err(|e| start(&e))?;
+        // The runtime's state at start, as the protocol opens (SPEC §6.3.1).
+        let _ = runtime_port.commands.send(Command::Restored { last });
+        let shutdown = CancellationToken::new();
+        let stopping = shutdown.clone();
+        let agent = async move {
+            wired.run(stopping).await.map_err(|e| {
+                tracing::error!(error = %e, "the replica agent stopped");
+                e.to_string()
+            })
+        };
+        Replica::serve(runtime, runtime_port, agent, shutdown)
+    }
+
+    /// Runs `agent` on `runtime`; the C runtime takes its notices from
+    /// `port` (woken through the fd) and hands commands back on it.
+    fn serve(
+        runtime: tokio::runtime::Runtime,
+        port: port::RuntimePort,
+        agent: impl Future<Output = Result<(), String>> + Send + 'static,
+        shutdown: CancellationToken,
+    ) -> Result<Replica, Failure> {
+        let wake =
+            Arc::new(Wake::new().map_err(|e| {
+                Failure::new(seguro_error::SEGURO_ERR_START, format!("eventfd: {e}"))
+            })?);
+        let (handed, notices) = mpsc::channel(HANDED_OVER);
+        let stopped = Arc::new(Mutex::new(None));
+        let agent = runtime.spawn(serve(
+            agent,
+            port.notices,
+            handed,
+            wake.clone(),
+            shutdown.clone(),
+            stopped.clone(),
+        ));
+        Ok(Replica {
+            runtime: Some(runtime),
+            shutdown,
+            agent: Some(agent),
+            commands: port.commands,
+            inbox: Mutex::new(Inbox {
+                notices,
+                current: None,
+            }),
+            wake,
+            stopped,
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.wake.0.as_raw_fd()
+    }
+
+    /// The next notice, if one is waiting, kept until the next call; it
+    /// clears the fd once nothing is left.
+    pub fn next_notice<T>(&self, view: impl FnOnce(&Notice) -> T) -> Result<Option<T>, Failure> {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        inbox.current = None;
+        let mut received = inbox.notices.try_recv();
+        if matches!(received, Err(TryRecvError::Empty)) {
+            // Clear first, then look again: a notice forwarded after the
+            // look signals the fd after it was cleared, so none is missed.
+            self.wake.clear();
+            received = inbox.notices.try_recv();
+        }
+        match received {
+            Ok(notice) => Ok(Some(view(inbox.current.insert(notice)))),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(self.stopped_failure()),
+        }
+    }
+
+    /// Hands a command to the agent.
+    pub fn tell(&self, command: Command) -> Result<(), Failure> {
+        if self
+            .stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return Err(self.stopped_failure());
+        }
+        self.commands
+            .send(command)
+            .map_err(|_| self.stopped_failure())
+    }
+
+    fn stopped_failure(&self) -> Failure {
+        let why = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        Failure::new(
+            seguro_error::SEGURO_ERR_STOPPED,
+            why.as_deref()
+                .unwrap_or("the agent has stopped")
+                .to_string(),
+        )
+    }
+
+    /// Stops the agent (a leader resigns first) and its runtime.
+    pub fn stop(mut self) {
+        self.shutdown.cancel();
+        if let (Some(runtime), Some(agent)) = (self.runtime.take(), self.agent.take()) {
+            let _ = runtime.block_on(async { tokio::time::timeout(STOP_GRACE, agent).await });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs the agent (which stops on `shutdown`), forwarding its notices to the C runtime and signalling
+/// the fd for each; records why it stopped, then closes the inbox.
+async fn serve(
+    agent: impl Future<Output = Result<(), String>>,
+    mut from_agent: mpsc::Receiver<Notice>,
+    to_runtime: mpsc::Sender<Notice>,
+    wake: Arc<Wake>,
+    shutdown: CancellationToken,
+    stopped: Arc<Mutex<Option<String>>>,
+) {
+    let stopping = shutdown;
+    let forward = async {
+        loop {
+            let notice = tokio::select! {
+                notice = from_agent.recv() => notice,
+                // A C runtime that stopped reading must not hold up `stop`.
+                _ = stopping.cancelled() => None,
+            };
+            let Some(notice) = notice else { return };
+            tokio::select! {
+                sent = to_runtime.send(notice) => if sent.is_err() { return },
+                _ = stopping.cancelled() => return,
+            }
+            wake.signal();
+        }
+    };
+    // The agent dropping its port ends the forwarding once it is drained.
+    let (result, ()) = tokio::join!(agent, forward);
+    let why = match result {
+        Ok(()) => "the agent was stopped".to_string(),
+        Err(e) => format!("the agent stopped: {e}"),
+    };
+    *stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    drop(to_runtime);
+    wake.signal();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// Whether `fd` becomes readable within `ms` milliseconds.
+    fn readable(fd: RawFd, ms: i32) -> bool {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd, and its count is 1.
+        unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
+    }
+
+    /// A replica whose "agent" is the test: it sends notices on the
+    /// returned sender, reads commands from the receiver, and ends the agent
+    /// with the result it sends on the oneshot (or when stopped).
+    #[allow(clippy::type_complexity)]
+    fn fake() -> (
+        Replica,
+        mpsc::Sender<Notice>,
+        mpsc::UnboundedReceiver<Command>,
+        oneshot::Sender<Result<(), String>>,
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (agent_port, runtime_port) = port::port(8);
+        let (end, ended) = oneshot::channel();
+        let shutdown = CancellationToken::new();
+        let stopping = shutdown.clone();
+        let notices = agent_port.notices.clone();
+        let agent = async move {
+            let port = agent_port.notices;
+            let result = tokio::select! {
+                r = ended => r.unwrap_or(Ok(())),
+                _ = stopping.cancelled() => Ok(()),
+            };
+            drop(port);
+            result
+        };
+        let replica = Replica::serve(runtime, runtime_port, agent, shutdown).unwrap();
+        (replica, notices, agent_port.commands, end)
+    }
+
+    #[test]
+    fn the_fd_wakes_for_each_notice_and_next_notice_drains_it() {
+        let (replica, notices, mut commands, end) = fake();
+        let fd = replica.fd();
+        assert!(!readable(fd, 0));
+        assert!(replica.next_notice(|_| ()).unwrap().is_none());
+
+        notices
+            .blocking_send(Notice::Committed(EventNum(1)))
+            .unwrap();
+        assert!(readable(fd, 5000), "a notice makes the fd readable");
+        let got = replica.next_notice(Notice::clone).unwrap();
+        assert_eq!(got, Some(Notice::Committed(EventNum(1))));
+        assert_eq!(replica.next_notice(|_| ()).unwrap(), None);
+        assert!(!readable(fd, 0), "EMPTY clears the fd");
+
+        for n in 1..=3 {
+            let data = Bytes::from(vec![n as u8; 3]);
+            notices
+                .blocking_send(Notice::Replay {
+                    num: EventNum(n),
+                    data,
+                })
+                .unwrap();
+        }
+        assert!(readable(fd, 5000));
+        let mut seen = Vec::new();
+        // Notices still in flight to the inbox arrive with the fd set again.
+        while seen.len() < 3 {
+            while let Some(n) = replica.next_notice(Notice::clone).unwrap() {
+                seen.push(n);
+            }
+            assert!(seen.len() == 3 || readable(fd, 5000));
+        }
+        let nums: Vec<_> = seen
+            .iter()
+            .map(|n| match n {
+                Notice::Replay { num, data } => (num.get(), data[0]),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(nums, [(1, 1), (2, 2), (3, 3)], "in order");
+
+        replica.tell(Command::Checkpointed(EventNum(3))).unwrap();
+        assert_eq!(
+            commands.blocking_recv(),
+            Some(Command::Checkpointed(EventNum(3)))
+        );
+
+        // The agent stops with an error: the C side learns why.
+        drop(notices);
+        end.send(Err("the event log skipped from event 3 to 5".into()))
+            .unwrap();
+        assert!(readable(fd, 5000), "stopping wakes the C side");
+        let failure = loop {
+            match replica.next_notice(|_| ()) {
+                Ok(_) => assert!(readable(fd, 5000)),
+                Err(failure) => break failure,
+            }
+        };
+        assert_eq!(failure.code, seguro_error::SEGURO_ERR_STOPPED);
+        assert!(
+            failure.message.contains("skipped from event 3"),
+            "{}",
+            failure.message
+        );
+        let refused = replica
+            .tell(Command::Checkpointed(EventNum(4)))
+            .unwrap_err();
+        assert_eq!(refused.code, seguro_error::SEGURO_ERR_STOPPED);
+        replica.stop();
+    }
+
+    #[test]
+    fn stop_does_not_wait_for_a_c_side_that_stopped_reading() {
+        let (replica, notices, _commands, _end) = fake();
+        // Fill both queues: the forwarder is stuck handing one over.
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match notices.try_send(Notice::Committed(EventNum(sent + 1))) {
+                Ok(()) => sent += 1,
+                Err(_) if sent > HANDED_OVER as u64 => break,
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        assert!(sent > HANDED_OVER as u64, "{sent} notices queued");
+        let started = Instant::now();
+        replica.stop();
+        assert!(
+            started.elapsed() < STOP_GRACE,
+            "stop took {:?}",
+            started.elapsed()
+        );
+    }
+}
