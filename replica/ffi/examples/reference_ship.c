@@ -222,7 +222,7 @@ static int ship_apply(ship *s, uint64_t num, const uint8_t *e, size_t len,
 
 /* ---- the snapshot: 12 bytes, written durably ---- */
 
-static char snapshot_path[4096], snapshot_tmp[4096];
+static char snapshot_dir[4096], snapshot_path[4096], snapshot_tmp[4096];
 static uint64_t snapshot_every = 10000, snapshot_last = 0;
 
 static int snapshot_save(const ship *s) {
@@ -234,6 +234,13 @@ static int snapshot_save(const ship *s) {
   int ok = write(fd, bytes, sizeof bytes) == (ssize_t)sizeof bytes && fdatasync(fd) == 0;
   close(fd);
   if (!ok || rename(snapshot_tmp, snapshot_path) != 0) return -1;
+  /* The rename is durable only once the directory is: until then a crash
+   * may bring the old snapshot back, after the log was told it may purge. */
+  int dir = open(snapshot_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return -1;
+  ok = fsync(dir) == 0;
+  close(dir);
+  if (!ok) return -1;
   snapshot_last = s->last;
   return 0;
 }
@@ -283,6 +290,7 @@ int main(int argc, char **argv) {
   }
   if (argc == 5) snapshot_every = strtoull(argv[4], NULL, 10);
   if (snapshot_every == 0) snapshot_every = 1;
+  snprintf(snapshot_dir, sizeof snapshot_dir, "%s", argv[3]);
   snprintf(snapshot_path, sizeof snapshot_path, "%s/ship.snapshot", argv[3]);
   snprintf(snapshot_tmp, sizeof snapshot_tmp, "%s/ship.snapshot.tmp", argv[3]);
   struct sigaction sa;

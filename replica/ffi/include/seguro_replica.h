@@ -33,7 +33,8 @@ typedef enum {
   SEGURO_ERR_NULL = -1,
   /*
    An argument is out of range: a mug that is not 31 bits and non-zero,
-   a lane family other than 4 or 6, a path that is not UTF-8, event 0.
+   a lane family other than 4 or 6, a path that is not UTF-8, event 0,
+   event `UINT64_MAX`.
    */
   SEGURO_ERR_INVALID = -2,
   /*
@@ -196,8 +197,8 @@ int seguro_replica_fd(const seguro_replica *h);
  or `SEGURO_EMPTY` (the fd is then cleared until more arrive), or
  `SEGURO_ERR_STOPPED` once the agent has stopped and every notice was
  taken. Call it until it is not `SEGURO_OK` each time the fd is readable.
- `out->data` stays valid until the next call on this handle or
- `seguro_replica_stop`. Notices come in order and must be handled in order,
+ `out->data` stays valid until the next `seguro_replica_next_notice` on
+ this handle or `seguro_replica_stop`. Notices come in order and must be handled in order,
  from one thread at a time.
 
  # Safety

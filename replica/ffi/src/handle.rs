@@ -5,6 +5,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,37 @@ const HANDED_OVER: usize = 64;
 
 /// How long `stop` waits for the agent to resign and stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether an agent runs in this process: one at a time, because the
+/// metrics recorder and the logger are the process's.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// This process's one agent slot, freed when dropped.
+struct Slot {
+    held: bool,
+}
+
+impl Slot {
+    fn take() -> Result<Slot, Failure> {
+        RUNNING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| Slot { held: true })
+            .map_err(|_| {
+                Failure::new(
+                    seguro_error::SEGURO_ERR_START,
+                    "another agent runs in this process: stop it first",
+                )
+            })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.held {
+            RUNNING.store(false, Ordering::Release);
+        }
+    }
+}
 
 /// An error and its message, for `seguro_replica_last_error`.
 #[derive(Debug)]
@@ -91,6 +123,8 @@ pub struct Replica {
     wake: Arc<Wake>,
     /// Why the agent stopped, once it has.
     stopped: Arc<Mutex<Option<String>>>,
+    /// Dropped last: the next agent may start once this one is gone.
+    _slot: Slot,
 }
 
 impl Replica {
@@ -125,6 +159,7 @@ impl Replica {
             .build()
             .map_err(|e| start(&format!("cannot start the async runtime: {e}")))?;
 
+        let slot = Slot::take()?;
         let (agent_port, runtime_port) = port::port(replica::NOTICE_QUEUE);
         let wired = runtime
             .block_on(replica::Wired::new(&config, id, agent_port))
@@ -139,7 +174,7 @@ impl Replica {
                 e.to_string()
             })
         };
-        Replica::serve(runtime, runtime_port, agent, shutdown)
+        Replica::serve(runtime, runtime_port, agent, shutdown, slot)
     }
 
     /// Runs `agent` on `runtime`; the C runtime takes its notices from
@@ -149,6 +184,7 @@ impl Replica {
         port: port::RuntimePort,
         agent: impl Future<Output = Result<(), String>> + Send + 'static,
         shutdown: CancellationToken,
+        slot: Slot,
     ) -> Result<Replica, Failure> {
         let wake =
             Arc::new(Wake::new().map_err(|e| {
@@ -175,6 +211,7 @@ impl Replica {
             }),
             wake,
             stopped,
+            _slot: slot,
         })
     }
 
@@ -245,8 +282,31 @@ impl Drop for Replica {
     }
 }
 
-/// Runs the agent (which stops on `shutdown`), forwarding its notices to the C runtime and signalling
-/// the fd for each; records why it stopped, then closes the inbox.
+/// Says why the agent stopped, closes the inbox and wakes the C runtime
+/// when serving ends, even by a panic (tokio then drops the task): a runtime
+/// waiting on the fd must learn the agent is gone.
+struct Finish {
+    why: Option<String>,
+    to_runtime: Option<mpsc::Sender<Notice>>,
+    stopped: Arc<Mutex<Option<String>>>,
+    wake: Arc<Wake>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let why = self
+            .why
+            .take()
+            .unwrap_or_else(|| "the agent panicked (see its log)".to_string());
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        // The inbox reads as stopped once drained; then the wake-up.
+        self.to_runtime = None;
+        self.wake.signal();
+    }
+}
+
+/// Runs the agent (which stops on `shutdown`), forwarding its notices to
+/// the C runtime and signalling the fd for each; then [`Finish`]es.
 async fn serve(
     agent: impl Future<Output = Result<(), String>>,
     mut from_agent: mpsc::Receiver<Notice>,
@@ -255,7 +315,17 @@ async fn serve(
     shutdown: CancellationToken,
     stopped: Arc<Mutex<Option<String>>>,
 ) {
+    let mut finish = Finish {
+        why: None,
+        to_runtime: Some(to_runtime),
+        stopped,
+        wake: wake.clone(),
+    };
     let stopping = shutdown;
+    // Borrowed, never cloned: dropping `finish` alone closes the inbox.
+    let Some(to_runtime) = finish.to_runtime.as_ref() else {
+        return;
+    };
     let forward = async {
         loop {
             let notice = tokio::select! {
@@ -273,13 +343,10 @@ async fn serve(
     };
     // The agent dropping its port ends the forwarding once it is drained.
     let (result, ()) = tokio::join!(agent, forward);
-    let why = match result {
+    finish.why = Some(match result {
         Ok(()) => "the agent was stopped".to_string(),
         Err(e) => format!("the agent stopped: {e}"),
-    };
-    *stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-    drop(to_runtime);
-    wake.signal();
+    });
 }
 
 #[cfg(test)]
@@ -331,8 +398,36 @@ mod tests {
             drop(port);
             result
         };
-        let replica = Replica::serve(runtime, runtime_port, agent, shutdown).unwrap();
+        let replica =
+            Replica::serve(runtime, runtime_port, agent, shutdown, Slot { held: false }).unwrap();
         (replica, notices, agent_port.commands, end)
+    }
+
+    #[test]
+    fn a_panicking_agent_wakes_the_c_side_and_says_so() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (agent_port, runtime_port) = port::port(8);
+        let agent = async move {
+            let _port = agent_port;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            panic!("a bug in the agent");
+        };
+        let shutdown = CancellationToken::new();
+        let replica =
+            Replica::serve(runtime, runtime_port, agent, shutdown, Slot { held: false }).unwrap();
+        assert!(readable(replica.fd(), 5000), "the panic wakes the C side");
+        let failure = replica.next_notice(|_| ()).unwrap_err();
+        assert_eq!(failure.code, seguro_error::SEGURO_ERR_STOPPED);
+        assert!(failure.message.contains("panicked"), "{}", failure.message);
+        let refused = replica
+            .tell(Command::Checkpointed(EventNum(1)))
+            .unwrap_err();
+        assert_eq!(refused.code, seguro_error::SEGURO_ERR_STOPPED);
+        replica.stop();
     }
 
     #[test]

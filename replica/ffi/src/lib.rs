@@ -101,7 +101,18 @@ fn event(num: u64) -> Result<EventNum, Failure> {
             "event 0 does not exist; events count from 1".into(),
         ));
     }
-    Ok(EventNum(num))
+    as_of(num)
+}
+
+/// A state as of event `last` (0: no event yet). The log never reaches
+/// `u64::MAX`: no event could follow it.
+fn as_of(last: u64) -> Result<EventNum, Failure> {
+    if last == u64::MAX {
+        return Err(invalid(format!(
+            "event {last} is out of range (no event could follow it)"
+        )));
+    }
+    Ok(EventNum(last))
 }
 
 fn mug(value: u32) -> Result<Mug, Failure> {
@@ -117,7 +128,11 @@ fn mug(value: u32) -> Result<Mug, Failure> {
 /// call on this thread. Never null ("" if nothing failed yet).
 #[unsafe(no_mangle)]
 pub extern "C" fn seguro_replica_last_error() -> *const c_char {
-    LAST_ERROR.with(|last| last.borrow().as_ptr())
+    // `try_with`: a thread tearing down its locals gets "" rather than a
+    // panic across the boundary.
+    LAST_ERROR
+        .try_with(|last| last.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 /// Starts replica `replica_id`'s agent as `seguro replica` would, from the
@@ -153,7 +168,7 @@ pub unsafe extern "C" fn seguro_replica_start(
             .to_str()
             .map_err(|_| invalid("config_path is not UTF-8".into()))?;
         init_logging();
-        let replica = Replica::start(Path::new(path), replica_id, EventNum(last_event))?;
+        let replica = Replica::start(Path::new(path), replica_id, as_of(last_event)?)?;
         handle = Box::into_raw(Box::new(seguro_replica(replica)));
         Ok(SEGURO_OK)
     });
@@ -195,8 +210,8 @@ pub unsafe extern "C" fn seguro_replica_fd(h: *const seguro_replica) -> c_int {
 /// or `SEGURO_EMPTY` (the fd is then cleared until more arrive), or
 /// `SEGURO_ERR_STOPPED` once the agent has stopped and every notice was
 /// taken. Call it until it is not `SEGURO_OK` each time the fd is readable.
-/// `out->data` stays valid until the next call on this handle or
-/// `seguro_replica_stop`. Notices come in order and must be handled in order,
+/// `out->data` stays valid until the next `seguro_replica_next_notice` on
+/// this handle or `seguro_replica_stop`. Notices come in order and must be handled in order,
 /// from one thread at a time.
 ///
 /// # Safety
@@ -341,9 +356,7 @@ pub unsafe extern "C" fn seguro_replica_restored(
     guard(|| {
         // SAFETY: the caller's promise is `replica`'s.
         let replica = unsafe { replica(h) }?;
-        replica.tell(Command::Restored {
-            last: EventNum(last),
-        })?;
+        replica.tell(Command::Restored { last: as_of(last)? })?;
         Ok(SEGURO_OK)
     })
 }
@@ -362,7 +375,7 @@ pub unsafe extern "C" fn seguro_replica_checkpointed(
     guard(|| {
         // SAFETY: the caller's promise is `replica`'s.
         let replica = unsafe { replica(h) }?;
-        replica.tell(Command::Checkpointed(EventNum(num)))?;
+        replica.tell(Command::Checkpointed(as_of(num)?))?;
         Ok(SEGURO_OK)
     })
 }
@@ -530,8 +543,14 @@ eventlog = "eventlog.key"
         for _ in 0..2 {
             let (h, err) = start();
             assert!(!h.is_null(), "{err:?}: {}", last_error());
+            // One agent per process: a second is refused while it runs.
+            let (second, err) = start();
+            assert!(second.is_null());
+            assert_eq!(err, SEGURO_ERR_START);
+            assert!(last_error().contains("another agent"), "{}", last_error());
             // SAFETY: a live handle, stopped once below.
             unsafe {
+                assert_eq!(seguro_replica_restored(h, u64::MAX), SEGURO_ERR_INVALID);
                 assert!(seguro_replica_fd(h) >= 0);
                 let mut notice = std::mem::MaybeUninit::uninit();
                 assert_eq!(

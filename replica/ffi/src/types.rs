@@ -21,7 +21,8 @@ pub enum seguro_error {
     /// A pointer argument that must not be null was null.
     SEGURO_ERR_NULL = -1,
     /// An argument is out of range: a mug that is not 31 bits and non-zero,
-    /// a lane family other than 4 or 6, a path that is not UTF-8, event 0.
+    /// a lane family other than 4 or 6, a path that is not UTF-8, event 0,
+    /// event `UINT64_MAX`.
     SEGURO_ERR_INVALID = -2,
     /// The config file cannot be read or is invalid, or names no such
     /// replica; the message lists every problem.
