@@ -62,7 +62,11 @@ pub fn socket(family: Family, send_buffer: usize) -> io::Result<Socket> {
         Some(Protocol::from(nix::libc::IPPROTO_RAW)),
     )?;
     socket.set_nonblocking(true)?;
-    // It receives nothing: IPPROTO_RAW sockets are for sending only.
+    // Nothing reads it. An IPv4 IPPROTO_RAW socket receives nothing, but an
+    // IPv6 one is handed every packet whose next header is 255, which anyone
+    // may send the edge box: a filter that keeps no byte drops them all
+    // before they take buffer space.
+    socket.attach_filter(&[socket2::SockFilter::new(BPF_RET_K, 0, 0, 0)])?;
     SocketOptions {
         recv_buffer: 0,
         send_buffer,
@@ -71,6 +75,10 @@ pub fn socket(family: Family, send_buffer: usize) -> io::Result<Socket> {
     .apply(&socket)?;
     Ok(socket)
 }
+
+/// The classic BPF instruction `ret #k` (`BPF_RET | BPF_K`): with k = 0,
+/// "keep no byte of this packet".
+const BPF_RET_K: u16 = 0x06;
 
 /// One UDP datagram to send from a raw socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

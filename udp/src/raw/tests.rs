@@ -95,3 +95,39 @@ async fn a_datagram_that_cannot_be_written_is_refused_in_its_place() {
     let data: Vec<Vec<u8>> = got.into_iter().map(|(_, d)| d).collect();
     assert_eq!(data, [b"one".to_vec(), b"two".to_vec()]);
 }
+
+/// An IPv6 IPPROTO_RAW socket is handed every packet whose next header is
+/// 255: the sender's keeps none of them (on loopback, our own packet).
+#[test]
+fn a_raw_socket_keeps_nothing_it_is_handed() {
+    let ours = socket(Family::V6, 0).expect("a raw socket: run as root");
+    let mut probe = [0u8; 40 + 4];
+    probe[0] = 0x60;
+    probe[4..6].copy_from_slice(&4u16.to_be_bytes());
+    probe[6] = 255; // next header: IPPROTO_RAW
+    probe[7] = 64;
+    let lo = std::net::Ipv6Addr::LOCALHOST.octets();
+    probe[8..24].copy_from_slice(&lo);
+    probe[24..40].copy_from_slice(&lo);
+    let to: SocketAddr = "[::1]:0".parse().unwrap();
+    // A second socket, unfiltered, sees the probe: it did arrive.
+    let witness = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(nix::libc::IPPROTO_RAW)),
+    )
+    .unwrap();
+    witness
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    witness.send_to(&probe, &to.into()).unwrap();
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 128];
+    assert!(
+        witness.recv(&mut buf).is_ok(),
+        "an unfiltered socket gets the probe"
+    );
+    assert!(
+        matches!(ours.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the sender's socket kept nothing"
+    );
+}
