@@ -192,6 +192,26 @@ fn unparsable_address() {
 }
 
 #[test]
+fn the_public_address_needs_an_ip_and_a_port() {
+    let f = Fixture::new();
+    for (public, says) in [
+        ("0.0.0.0:34543", "`0.0.0.0:34543` is not a public address"),
+        ("192.0.2.1:0", "ship.public: `192.0.2.1:0` has port 0"),
+    ] {
+        let path = f.edited(
+            "public = \"192.0.2.1:34543\"",
+            &format!("public = \"{public}\""),
+        );
+        let err = check_fails(&path);
+        assert!(
+            err.contains(&format!("{}{says}", at(&path, 4, 10))),
+            "{err}"
+        );
+        assert!(err.contains("hint:"), "{err}");
+    }
+}
+
+#[test]
 fn duplicate_replica_id() {
     let f = Fixture::new();
     let path = f.edited("id = 3", "id = 2");
