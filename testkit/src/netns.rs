@@ -107,7 +107,9 @@ impl Netns {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("running nft in {}: {e} (is nftables installed?)", self.name));
+            .unwrap_or_else(|e| {
+                panic!("running nft in {}: {e} (is nftables installed?)", self.name)
+            });
         child
             .stdin
             .take()
