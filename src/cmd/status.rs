@@ -356,8 +356,12 @@ fn print(status: &Value, json: bool) -> anyhow::Result<()> {
 /// The human view.
 fn render(s: &Value) -> String {
     let mut o = String::new();
+    // Counters come as floats; whole ones print without a fraction.
     let num = |v: &Value| match v {
-        Value::Number(n) => n.to_string(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
         _ => "-".to_string(),
     };
     let err = |v: &Value| v["error"].as_str().map(str::to_string);

@@ -219,6 +219,11 @@ impl ClusterLab {
         &self.dir
     }
 
+    /// The `seguro` binary every daemon runs.
+    pub fn seguro_bin(&self) -> &Path {
+        &self.bin
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("seguro.toml")
     }
@@ -504,6 +509,42 @@ impl ClusterLab {
         Probe::start(config, socket)
     }
 
+    /// Kills (-9) the leading replica's agent and event log node, as a
+    /// replica host dying would: which replica, and when.
+    pub fn kill_leader(&mut self, limit: Duration) -> io::Result<(u8, Instant)> {
+        let leader = self.wait_leader(limit).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::TimedOut, "no replica leads: nothing to kill")
+        })?;
+        self.kill(Daemon::Replica(leader));
+        let at = Instant::now();
+        self.kill(Daemon::Eventlog(leader));
+        Ok((leader, at))
+    }
+
+    /// Starts replica `i`'s event log node and agent (again).
+    pub fn start_replica(&mut self, i: u8) -> io::Result<()> {
+        self.start(Daemon::Eventlog(i))?;
+        self.start(Daemon::Replica(i))
+    }
+
+    /// Waits up to `limit` until replica `i` has applied what the leader
+    /// committed when this was called.
+    pub fn wait_caught_up(&self, i: u8, limit: Duration) -> io::Result<()> {
+        let leader = self
+            .wait_leader(limit)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no replica leads"))?;
+        let target = self
+            .metric(Daemon::Replica(leader), "seguro_replica_committed_event")
+            .unwrap_or(0.0);
+        self.wait_metric(
+            Daemon::Replica(i),
+            "seguro_replica_applied_event",
+            limit,
+            |v| v >= target,
+        )
+        .map(|_| ())
+    }
+
     /// Reserves `count` sequence numbers for a probe: the first of them.
     pub fn take_seqs(&self, count: u64) -> u64 {
         self.next_seq
@@ -548,6 +589,17 @@ impl Drop for ClusterLab {
         }
         self.etcd.kill();
     }
+}
+
+/// How long after `at` the peer got its first answer to a request it sent
+/// after `at`: after a leader's death, when the new leader answered.
+pub fn first_answer_after(report: &crate::probe::ProbeReport, at: Instant) -> Option<Duration> {
+    report
+        .answers
+        .iter()
+        .filter(|a| a.sent >= at)
+        .map(|a| a.received.duration_since(at))
+        .min()
 }
 
 /// The last `n` lines of `text`.
