@@ -19,6 +19,7 @@
 //! Environment: `BENCH_SECONDS` (each steady-state run, default 3),
 //! `BENCH_ROUNDS` (default 3), `FAILOVER_RUNS` (default 20), `SEGURO_BIN`.
 
+use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +29,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use seguro_bench::{Latencies, median, ms, table};
 use testkit::cluster::{ClusterLab, ClusterOptions, Daemon, first_answer_after};
-use testkit::probe::{Probe, ProbeConfig, ProbeReport};
+use futures::StreamExt as _;
+use testkit::probe::{Probe, ProbeConfig, ProbeReport, request_seq};
 
 const WINDOW: u32 = 64;
 const LOAD_RATE: u32 = 200;
@@ -119,6 +121,7 @@ fn main() -> anyhow::Result<()> {
     let mut elected = Latencies::new();
     let mut rows = Vec::new();
     let (mut lost_total, mut sent_total, mut undelivered_total) = (0usize, 0usize, 0i64);
+    let mut committed_total = 0usize;
     for run in 1..=runs {
         let r = one_failover(&mut lab)?;
         if let Some(d) = r.first_answer {
@@ -126,16 +129,18 @@ fn main() -> anyhow::Result<()> {
         }
         elected.record(r.elected);
         lost_total += r.lost;
+        committed_total += r.committed_unanswered;
         sent_total += r.window;
         undelivered_total += r.undelivered;
         println!(
-            "run {run}: replica {} → {}, elected {}, first answer {}, {} of {} unanswered, edge delivered all: {}",
+            "run {run}: replica {} → {}, elected {}, first answer {}, {} of {} unanswered ({} of them committed), edge delivered all: {}",
             r.old,
             r.new,
             ms(r.elected),
             r.first_answer.map_or("never".into(), ms),
             r.lost,
             r.window,
+            r.committed_unanswered,
             r.undelivered == 0
         );
         rows.push(r);
@@ -163,8 +168,10 @@ fn main() -> anyhow::Result<()> {
     );
     let never = rows.iter().filter(|r| r.first_answer.is_none()).count();
     println!(
-        "packets sent from 1 s before each kill to the end of its run: {sent_total}; unanswered: {lost_total}; \
-         packets the edge box failed to copy: {undelivered_total}; runs without an answer from a new leader: {never}"
+        "packets sent from 1 s before each kill to the end of its run: {sent_total}; unanswered: {lost_total}, \
+         of which committed events whose held answer was dropped at the epoch change: {committed_total}, \
+         not in the log: {}; packets the edge box failed to count: {undelivered_total}; runs without an answer from a new leader: {never}",
+        lost_total - committed_total
     );
     Ok(())
 }
@@ -203,6 +210,9 @@ struct Run {
     /// never answered.
     window: usize,
     lost: usize,
+    /// Of the unanswered: those whose packet is a committed event (its
+    /// answer, held at the gatekeeper, was dropped at the epoch change).
+    committed_unanswered: usize,
     /// Ames packets the probe sent minus those the edge box counted.
     undelivered: i64,
 }
@@ -243,8 +253,12 @@ fn one_failover(lab: &mut ClusterLab) -> anyhow::Result<Run> {
         .map(|i| report.first_seq + i)
         .filter(|&s| in_window(s))
         .count();
-    let lost = unanswered.iter().filter(|&&s| in_window(s)).count();
+    let lost: Vec<u64> = unanswered.into_iter().filter(|&s| in_window(s)).collect();
     let undelivered = report.sent.len() as i64 - (ames_after - ames_before) as i64;
+    let from_event = report.answers.iter().map(|a| a.num).min().unwrap_or(1);
+    let committed = committed_requests(lab, new, from_event)?;
+    let committed_unanswered = lost.iter().filter(|s| committed.contains(s)).count();
+    let lost = lost.len();
     lab.start_replica(old)?;
     lab.wait_caught_up(old, Duration::from_secs(60))?;
     Ok(Run {
@@ -254,7 +268,51 @@ fn one_failover(lab: &mut ClusterLab) -> anyhow::Result<Run> {
         first_answer,
         window,
         lost,
+        committed_unanswered,
         undelivered,
+    })
+}
+
+/// The probe requests in replica `i`'s committed log from event `from` on,
+/// read from the edge namespace.
+fn committed_requests(lab: &ClusterLab, i: u8, from: u64) -> anyhow::Result<HashSet<u64>> {
+    let (config, _) = config::Config::load(
+        &lab.config_path(),
+        &config::Overrides::default(),
+        config::KeyCheck::Skip,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = config::Key::load(&config.eventlog.secret_file)?;
+    let addr = lab.eventlog_addr(i).to_string();
+    lab.lab.edge.run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let client = eventlog::Client::new(&config, key);
+                let mut stream = std::pin::pin!(client.read_from(&addr, eventlog::EventNum(from), None));
+                let mut seqs = HashSet::new();
+                while let Some(e) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                    .await
+                    .context("reading the log stalled")?
+                {
+                    let e = e?;
+                    // The agent's frame (replica/src/frame.rs): a tag, then
+                    // the inbound packet's id for events made from one.
+                    let ship = match e.data.first() {
+                        Some(0) => e.data.get(1..),
+                        Some(1) => e.data.get(1 + replica::PacketId::LEN..),
+                        _ => None,
+                    };
+                    if let Some(seq) = ship
+                        .and_then(|b| replica::PacketEvent::decode(b).ok())
+                        .and_then(|p| request_seq(&p.packet))
+                    {
+                        seqs.insert(seq);
+                    }
+                }
+                Ok(seqs)
+            })
     })
 }
 
