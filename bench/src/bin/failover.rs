@@ -51,8 +51,12 @@ fn main() -> anyhow::Result<()> {
     let rounds = env("BENCH_ROUNDS", 3).clamp(1, 10);
     let runs = env("FAILOVER_RUNS", 20).clamp(1, 100);
 
-    let mut lab = ClusterLab::new(seguro_binary(), &ClusterOptions::default())
-        .context("building the cluster")?;
+    let options = ClusterOptions {
+        // Nothing is purged: each run reads back the events around its kill.
+        checkpoint_every: 10_000_000,
+        ..ClusterOptions::default()
+    };
+    let mut lab = ClusterLab::new(seguro_binary(), &options).context("building the cluster")?;
     lab.start_all().context("starting the cluster")?;
     println!(
         "failover benchmark: 3 replicas, lb xdp, TTL 2 s, optimism quorum, {} CPUs\n",
@@ -244,6 +248,8 @@ fn one_failover(lab: &mut ClusterLab) -> anyhow::Result<Run> {
     let elected = killed.elapsed();
     probe.wait(Duration::from_secs(5));
     let report = probe.stop();
+    // The XDP counters are exported every half second.
+    std::thread::sleep(Duration::from_millis(1200));
     let ames_after = lb_ames(lab);
     let first_answer = first_answer_after(&report, killed);
     let from = killed - Duration::from_secs(1);
