@@ -223,6 +223,19 @@ fn status_shows_the_cluster(c: &ClusterLab) {
     assert_eq!(v["gatekeeper"]["active"], true, "{stdout}");
     assert!(v["lb"]["packets"].as_f64().unwrap() > 0.0, "{stdout}");
     assert_eq!(v["replicas"].as_array().unwrap().len(), 3, "{stdout}");
+
+    // Every daemon's metrics endpoint answers from the edge namespace,
+    // where a Prometheus would scrape them.
+    let targets = c.metrics_targets();
+    assert_eq!(targets.len(), 2 + 3 + 3);
+    for (job, addr) in targets {
+        let text = c
+            .lab
+            .edge
+            .run(|| testkit::scrape(addr))
+            .unwrap_or_else(|e| panic!("{job} at {addr}: {e}"));
+        assert!(text.contains(&format!("seguro_{job}_")), "{job} at {addr}");
+    }
 }
 
 fn leader_killed_under_load(c: &mut ClusterLab) {

@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use futures::StreamExt as _;
 use seguro_bench::{Latencies, median, ms, table};
 use testkit::cluster::{ClusterLab, ClusterOptions, Daemon, first_answer_after};
-use futures::StreamExt as _;
 use testkit::probe::{Probe, ProbeConfig, ProbeReport, request_seq};
 
 const WINDOW: u32 = 64;
@@ -296,7 +296,8 @@ fn committed_requests(lab: &ClusterLab, i: u8, from: u64) -> anyhow::Result<Hash
             .build()?
             .block_on(async {
                 let client = eventlog::Client::new(&config, key);
-                let mut stream = std::pin::pin!(client.read_from(&addr, eventlog::EventNum(from), None));
+                let mut stream =
+                    std::pin::pin!(client.read_from(&addr, eventlog::EventNum(from), None));
                 let mut seqs = HashSet::new();
                 while let Some(e) = tokio::time::timeout(Duration::from_secs(10), stream.next())
                     .await
