@@ -240,6 +240,33 @@ impl Probe {
         }
     }
 
+    /// [`ProbeReport::to_json`] of everything so far, without copying the
+    /// whole history (a long-running peer rewrites this twice a second).
+    pub fn to_json(&self, target: SocketAddr) -> String {
+        let s = self.state.lock().unwrap();
+        let since = Instant::now().checked_sub(Duration::from_secs(10));
+        let recent = s
+            .answers
+            .iter()
+            .rev()
+            .take_while(|a| since.is_none_or(|t| a.received >= t));
+        let summary = ProbeReport {
+            first_seq: s.first_seq,
+            sent: Vec::new(),
+            answers: recent.copied().collect(),
+            duplicates: Vec::new(),
+            unknown: s.unknown,
+            elapsed: self.started.elapsed(),
+        };
+        summary.json_with_counts(
+            target,
+            s.sent.len(),
+            s.answers.len(),
+            s.duplicates.len(),
+            s.answers.iter().map(|a| a.num).max().unwrap_or(0),
+        )
+    }
+
     /// Stops both threads and returns the final report.
     pub fn stop(mut self) -> ProbeReport {
         self.halt();
@@ -400,6 +427,23 @@ impl ProbeReport {
     /// A small JSON object for `seguro status --probe FILE`: counts, the
     /// answered ratio and round-trip times of the last 10 s.
     pub fn to_json(&self, target: SocketAddr) -> String {
+        self.json_with_counts(
+            target,
+            self.sent.len(),
+            self.answers.len(),
+            self.duplicates.len(),
+            self.answers.iter().map(|a| a.num).max().unwrap_or(0),
+        )
+    }
+
+    fn json_with_counts(
+        &self,
+        target: SocketAddr,
+        sent: usize,
+        answered: usize,
+        duplicates: usize,
+        last_event: u64,
+    ) -> String {
         let ms = |d: Option<Duration>| {
             d.map_or("null".to_string(), |d| {
                 format!("{:.3}", d.as_secs_f64() * 1e3)
@@ -410,15 +454,15 @@ impl ProbeReport {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         format!(
-            "{{\"target\":\"{target}\",\"sent\":{},\"answered\":{},\"duplicates\":{},\"unknown\":{},\"answered_ratio\":{:.6},\"rtt_p50_ms\":{},\"rtt_p99_ms\":{},\"last_event\":{},\"updated_unix_ms\":{unix_ms}}}\n",
-            self.sent.len(),
-            self.answers.len(),
-            self.duplicates.len(),
+            "{{\"target\":\"{target}\",\"sent\":{sent},\"answered\":{answered},\"duplicates\":{duplicates},\"unknown\":{},\"answered_ratio\":{:.6},\"rtt_p50_ms\":{},\"rtt_p99_ms\":{},\"last_event\":{last_event},\"updated_unix_ms\":{unix_ms}}}\n",
             self.unknown,
-            self.answered_ratio(),
+            if sent == 0 {
+                1.0
+            } else {
+                answered as f64 / sent as f64
+            },
             ms(self.rtt_quantile(0.5, window)),
             ms(self.rtt_quantile(0.99, window)),
-            self.answers.iter().map(|a| a.num).max().unwrap_or(0),
         )
     }
 }
@@ -501,5 +545,6 @@ mod tests {
         assert_eq!(report.duplicates.len(), 10);
         assert!(report.rtt_quantile(0.99, None).is_some());
         assert!(report.to_json(at).contains("\"answered\":100"));
+        assert!(report.to_json(at).contains("\"duplicates\":10"));
     }
 }

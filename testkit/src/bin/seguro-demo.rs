@@ -165,7 +165,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
 fn write_stats(probe: &Probe, path: &std::path::Path, target: std::net::SocketAddr) {
     while !STOP.load(Ordering::Relaxed) {
         let tmp = path.with_extension("json.new");
-        if std::fs::write(&tmp, probe.report().to_json(target)).is_ok() {
+        if std::fs::write(&tmp, probe.to_json(target)).is_ok() {
             let _ = std::fs::rename(&tmp, path);
         }
         std::thread::sleep(Duration::from_millis(500));
