@@ -158,6 +158,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     drop(probe);
     drop(lab);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&stats);
     code
 }
 
