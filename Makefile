@@ -9,10 +9,11 @@ FUZZ_SECONDS ?= 20
 # Tests and the demo start this etcd (scripts/deps.sh links etcd 3.5 here).
 export SEGURO_ETCD ?= /usr/local/bin/etcd
 
-.PHONY: help deps build test lint unit fuzz fuzz-smoke promtool systemd-verify run bench bench-eventlog bench-gatekeeper bench-lb
+.PHONY: help deps build test lint unit fuzz fuzz-smoke promtool systemd-verify run failover bench bench-eventlog bench-gatekeeper bench-lb bench-failover
 
 help:
-	@echo "make run         build and run the demo"
+	@echo "make run         a whole cluster in network namespaces with a live status view (root)"
+	@echo "make failover    the same, killing the leader under load: failover time, loss check"
 	@echo "make test        lint, unit and integration tests, a short fuzz run, promtool, systemd units"
 	@echo "make promtool    check the alert rules and run their unit tests (docs/prometheus)"
 	@echo "make systemd-verify  systemd-analyze verify the units in deploy/systemd"
@@ -20,6 +21,7 @@ help:
 	@echo "make bench-eventlog  event log events/s and commit latency vs etcd and the disk"
 	@echo "make bench-gatekeeper  effects/s vs a plain UDP relay; election failover p50/p99"
 	@echo "make bench-lb    edge fan-out: XDP/TC vs nftables dup vs the userspace relay"
+	@echo "make bench-failover  20 leader kills under load: failover p50/p99, loss, answered/s"
 	@echo "make fuzz        fuzz the Ames parser for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 	@echo "make deps        install the toolchain and tools (Debian 12, root)"
 
@@ -30,6 +32,7 @@ deps:
 build: deps
 	SEGURO_COMMIT=$$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown) \
 		$(CARGO) build --release --locked
+	$(CARGO) build --release --locked -p seguro-testkit --bin seguro-demo
 
 # ebpf/ is a workspace of its own (bpfel-unknown-none, nightly): linted apart.
 lint: deps
@@ -75,7 +78,10 @@ systemd-verify: deps
 run: build
 	@scripts/run.sh
 
-bench: bench-eventlog bench-gatekeeper bench-lb
+failover: build
+	@scripts/run.sh --failover
+
+bench: bench-eventlog bench-gatekeeper bench-lb bench-failover
 
 # Each benchmark is a release binary of bench/ that starts what it needs
 # (etcd, event log nodes, namespaces) and prints its results as Markdown tables.
@@ -91,3 +97,8 @@ bench-gatekeeper: deps
 bench-lb: deps
 	$(CARGO) build --release --locked -p seguro -p seguro-bench --bin seguro --bin lb
 	./target/release/lb
+
+# Needs root: the whole cluster in namespaces, 20 leader kills (about 4 minutes).
+bench-failover: deps
+	$(CARGO) build --release --locked -p seguro -p seguro-bench --bin seguro --bin failover
+	./target/release/failover

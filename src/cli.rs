@@ -74,6 +74,38 @@ pub enum Command {
     /// its latest checkpoint on the replica's `metrics` address. SIGTERM or
     /// SIGINT: a leader resigns at once, then it exits 0.
     Replica(ReplicaArgs),
+    /// Show the whole cluster: leader and epoch, commit point, each replica's
+    /// lag, the edge fan-out's and the gatekeeper's counters.
+    ///
+    /// Reads the leader key from etcd, asks every event log node, and scrapes
+    /// the lb, gatekeeper and replica metrics endpoints the config names;
+    /// run it where those are reachable (the edge box). A part that does not
+    /// answer is shown as unreachable. With `--probe FILE`, also shows the
+    /// answered ratio and round-trip times a probing peer wrote to FILE
+    /// (`make run`'s peer writes .run/probe.json).
+    ///
+    /// Exit codes: 0 when a replica leads in etcd and the event log has a
+    /// leader and a quorum; 1 when not; 2 for bad usage or config. With
+    /// `--watch`, runs until SIGINT/SIGTERM and exits 0.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Refresh every SECS seconds until interrupted.
+    #[arg(long, value_name = "SECS")]
+    pub watch: Option<f64>,
+
+    /// A probing peer's stats file (JSON) to show too.
+    #[arg(long, value_name = "FILE")]
+    pub probe: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

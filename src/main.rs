@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Gatekeeper(args) => cmd::gatekeeper::run(args),
         Command::Lb(args) => cmd::lb::run(args),
         Command::Replica(args) => cmd::replica::run(args),
+        Command::Status(args) => cmd::status::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,7 @@ pub mod gatekeeper;
 pub mod keygen;
 pub mod lb;
 pub mod replica;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

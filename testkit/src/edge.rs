@@ -70,11 +70,37 @@ fn cidrs(subnet: u8, host: u8) -> [String; 2] {
 }
 
 impl EdgeLab {
-    /// Builds the topology with `replicas` replicas (1 to 99).
+    /// Builds the topology with `replicas` replicas (1 to 99), in
+    /// namespaces with unique names.
     pub fn new(replicas: u8) -> EdgeLab {
+        EdgeLab::build(replicas, None)
+    }
+
+    /// Builds the topology in namespaces named `<prefix>-peer`,
+    /// `<prefix>-edge`, `<prefix>-r1`... (`<prefix>-router`), for a demo
+    /// whose users type those names; panics if one exists.
+    pub fn with_prefix(replicas: u8, prefix: &str) -> EdgeLab {
+        EdgeLab::build(replicas, Some(prefix))
+    }
+
+    /// The namespace names [`EdgeLab::with_prefix`] uses.
+    pub fn prefixed_names(replicas: u8, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = ["peer", "edge", "router"]
+            .iter()
+            .map(|role| format!("{prefix}-{role}"))
+            .collect();
+        names.extend((1..=replicas).map(|i| format!("{prefix}-r{i}")));
+        names
+    }
+
+    fn build(replicas: u8, prefix: Option<&str>) -> EdgeLab {
         assert!((1..100).contains(&replicas), "1 to 99 replicas");
-        let peer = Netns::new("peer");
-        let edge = Netns::new("edge");
+        let make = |role: &str| match prefix {
+            Some(p) => Netns::named(&format!("{p}-{role}")),
+            None => Netns::new(role),
+        };
+        let peer = make("peer");
+        let edge = make("edge");
         let link = |a: &Netns, a_dev: &str, b: &Netns, b_dev: &str, subnet: u8| {
             let [a4, a6] = cidrs(subnet, 1);
             let [b4, b6] = cidrs(subnet, 2);
@@ -86,9 +112,9 @@ impl EdgeLab {
         let mut nodes = Vec::new();
         let mut router = None;
         for i in 1..=replicas {
-            let replica = Netns::new(&format!("r{i}"));
+            let replica = make(&format!("r{i}"));
             if routed && i == replicas {
-                let r = Netns::new("router");
+                let r = make("router");
                 link(&edge, &format!("er{i}"), &r, "rt0", i);
                 link(&r, "rt1", &replica, "eth0", 100 + i);
                 default_routes(&r, i);

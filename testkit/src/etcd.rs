@@ -1,20 +1,26 @@
-//! A real etcd server on loopback, in its own data directory, for one test.
+//! A real etcd server on loopback (or on an address inside a network
+//! namespace), in its own data directory, for one test.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::free_port;
+use crate::netns::{Netns, run_in};
 
 /// A single-member etcd cluster listening on free loopback ports. It is
 /// killed and its data removed when dropped.
 pub struct Etcd {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Where it listens for clients; its peer URL is on loopback.
+    ip: IpAddr,
     client_port: u16,
     peer_port: u16,
+    /// The network namespace it runs in, if not the caller's.
+    netns: Option<String>,
 }
 
 impl Etcd {
@@ -28,16 +34,34 @@ impl Etcd {
         let mut etcd = Etcd {
             child: None,
             dir: tempfile::tempdir()?,
+            ip: Ipv4Addr::LOCALHOST.into(),
             client_port: free_port(),
             peer_port: free_port(),
+            netns: None,
         };
         etcd.spawn()?;
         Ok(etcd)
     }
 
-    /// The client URL, `http://127.0.0.1:PORT`.
+    /// Starts etcd inside `ns`, serving clients on `client` (an address of
+    /// that namespace), and waits until it reports healthy.
+    pub fn start_in(ns: &Netns, client: SocketAddr) -> io::Result<Self> {
+        let mut etcd = Etcd {
+            child: None,
+            dir: tempfile::tempdir()?,
+            ip: client.ip(),
+            client_port: client.port(),
+            // The namespace's own loopback: nothing else uses it.
+            peer_port: 2380,
+            netns: Some(ns.name().to_owned()),
+        };
+        etcd.spawn()?;
+        Ok(etcd)
+    }
+
+    /// The client URL, `http://IP:PORT`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}", SocketAddr::new(self.ip, self.client_port))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -77,10 +101,18 @@ impl Etcd {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log"))?;
-        let child = Command::new(Self::binary())
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(Self::binary());
+                c
+            }
+            None => Command::new(Self::binary()),
+        };
+        let child = command
             .arg("--name=test")
             .arg(format!(
                 "--data-dir={}",
@@ -130,12 +162,25 @@ impl Etcd {
         ))
     }
 
+    /// What etcd printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
     fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+        let addr = SocketAddr::new(self.ip, self.client_port);
+        match &self.netns {
+            Some(ns) => run_in(ns, || Self::answers_healthy(addr)),
+            None => Self::answers_healthy(addr),
+        }
+    }
+
+    fn answers_healthy(addr: SocketAddr) -> bool {
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let request = "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        let request = format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n");
         let mut body = String::new();
         s.write_all(request.as_bytes()).is_ok()
             && s.read_to_string(&mut body).is_ok()

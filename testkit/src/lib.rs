@@ -1,8 +1,10 @@
 //! Real parts for Seguro's tests and benchmarks, started and stopped by the
 //! test itself: an etcd server on loopback, a cluster of event log nodes,
 //! free ports, a Prometheus scrape, network namespaces and the edge box's
-//! topology in them, hand-made Ethernet frames.
+//! topology in them, the whole cluster in namespaces, a peer that probes the
+//! ship, hand-made Ethernet frames.
 
+pub mod cluster;
 pub mod dashboard;
 pub mod edge;
 pub mod etcd;
@@ -12,6 +14,7 @@ pub mod metrics;
 pub mod metrics_doc;
 pub mod netns;
 pub mod port;
+pub mod probe;
 pub mod process;
 pub mod prometheus;
 

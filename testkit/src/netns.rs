@@ -27,9 +27,16 @@ impl Netns {
     /// iproute2): a test that needs one cannot run without it.
     pub fn new(role: &str) -> Netns {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("sg{}-{n}-{role}", std::process::id());
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
+        Netns::named(&format!("sg{}-{n}-{role}", std::process::id()))
+    }
+
+    /// Creates a namespace called exactly `name` (a demo's, which users
+    /// type); panics if it exists.
+    pub fn named(name: &str) -> Netns {
+        run(Command::new("ip").args(["netns", "add", name]));
+        let ns = Netns {
+            name: name.to_owned(),
+        };
         ns.ip(&["link", "set", "lo", "up"]);
         // Links made later get usable IPv6 link-local addresses at once:
         // duplicate address detection would hold them "tentative" for a
@@ -86,26 +93,65 @@ impl Netns {
     /// result. Sockets `f` creates belong to the namespace and keep working
     /// from any thread afterwards.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
-        let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on a descriptor we own, affecting only this
-                // thread, which exits when `f` returns.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(
-                    rc,
-                    0,
-                    "setns into {}: {}",
-                    self.name,
-                    std::io::Error::last_os_error()
-                );
-                f()
-            })
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
-        })
+        run_in(&self.name, f)
     }
+
+    /// Applies an nftables ruleset (`nft -f -`) in this namespace; panics
+    /// with nft's complaint if it is refused.
+    pub fn nft(&self, ruleset: &str) {
+        use std::io::Write as _;
+        let mut child = self
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("running nft in {}: {e} (is nftables installed?)", self.name)
+            });
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(ruleset.as_bytes())
+            .expect("writing to nft");
+        let out = child.wait_with_output().expect("waiting for nft");
+        assert!(
+            out.status.success(),
+            "nft -f in {} refused:\n{ruleset}\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+}
+
+/// Runs `f` on a thread that has entered the namespace called `name` (see
+/// [`Netns::run`]); for code that knows a namespace only by name.
+pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/var/run/netns/{name}");
+    let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on a descriptor we own, affecting only this
+            // thread, which exits when `f` returns.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns into {name}: {}",
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// Whether a namespace called `name` exists.
+pub fn exists(name: &str) -> bool {
+    std::path::Path::new("/var/run/netns").join(name).exists()
 }
 
 impl Drop for Netns {

@@ -1,0 +1,652 @@
+//! The whole Seguro cluster on one machine, in network namespaces: etcd, the
+//! edge box (`seguro lb` in XDP mode and `seguro gatekeeper`), replicas
+//! (`seguro eventlog` and `seguro replica` each), and a peer. The cluster
+//! tests, the failover benchmark and `make run` use it.
+//!
+//! The public side is [`EdgeLab`]'s: the peer reaches only the edge box,
+//! which does not forward; every replica gets the peer's packets from the
+//! fan-out alone. The cluster's own traffic (etcd, Raft, effect envelopes,
+//! metrics) runs on a second network, a bridge in the `backend` namespace:
+//!
+//! ```text
+//!  peer p0 ── e0 edge er1 ── eth0 r1 b0 ─┐
+//!                    er2 ── eth0 r2 b0 ─┤
+//!                    er3 ── router ── r3 b0 ─┤  br0 (backend)
+//!                    b0 ────────────────────┘
+//! ```
+//!
+//! | who | backend address | listens there |
+//! |---|---|---|
+//! | edge | 10.98.0.254 | etcd :2379, gatekeeper :4720 (lb and gatekeeper metrics on the edge's 127.0.0.1 :9460, :9461) |
+//! | replica i | 10.98.0.i | event log :4710, its metrics :9471, the agent's metrics :9470 |
+//!
+//! Every metrics endpoint is reachable from the edge namespace
+//! ([`ClusterLab::metrics_targets`]), where a Prometheus would run.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use config::Key;
+
+use crate::edge::{EDGE_IF, EdgeLab, Family};
+use crate::etcd::Etcd;
+use crate::netns::{self, Netns, veth};
+use crate::probe::{Probe, ProbeConfig};
+
+/// The ship's Ames port, on the edge's public address and every replica's.
+pub const AMES_PORT: u16 = 34543;
+/// The edge box's address on the backend network.
+pub const EDGE_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 254);
+pub const ETCD_PORT: u16 = 2379;
+pub const GATEKEEPER_PORT: u16 = 4720;
+pub const EVENTLOG_PORT: u16 = 4710;
+pub const EVENTLOG_METRICS_PORT: u16 = 9471;
+pub const REPLICA_METRICS_PORT: u16 = 9470;
+/// In the edge namespace, whose loopback is its own.
+pub const LB_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9460);
+pub const GATEKEEPER_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9461);
+
+/// Replica `i`'s address on the backend network.
+pub fn backend_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 98, 0, i)
+}
+
+/// One daemon of the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Daemon {
+    Lb,
+    Gatekeeper,
+    Eventlog(u8),
+    Replica(u8),
+}
+
+impl fmt::Display for Daemon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Daemon::Lb => f.write_str("lb"),
+            Daemon::Gatekeeper => f.write_str("gatekeeper"),
+            Daemon::Eventlog(i) => write!(f, "eventlog-{i}"),
+            Daemon::Replica(i) => write!(f, "replica-{i}"),
+        }
+    }
+}
+
+/// How to build a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// 1 to 9 replicas.
+    pub replicas: u8,
+    /// Namespaces named `<prefix>-peer`, `<prefix>-edge`, `<prefix>-r1`...,
+    /// `<prefix>-backend` (a demo's, which users type); unique names if
+    /// `None`.
+    pub prefix: Option<String>,
+    /// Where the config, keys, data and logs go; a temporary directory
+    /// (removed on drop) if `None`.
+    pub dir: Option<PathBuf>,
+    /// `lb.mode`.
+    pub lb_mode: String,
+    /// `etcd.lease_ttl` in seconds.
+    pub lease_ttl_secs: u32,
+    /// `optimism`.
+    pub optimism: String,
+    /// `replica.checkpoint_every`.
+    pub checkpoint_every: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            replicas: 3,
+            prefix: None,
+            dir: None,
+            lb_mode: "xdp".into(),
+            lease_ttl_secs: 2,
+            optimism: "quorum".into(),
+            checkpoint_every: 1000,
+        }
+    }
+}
+
+/// A cluster in namespaces, with its etcd running; [`ClusterLab::start_all`]
+/// starts the daemons. Dropping it kills every process and removes the
+/// namespaces (and the directory, if temporary).
+pub struct ClusterLab {
+    pub lab: EdgeLab,
+    pub backend: Netns,
+    etcd: Etcd,
+    bin: PathBuf,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    replicas: u8,
+    children: BTreeMap<Daemon, Child>,
+    /// `--ship` per replica, when not `reference`.
+    ships: BTreeMap<u8, String>,
+    /// The next probe's first sequence number.
+    next_seq: std::sync::atomic::AtomicU64,
+}
+
+impl ClusterLab {
+    /// Builds the namespaces, writes the config and keys and starts etcd in
+    /// the edge namespace. `bin` is the `seguro` binary. Needs root.
+    pub fn new(bin: impl Into<PathBuf>, opts: &ClusterOptions) -> io::Result<ClusterLab> {
+        assert!((1..10).contains(&opts.replicas), "1 to 9 replicas");
+        let (tmp, dir) = match &opts.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (None, d.clone())
+            }
+            None => {
+                let t = tempfile::tempdir()?;
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        let lab = match &opts.prefix {
+            Some(p) => EdgeLab::with_prefix(opts.replicas, p),
+            None => EdgeLab::new(opts.replicas),
+        };
+        let backend = match &opts.prefix {
+            Some(p) => Netns::named(&format!("{p}-backend")),
+            None => Netns::new("backend"),
+        };
+        backend.ip(&["link", "add", "br0", "type", "bridge"]);
+        backend.ip(&["link", "set", "br0", "up"]);
+        let join = |ns: &Netns, ip: Ipv4Addr, port: &str| {
+            veth(ns, "b0", &[&format!("{ip}/24")], &backend, port, &[]);
+            backend.ip(&["link", "set", port, "master", "br0"]);
+        };
+        join(&lab.edge, EDGE_BACKEND, "bedge");
+        for i in 1..=opts.replicas {
+            join(lab.replica(i), backend_ip(i), &format!("br{i}"));
+        }
+        for sub in ["keys", "logs", "data"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let fresh_key = |path: PathBuf| -> io::Result<()> {
+            if path.exists() {
+                return Ok(());
+            }
+            Key::generate()
+                .and_then(|k| k.save_new(&path))
+                .map_err(io::Error::other)
+        };
+        fresh_key(dir.join("keys/eventlog.key"))?;
+        for i in 1..=opts.replicas {
+            fresh_key(dir.join(format!("keys/replica-{i}.key")))?;
+        }
+        let ship = SocketAddr::new(lab.ship_ip(Family::V4), AMES_PORT);
+        std::fs::write(dir.join("seguro.toml"), config_text(&lab, opts, ship))?;
+        let etcd = Etcd::start_in(&lab.edge, SocketAddr::new(EDGE_BACKEND.into(), ETCD_PORT))?;
+        Ok(ClusterLab {
+            lab,
+            backend,
+            etcd,
+            bin: bin.into(),
+            dir,
+            _tmp: tmp,
+            replicas: opts.replicas,
+            children: BTreeMap::new(),
+            ships: BTreeMap::new(),
+            next_seq: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Kills whatever runs in namespaces a previous run with `prefix` left
+    /// (a demo that was killed itself) and deletes them.
+    pub fn clean_leftovers(prefix: &str, replicas: u8) {
+        let mut names = EdgeLab::prefixed_names(replicas, prefix);
+        names.push(format!("{prefix}-backend"));
+        for name in names.iter().filter(|n| netns::exists(n)) {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<libc::pid_t>() {
+                        // SAFETY: kill(2) has no memory-safety preconditions.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The `seguro` binary every daemon runs.
+    pub fn seguro_bin(&self) -> &Path {
+        &self.bin
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("seguro.toml")
+    }
+
+    pub fn replicas(&self) -> u8 {
+        self.replicas
+    }
+
+    /// The ship's public address, on the edge box.
+    pub fn ship(&self) -> SocketAddr {
+        SocketAddr::new(self.lab.ship_ip(Family::V4), AMES_PORT)
+    }
+
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
+    }
+
+    /// The namespace `daemon` runs in.
+    pub fn netns_of(&self, daemon: Daemon) -> &Netns {
+        match daemon {
+            Daemon::Lb | Daemon::Gatekeeper => &self.lab.edge,
+            Daemon::Eventlog(i) | Daemon::Replica(i) => self.lab.replica(i),
+        }
+    }
+
+    /// Replica `i`'s event log node's client address (backend network).
+    pub fn eventlog_addr(&self, i: u8) -> SocketAddr {
+        SocketAddr::new(backend_ip(i).into(), EVENTLOG_PORT)
+    }
+
+    /// Every daemon's Prometheus endpoint as `(job, address)`, all reachable
+    /// from the edge namespace: `lb`, `gatekeeper`, `eventlog` and `replica`
+    /// (one per replica).
+    pub fn metrics_targets(&self) -> Vec<(String, SocketAddr)> {
+        let mut out = vec![
+            ("lb".to_string(), LB_METRICS),
+            ("gatekeeper".to_string(), GATEKEEPER_METRICS),
+        ];
+        for i in 1..=self.replicas {
+            out.push((
+                "eventlog".into(),
+                SocketAddr::new(backend_ip(i).into(), EVENTLOG_METRICS_PORT),
+            ));
+        }
+        for i in 1..=self.replicas {
+            out.push((
+                "replica".into(),
+                SocketAddr::new(backend_ip(i).into(), REPLICA_METRICS_PORT),
+            ));
+        }
+        out
+    }
+
+    /// Where `daemon` serves metrics (from the edge namespace).
+    pub fn metrics_addr(&self, daemon: Daemon) -> SocketAddr {
+        match daemon {
+            Daemon::Lb => LB_METRICS,
+            Daemon::Gatekeeper => GATEKEEPER_METRICS,
+            Daemon::Eventlog(i) => SocketAddr::new(backend_ip(i).into(), EVENTLOG_METRICS_PORT),
+            Daemon::Replica(i) => SocketAddr::new(backend_ip(i).into(), REPLICA_METRICS_PORT),
+        }
+    }
+
+    /// `GET /metrics` of `daemon`, from the edge namespace.
+    pub fn scrape(&self, daemon: Daemon) -> io::Result<String> {
+        let addr = self.metrics_addr(daemon);
+        self.lab.edge.run(|| crate::scrape(addr))
+    }
+
+    /// One series of `daemon`'s metrics, if it answers and has it.
+    pub fn metric(&self, daemon: Daemon, series: &str) -> Option<f64> {
+        crate::sample(&self.scrape(daemon).ok()?, series)
+    }
+
+    /// Replicas whose agent says it leads (`seguro_replica_leader`).
+    pub fn leaders(&self) -> Vec<u8> {
+        (1..=self.replicas)
+            .filter(|&i| {
+                self.is_running(Daemon::Replica(i))
+                    && self.metric(Daemon::Replica(i), "seguro_replica_leader") == Some(1.0)
+            })
+            .collect()
+    }
+
+    /// The one leading replica, waiting up to `limit` for there to be one.
+    pub fn wait_leader(&self, limit: Duration) -> Option<u8> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let [one] = self.leaders()[..] {
+                return Some(one);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits up to `limit` until `series` of `daemon` satisfies `ok`.
+    pub fn wait_metric(
+        &self,
+        daemon: Daemon,
+        series: &str,
+        limit: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> io::Result<f64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = self.metric(daemon, series).filter(|v| ok(*v)) {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{daemon}: {series} = {:?} after {limit:?}; its log ends:\n{}",
+                        self.metric(daemon, series),
+                        tail(&self.log(daemon), 30)
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs replica `i` with `--ship SHIP` from its next start on.
+    pub fn set_ship(&mut self, i: u8, ship: &str) {
+        if ship == "reference" {
+            self.ships.remove(&i);
+        } else {
+            self.ships.insert(i, ship.to_string());
+        }
+    }
+
+    fn log_path(&self, daemon: Daemon) -> PathBuf {
+        self.dir.join("logs").join(format!("{daemon}.log"))
+    }
+
+    /// What `daemon` printed over all its runs.
+    pub fn log(&self, daemon: Daemon) -> String {
+        std::fs::read_to_string(self.log_path(daemon)).unwrap_or_default()
+    }
+
+    /// Every daemon's log's last lines, for a failing test's message.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let mut all = vec![Daemon::Lb, Daemon::Gatekeeper];
+        for i in 1..=self.replicas {
+            all.extend([Daemon::Eventlog(i), Daemon::Replica(i)]);
+        }
+        for d in all {
+            out += &format!("--- {d}\n{}\n", tail(&self.log(d), lines));
+        }
+        out
+    }
+
+    /// Starts `daemon` (killing a running one first).
+    pub fn start(&mut self, daemon: Daemon) -> io::Result<()> {
+        self.kill(daemon);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(daemon))?;
+        let mut cmd = self.netns_of(daemon).command(&self.bin);
+        match daemon {
+            Daemon::Lb => cmd.arg("lb"),
+            Daemon::Gatekeeper => cmd.arg("gatekeeper"),
+            Daemon::Eventlog(i) => cmd.args(["eventlog", "--id", &i.to_string()]),
+            Daemon::Replica(i) => {
+                cmd.args(["replica", "--id", &i.to_string()]);
+                if let Some(ship) = self.ships.get(&i) {
+                    cmd.args(["--ship", ship]);
+                }
+                &mut cmd
+            }
+        };
+        cmd.arg("-c").arg(self.config_path());
+        let filter = std::env::var("SEGURO_TEST_LOG")
+            .unwrap_or_else(|_| "info,openraft=warn,chunked_wal=warn,raft_log=warn".into());
+        use std::os::unix::process::CommandExt as _;
+        let child = cmd
+            .env("RUST_LOG", filter)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a terminal's Ctrl-C reaches the demo,
+            // which tears everything down in order.
+            .process_group(0)
+            .spawn()?;
+        self.children.insert(daemon, child);
+        Ok(())
+    }
+
+    /// Starts everything and waits until the fan-out runs, the gatekeeper
+    /// is active and a replica leads.
+    pub fn start_all(&mut self) -> io::Result<()> {
+        let limit = Duration::from_secs(60);
+        self.start(Daemon::Lb)?;
+        self.wait_metric(Daemon::Lb, "seguro_lb_replicas", limit, |v| v > 0.0)?;
+        for i in 1..=self.replicas {
+            self.start(Daemon::Eventlog(i))?;
+        }
+        self.start(Daemon::Gatekeeper)?;
+        for i in 1..=self.replicas {
+            self.start(Daemon::Replica(i))?;
+        }
+        self.wait_metric(Daemon::Gatekeeper, "seguro_gatekeeper_active", limit, |v| {
+            v == 1.0
+        })?;
+        if self.wait_leader(limit).is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no replica leads after {limit:?}:\n{}", self.logs_tail(20)),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&self, daemon: Daemon) -> bool {
+        self.children.contains_key(&daemon)
+    }
+
+    pub fn pid(&self, daemon: Daemon) -> Option<u32> {
+        self.children.get(&daemon).map(Child::id)
+    }
+
+    /// SIGKILL (`kill -9`): no chance to flush, resign or clean up.
+    pub fn kill(&mut self, daemon: Daemon) {
+        if let Some(mut child) = self.children.remove(&daemon) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`: the exit status if it exited.
+    pub fn stop(&mut self, daemon: Daemon, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.children.remove(&daemon)?;
+        crate::terminate(&mut child, grace)
+    }
+
+    /// Kills `daemon` (-9) and starts it again.
+    pub fn restart(&mut self, daemon: Daemon) -> io::Result<()> {
+        self.kill(daemon);
+        self.start(daemon)
+    }
+
+    /// Kills replica `i`'s event log node and agent and deletes their data
+    /// (not its keys): as if its disk was replaced.
+    pub fn wipe(&mut self, i: u8) -> io::Result<()> {
+        self.kill(Daemon::Replica(i));
+        self.kill(Daemon::Eventlog(i));
+        for what in ["eventlog", "replica"] {
+            let d = self
+                .dir
+                .join("data")
+                .join(what)
+                .join(format!("replica-{i}"));
+            match std::fs::remove_dir_all(&d) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A socket in the peer's namespace, on the peer's address.
+    pub fn peer_socket(&self, port: u16) -> io::Result<UdpSocket> {
+        let at = SocketAddr::new(self.lab.peer_ip(Family::V4), port);
+        self.lab.peer.run(|| {
+            let s = UdpSocket::bind(at)?;
+            big_buffers(&s);
+            Ok(s)
+        })
+    }
+
+    /// Starts a probe in the peer's namespace that sends `rate` packets per
+    /// second to the ship for at most `duration`.
+    pub fn probe(&self, rate: u32, duration: Duration) -> io::Result<Probe> {
+        let socket = self.peer_socket(0)?;
+        let mut config = ProbeConfig::steady(self.ship(), socket.local_addr()?, rate, duration);
+        config.first_seq = self.take_seqs(config.count);
+        Probe::start(config, socket)
+    }
+
+    /// Kills (-9) the leading replica's agent and event log node, as a
+    /// replica host dying would: which replica, and when.
+    pub fn kill_leader(&mut self, limit: Duration) -> io::Result<(u8, Instant)> {
+        let leader = self.wait_leader(limit).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::TimedOut, "no replica leads: nothing to kill")
+        })?;
+        self.kill(Daemon::Replica(leader));
+        let at = Instant::now();
+        self.kill(Daemon::Eventlog(leader));
+        Ok((leader, at))
+    }
+
+    /// Starts replica `i`'s event log node and agent (again).
+    pub fn start_replica(&mut self, i: u8) -> io::Result<()> {
+        self.start(Daemon::Eventlog(i))?;
+        self.start(Daemon::Replica(i))
+    }
+
+    /// Waits up to `limit` until replica `i` has applied what the leader
+    /// committed when this was called.
+    pub fn wait_caught_up(&self, i: u8, limit: Duration) -> io::Result<()> {
+        let leader = self
+            .wait_leader(limit)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no replica leads"))?;
+        let target = self
+            .metric(Daemon::Replica(leader), "seguro_replica_committed_event")
+            .unwrap_or(0.0);
+        self.wait_metric(
+            Daemon::Replica(i),
+            "seguro_replica_applied_event",
+            limit,
+            |v| v >= target,
+        )
+        .map(|_| ())
+    }
+
+    /// Reserves `count` sequence numbers for a probe: the first of them.
+    pub fn take_seqs(&self, count: u64) -> u64 {
+        self.next_seq
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Applies an nftables ruleset in replica `i`'s namespace.
+    pub fn nft(&self, i: u8, ruleset: &str) {
+        self.lab.replica(i).nft(ruleset);
+    }
+
+    /// Drops replica `i`'s traffic to and from etcd (the etcd client's TCP
+    /// connections); [`ClusterLab::reconnect_etcd`] lifts it.
+    pub fn cut_from_etcd(&self, i: u8) {
+        self.nft(
+            i,
+            &format!(
+                "table inet seguro_cut {{\n chain out {{ type filter hook output priority 0; ip daddr {EDGE_BACKEND} tcp dport {ETCD_PORT} drop\n }}\n chain in {{ type filter hook input priority 0; ip saddr {EDGE_BACKEND} tcp sport {ETCD_PORT} drop\n }}\n}}\n"
+            ),
+        );
+    }
+
+    pub fn reconnect_etcd(&self, i: u8) {
+        self.nft(i, "delete table inet seguro_cut\n");
+    }
+
+    /// Runs `seguro ARGS` inside the edge namespace to completion.
+    pub fn run_seguro(&self, args: &[&str]) -> io::Result<std::process::Output> {
+        self.lab.edge.command(&self.bin).args(args).output()
+    }
+}
+
+impl Drop for ClusterLab {
+    fn drop(&mut self) {
+        // The edge box's daemons first, gently: lb detaches its programs.
+        for d in [Daemon::Lb, Daemon::Gatekeeper] {
+            self.stop(d, Duration::from_secs(3));
+        }
+        let rest: Vec<Daemon> = self.children.keys().copied().collect();
+        for d in rest {
+            self.kill(d);
+        }
+        self.etcd.kill();
+    }
+}
+
+/// How long after `at` the peer got its first answer to a request it sent
+/// after `at`: after a leader's death, when the new leader answered.
+pub fn first_answer_after(report: &crate::probe::ProbeReport, at: Instant) -> Option<Duration> {
+    report
+        .answers
+        .iter()
+        .filter(|a| a.sent >= at)
+        .map(|a| a.received.duration_since(at))
+        .min()
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn big_buffers(s: &UdpSocket) {
+    use std::os::fd::AsRawFd as _;
+    let size: libc::c_int = 8 << 20;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        // SAFETY: setsockopt on a socket we own with a c_int value; failure
+        // (not root) only leaves the default size.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+fn config_text(lab: &EdgeLab, opts: &ClusterOptions, ship: SocketAddr) -> String {
+    let mut text = format!(
+        "# Written by testkit::cluster: a Seguro cluster in network namespaces.\n\
+         cluster = \"demo\"\noptimism = \"{}\"\n\n[ship]\npublic = \"{ship}\"\n",
+        opts.optimism
+    );
+    for i in 1..=opts.replicas {
+        let b = backend_ip(i);
+        text += &format!(
+            "\n[[replicas]]\nid = {i}\names = \"{}\"\neventlog = \"{b}:{EVENTLOG_PORT}\"\n\
+             eventlog_metrics = \"{b}:{EVENTLOG_METRICS_PORT}\"\nmetrics = \"{b}:{REPLICA_METRICS_PORT}\"\n",
+            SocketAddr::new(lab.replica_ip(i, Family::V4), AMES_PORT),
+        );
+    }
+    text += &format!(
+        "\n[lb]\ninterface = \"{EDGE_IF}\"\nmode = \"{}\"\nmetrics = \"{LB_METRICS}\"\n\n\
+         [gatekeeper]\nlisten = \"{EDGE_BACKEND}:{GATEKEEPER_PORT}\"\nmetrics = \"{GATEKEEPER_METRICS}\"\n\n\
+         [etcd]\nendpoints = [\"http://{EDGE_BACKEND}:{ETCD_PORT}\"]\nlease_ttl = \"{}s\"\n\n\
+         [eventlog]\ndata_dir = \"data/eventlog\"\n\n[eventlog.batch]\nmax_linger = \"1ms\"\n\n\
+         [replica]\ndata_dir = \"data/replica\"\ncheckpoint_every = {}\n\n[keys]\ndir = \"keys\"\n",
+        opts.lb_mode, opts.lease_ttl_secs, opts.checkpoint_every,
+    );
+    text
+}

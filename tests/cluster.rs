@@ -1,0 +1,408 @@
+//! The whole stack in network namespaces, as `make run` starts it: etcd, the
+//! edge box (`seguro lb` in XDP mode, `seguro gatekeeper`), three replicas
+//! (`seguro eventlog` + `seguro replica` with the reference ship) and a peer
+//! that probes the ship. Needs root (CI runs as root).
+//!
+//! One cluster serves every check, in order: steady state (each peer packet
+//! answered exactly once), `seguro status`, kill -9 of the leader under load,
+//! a restarted and a wiped follower catching up, the leader cut off from
+//! etcd, and a non-deterministic ship being caught. After each phase the
+//! answers the peer got are checked against the committed log: every answer
+//! is the reference ship's output for the committed event that holds that
+//! very request, so no answer for an uncommitted event or from a stale
+//! epoch reached the peer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use eventlog::EventNum;
+use futures::StreamExt as _;
+use testkit::cluster::{ClusterLab, ClusterOptions, Daemon};
+use testkit::probe::{ProbeReport, request_seq};
+
+const TTL: Duration = Duration::from_secs(2);
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the cluster tests build network namespaces and attach XDP programs: run them as root (CI does)"
+    );
+}
+
+/// One committed event as the test reads it: the probe request it holds
+/// (if it is one) and the state mug the leader recorded with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Logged {
+    epoch: u64,
+    data: Vec<u8>,
+    seq: Option<u64>,
+    mug: u32,
+}
+
+/// Reads the committed log from replica `i`'s node (up to its own commit
+/// point), from the edge namespace.
+fn read_log(c: &ClusterLab, i: u8) -> BTreeMap<u64, Logged> {
+    let config = config::Config::load(
+        &c.config_path(),
+        &config::Overrides::default(),
+        config::KeyCheck::Skip,
+    )
+    .unwrap()
+    .0;
+    let key = config::Key::load(&config.eventlog.secret_file).unwrap();
+    let addr = c.eventlog_addr(i).to_string();
+    let events: Vec<eventlog::Event> = c.lab.edge.run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let client = eventlog::Client::new(&config, key);
+                let stream = client.read_from(&addr, EventNum(1), None);
+                let mut stream = std::pin::pin!(stream);
+                let mut out = Vec::new();
+                while let Some(e) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                    .await
+                    .expect("reading the log stalled")
+                {
+                    let e = e.unwrap_or_else(|e| panic!("reading replica {i}'s log: {e}"));
+                    out.push(e);
+                }
+                out
+            })
+    });
+    let mut log = BTreeMap::new();
+    let mut last = 0;
+    for e in events {
+        let num = e.num.get();
+        assert_eq!(num, last + 1, "replica {i}'s log has a gap before {num}");
+        last = num;
+        let seq = ship_bytes(&e.data)
+            .and_then(|b| replica::PacketEvent::decode(b).ok())
+            .and_then(|p| request_seq(&p.packet));
+        log.insert(
+            num,
+            Logged {
+                epoch: e.epoch.get(),
+                data: e.data.to_vec(),
+                seq,
+                mug: e.mug,
+            },
+        );
+    }
+    log
+}
+
+/// The ship's bytes of an event as the agent frames it in the log
+/// (replica/src/frame.rs): a tag, 0 for plain data or 1 followed by the
+/// inbound packet's id.
+fn ship_bytes(framed: &[u8]) -> Option<&[u8]> {
+    match framed.first()? {
+        0 => framed.get(1..),
+        1 => framed.get(1 + replica::PacketId::LEN..),
+        _ => None,
+    }
+}
+
+/// Every answer the peer got is the ship's output for a committed event
+/// that holds that very request; no request is in the log twice.
+fn check_answers(report: &ProbeReport, log: &BTreeMap<u64, Logged>, phase: &str) {
+    let mut in_log: BTreeMap<u64, u64> = BTreeMap::new();
+    for (num, e) in log {
+        if let Some(seq) = e.seq
+            && report.sent_seq(seq)
+            && let Some(first) = in_log.insert(seq, *num)
+        {
+            panic!("{phase}: request {seq} is in the log twice: events {first} and {num}");
+        }
+    }
+    for a in report.answers.iter().chain(&report.duplicates) {
+        let e = log.get(&a.num).unwrap_or_else(|| {
+            panic!(
+                "{phase}: request {} was answered as event {}, which is not committed",
+                a.seq, a.num
+            )
+        });
+        assert_eq!(
+            e.seq,
+            Some(a.seq),
+            "{phase}: answer to request {} names event {}, which holds another packet",
+            a.seq,
+            a.num
+        );
+        assert_eq!(
+            e.mug, a.mug,
+            "{phase}: answer to request {} (event {}) carries a mug the committed log does not give",
+            a.seq, a.num
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_answers_once_survives_failures_and_catches_a_bad_ship() {
+    require_root();
+    tokio::task::block_in_place(run_all);
+}
+
+fn run_all() {
+    let options = ClusterOptions {
+        // Nothing is purged: the test reads every log from event 1.
+        checkpoint_every: 1_000_000,
+        ..ClusterOptions::default()
+    };
+    let mut c =
+        ClusterLab::new(env!("CARGO_BIN_EXE_seguro"), &options).expect("building the cluster");
+    if let Err(e) = c.start_all() {
+        panic!("starting the cluster: {e}\n{}", c.logs_tail(30));
+    }
+
+    steady_state(&c);
+    status_shows_the_cluster(&c);
+    leader_killed_under_load(&mut c);
+    follower_restarted_and_wiped(&mut c);
+    leader_cut_off_from_etcd(&mut c);
+    non_deterministic_ship_is_caught(&mut c);
+}
+
+/// Each peer packet is answered exactly once: the followers' effects never
+/// reach the peer.
+fn steady_state(c: &ClusterLab) {
+    // Warm up: the first packets can wait for the new leader to catch up.
+    let warm = c.probe(50, Duration::from_secs(2)).unwrap();
+    warm.wait(Duration::from_secs(10));
+    let warm = warm.stop();
+    assert!(
+        !warm.answers.is_empty(),
+        "the ship never answered:\n{}",
+        c.logs_tail(30)
+    );
+
+    let probe = c.probe(200, Duration::from_secs(3)).unwrap();
+    probe.wait(Duration::from_secs(5));
+    let report = probe.stop();
+    assert_eq!(report.sent.len(), 600);
+    assert!(
+        report.duplicates.is_empty(),
+        "answered twice: {:?}",
+        report.duplicates
+    );
+    assert_eq!(
+        report.answers.len(),
+        report.sent.len(),
+        "unanswered: {:?}\n{}",
+        report.unanswered(),
+        c.logs_tail(20)
+    );
+    assert_eq!(report.unknown, 0);
+    let leader = c.wait_leader(TTL).expect("a leader");
+    check_answers(&report, &read_log(c, leader), "steady state");
+}
+
+fn status_shows_the_cluster(c: &ClusterLab) {
+    let config = c.config_path();
+    let out = c
+        .run_seguro(&["status", "-c", config.to_str().unwrap(), "--json"])
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let leader = c.wait_leader(TTL).unwrap();
+    assert_eq!(v["leader"]["replica"], u64::from(leader), "{stdout}");
+    assert!(v["leader"]["epoch"].as_u64().unwrap() > 0, "{stdout}");
+    assert!(
+        v["eventlog"]["last_event"].as_u64().unwrap() > 0,
+        "{stdout}"
+    );
+    assert_eq!(v["gatekeeper"]["active"], true, "{stdout}");
+    assert!(v["lb"]["packets"].as_f64().unwrap() > 0.0, "{stdout}");
+    assert_eq!(v["replicas"].as_array().unwrap().len(), 3, "{stdout}");
+
+    // Every daemon's metrics endpoint answers from the edge namespace,
+    // where a Prometheus would scrape them.
+    let targets = c.metrics_targets();
+    assert_eq!(targets.len(), 2 + 3 + 3);
+    for (job, addr) in targets {
+        let text = c
+            .lab
+            .edge
+            .run(|| testkit::scrape(addr))
+            .unwrap_or_else(|e| panic!("{job} at {addr}: {e}"));
+        assert!(text.contains(&format!("seguro_{job}_")), "{job} at {addr}");
+    }
+}
+
+fn leader_killed_under_load(c: &mut ClusterLab) {
+    let old = c.wait_leader(TTL).expect("a leader");
+    let probe = c.probe(200, Duration::from_secs(8)).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let before = probe.report();
+    c.kill(Daemon::Replica(old));
+    c.kill(Daemon::Eventlog(old));
+    let killed = std::time::Instant::now();
+    let new = c
+        .wait_leader(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no new leader:\n{}", c.logs_tail(30)));
+    assert_ne!(new, old);
+    probe.wait(Duration::from_secs(10));
+    let report = probe.stop();
+    assert!(
+        report
+            .answers
+            .iter()
+            .any(|a| a.received > killed + TTL / 4 && a.sent > killed),
+        "the new leader never answered:\n{}",
+        c.logs_tail(30)
+    );
+    let survivors: Vec<u8> = (1..=3).filter(|&i| i != old).collect();
+    let logs: Vec<_> = survivors.iter().map(|&i| read_log(c, i)).collect();
+    // The same events wherever both have them (each up to its own commit
+    // point).
+    let common = logs.iter().map(|l| l.len()).min().unwrap() as u64;
+    for num in 1..=common {
+        assert_eq!(
+            logs[0][&num], logs[1][&num],
+            "replicas {survivors:?} differ at event {num}"
+        );
+    }
+    let longest = logs.iter().max_by_key(|l| l.len()).unwrap();
+    // Acknowledged before the kill: in the survivors' log.
+    for a in &before.answers {
+        assert!(
+            longest.get(&a.num).is_some_and(|e| e.seq == Some(a.seq)),
+            "event {} (request {}) was answered before the kill and is not in the survivors' log",
+            a.num,
+            a.seq
+        );
+    }
+    check_answers(&report, longest, "leader killed");
+    assert!(report.duplicates.is_empty(), "{:?}", report.duplicates);
+    // The killed replica comes back as a follower and catches up.
+    c.start(Daemon::Eventlog(old)).unwrap();
+    c.start(Daemon::Replica(old)).unwrap();
+    wait_caught_up(c, old);
+}
+
+/// Waits until replica `i` has applied what the leader committed.
+fn wait_caught_up(c: &ClusterLab, i: u8) {
+    c.wait_caught_up(i, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("replica {i} did not catch up: {e}"));
+}
+
+fn follower_restarted_and_wiped(c: &mut ClusterLab) {
+    let leader = c.wait_leader(TTL).unwrap();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    c.kill(Daemon::Replica(follower));
+    c.kill(Daemon::Eventlog(follower));
+    let load = c.probe(100, Duration::from_secs(2)).unwrap();
+    load.wait(Duration::from_secs(5));
+    let r = load.stop();
+    assert_eq!(r.answers.len(), r.sent.len(), "a quorum is still up");
+    c.start(Daemon::Eventlog(follower)).unwrap();
+    c.start(Daemon::Replica(follower)).unwrap();
+    wait_caught_up(c, follower);
+
+    c.wipe(follower).unwrap();
+    let load = c.probe(100, Duration::from_secs(2)).unwrap();
+    load.wait(Duration::from_secs(5));
+    drop(load);
+    c.start(Daemon::Eventlog(follower)).unwrap();
+    c.start(Daemon::Replica(follower)).unwrap();
+    wait_caught_up(c, follower);
+    let leader_log = read_log(c, leader);
+    let wiped_log = read_log(c, follower);
+    for (num, e) in &wiped_log {
+        if let Some(l) = leader_log.get(num) {
+            assert_eq!(l, e, "the wiped replica's event {num} differs");
+        }
+    }
+}
+
+/// The leader cut off from etcd: its effects stop reaching the peer within
+/// the TTL, and a new leader takes over.
+fn leader_cut_off_from_etcd(c: &mut ClusterLab) {
+    let old = c.wait_leader(TTL).unwrap();
+    let probe = c.probe(100, Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    c.cut_from_etcd(old);
+    let cut = std::time::Instant::now();
+    // The old leader steps down by itself within about a TTL...
+    c.wait_metric(
+        Daemon::Replica(old),
+        "seguro_replica_leader",
+        TTL * 4,
+        |v| v == 0.0,
+    )
+    .unwrap();
+    // ...and another replica leads.
+    let deadline = cut + Duration::from_secs(30);
+    let new = loop {
+        let l = c.leaders();
+        if let [one] = l[..]
+            && one != old
+        {
+            break one;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new leader: {l:?}\n{}",
+            c.logs_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let new_epoch = c
+        .metric(Daemon::Replica(new), "seguro_replica_epoch")
+        .expect("the new leader's epoch") as u64;
+    probe.wait(Duration::from_secs(10));
+    let report = probe.stop();
+    c.reconnect_etcd(old);
+    assert!(
+        report.answers.iter().any(|a| a.sent > cut + TTL * 2),
+        "the new leader never answered"
+    );
+    let log = read_log(c, new);
+    check_answers(&report, &log, "leader cut off from etcd");
+    // The old leader's effects stopped reaching the peer within the TTL
+    // (plus a second for scheduling): everything answered later is the new
+    // term's.
+    for a in report.answers.iter().chain(&report.duplicates) {
+        let epoch = log[&a.num].epoch;
+        assert!(
+            a.received < cut + TTL + Duration::from_secs(1) || epoch >= new_epoch,
+            "event {} of epoch {epoch} reached the peer {:?} after the old leader was cut off (new epoch {new_epoch})",
+            a.num,
+            a.received.duration_since(cut)
+        );
+    }
+    wait_caught_up(c, old);
+}
+
+fn non_deterministic_ship_is_caught(c: &mut ClusterLab) {
+    let leader = c.wait_leader(TTL).unwrap();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    c.set_ship(follower, "nondeterministic");
+    c.restart(Daemon::Replica(follower)).unwrap();
+    let probe = c.probe(100, Duration::from_secs(2)).unwrap();
+    probe.wait(Duration::from_secs(5));
+    drop(probe);
+    c.wait_metric(
+        Daemon::Replica(follower),
+        "seguro_replica_mug_mismatches_total",
+        Duration::from_secs(30),
+        |v| v > 0.0,
+    )
+    .unwrap();
+    c.wait_metric(
+        Daemon::Replica(follower),
+        "seguro_replica_diverged",
+        Duration::from_secs(5),
+        |v| v == 1.0,
+    )
+    .unwrap();
+}

@@ -1,0 +1,111 @@
+//! `seguro status` where nothing answers, and with bad usage: every part is
+//! shown as unreachable (never a panic) and the exit code says so. The live
+//! cluster's status is checked in tests/cluster.rs.
+
+use std::path::Path;
+use std::process::Command;
+
+/// A config whose etcd, event log and metrics addresses are free loopback
+/// ports nobody listens on.
+fn dead_cluster(dir: &Path) -> std::path::PathBuf {
+    let port = testkit::free_port;
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    config::Key::generate()
+        .unwrap()
+        .save_new(&dir.join("keys/eventlog.key"))
+        .unwrap();
+    let text = format!(
+        r#"cluster = "dead"
+
+[ship]
+public = "127.0.0.1:{}"
+
+[[replicas]]
+id = 1
+ames = "127.0.0.1:{}"
+eventlog = "127.0.0.1:{}"
+eventlog_metrics = "127.0.0.1:{}"
+metrics = "127.0.0.1:{}"
+
+[lb]
+interface = "lo"
+metrics = "127.0.0.1:{}"
+
+[gatekeeper]
+listen = "127.0.0.1:{}"
+metrics = "127.0.0.1:{}"
+
+[etcd]
+endpoints = ["http://127.0.0.1:{}"]
+"#,
+        port(),
+        port(),
+        port(),
+        port(),
+        port(),
+        port(),
+        port(),
+        port(),
+        port(),
+    );
+    let path = dir.join("seguro.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn status(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_seguro"))
+        .arg("status")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn nothing_answers_so_everything_is_unreachable_and_it_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dead_cluster(dir.path());
+    let probe = dir.path().join("probe.json");
+    std::fs::write(
+        &probe,
+        r#"{"sent":10,"answered":9,"duplicates":0,"answered_ratio":0.9,"rtt_p50_ms":1.5,"rtt_p99_ms":2.5}"#,
+    )
+    .unwrap();
+    let out = status(&[
+        "-c",
+        config.to_str().unwrap(),
+        "--probe",
+        probe.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{stderr}");
+    assert!(text.contains("leader      unknown (etcd"), "{text}");
+    assert!(text.contains("edge lb     unreachable"), "{text}");
+    assert!(text.contains("gatekeeper  unreachable"), "{text}");
+    assert!(text.contains("1        down"), "{text}");
+    assert!(text.contains("answered 9 (90.00%)"), "{text}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = status(&["-c", config.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["leader"]["error"].is_string(), "{v}");
+    assert!(v["lb"]["error"].is_string(), "{v}");
+    assert_eq!(v["eventlog"]["usable"], false, "{v}");
+    assert!(v["replicas"][0]["agent"]["error"].is_string(), "{v}");
+    assert!(v["probe"].is_null(), "{v}");
+}
+
+#[test]
+fn bad_usage_and_bad_config_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dead_cluster(dir.path());
+    let out = status(&["-c", config.to_str().unwrap(), "--watch", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--watch"));
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "cluster = 3\n").unwrap();
+    let out = status(&["-c", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
