@@ -13,6 +13,8 @@
 //! epoch reached the peer.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use eventlog::EventNum;
@@ -79,8 +81,8 @@ fn read_log(c: &ClusterLab, i: u8) -> BTreeMap<u64, Logged> {
         let num = e.num.get();
         assert_eq!(num, last + 1, "replica {i}'s log has a gap before {num}");
         last = num;
-        let seq = ship_bytes(&e.data)
-            .and_then(|b| replica::PacketEvent::decode(b).ok())
+        let seq = replica::frame::decode(&e.data)
+            .and_then(|(_, b)| replica::PacketEvent::decode(&b).ok())
             .and_then(|p| request_seq(&p.packet));
         log.insert(
             num,
@@ -93,17 +95,6 @@ fn read_log(c: &ClusterLab, i: u8) -> BTreeMap<u64, Logged> {
         );
     }
     log
-}
-
-/// The ship's bytes of an event as the agent frames it in the log
-/// (replica/src/frame.rs): a tag, 0 for plain data or 1 followed by the
-/// inbound packet's id.
-fn ship_bytes(framed: &[u8]) -> Option<&[u8]> {
-    match framed.first()? {
-        0 => framed.get(1..),
-        1 => framed.get(1 + replica::PacketId::LEN..),
-        _ => None,
-    }
 }
 
 /// Every answer the peer got is the ship's output for a committed event
@@ -228,14 +219,27 @@ fn status_shows_the_cluster(c: &ClusterLab) {
     // where a Prometheus would scrape them.
     let targets = c.metrics_targets();
     assert_eq!(targets.len(), 2 + 3 + 3);
-    for (job, addr) in targets {
+    for (job, addr) in &targets {
         let text = c
             .lab
             .edge
-            .run(|| testkit::scrape(addr))
+            .run(|| testkit::scrape(*addr))
             .unwrap_or_else(|e| panic!("{job} at {addr}: {e}"));
         assert!(text.contains(&format!("seguro_{job}_")), "{job} at {addr}");
     }
+    // And what they export, the lb in XDP mode included, is what
+    // docs/METRICS.md says.
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/METRICS.md");
+    let targets: Vec<(&str, SocketAddr)> = targets.iter().map(|(j, a)| (j.as_str(), *a)).collect();
+    let problems = c
+        .lab
+        .edge
+        .run(|| testkit::metrics_doc::check_targets(&doc, &targets));
+    assert!(
+        problems.is_empty(),
+        "docs/METRICS.md:\n{}",
+        problems.join("\n")
+    );
 }
 
 fn leader_killed_under_load(c: &mut ClusterLab) {

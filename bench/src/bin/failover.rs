@@ -304,15 +304,8 @@ fn committed_requests(lab: &ClusterLab, i: u8, from: u64) -> anyhow::Result<Hash
                     .context("reading the log stalled")?
                 {
                     let e = e?;
-                    // The agent's frame (replica/src/frame.rs): a tag, then
-                    // the inbound packet's id for events made from one.
-                    let ship = match e.data.first() {
-                        Some(0) => e.data.get(1..),
-                        Some(1) => e.data.get(1 + replica::PacketId::LEN..),
-                        _ => None,
-                    };
-                    if let Some(seq) = ship
-                        .and_then(|b| replica::PacketEvent::decode(b).ok())
+                    if let Some(seq) = replica::frame::decode(&e.data)
+                        .and_then(|(_, b)| replica::PacketEvent::decode(&b).ok())
                         .and_then(|p| request_seq(&p.packet))
                     {
                         seqs.insert(seq);
