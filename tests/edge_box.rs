@@ -17,6 +17,7 @@ use std::time::Duration;
 use ames::{Body, Packet, Prelude, Ship};
 use config::{Config, Key, KeyCheck, Overrides, ReplicaId};
 use gatekeeper::{Election, Sealer};
+use testkit::KillOnDrop;
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep, timeout};
 
@@ -82,9 +83,9 @@ eventlog = "{secret}"
 }
 
 /// `seguro <daemon> -c config`, logging to `dir/<daemon>.log`.
-fn spawn(daemon: &str, config: &Path, dir: &Path) -> Child {
+fn spawn(daemon: &str, config: &Path, dir: &Path) -> KillOnDrop {
     let log = std::fs::File::create(dir.join(format!("{daemon}.log"))).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_seguro"))
+    let child = Command::new(env!("CARGO_BIN_EXE_seguro"))
         .args([daemon, "-c"])
         .arg(config)
         .env("RUST_LOG", "info")
@@ -93,7 +94,8 @@ fn spawn(daemon: &str, config: &Path, dir: &Path) -> Child {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .unwrap()
+        .unwrap();
+    KillOnDrop(child)
 }
 
 fn logs(dir: &Path) -> String {
@@ -158,14 +160,14 @@ async fn the_relay_and_the_gatekeeper_share_the_ships_address() {
     // The relay binds the ship's address first; the gatekeeper starts
     // beside it (it used to bind the same address and port, and fail).
     let mut lb = spawn("lb", &config, dir);
-    wait_until("the relay was ready", &mut [&mut lb], dir, || {
+    wait_until("the relay was ready", &mut [&mut *lb], dir, || {
         std::fs::read_to_string(dir.join("lb.log")).is_ok_and(|l| l.contains("ready"))
     })
     .await;
     let mut gk = spawn("gatekeeper", &config, dir);
     wait_until(
         "the gatekeeper was active",
-        &mut [&mut lb, &mut gk],
+        &mut [&mut *lb, &mut *gk],
         dir,
         || metric(a.gk_metrics, "seguro_gatekeeper_active") == Some(1.0),
     )
@@ -196,7 +198,7 @@ async fn the_relay_and_the_gatekeeper_share_the_ships_address() {
     let series = "seguro_gatekeeper_epoch";
     wait_until(
         "the gatekeeper saw the leader",
-        &mut [&mut lb, &mut gk],
+        &mut [&mut *lb, &mut *gk],
         dir,
         || metric(a.gk_metrics, series) == Some(epoch.get() as f64),
     )

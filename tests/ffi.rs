@@ -17,6 +17,7 @@ use config::Key;
 use eventlog::EventNum;
 use futures::StreamExt;
 use replica::{ReferenceShip, Ship, Variant};
+use testkit::KillOnDrop;
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep, timeout};
 
@@ -170,46 +171,52 @@ fn logs(c: &Cluster) -> String {
         .collect()
 }
 
-fn spawn_gatekeeper(c: &Cluster) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_seguro"))
-        .args(["gatekeeper", "-c"])
-        .arg(&c.config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file(c, "gatekeeper.log"))
-        .spawn()
-        .unwrap()
+fn spawn_gatekeeper(c: &Cluster) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_seguro"))
+            .args(["gatekeeper", "-c"])
+            .arg(&c.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(c, "gatekeeper.log"))
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Starts the C ship as replica `id`, snapshotting every `every` events.
-fn spawn_ship(c: &Cluster, ship: &Path, id: u32, every: u64) -> Child {
-    Command::new(ship)
-        .arg(&c.config)
-        .arg(id.to_string())
-        .arg(c.dir.path().join(format!("ship-{id}")))
-        .arg(every.to_string())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file(c, &format!("replica-{id}.log")))
-        .spawn()
-        .unwrap()
+fn spawn_ship(c: &Cluster, ship: &Path, id: u32, every: u64) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(ship)
+            .arg(&c.config)
+            .arg(id.to_string())
+            .arg(c.dir.path().join(format!("ship-{id}")))
+            .arg(every.to_string())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(c, &format!("replica-{id}.log")))
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Starts `seguro replica`, the Rust reference ship in-process, as replica
 /// `id`.
-fn spawn_rust_replica(c: &Cluster, id: u32) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_seguro"))
-        .args(["replica", "-c"])
-        .arg(&c.config)
-        .args(["--id", &id.to_string()])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file(c, &format!("replica-{id}.log")))
-        .spawn()
-        .unwrap()
+fn spawn_rust_replica(c: &Cluster, id: u32) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_seguro"))
+            .args(["replica", "-c"])
+            .arg(&c.config)
+            .args(["--id", &id.to_string()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(c, &format!("replica-{id}.log")))
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Waits until `series` reads `value` at `addr`.

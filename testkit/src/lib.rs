@@ -21,4 +21,4 @@ pub mod prometheus;
 pub use etcd::Etcd;
 pub use metrics::{sample, scrape};
 pub use port::free_port;
-pub use process::terminate;
+pub use process::{KillOnDrop, terminate};

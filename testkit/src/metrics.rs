@@ -7,24 +7,31 @@ use std::time::Duration;
 
 /// The body of `GET /metrics` from `addr`.
 pub fn scrape(addr: SocketAddr) -> io::Result<String> {
+    match get(addr, "/metrics")? {
+        (200, body) => Ok(body),
+        (status, _) => Err(io::Error::other(format!("GET /metrics: status {status}"))),
+    }
+}
+
+/// `GET path` over HTTP/1.0 with short timeouts: status code and body.
+pub fn get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     s.read_to_string(&mut response)?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| io::Error::other("no HTTP header end"))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(io::Error::other(format!(
-            "GET /metrics: {}",
-            head.lines().next().unwrap_or("")
-        )));
-    }
-    Ok(body.to_string())
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line: {head}")))?;
+    Ok((status, body.to_string()))
 }
 
 /// The value of one series in an exposition, written as it appears there:

@@ -23,3 +23,31 @@ pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     let _ = child.wait();
     None
 }
+
+/// A child process that is killed (SIGKILL) and reaped when dropped: a test
+/// that fails half-way leaves no daemon running. Stop it gracefully with
+/// [`terminate`] first where the exit status matters.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -4,8 +4,8 @@
 //! (Debian's package; scripts/deps.sh installs it). Dropping it kills it.
 
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::free_port;
+use crate::metrics::get;
 
 /// How often the server scrapes and evaluates rules.
 pub const INTERVAL: &str = "500ms";
@@ -280,27 +281,6 @@ pub fn config_yaml(jobs: &[Job], rules: &[&Path]) -> String {
         );
     }
     y
-}
-
-/// `GET path` over HTTP/1.0: status code and body.
-fn get(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    s.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| io::Error::other("no HTTP header end"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad status line: {head}")))?;
-    Ok((status, body.to_string()))
 }
 
 /// Percent-encodes a query parameter (RFC 3986 unreserved kept).
