@@ -131,3 +131,14 @@ mod tests {
         assert_eq!(t, "| a | b |\n|---|---|\n| 1 | 2 |\n");
     }
 }
+
+/// A whole-number knob from the environment (`BENCH_SECONDS=5`), clamped to
+/// `range` so that no setting makes a load loop unbounded; `default` when
+/// unset or unparsable.
+pub fn knob(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .clamp(*range.start(), *range.end())
+}

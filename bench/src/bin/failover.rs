@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::StreamExt as _;
-use seguro_bench::{Latencies, median, ms, table};
+use seguro_bench::{Latencies, knob, median, ms, table};
 use testkit::cluster::{ClusterLab, ClusterOptions, Daemon, first_answer_after};
 use testkit::probe::{Probe, ProbeConfig, ProbeReport, request_seq};
 
@@ -41,15 +41,9 @@ fn main() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("needs root: network namespaces, XDP");
     }
-    let env = |name: &str, default: u64| -> u64 {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let seconds = env("BENCH_SECONDS", 3).clamp(1, 60);
-    let rounds = env("BENCH_ROUNDS", 3).clamp(1, 10);
-    let runs = env("FAILOVER_RUNS", 20).clamp(1, 100);
+    let seconds = knob("BENCH_SECONDS", 3, 1..=60);
+    let rounds = knob("BENCH_ROUNDS", 3, 1..=10);
+    let runs = knob("FAILOVER_RUNS", 20, 1..=100);
 
     let options = ClusterOptions {
         // Nothing is purged: each run reads back the events around its kill.

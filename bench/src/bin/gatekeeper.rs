@@ -31,7 +31,7 @@ use anyhow::{Context, bail};
 use config::{Key, Optimism, ReplicaId};
 use eventlog::EventNum;
 use gatekeeper::{Election, Gatekeeper, Keyring, Sealer, Settings, Stats, election};
-use seguro_bench::{Latencies, median, ms};
+use seguro_bench::{Latencies, knob, median, ms};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout};
 use udp::{BATCH, BatchSocket, RecvBatch, SocketOptions};
@@ -48,15 +48,9 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some("campaign") {
         return campaign_child(&args[2..]);
     }
-    let env = |name: &str, default: u64| -> u64 {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let seconds = env("BENCH_SECONDS", 3).clamp(1, 60);
-    let rounds = env("BENCH_ROUNDS", 5).clamp(1, 10);
-    let failovers = env("FAILOVER_RUNS", 20).clamp(1, 100);
+    let seconds = knob("BENCH_SECONDS", 3, 1..=60);
+    let rounds = knob("BENCH_ROUNDS", 5, 1..=10);
+    let failovers = knob("FAILOVER_RUNS", 20, 1..=100);
 
     let etcd = testkit::Etcd::start().context("starting etcd (run `make deps`)")?;
     println!(
