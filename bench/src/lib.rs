@@ -104,6 +104,17 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A whole-number knob from the environment (`BENCH_SECONDS=5`), clamped to
+/// `range` so that no setting makes a load loop unbounded; `default` when
+/// unset or unparsable.
+pub fn knob(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .clamp(*range.start(), *range.end())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,15 +141,4 @@ mod tests {
         let t = table(&["a", "b"], &[vec!["1".into(), "2".into()]]);
         assert_eq!(t, "| a | b |\n|---|---|\n| 1 | 2 |\n");
     }
-}
-
-/// A whole-number knob from the environment (`BENCH_SECONDS=5`), clamped to
-/// `range` so that no setting makes a load loop unbounded; `default` when
-/// unset or unparsable.
-pub fn knob(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-        .clamp(*range.start(), *range.end())
 }
