@@ -320,13 +320,28 @@ async fn event(client: &eventlog::Client, num: u64) -> (eventlog::Event, bytes::
     (event, data)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_c_ship_answers_peers_through_the_gatekeeper_and_its_events_commit() {
+/// What both tests start: etcd, `n` event log nodes, the config, the C
+/// ship compiled against the library, a log client, an active gatekeeper.
+struct Setup {
+    etcd: testkit::Etcd,
+    log: testkit::eventlog::Cluster,
+    c: Cluster,
+    ship: PathBuf,
+    client: eventlog::Client,
+    gatekeeper: KillOnDrop,
+}
+
+async fn setup(n: u32) -> Setup {
     let lib_dir = cdylib_dir();
     let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
-    let mut log = testkit::eventlog::Cluster::new(env!("CARGO_BIN_EXE_seguro"), 1).unwrap();
-    log.start(1).unwrap();
-    let c = write_config(&etcd.endpoint(), &log, 1);
+    let mut log = tokio::task::block_in_place(|| {
+        testkit::eventlog::Cluster::new(env!("CARGO_BIN_EXE_seguro"), n)
+    })
+    .unwrap();
+    for id in 1..=n {
+        tokio::task::block_in_place(|| log.start(id)).unwrap();
+    }
+    let c = write_config(&etcd.endpoint(), &log, n);
     let ship = c.dir.path().join("reference_ship");
     tokio::task::block_in_place(|| compile_ship(&lib_dir, &ship));
     let client = eventlog::Client::new(
@@ -335,9 +350,29 @@ async fn a_c_ship_answers_peers_through_the_gatekeeper_and_its_events_commit() {
             .0,
         log.key(),
     );
-
-    let mut gatekeeper = spawn_gatekeeper(&c);
+    let gatekeeper = spawn_gatekeeper(&c);
     wait_metric(&c, c.gatekeeper_metrics, "seguro_gatekeeper_active", 1.0).await;
+    Setup {
+        etcd,
+        log,
+        c,
+        ship,
+        client,
+        gatekeeper,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_ship_answers_peers_through_the_gatekeeper_and_its_events_commit() {
+    let Setup {
+        etcd,
+        // Kept to the end: dropping it stops the event log.
+        log: _log,
+        c,
+        ship,
+        client,
+        mut gatekeeper,
+    } = setup(1).await;
 
     // A new ship leads and answers each packet with its event and mug. It
     // takes no snapshot yet, so that the log keeps every event.
@@ -445,23 +480,15 @@ fn mismatches(c: &Cluster, id: u32) -> Option<f64> {
 /// replica, back, replays the C ship's events: no mug differs anywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_and_rust_ships_replay_each_other_and_a_c_ship_takes_over() {
-    let lib_dir = cdylib_dir();
-    let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
-    let mut log = testkit::eventlog::Cluster::new(env!("CARGO_BIN_EXE_seguro"), 3).unwrap();
-    for id in 1..=3 {
-        log.start(id).unwrap();
-    }
-    let c = write_config(&etcd.endpoint(), &log, 3);
-    let ship = c.dir.path().join("reference_ship");
-    tokio::task::block_in_place(|| compile_ship(&lib_dir, &ship));
-    let client = eventlog::Client::new(
-        &config::Config::load(&c.config, &Default::default(), config::KeyCheck::Skip)
-            .unwrap()
-            .0,
-        log.key(),
-    );
-    let mut gatekeeper = spawn_gatekeeper(&c);
-    wait_metric(&c, c.gatekeeper_metrics, "seguro_gatekeeper_active", 1.0).await;
+    let Setup {
+        etcd,
+        // Kept to the end: dropping it stops the event log.
+        log: _log,
+        c,
+        ship,
+        client,
+        mut gatekeeper,
+    } = setup(3).await;
 
     let mut rust = spawn_rust_replica(&c, 3);
     wait_leading(&c, 3).await;
