@@ -369,6 +369,31 @@ mod tests {
         unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
     }
 
+    /// Waits until the C side is told the agent stopped, says why with
+    /// `why` in the message, and refuses commands from then on.
+    fn assert_stopped(replica: &Replica, why: &str) {
+        let failure = loop {
+            match replica.next_notice(|_| ()) {
+                Ok(_) => assert!(readable(replica.fd(), 5000)),
+                Err(failure) => break failure,
+            }
+        };
+        assert_eq!(failure.code, seguro_error::SEGURO_ERR_STOPPED);
+        assert!(failure.message.contains(why), "{}", failure.message);
+        let refused = replica
+            .tell(Command::Checkpointed(EventNum(1)))
+            .unwrap_err();
+        assert_eq!(refused.code, seguro_error::SEGURO_ERR_STOPPED);
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// A replica whose "agent" is the test: it sends notices on the
     /// returned sender, reads commands from the receiver, and ends the agent
     /// with the result it sends on the oneshot (or when stopped).
@@ -379,11 +404,7 @@ mod tests {
         mpsc::UnboundedReceiver<Command>,
         oneshot::Sender<Result<(), String>>,
     ) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         let (agent_port, runtime_port) = port::port(8);
         let (end, ended) = oneshot::channel();
         let shutdown = CancellationToken::new();
@@ -405,11 +426,7 @@ mod tests {
 
     #[test]
     fn a_panicking_agent_wakes_the_c_side_and_says_so() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         let (agent_port, runtime_port) = port::port(8);
         let agent = async move {
             let _port = agent_port;
@@ -420,13 +437,7 @@ mod tests {
         let replica =
             Replica::serve(runtime, runtime_port, agent, shutdown, Slot { held: false }).unwrap();
         assert!(readable(replica.fd(), 5000), "the panic wakes the C side");
-        let failure = replica.next_notice(|_| ()).unwrap_err();
-        assert_eq!(failure.code, seguro_error::SEGURO_ERR_STOPPED);
-        assert!(failure.message.contains("panicked"), "{}", failure.message);
-        let refused = replica
-            .tell(Command::Checkpointed(EventNum(1)))
-            .unwrap_err();
-        assert_eq!(refused.code, seguro_error::SEGURO_ERR_STOPPED);
+        assert_stopped(&replica, "panicked");
         replica.stop();
     }
 
@@ -484,22 +495,7 @@ mod tests {
         end.send(Err("the event log skipped from event 3 to 5".into()))
             .unwrap();
         assert!(readable(fd, 5000), "stopping wakes the C side");
-        let failure = loop {
-            match replica.next_notice(|_| ()) {
-                Ok(_) => assert!(readable(fd, 5000)),
-                Err(failure) => break failure,
-            }
-        };
-        assert_eq!(failure.code, seguro_error::SEGURO_ERR_STOPPED);
-        assert!(
-            failure.message.contains("skipped from event 3"),
-            "{}",
-            failure.message
-        );
-        let refused = replica
-            .tell(Command::Checkpointed(EventNum(4)))
-            .unwrap_err();
-        assert_eq!(refused.code, seguro_error::SEGURO_ERR_STOPPED);
+        assert_stopped(&replica, "skipped from event 3");
         replica.stop();
     }
 
