@@ -98,8 +98,11 @@ pub struct Outgoing<'a> {
 pub struct Sender {
     socket: BatchSocket,
     family: Family,
-    /// Reused from batch to batch.
+    // Reused from batch to batch: each datagram's headers, their length
+    // (`None`: it cannot be written), and what the kernel took.
     headers: Vec<Header>,
+    lens: Vec<Option<usize>>,
+    went: Vec<bool>,
 }
 
 impl Sender {
@@ -116,6 +119,8 @@ impl Sender {
             socket: BatchSocket::register(socket)?,
             family,
             headers: Vec::new(),
+            lens: Vec::new(),
+            went: Vec::new(),
         })
     }
 
@@ -136,20 +141,19 @@ impl Sender {
     ) -> io::Result<Sent> {
         outcome.clear();
         self.headers.resize(datagrams.len(), [0; MAX_HEADER]);
-        // Which datagrams got a header, and how long it is.
-        let mut lens = Vec::with_capacity(datagrams.len());
+        self.lens.clear();
         for (d, h) in datagrams.iter().zip(&mut self.headers) {
             let len = if Family::of(d.from.ip()) == self.family {
                 write_header(h, d.from, d.to, d.payload.len(), d.sum)
             } else {
                 None
             };
-            lens.push(len);
+            self.lens.push(len);
         }
         let gathered: Vec<(SocketAddr, [&[u8]; 2])> = datagrams
             .iter()
             .zip(&self.headers)
-            .zip(&lens)
+            .zip(&self.lens)
             .filter_map(|((d, h), len)| {
                 // An IPv6 raw socket reads the destination's port as a
                 // protocol number: it must be zero. The port is in the
@@ -160,12 +164,11 @@ impl Sender {
                 })
             })
             .collect();
-        let mut went = Vec::with_capacity(gathered.len());
-        let result = self.socket.send_gathered(&gathered, &mut went).await;
-        let mut went = went.into_iter();
+        let result = self.socket.send_gathered(&gathered, &mut self.went).await;
+        let mut went = self.went.iter();
         let mut sent = Sent::default();
-        for len in &lens {
-            let ok = len.is_some() && went.next() == Some(true);
+        for len in &self.lens {
+            let ok = len.is_some() && went.next() == Some(&true);
             if ok {
                 sent.sent += 1;
             } else {
