@@ -28,7 +28,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use config::Key;
@@ -37,6 +37,7 @@ use crate::edge::{EDGE_IF, EdgeLab, Family};
 use crate::etcd::Etcd;
 use crate::netns::{self, Netns, veth};
 use crate::probe::{Probe, ProbeConfig};
+use crate::process::spawn_logged;
 
 /// The ship's Ames port, on the edge's public address and every replica's.
 pub const AMES_PORT: u16 = 34543;
@@ -404,16 +405,12 @@ impl ClusterLab {
         let filter = std::env::var("SEGURO_TEST_LOG")
             .unwrap_or_else(|_| "info,openraft=warn,chunked_wal=warn,raft_log=warn".into());
         use std::os::unix::process::CommandExt as _;
-        let child = cmd
-            .env("RUST_LOG", filter)
+        cmd.env("RUST_LOG", filter)
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
             // Its own process group: a terminal's Ctrl-C reaches the demo,
             // which tears everything down in order.
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        let child = spawn_logged(&mut cmd, log)?;
         self.children.insert(daemon, child);
         Ok(())
     }

@@ -4,11 +4,12 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::free_port;
 use crate::netns::{Netns, run_in};
+use crate::process::spawn_logged;
 
 /// A single-member etcd cluster listening on free loopback ports. It is
 /// killed and its data removed when dropped.
@@ -112,7 +113,7 @@ impl Etcd {
             }
             None => Command::new(Self::binary()),
         };
-        let child = command
+        command
             .arg("--name=test")
             .arg(format!(
                 "--data-dir={}",
@@ -123,20 +124,13 @@ impl Etcd {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=test={peer}"))
-            .arg("--log-level=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot start {}: {e} (run `make deps`)",
-                        Self::binary().display()
-                    ),
-                )
-            })?;
+            .arg("--log-level=warn");
+        let child = spawn_logged(&mut command, log).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{e} (etcd: {}; run `make deps`)", Self::binary().display()),
+            )
+        })?;
         self.child = Some(child);
         self.wait_healthy(Duration::from_secs(20))
     }

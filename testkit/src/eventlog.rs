@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use config::Key;
 
 use crate::free_port;
+use crate::process::spawn_logged;
 
 /// One replica's addresses.
 #[derive(Debug, Clone, Copy)]
@@ -168,21 +169,21 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.log_path(id))?;
-        let child = Command::new(&self.bin)
-            .arg("eventlog")
-            .arg("-c")
-            .arg(config)
-            .arg("--id")
-            .arg(id.to_string())
-            .args(&self.extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("SEGURO_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        let child = spawn_logged(
+            Command::new(&self.bin)
+                .arg("eventlog")
+                .arg("-c")
+                .arg(config)
+                .arg("--id")
+                .arg(id.to_string())
+                .args(&self.extra_args)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("SEGURO_TEST_LOG")
+                        .unwrap_or_else(|_| "info,openraft=warn".into()),
+                ),
+            log,
+        )?;
         self.children.insert(id, child);
         Ok(())
     }

@@ -1,7 +1,26 @@
-//! Stopping a child process the way an operator's service manager does.
+//! Starting a child process with its output in a log file, and stopping it
+//! the way an operator's service manager does.
 
-use std::process::{Child, ExitStatus};
+use std::fs::File;
+use std::io;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// Spawns `command` with no input and its stdout and stderr appended to
+/// `log`; a failure names the program.
+pub fn spawn_logged(command: &mut Command, log: File) -> io::Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot start {}: {e}", command.get_program().display()),
+            )
+        })
+}
 
 /// Sends SIGTERM and waits up to `grace` for the child to exit; kills it
 /// (SIGKILL) if it does not. Returns the exit status if it exited by itself.

@@ -7,13 +7,14 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::free_port;
 use crate::metrics::get;
+use crate::process::spawn_logged;
 
 /// How often the server scrapes and evaluates rules.
 pub const INTERVAL: &str = "500ms";
@@ -57,24 +58,17 @@ impl Prometheus {
         std::fs::write(&config, config_yaml(jobs, rules))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
-        let child = Command::new(Self::binary())
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot run {}: {e}", Self::binary().display()),
-                )
-            })?;
+        let child = spawn_logged(
+            Command::new(Self::binary())
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--log.level=warn"),
+            log,
+        )?;
         let mut p = Prometheus { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
