@@ -488,8 +488,13 @@ impl Metrics {
         )
     }
 
+    /// The series' value; a series that is not exported fails the test,
+    /// so that an expected 0 cannot pass for a renamed or missing one.
     fn get(&self, key: &str) -> f64 {
-        self.0.get(key).copied().unwrap_or(0.0)
+        self.0
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| panic!("{key} is not exported"))
     }
 }
 
