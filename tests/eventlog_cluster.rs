@@ -772,19 +772,11 @@ fn the_example_loopback_config_runs_a_healthy_cluster() {
 
 /// `GET /metrics` from a node.
 fn scrape(addr: std::net::SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
+    testkit::scrape(addr).unwrap_or_else(|e| panic!("scraping {addr}: {e}"))
 }
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    testkit::sample(text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 #[test]
