@@ -51,8 +51,11 @@ impl Cell {
 fn secs() -> Duration {
     let s = std::env::var("SEGURO_BENCH_SECS")
         .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4.0);
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite())
+        .unwrap_or(4.0)
+        // Bounded whatever is set, as every load loop is.
+        .clamp(0.1, 60.0);
     Duration::from_secs_f64(s)
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use ames::{Body, Packet, Prelude, Ship};
 use lb::kernel::Programs;
 use lb_abi::{FAMILY_V4, Plan};
-use seguro_bench::{CpuTimes, WorkloadCpu, cpus, median, process_cpu, table};
+use seguro_bench::{CpuTimes, WorkloadCpu, cpus, knob, median, process_cpu, table};
 use testkit::edge::{EDGE_IF, EdgeLab, Family};
 use testkit::frame::{ETH_P_8021Q, Frame};
 use testkit::netns::Netns;
@@ -95,13 +95,6 @@ const ENGINES: [Engine; 4] = [
     Engine::Userspace,
 ];
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(
@@ -109,9 +102,9 @@ fn main() {
         0,
         "the benchmark builds network namespaces and loads eBPF: run it as root"
     );
-    let duration = Duration::from_secs(env_u64("BENCH_SECONDS", 4).clamp(1, 60));
-    let rounds = env_u64("BENCH_ROUNDS", 3).clamp(1, 10) as usize;
-    let paced = env_u64("BENCH_RATE", 20_000).clamp(1_000, 1_000_000);
+    let duration = Duration::from_secs(knob("BENCH_SECONDS", 4, 1..=60));
+    let rounds = knob("BENCH_ROUNDS", 3, 1..=10) as usize;
+    let paced = knob("BENCH_RATE", 20_000, 1_000..=1_000_000);
     let seguro = seguro_binary();
     let lab = EdgeLab::new(3);
     for i in 1..=3 {
@@ -315,7 +308,7 @@ fn split() -> bool {
 
 /// `BENCH_SENDERS`, default 1.
 fn senders() -> usize {
-    env_u64("BENCH_SENDERS", 1).clamp(1, 16) as usize
+    knob("BENCH_SENDERS", 1, 1..=16) as usize
 }
 
 /// One sender: flat out, or paced to `rate` packets per second.
