@@ -43,3 +43,11 @@ pub const UDP_CSUM: usize = 6;
 pub const fn is_vlan(ethertype: u16) -> bool {
     ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
 }
+
+/// Whether two addresses (IPv4 in the first word, IPv6 in all four) are
+/// equal, word by word: an array comparison may become a `bcmp` call,
+/// which BPF does not have.
+#[inline(always)]
+pub fn same_addr(a: &[u32; 4], b: &[u32; 4]) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]
+}

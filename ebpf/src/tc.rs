@@ -389,8 +389,3 @@ fn word<const N: usize>(bytes: &[u8; N], at: usize) -> u32 {
 fn port(udp: &[u8; UDP_HLEN]) -> u16 {
     u16::from_ne_bytes([udp[UDP_DPORT], udp[UDP_DPORT + 1]])
 }
-
-#[inline(always)]
-fn same_addr(a: &[u32; 4], b: &[u32; 4]) -> bool {
-    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]
-}

@@ -232,13 +232,6 @@ fn fits(start: usize, len: usize, end: usize) -> bool {
     ok == 1
 }
 
-#[inline(always)]
-fn same_addr(a: &[u32; 4], b: &[u32; 4]) -> bool {
-    // Word by word: an array comparison may become a `bcmp` call, which BPF
-    // does not have.
-    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]
-}
-
 /// Reads a `T` at a packet address the caller has bounds-checked.
 #[inline(always)]
 fn read<T: Copy>(addr: usize) -> T {
