@@ -247,8 +247,7 @@ fn leader_killed_under_load(c: &mut ClusterLab) {
     let probe = c.probe(200, Duration::from_secs(8)).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let before = probe.report();
-    c.kill(Daemon::Replica(old));
-    c.kill(Daemon::Eventlog(old));
+    c.kill_replica(old);
     let killed = std::time::Instant::now();
     let new = c
         .wait_leader(Duration::from_secs(30))
@@ -288,8 +287,7 @@ fn leader_killed_under_load(c: &mut ClusterLab) {
     check_answers(&report, longest, "leader killed");
     assert!(report.duplicates.is_empty(), "{:?}", report.duplicates);
     // The killed replica comes back as a follower and catches up.
-    c.start(Daemon::Eventlog(old)).unwrap();
-    c.start(Daemon::Replica(old)).unwrap();
+    c.start_replica(old).unwrap();
     wait_caught_up(c, old);
 }
 
@@ -302,22 +300,19 @@ fn wait_caught_up(c: &ClusterLab, i: u8) {
 fn follower_restarted_and_wiped(c: &mut ClusterLab) {
     let leader = c.wait_leader(TTL).unwrap();
     let follower = (1..=3).find(|&i| i != leader).unwrap();
-    c.kill(Daemon::Replica(follower));
-    c.kill(Daemon::Eventlog(follower));
+    c.kill_replica(follower);
     let load = c.probe(100, Duration::from_secs(2)).unwrap();
     load.wait(Duration::from_secs(5));
     let r = load.stop();
     assert_eq!(r.answers.len(), r.sent.len(), "a quorum is still up");
-    c.start(Daemon::Eventlog(follower)).unwrap();
-    c.start(Daemon::Replica(follower)).unwrap();
+    c.start_replica(follower).unwrap();
     wait_caught_up(c, follower);
 
     c.wipe(follower).unwrap();
     let load = c.probe(100, Duration::from_secs(2)).unwrap();
     load.wait(Duration::from_secs(5));
     drop(load);
-    c.start(Daemon::Eventlog(follower)).unwrap();
-    c.start(Daemon::Replica(follower)).unwrap();
+    c.start_replica(follower).unwrap();
     wait_caught_up(c, follower);
     let leader_log = read_log(c, leader);
     let wiped_log = read_log(c, follower);

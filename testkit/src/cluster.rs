@@ -512,10 +512,17 @@ impl ClusterLab {
         let leader = self.wait_leader(limit).ok_or_else(|| {
             io::Error::new(io::ErrorKind::TimedOut, "no replica leads: nothing to kill")
         })?;
-        self.kill(Daemon::Replica(leader));
-        let at = Instant::now();
-        self.kill(Daemon::Eventlog(leader));
+        let at = self.kill_replica(leader);
         Ok((leader, at))
+    }
+
+    /// Kills (-9) replica `i`'s agent, then its event log node, as a host
+    /// dying would; returns when the agent was killed.
+    pub fn kill_replica(&mut self, i: u8) -> Instant {
+        self.kill(Daemon::Replica(i));
+        let at = Instant::now();
+        self.kill(Daemon::Eventlog(i));
+        at
     }
 
     /// Starts replica `i`'s event log node and agent (again).
