@@ -340,21 +340,9 @@ fn leader_cut_off_from_etcd(c: &mut ClusterLab) {
     )
     .unwrap();
     // ...and another replica leads.
-    let deadline = cut + Duration::from_secs(30);
-    let new = loop {
-        let l = c.leaders();
-        if let [one] = l[..]
-            && one != old
-        {
-            break one;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no new leader: {l:?}\n{}",
-            c.logs_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let new = c
+        .wait_new_leader(old, cut + Duration::from_secs(30), || false)
+        .unwrap_or_else(|| panic!("no new leader: {:?}\n{}", c.leaders(), c.logs_tail(30)));
     let new_epoch = c
         .metric(Daemon::Replica(new), "seguro_replica_epoch")
         .expect("the new leader's epoch") as u64;

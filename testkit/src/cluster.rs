@@ -323,6 +323,28 @@ impl ClusterLab {
         }
     }
 
+    /// Waits until exactly one replica other than `old` leads, giving up
+    /// (`None`) at `deadline` or as soon as `give_up()` says so.
+    pub fn wait_new_leader(
+        &self,
+        old: u8,
+        deadline: Instant,
+        give_up: impl Fn() -> bool,
+    ) -> Option<u8> {
+        loop {
+            if let [one] = self.leaders()[..]
+                && one != old
+            {
+                return Some(one);
+            }
+            if Instant::now() > deadline || give_up() {
+                return None;
+            }
+            // Finely: benchmarks time the election by it.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits up to `limit` until `series` of `daemon` satisfies `ok`.
     pub fn wait_metric(
         &self,

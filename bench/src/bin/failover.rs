@@ -225,19 +225,11 @@ fn one_failover(lab: &mut ClusterLab) -> anyhow::Result<Run> {
     let probe = lab.probe(LOAD_RATE, Duration::from_secs(9))?;
     std::thread::sleep(Duration::from_secs(2));
     let (old, killed) = lab.kill_leader(Duration::from_secs(10))?;
-    let new = loop {
-        if let [one] = lab.leaders()[..]
-            && one != old
-        {
-            break one;
-        }
-        if killed.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "no new leader 30 s after killing replica {old}:\n{}",
-                lab.logs_tail(20)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let Some(new) = lab.wait_new_leader(old, killed + Duration::from_secs(30), || false) else {
+        bail!(
+            "no new leader 30 s after killing replica {old}:\n{}",
+            lab.logs_tail(20)
+        );
     };
     let elected = killed.elapsed();
     probe.wait(Duration::from_secs(5));

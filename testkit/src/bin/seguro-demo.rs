@@ -219,17 +219,9 @@ fn failover(
         .kill_leader(Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
     println!("\n== kill -9 of replica {old}'s agent and event log node (namespace seguro-r{old})");
-    let new = loop {
-        if let [one] = lab.leaders()[..]
-            && one != old
-        {
-            break Some(one);
-        }
-        if killed.elapsed() > Duration::from_secs(30) || STOP.load(Ordering::Relaxed) {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let new = lab.wait_new_leader(old, killed + Duration::from_secs(30), || {
+        STOP.load(Ordering::Relaxed)
+    });
     let Some(new) = new else {
         println!(
             "no new leader within 30 s: see {}",
