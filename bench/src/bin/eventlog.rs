@@ -14,7 +14,11 @@
 //! `SEGURO_BENCH_ONLY=disk,etcd,seguro,steady` (any of them) runs only those
 //! sections.
 //! Every load loop is bounded in time: `SEGURO_BENCH_SECS` (default 4) per
-//! measurement. The node data goes under `SEGURO_BENCH_DIR` (default
+//! measurement, `SEGURO_BENCH_STEADY_SECS` (default 10) for the steady
+//! rate, whose p99 needs more samples than a throughput figure does.
+//! Each section starts on a settled file system (`settle`), and etcd's data
+//! is removed only at the end, so no section pays for the previous one's
+//! writeback or deletions. The node data goes under `SEGURO_BENCH_DIR` (default
 //! target/bench-eventlog), which must be on a real disk.
 
 use std::path::{Path, PathBuf};
@@ -27,7 +31,7 @@ use bytes::Bytes;
 use eventlog::{Client, ClientOptions, Epoch, EventNum};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use seguro_bench::{Latencies, ms};
+use seguro_bench::{Latencies, knob, ms};
 use testkit::eventlog::Cluster;
 
 const EVENT_BYTES: usize = 1024;
@@ -57,6 +61,20 @@ fn secs() -> Duration {
         // Bounded whatever is set, as every load loop is.
         .clamp(0.1, 60.0);
     Duration::from_secs_f64(s)
+}
+
+/// Flushes the file system holding `dir` and waits a moment, so that a
+/// section's timings do not include journal commits, writeback or discards
+/// left by the section before it (the disk phase's and etcd's files).
+fn settle(dir: &Path) -> anyhow::Result<()> {
+    let f = std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    // SAFETY: syncfs(2) on a descriptor we own and keep open for the call.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("syncfs {}", dir.display()));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(())
 }
 
 fn seguro_bin() -> anyhow::Result<PathBuf> {
@@ -444,6 +462,7 @@ async fn wait_leader(client: &Client) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let dur = secs();
+    let steady_dur = Duration::from_secs(knob("SEGURO_BENCH_STEADY_SECS", 10, 1..=60));
     let root = std::env::var_os("SEGURO_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/bench-eventlog"));
@@ -457,6 +476,11 @@ fn main() -> anyhow::Result<()> {
         "{cpus} CPUs; data in {} ({fs}); {EVENT_BYTES}-byte events; {:.0} s per measurement\n",
         root.display(),
         dur.as_secs_f64()
+    );
+    println!(
+        "The steady-rate section runs {} s; each section starts after a syncfs of the data's \
+         file system.\n",
+        steady_dur.as_secs()
     );
     if fs == "tmpfs" {
         eprintln!(
@@ -495,7 +519,10 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let mut etcd_rates = Vec::new();
         let mut etcd_steady_cell = None;
+        // Stopped after its sections, but its data stays until the end.
+        let mut _etcd_data = None;
         if runs("etcd") || runs("steady") {
+            settle(&root)?;
             let mut etcd = testkit::Etcd::start().context("cannot start etcd (run `make deps`)")?;
             let endpoint = etcd.endpoint();
             if runs("etcd") {
@@ -509,9 +536,11 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             if runs("steady") {
-                etcd_steady_cell = Some(etcd_steady(&endpoint, STEADY_RATE, dur).await?);
+                settle(&root)?;
+                etcd_steady_cell = Some(etcd_steady(&endpoint, STEADY_RATE, steady_dur).await?);
             }
             etcd.stop();
+            _etcd_data = Some(etcd);
         }
         if !runs("seguro") && !runs("steady") {
             return anyhow::Ok(());
@@ -547,8 +576,9 @@ fn main() -> anyhow::Result<()> {
                 .find(|s| s.role == "leader")
                 .map_or(1, |s| s.id);
             let metrics_addr = cluster.replica(leader).metrics;
+            settle(&root)?;
             let before = scrape(metrics_addr);
-            let steady = seguro_steady(&probe, epoch, &mut next, STEADY_RATE, dur).await;
+            let steady = seguro_steady(&probe, epoch, &mut next, STEADY_RATE, steady_dur).await;
             let after = scrape(metrics_addr);
             println!("\n## At a steady {STEADY_RATE} events/s (default batching)\n");
             println!("| system | events/s | p50 commit | p99 commit | p90 | p99.9 | max |");
@@ -588,6 +618,7 @@ fn main() -> anyhow::Result<()> {
 
         let mut best = vec![0f64; CONCURRENCY.len()];
         if runs("seguro") {
+            settle(&root)?;
             println!("\n## Seguro (3 nodes, quorum fdatasync): one pipelined writer\n");
             println!(
                 "Batches close at the batch size, at 4 MiB, or 1 ms after their first event \
