@@ -41,6 +41,7 @@ const BATCH: usize = 64;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Engine {
     Xdp,
+    XdpBroadcast,
     XdpGeneric,
     NftDup,
     Userspace,
@@ -50,6 +51,7 @@ impl Engine {
     fn name(self) -> &'static str {
         match self {
             Engine::Xdp => "XDP + TC (seguro lb, xdp)",
+            Engine::XdpBroadcast => "XDP broadcast (seguro lb, xdp, fanout = broadcast)",
             Engine::XdpGeneric => "generic XDP + TC (seguro lb, xdp-generic)",
             Engine::NftDup => "nftables dup (netdev ingress)",
             Engine::Userspace => "userspace relay (seguro lb, userspace)",
@@ -88,8 +90,9 @@ impl Measured {
     }
 }
 
-const ENGINES: [Engine; 4] = [
+const ENGINES: [Engine; 5] = [
     Engine::Xdp,
+    Engine::XdpBroadcast,
     Engine::XdpGeneric,
     Engine::NftDup,
     Engine::Userspace,
@@ -110,6 +113,8 @@ fn main() {
     for i in 1..=3 {
         count_at_ingress(lab.replica(i));
     }
+    // For every engine alike, so that the replicas' side costs the same.
+    lab.accept_xdp_redirects();
     if split() {
         // The sender keeps CPU 0; the edge box's receive processing (and
         // with it the replicas') goes to CPU 1, so the engines, not the
@@ -145,7 +150,7 @@ fn main() {
     for round in 1..=rounds {
         // Engines interleaved, so that load from others on the machine
         // spreads over all of them.
-        for engine in ENGINES {
+        for engine in ENGINES.into_iter().filter(|e| selected(*e)) {
             eprintln!("round {round}: {}", engine.name());
             let running = Running::start(engine, &lab, &seguro, &dir);
             // Warm up (neighbours, the relay's socket), and check every
@@ -306,6 +311,23 @@ fn split() -> bool {
     cpus() >= 2 && std::env::var("BENCH_SPLIT").is_ok_and(|v| v == "1")
 }
 
+/// `BENCH_ENGINES`: a comma-separated subset of `xdp`, `broadcast`,
+/// `generic`, `nft` and `userspace` to run (default: all). The ratio rows
+/// need both of their engines.
+fn selected(engine: Engine) -> bool {
+    let Ok(list) = std::env::var("BENCH_ENGINES") else {
+        return true;
+    };
+    let key = match engine {
+        Engine::Xdp => "xdp",
+        Engine::XdpBroadcast => "broadcast",
+        Engine::XdpGeneric => "generic",
+        Engine::NftDup => "nft",
+        Engine::Userspace => "userspace",
+    };
+    list.split(',').any(|k| k.trim() == key)
+}
+
 /// `BENCH_SENDERS`, default 1.
 fn senders() -> usize {
     knob("BENCH_SENDERS", 1, 1..=16) as usize
@@ -403,22 +425,27 @@ impl Running {
             .map(|i| SocketAddr::new(lab.replica_ip(i, Family::V4), REPLICA_PORT))
             .collect();
         match engine {
-            Engine::Xdp | Engine::XdpGeneric | Engine::Userspace => {
+            Engine::Xdp | Engine::XdpBroadcast | Engine::XdpGeneric | Engine::Userspace => {
                 let mode = match engine {
-                    Engine::Xdp => "xdp",
+                    Engine::Xdp | Engine::XdpBroadcast => "xdp",
                     Engine::XdpGeneric => "xdp-generic",
                     _ => "userspace",
+                };
+                let fanout = if engine == Engine::XdpBroadcast {
+                    "broadcast"
+                } else {
+                    "clone"
                 };
                 let mut text = format!("cluster = \"bench\"\n[ship]\npublic = \"{ship}\"\n");
                 for (i, r) in replicas.iter().enumerate() {
                     text += &format!("[[replicas]]\nid = {}\names = \"{r}\"\n", i + 1);
                 }
                 text += &format!(
-                    "[lb]\ninterface = \"{EDGE_IF}\"\nmode = \"{mode}\"\nmetrics = \"127.0.0.1:9460\"\n\
-                     [gatekeeper]\nlisten = \"{}:4720\"\n[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
+                    "[lb]\ninterface = \"{EDGE_IF}\"\nmode = \"{mode}\"\nfanout = \"{fanout}\"\n\
+                     metrics = \"127.0.0.1:9460\"\n[gatekeeper]\nlisten = \"{}:4720\"\n[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
                     ship.ip()
                 );
-                let config = dir.join(format!("{mode}.toml"));
+                let config = dir.join(format!("{mode}-{fanout}.toml"));
                 std::fs::write(&config, text).unwrap();
                 let mut child = lab
                     .edge
@@ -521,6 +548,7 @@ fn report(title: &str, results: &[Measured]) {
     println!("### {title}\n");
     let rows: Vec<Vec<String>> = ENGINES
         .iter()
+        .filter(|e| !of(**e).is_empty())
         .map(|&e| {
             vec![
                 e.name().to_owned(),
@@ -573,9 +601,15 @@ fn report(title: &str, results: &[Measured]) {
         table(
             &["ratio", "delivered pps", "copies per CPU-second"],
             &[
-                ratio(Engine::Xdp, Engine::NftDup),
-                ratio(Engine::Xdp, Engine::Userspace)
+                (Engine::XdpBroadcast, Engine::NftDup),
+                (Engine::XdpBroadcast, Engine::Userspace),
+                (Engine::Xdp, Engine::NftDup),
+                (Engine::Xdp, Engine::Userspace),
             ]
+            .into_iter()
+            .filter(|(a, b)| !of(*a).is_empty() && !of(*b).is_empty())
+            .map(|(a, b)| ratio(a, b))
+            .collect::<Vec<_>>()
         )
     );
 }
@@ -583,6 +617,7 @@ fn report(title: &str, results: &[Measured]) {
 fn short(e: Engine) -> &'static str {
     match e {
         Engine::Xdp => "XDP+TC",
+        Engine::XdpBroadcast => "XDP broadcast",
         Engine::XdpGeneric => "generic XDP+TC",
         Engine::NftDup => "nftables dup",
         Engine::Userspace => "userspace relay",
