@@ -41,7 +41,6 @@ pub(crate) struct RawLb {
     pub interface: Option<S<String>>,
     pub mode: Option<S<String>>,
     pub tc_attach: Option<S<String>>,
-    pub fanout: Option<S<String>>,
     pub metrics: Option<S<String>>,
     pub drop_malformed: Option<bool>,
 }

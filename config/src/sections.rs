@@ -249,16 +249,11 @@ impl Builder<'_, '_> {
             Some(t) => self.choice::<TcAttach>(t, "lb.tc_attach"),
             None => Some(TcAttach::Auto),
         };
-        let fanout = match &raw.fanout {
-            Some(f) => self.choice::<FanOut>(f, "lb.fanout"),
-            None => Some(FanOut::Clone),
-        };
         let metrics = self.addr_or(raw.metrics.as_ref(), "lb.metrics", DEFAULT_LB_METRICS);
         Some(LbConfig {
             interface: interface?,
             mode: mode?,
             tc_attach: tc_attach?,
-            fanout: fanout?,
             metrics: metrics?,
             drop_malformed: raw.drop_malformed.unwrap_or(true),
         })

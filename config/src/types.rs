@@ -122,21 +122,6 @@ choice_enum! {
 }
 
 choice_enum! {
-    /// How the XDP modes copy a packet to the replicas.
-    FanOut {
-        /// The TC program clones the packet once per replica
-        /// (`bpf_clone_redirect`): works whatever the next hops are.
-        Clone = "clone",
-        /// The XDP program sends the frame to every replica's device at once
-        /// (a devmap broadcast) and an egress program rewrites each copy,
-        /// before the kernel builds an skb. Needs every replica behind its own
-        /// device, none of them `lb.interface`, whose driver accepts XDP
-        /// redirects; otherwise the plan falls back to `clone`.
-        Broadcast = "broadcast",
-    }
-}
-
-choice_enum! {
     /// How the edge fan-out hooks its TC program into the interface's
     /// ingress.
     TcAttach {
@@ -215,8 +200,6 @@ pub struct LbConfig {
     pub mode: LbMode,
     /// How the TC program is attached (XDP modes).
     pub tc_attach: TcAttach,
-    /// How the XDP modes copy packets.
-    pub fanout: FanOut,
     pub metrics: SocketAddr,
     /// Drop packets for the ship that are not Ames, fine, STUN or mesa.
     pub drop_malformed: bool,

@@ -5,10 +5,7 @@
 //!   address before the kernel allocates anything for it, drops what the
 //!   config says to drop, and marks the rest for the TC program;
 //! - [`tc::seguro_tc`] copies every accepted packet to every replica with
-//!   `bpf_clone_redirect`, rewriting the destination and keeping the source;
-//! - or, when the plan says broadcast (each replica behind its own device),
-//!   the XDP program itself sends the frame to every replica's device and
-//!   [`egress::seguro_egress`] rewrites each copy on its way out.
+//!   `bpf_clone_redirect`, rewriting the destination and keeping the source.
 //!
 //! Everything else on the interface passes untouched. docs/EDGE.md explains
 //! the split.
@@ -17,7 +14,6 @@
 #![feature(asm_experimental_arch)]
 
 mod count;
-mod egress;
 mod maps;
 mod net;
 mod tc;

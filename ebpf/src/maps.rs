@@ -2,9 +2,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, PerCpuArray},
+    maps::{Array, PerCpuArray},
 };
-use lb_abi::{Counters, MAX_REPLICAS, Plan};
+use lb_abi::{Counters, Plan};
 
 /// Which entry of [`PLANS`] is live.
 #[map]
@@ -13,11 +13,6 @@ static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 /// The live plan and the one the loader is writing.
 #[map]
 static PLANS: Array<Plan> = Array::with_max_entries(2, 0);
-
-/// The devices a broadcast plan copies to, by replica slot, each with the
-/// egress program.
-#[map]
-pub static DEVICES: DevMapHash = DevMapHash::with_max_entries(MAX_REPLICAS as u32, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);

@@ -6,26 +6,17 @@
 //! then UDP) at fixed offsets, which keeps the verifier's job simple and the
 //! program short. Anything else passes unmarked, and the TC program, which
 //! reads through helpers, parses it and decides the same way.
-//!
-//! Under a broadcast plan an accepted untagged frame does not go on to TC:
-//! it is sent to every replica's device from here, and the egress program
-//! rewrites each copy (see `egress.rs`).
 
 use core::{arch::asm, ptr};
 
 use ames::{Class, PREFIX_LEN};
 use aya_ebpf::{
-    bindings::{
-        BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS,
-        xdp_action::{XDP_DROP, XDP_PASS},
-    },
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
     helpers::generated::bpf_xdp_adjust_meta,
     macros::xdp,
     programs::XdpContext,
 };
-use lb_abi::{
-    DropReason, FAMILY_V4, FAMILY_V6, FANOUT_BROADCAST, MAX_REPLICAS, META_ACCEPTED, Plan,
-};
+use lb_abi::{DropReason, FAMILY_V4, FAMILY_V6, META_ACCEPTED, Plan};
 
 use crate::count;
 use crate::maps;
@@ -35,10 +26,8 @@ enum Verdict {
     /// Not for the ship, or laid out so that only the TC program parses it.
     Pass,
     Drop(DropReason),
-    /// For the ship: its class, UDP payload length, and whether its IP
-    /// header follows the Ethernet header directly (no VLAN tag), the one
-    /// layout the egress program rewrites.
-    Ship(Class, usize, bool),
+    /// For the ship: its class and UDP payload length.
+    Ship(Class, usize),
 }
 
 #[xdp]
@@ -52,15 +41,11 @@ pub fn seguro_xdp(ctx: XdpContext) -> u32 {
             count::dropped(reason);
             XDP_DROP
         }
-        Verdict::Ship(class, len, untagged) => match count::judge(plan, class) {
+        Verdict::Ship(class, len) => match count::judge(plan, class) {
             Some(reason) => {
                 count::class(class, len);
                 count::dropped(reason);
                 XDP_DROP
-            }
-            None if untagged && plan.fanout == FANOUT_BROADCAST => {
-                count::class(class, len);
-                broadcast(plan)
             }
             None => {
                 // Unmarked (a driver without metadata room), the TC program
@@ -72,35 +57,6 @@ pub fn seguro_xdp(ctx: XdpContext) -> u32 {
             }
         },
     }
-}
-
-/// Sends the frame out of every device in [`maps::DEVICES`]; the egress
-/// program counts and rewrites each copy.
-#[inline(always)]
-fn broadcast(plan: &Plan) -> u32 {
-    let len = (plan.len as usize).min(MAX_REPLICAS);
-    let mut ready = 0;
-    for i in 0..MAX_REPLICAS {
-        if i >= len {
-            break;
-        }
-        let Some(target) = plan.targets.get(i) else {
-            break;
-        };
-        if target.ready == 0 {
-            count::replica(target.slot, |c| &mut c.skipped);
-        } else {
-            ready += 1;
-        }
-    }
-    if ready == 0 {
-        count::dropped(DropReason::Undelivered);
-        return XDP_DROP;
-    }
-    let flags = u64::from(BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
-    // With BPF_F_BROADCAST the helper only records the request; it cannot
-    // fail here, and the copies are made once the program returns.
-    maps::DEVICES.redirect(0, flags).unwrap_or(XDP_DROP)
 }
 
 #[inline(always)]
@@ -181,7 +137,7 @@ fn ipv4<const L3: usize>(ctx: &XdpContext, plan: &Plan) -> Verdict {
     }
     let len = udp_len - UDP_HLEN;
     let prefix = prefix(data, end, L3 + IPV4_HLEN + UDP_HLEN);
-    Verdict::Ship(ames::classify(&prefix, len), len, L3 == ETH_HLEN)
+    Verdict::Ship(ames::classify(&prefix, len), len)
 }
 
 #[inline(always)]
@@ -208,7 +164,7 @@ fn ipv6<const L3: usize>(ctx: &XdpContext, plan: &Plan) -> Verdict {
     }
     let len = udp_len - UDP_HLEN;
     let prefix = prefix(data, end, L3 + IPV6_HLEN + UDP_HLEN);
-    Verdict::Ship(ames::classify(&prefix, len), len, L3 == ETH_HLEN)
+    Verdict::Ship(ames::classify(&prefix, len), len)
 }
 
 /// The first [`PREFIX_LEN`] bytes of the UDP payload at `data + off`.
@@ -278,7 +234,7 @@ fn fits(start: usize, len: usize, end: usize) -> bool {
 
 /// Reads a `T` at a packet address the caller has bounds-checked.
 #[inline(always)]
-pub(crate) fn read<T: Copy>(addr: usize) -> T {
+fn read<T: Copy>(addr: usize) -> T {
     // SAFETY: every caller checks `addr + size_of::<T>() <= data_end` first.
     unsafe { ptr::read_unaligned(addr as *const T) }
 }

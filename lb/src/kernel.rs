@@ -1,10 +1,10 @@
-//! The kernel engine: the XDP classifier, TC cloner and devmap egress
-//! program from `ebpf/`, loaded from the copy embedded in this binary,
-//! attached to the edge interface, and their maps.
+//! The kernel engine: the XDP classifier and TC cloner from `ebpf/`, loaded
+//! from the copy embedded in this binary, attached to the edge interface,
+//! and their maps.
 
 use std::time::Duration;
 
-use aya::maps::{Array, DevMapHash, MapData, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::tc::{self, NlOptions, TcAttachOptions};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{
@@ -13,10 +13,7 @@ use aya::programs::{
 };
 use aya::util::KernelVersion;
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use lb_abi::{
-    Counters, FANOUT_BROADCAST, MAP_ACTIVE, MAP_COUNTERS, MAP_DEVICES, MAP_PLANS, PROG_EGRESS,
-    PROG_TC, PROG_XDP, Plan,
-};
+use lb_abi::{Counters, MAP_ACTIVE, MAP_COUNTERS, MAP_PLANS, PROG_TC, PROG_XDP, Plan};
 use tracing::{info, warn};
 
 use crate::Error;
@@ -68,10 +65,6 @@ pub struct Programs {
     active: Array<MapData, u32>,
     plans: Array<MapData, Plan>,
     counters: PerCpuArray<MapData, Counters>,
-    /// The devices a broadcast copies to, keyed by replica slot.
-    devices: DevMapHash<MapData>,
-    /// The slots now in `devices`.
-    device_slots: Vec<u32>,
     /// Which plan entry is live.
     live: u32,
     attached: Option<Attached>,
@@ -79,7 +72,6 @@ pub struct Programs {
 
 struct Attached {
     interface: String,
-    ifindex: u32,
     xdp: XdpLinkId,
     xdp_mode: XdpAttach,
     tc: SchedClassifierLinkId,
@@ -93,7 +85,7 @@ impl Programs {
     /// plan that passes everything.
     pub fn load() -> Result<Self, Error> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).map_err(load_error)?;
-        for name in [PROG_XDP, PROG_TC, PROG_EGRESS] {
+        for name in [PROG_XDP, PROG_TC] {
             let program = ebpf.program_mut(name).ok_or_else(|| {
                 Error::Load(format!("the embedded object has no program `{name}`"))
             })?;
@@ -108,19 +100,12 @@ impl Programs {
             ebpf.take_map(name)
                 .ok_or_else(|| Error::Load(format!("the embedded object has no map `{name}`")))
         };
-        let (active, plans, counters, devices) = (
-            take(MAP_ACTIVE)?,
-            take(MAP_PLANS)?,
-            take(MAP_COUNTERS)?,
-            take(MAP_DEVICES)?,
-        );
+        let (active, plans, counters) = (take(MAP_ACTIVE)?, take(MAP_PLANS)?, take(MAP_COUNTERS)?);
         let map_error = |e: aya::maps::MapError| Error::Load(format!("map layout: {e}"));
         let mut programs = Self {
             active: Array::try_from(active).map_err(map_error)?,
             plans: Array::try_from(plans).map_err(map_error)?,
             counters: PerCpuArray::try_from(counters).map_err(map_error)?,
-            devices: DevMapHash::try_from(devices).map_err(map_error)?,
-            device_slots: Vec::new(),
             ebpf,
             live: 0,
             attached: None,
@@ -132,44 +117,7 @@ impl Programs {
     /// Makes `plan` live: writes it into the entry no packet is reading, then
     /// flips the index, so every packet sees either the old plan or the new
     /// one, whole. Replicas in both get every packet.
-    ///
-    /// A broadcast plan's devices are added to the device map before the
-    /// flip and the old plan's removed after it. A copy to a device that the
-    /// plan it meets at egress does not list is dropped there, never
-    /// rewritten for the wrong replica.
     pub fn publish(&mut self, plan: &Plan) -> Result<(), Error> {
-        let mut slots = Vec::new();
-        if plan.fanout == FANOUT_BROADCAST {
-            let program: &Xdp = self.program_ref(PROG_EGRESS)?;
-            let egress = program
-                .fd()
-                .map_err(|e| program_error(PROG_EGRESS, e))?
-                .try_clone()
-                .map_err(|e| Error::Load(format!("duplicating the egress program's fd: {e}")))?;
-            for target in plan.targets().iter().filter(|t| t.ready != 0) {
-                let slot = u32::from(target.slot);
-                self.devices
-                    .insert(slot, target.ifindex, Some(&egress), 0)
-                    .map_err(|e| {
-                        Error::Map(format!(
-                            "adding ifindex {} to the broadcast devices: {e}",
-                            target.ifindex
-                        ))
-                    })?;
-                slots.push(slot);
-            }
-        }
-        self.flip(plan)?;
-        for stale in self.device_slots.iter().filter(|s| !slots.contains(s)) {
-            self.devices
-                .remove(*stale)
-                .map_err(|e| Error::Map(format!("removing a broadcast device: {e}")))?;
-        }
-        self.device_slots = slots;
-        Ok(())
-    }
-
-    fn flip(&mut self, plan: &Plan) -> Result<(), Error> {
         let next = self.live ^ 1;
         self.plans
             .set(next, plan, 0)
@@ -215,7 +163,6 @@ impl Programs {
                 KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
             }
         };
-        let ifindex = crate::interface_index(interface)?;
         let mut added_clsact = false;
         if !tcx {
             match tc::qdisc_add_clsact(interface) {
@@ -274,7 +221,6 @@ impl Programs {
         };
         self.attached = Some(Attached {
             interface: interface.to_owned(),
-            ifindex,
             xdp,
             xdp_mode,
             tc,
@@ -282,11 +228,6 @@ impl Programs {
             added_clsact,
         });
         Ok(())
-    }
-
-    /// The edge interface's ifindex, once the programs are attached.
-    pub fn edge_ifindex(&self) -> Option<u32> {
-        self.attached.as_ref().map(|a| a.ifindex)
     }
 
     /// How the programs are attached, once they are.

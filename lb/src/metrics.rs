@@ -111,13 +111,6 @@ impl Exporter {
     }
 }
 
-/// Which way the kernel engine copies packets now: `lb.fanout = "broadcast"`
-/// falls back to `clone` when the replicas' next hops do not allow it.
-pub fn fanout(broadcast: bool) {
-    gauge!("seguro_lb_fanout", "fanout" => "broadcast").set(f64::from(u8::from(broadcast)));
-    gauge!("seguro_lb_fanout", "fanout" => "clone").set(f64::from(u8::from(!broadcast)));
-}
-
 fn add(name: &'static str, label: &'static str, value: &str, by: u64) {
     // Registering every series up front (even at zero) lets dashboards and
     // alerts see them before the first packet.
@@ -157,8 +150,4 @@ fn describe() {
         "Replicas whose next hop is unresolved"
     );
     describe_gauge!("seguro_lb_mode", "1 for the fan-out engine in use");
-    describe_gauge!(
-        "seguro_lb_fanout",
-        "1 for how the kernel engine copies packets now: clone (TC) or broadcast (XDP devmap)"
-    );
 }

@@ -4,8 +4,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use config::{Config, FanOut, MAX_REPLICAS, ReplicaId};
-use lb_abi::{FAMILY_V4, FAMILY_V6, FANOUT_BROADCAST, FANOUT_CLONE, Plan, Target};
+use config::{Config, MAX_REPLICAS, ReplicaId};
+use lb_abi::{FAMILY_V4, FAMILY_V6, Plan, Target};
 
 use crate::Error;
 use crate::nexthop::Hop;
@@ -17,9 +17,6 @@ const _: () = assert!(MAX_REPLICAS == lb_abi::MAX_REPLICAS);
 pub struct Desired {
     pub ship: SocketAddr,
     pub drop_malformed: bool,
-    /// The fan-out the config asks for; [`Desired::kernel_plan`] may fall
-    /// back from broadcast to clone.
-    pub fanout: FanOut,
     /// In the config's order (by id).
     pub replicas: Vec<Replica>,
 }
@@ -64,7 +61,6 @@ impl Desired {
         Ok(Desired {
             ship,
             drop_malformed: config.lb.drop_malformed,
-            fanout: config.lb.fanout,
             replicas,
         })
     }
@@ -73,36 +69,8 @@ impl Desired {
         self.replicas.iter().map(|r| r.ames.ip()).collect()
     }
 
-    /// Why a broadcast cannot serve `hops` when the packets arrive on
-    /// `edge` (an ifindex): the egress program tells copies apart only by
-    /// the device they leave by, and a broadcast never goes back out of the
-    /// device it came in on.
-    pub fn broadcast_refused(hops: &[Hop], edge: u32) -> Option<String> {
-        let devices: Vec<u32> = hops
-            .iter()
-            .filter_map(|h| match h {
-                Hop::Ready { ifindex, .. } => Some(*ifindex),
-                Hop::Unresolved(_) => None,
-            })
-            .collect();
-        if devices.contains(&edge) {
-            return Some(format!(
-                "a replica's next hop is on the edge interface (ifindex {edge})"
-            ));
-        }
-        for (i, d) in devices.iter().enumerate() {
-            if devices[..i].contains(d) {
-                return Some(format!(
-                    "two replicas' next hops share one interface (ifindex {d})"
-                ));
-            }
-        }
-        None
-    }
-
-    /// The kernel programs' plan, given each replica's next hop (in order)
-    /// and the edge interface's ifindex.
-    pub fn kernel_plan(&self, hops: &[Hop], edge: u32) -> Plan {
+    /// The kernel programs' plan, given each replica's next hop (in order).
+    pub fn kernel_plan(&self, hops: &[Hop]) -> Plan {
         let mut plan = Plan::OFF;
         plan.ship_addr = words(self.ship.ip());
         plan.ship_port = port(self.ship.port());
@@ -112,10 +80,6 @@ impl Desired {
             FAMILY_V6
         };
         plan.drop_malformed = u8::from(self.drop_malformed);
-        plan.fanout = match self.fanout {
-            FanOut::Broadcast if Self::broadcast_refused(hops, edge).is_none() => FANOUT_BROADCAST,
-            _ => FANOUT_CLONE,
-        };
         for (i, (replica, hop)) in self
             .replicas
             .iter()
@@ -239,7 +203,6 @@ mod tests {
         let desired = Desired {
             ship: "192.0.2.1:34543".parse().unwrap(),
             drop_malformed: true,
-            fanout: FanOut::Broadcast,
             replicas: vec![
                 Replica {
                     id: id(1),
@@ -261,50 +224,13 @@ mod tests {
             },
             Hop::Unresolved(crate::nexthop::Unresolved::NoNeighbour),
         ];
-        let plan = desired.kernel_plan(&hops, 1);
+        let plan = desired.kernel_plan(&hops);
         assert_eq!(plan.family, FAMILY_V4);
-        // One ready replica on its own device: broadcast serves it.
-        assert_eq!(plan.fanout, FANOUT_BROADCAST);
         assert_eq!(plan.len, 2);
         assert_eq!(plan.targets[0].ready, 1);
         assert_eq!(plan.targets[0].ifindex, 3);
         assert_eq!(plan.targets[1].ready, 0);
         assert_eq!(plan.targets[1].slot, 5);
         assert_eq!(plan.drop_malformed, 1);
-    }
-
-    #[test]
-    fn broadcast_falls_back_to_clone_when_devices_are_shared() {
-        let ready = |ifindex| Hop::Ready {
-            ifindex,
-            smac: [2, 0, 0, 0, 0, 1],
-            dmac: [2, 0, 0, 0, 0, ifindex as u8],
-        };
-        let unresolved = Hop::Unresolved(crate::nexthop::Unresolved::NoRoute);
-        let mut desired = Desired {
-            ship: "192.0.2.1:34543".parse().unwrap(),
-            drop_malformed: true,
-            fanout: FanOut::Broadcast,
-            replicas: (1..=3)
-                .map(|n| Replica {
-                    id: id(n),
-                    ames: format!("10.0.1.{n}:4000").parse().unwrap(),
-                    slot: n as u8 - 1,
-                })
-                .collect(),
-        };
-        let own = [ready(3), ready(4), ready(5)];
-        assert_eq!(desired.kernel_plan(&own, 2).fanout, FANOUT_BROADCAST);
-        // An unresolved replica does not count against its device.
-        let partly = [ready(3), unresolved, ready(5)];
-        assert_eq!(desired.kernel_plan(&partly, 2).fanout, FANOUT_BROADCAST);
-        let shared = [ready(3), ready(3), ready(5)];
-        assert!(Desired::broadcast_refused(&shared, 2).unwrap().contains("share"));
-        assert_eq!(desired.kernel_plan(&shared, 2).fanout, FANOUT_CLONE);
-        let via_edge = [ready(3), ready(2), ready(5)];
-        assert!(Desired::broadcast_refused(&via_edge, 2).unwrap().contains("edge"));
-        assert_eq!(desired.kernel_plan(&via_edge, 2).fanout, FANOUT_CLONE);
-        desired.fanout = FanOut::Clone;
-        assert_eq!(desired.kernel_plan(&own, 2).fanout, FANOUT_CLONE);
     }
 }

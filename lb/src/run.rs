@@ -274,10 +274,7 @@ impl Engine {
                         .as_ref()
                         .is_none_or(|(d, h)| d != desired || *h != found);
                     if changed {
-                        let edge = programs.edge_ifindex().unwrap_or(0);
-                        let plan = desired.kernel_plan(&found, edge);
-                        programs.publish(&plan)?;
-                        log_fanout(desired, &found, edge, plan.fanout);
+                        programs.publish(&desired.kernel_plan(&found))?;
                         log_hops(
                             desired,
                             &found,
@@ -356,18 +353,6 @@ impl Engine {
 }
 
 /// Logs each replica whose next hop changed state.
-/// Says which fan-out the new plan uses, and why a broadcast the config
-/// asked for is not.
-fn log_fanout(desired: &Desired, hops: &[Hop], edge: u32, fanout: u8) {
-    let broadcast = fanout == lb_abi::FANOUT_BROADCAST;
-    crate::metrics::fanout(broadcast);
-    if desired.fanout == config::FanOut::Broadcast
-        && let Some(why) = Desired::broadcast_refused(hops, edge)
-    {
-        warn!("lb.fanout = \"broadcast\" cannot serve this replica set ({why}); cloning in TC instead");
-    }
-}
-
 fn log_hops(desired: &Desired, now: &[Hop], before: Option<&[Hop]>) {
     for (i, (replica, hop)) in desired.replicas.iter().zip(now).enumerate() {
         let was = before.and_then(|b| b.get(i));

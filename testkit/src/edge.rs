@@ -187,20 +187,6 @@ impl EdgeLab {
     pub fn replica(&self, i: u8) -> &Netns {
         &self.replicas[usize::from(i) - 1]
     }
-
-    /// Lets the far end of each of the edge box's links to the replicas
-    /// (the replica, or the router) take frames an XDP program redirects
-    /// into the link: a veth hands such frames to its peer's NAPI, which it
-    /// runs only with an XDP program or GRO on. A real NIC needs nothing.
-    pub fn accept_xdp_redirects(&self) {
-        for (i, replica) in self.replicas.iter().enumerate() {
-            let routed = self.router.is_some() && i + 1 == self.replicas.len();
-            match &self.router {
-                Some(router) if routed => router.exec("ethtool", &["-K", "rt0", "gro", "on"]),
-                _ => replica.exec("ethtool", &["-K", "eth0", "gro", "on"]),
-            };
-        }
-    }
 }
 
 /// Routes everything not on-link to host 1 of `subnet`, both families.

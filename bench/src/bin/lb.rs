@@ -11,11 +11,12 @@
 //! flood, and the ratios. Then the XDP program alone, in the kernel, on
 //! single frames (`BPF_PROG_TEST_RUN`): nanoseconds per packet.
 //!
-//! Environment: `BENCH_SECONDS` (length of each measurement, default 4),
-//! `BENCH_ROUNDS` (default 3; engines interleave within a round, and the
-//! tables show medians), `BENCH_RATE` (the "same load" rate, default 20000
-//! packets per second), `BENCH_SENDERS` (default 1), `BENCH_SPLIT` (see
-//! [`split`]), `SEGURO_BIN` (the `seguro` binary; default: next to this one).
+//! Environment: `BENCH_ENGINES` (see [`selected`]), `BENCH_SECONDS` (length
+//! of each measurement, default 4), `BENCH_ROUNDS` (default 3; engines
+//! interleave within a round, and the tables show medians), `BENCH_RATE`
+//! (the "same load" rate, default 20000 packets per second),
+//! `BENCH_SENDERS` (default 1), `BENCH_SPLIT` (see [`split`]), `SEGURO_BIN`
+//! (the `seguro` binary; default: next to this one).
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, UdpSocket};
@@ -41,7 +42,6 @@ const BATCH: usize = 64;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Engine {
     Xdp,
-    XdpBroadcast,
     XdpGeneric,
     NftDup,
     Userspace,
@@ -51,7 +51,6 @@ impl Engine {
     fn name(self) -> &'static str {
         match self {
             Engine::Xdp => "XDP + TC (seguro lb, xdp)",
-            Engine::XdpBroadcast => "XDP broadcast (seguro lb, xdp, fanout = broadcast)",
             Engine::XdpGeneric => "generic XDP + TC (seguro lb, xdp-generic)",
             Engine::NftDup => "nftables dup (netdev ingress)",
             Engine::Userspace => "userspace relay (seguro lb, userspace)",
@@ -90,9 +89,8 @@ impl Measured {
     }
 }
 
-const ENGINES: [Engine; 5] = [
+const ENGINES: [Engine; 4] = [
     Engine::Xdp,
-    Engine::XdpBroadcast,
     Engine::XdpGeneric,
     Engine::NftDup,
     Engine::Userspace,
@@ -113,8 +111,6 @@ fn main() {
     for i in 1..=3 {
         count_at_ingress(lab.replica(i));
     }
-    // For every engine alike, so that the replicas' side costs the same.
-    lab.accept_xdp_redirects();
     if split() {
         // The sender keeps CPU 0; the edge box's receive processing (and
         // with it the replicas') goes to CPU 1, so the engines, not the
@@ -311,16 +307,15 @@ fn split() -> bool {
     cpus() >= 2 && std::env::var("BENCH_SPLIT").is_ok_and(|v| v == "1")
 }
 
-/// `BENCH_ENGINES`: a comma-separated subset of `xdp`, `broadcast`,
-/// `generic`, `nft` and `userspace` to run (default: all). The ratio rows
-/// need both of their engines.
+/// `BENCH_ENGINES`: a comma-separated subset of `xdp`, `generic`, `nft`
+/// and `userspace` to run (default: all), say to profile one engine. A ratio
+/// row needs both of its engines.
 fn selected(engine: Engine) -> bool {
     let Ok(list) = std::env::var("BENCH_ENGINES") else {
         return true;
     };
     let key = match engine {
         Engine::Xdp => "xdp",
-        Engine::XdpBroadcast => "broadcast",
         Engine::XdpGeneric => "generic",
         Engine::NftDup => "nft",
         Engine::Userspace => "userspace",
@@ -425,27 +420,22 @@ impl Running {
             .map(|i| SocketAddr::new(lab.replica_ip(i, Family::V4), REPLICA_PORT))
             .collect();
         match engine {
-            Engine::Xdp | Engine::XdpBroadcast | Engine::XdpGeneric | Engine::Userspace => {
+            Engine::Xdp | Engine::XdpGeneric | Engine::Userspace => {
                 let mode = match engine {
-                    Engine::Xdp | Engine::XdpBroadcast => "xdp",
+                    Engine::Xdp => "xdp",
                     Engine::XdpGeneric => "xdp-generic",
                     _ => "userspace",
-                };
-                let fanout = if engine == Engine::XdpBroadcast {
-                    "broadcast"
-                } else {
-                    "clone"
                 };
                 let mut text = format!("cluster = \"bench\"\n[ship]\npublic = \"{ship}\"\n");
                 for (i, r) in replicas.iter().enumerate() {
                     text += &format!("[[replicas]]\nid = {}\names = \"{r}\"\n", i + 1);
                 }
                 text += &format!(
-                    "[lb]\ninterface = \"{EDGE_IF}\"\nmode = \"{mode}\"\nfanout = \"{fanout}\"\n\
-                     metrics = \"127.0.0.1:9460\"\n[gatekeeper]\nlisten = \"{}:4720\"\n[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
+                    "[lb]\ninterface = \"{EDGE_IF}\"\nmode = \"{mode}\"\nmetrics = \"127.0.0.1:9460\"\n\
+                     [gatekeeper]\nlisten = \"{}:4720\"\n[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
                     ship.ip()
                 );
-                let config = dir.join(format!("{mode}-{fanout}.toml"));
+                let config = dir.join(format!("{mode}.toml"));
                 std::fs::write(&config, text).unwrap();
                 let mut child = lab
                     .edge
@@ -601,10 +591,8 @@ fn report(title: &str, results: &[Measured]) {
         table(
             &["ratio", "delivered pps", "copies per CPU-second"],
             &[
-                (Engine::XdpBroadcast, Engine::NftDup),
-                (Engine::XdpBroadcast, Engine::Userspace),
                 (Engine::Xdp, Engine::NftDup),
-                (Engine::Xdp, Engine::Userspace),
+                (Engine::Xdp, Engine::Userspace)
             ]
             .into_iter()
             .filter(|(a, b)| !of(*a).is_empty() && !of(*b).is_empty())
@@ -617,7 +605,6 @@ fn report(title: &str, results: &[Measured]) {
 fn short(e: Engine) -> &'static str {
     match e {
         Engine::Xdp => "XDP+TC",
-        Engine::XdpBroadcast => "XDP broadcast",
         Engine::XdpGeneric => "generic XDP+TC",
         Engine::NftDup => "nftables dup",
         Engine::Userspace => "userspace relay",

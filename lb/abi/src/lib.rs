@@ -19,9 +19,6 @@ pub const MAX_REPLICAS: usize = 16;
 pub const PROG_XDP: &str = "seguro_xdp";
 /// The TC program, attached to the edge interface's ingress.
 pub const PROG_TC: &str = "seguro_tc";
-/// The devmap egress program: rewrites each copy of a broadcast for the
-/// device it leaves by.
-pub const PROG_EGRESS: &str = "seguro_egress";
 
 /// `Array<u32>`, one entry: which of the two [`Plan`]s is live (0 or 1).
 pub const MAP_ACTIVE: &str = "ACTIVE";
@@ -29,10 +26,6 @@ pub const MAP_ACTIVE: &str = "ACTIVE";
 pub const MAP_PLANS: &str = "PLANS";
 /// `PerCpuArray<Counters>`, one entry.
 pub const MAP_COUNTERS: &str = "COUNTERS";
-/// `DevMapHash`, up to [`MAX_REPLICAS`] entries keyed by replica slot: the devices a
-/// [`FANOUT_BROADCAST`] plan sends a copy out of, each with
-/// [`PROG_EGRESS`] as its egress program.
-pub const MAP_DEVICES: &str = "DEVICES";
 
 /// Written by the XDP program as packet metadata in front of a packet it
 /// classified and accepted: the TC program fans such a packet out without
@@ -44,18 +37,6 @@ pub const META_ACCEPTED: u32 = 0x5347_4c42;
 pub const FAMILY_NONE: u8 = 0;
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
-
-/// How a plan copies packets, as [`Plan::fanout`] holds it.
-///
-/// The TC program clones the packet once per replica
-/// (`bpf_clone_redirect`). Works whatever the next hops are.
-pub const FANOUT_CLONE: u8 = 0;
-/// The XDP program broadcasts the frame to the devices in [`MAP_DEVICES`]
-/// and [`PROG_EGRESS`] rewrites each copy, before the kernel builds an skb.
-/// Only when every ready target leaves by its own device, none of them the
-/// edge interface (the egress program tells copies apart by device); the
-/// loader checks that and falls back to [`FANOUT_CLONE`].
-pub const FANOUT_BROADCAST: u8 = 1;
 
 /// What the programs do with packets to the ship's address, and where the
 /// copies go. The loader writes a whole plan into the entry that is not live
@@ -73,9 +54,6 @@ pub struct Plan {
     pub drop_malformed: u8,
     /// How many of `targets` are in use.
     pub len: u32,
-    /// [`FANOUT_CLONE`] or [`FANOUT_BROADCAST`].
-    pub fanout: u8,
-    pub reserved: [u8; 3],
     pub targets: [Target; MAX_REPLICAS],
 }
 
@@ -120,8 +98,6 @@ impl Plan {
         family: FAMILY_NONE,
         drop_malformed: 1,
         len: 0,
-        fanout: FANOUT_CLONE,
-        reserved: [0; 3],
         targets: [Target::EMPTY; MAX_REPLICAS],
     };
 
@@ -215,8 +191,7 @@ pub struct Counters {
     pub copies: [u64; MAX_REPLICAS],
     /// Copies skipped because the next hop was unresolved, by slot.
     pub skipped: [u64; MAX_REPLICAS],
-    /// Copies that could not be sent, by slot: `bpf_clone_redirect`
-    /// failed, or the egress program could not rewrite a broadcast copy.
+    /// Copies that `bpf_clone_redirect` failed to send, by slot.
     pub clone_failures: [u64; MAX_REPLICAS],
 }
 
@@ -260,7 +235,7 @@ mod user {
 // The layouts have no padding, so copying them byte for byte copies no
 // uninitialised memory.
 const _: () = assert!(core::mem::size_of::<Target>() == 36);
-const _: () = assert!(core::mem::size_of::<Plan>() == 28 + 36 * MAX_REPLICAS);
+const _: () = assert!(core::mem::size_of::<Plan>() == 24 + 36 * MAX_REPLICAS);
 const _: () = assert!(
     core::mem::size_of::<Counters>() == 8 * (2 * CLASSES + DROP_REASONS + 1 + 3 * MAX_REPLICAS)
 );
