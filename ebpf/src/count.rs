@@ -10,32 +10,21 @@ use crate::maps;
 /// drop it, or `None` to copy it to the replicas.
 #[inline(always)]
 pub fn judge(plan: &Plan, class: Class) -> Option<DropReason> {
-    match class {
-        Class::Malformed(defect) if plan.drop_malformed != 0 => Some(DropReason::malformed(defect)),
-        _ => None,
-    }
+    lb_abi::judge(plan.drop_malformed != 0, class)
 }
 
 /// Counts a classified packet of `len` payload bytes.
 #[inline(always)]
 pub fn class(class: Class, len: usize) {
     if let Some(c) = maps::counters() {
-        let tag = usize::from(class.tag());
-        if let Some(n) = c.packets.get_mut(tag) {
-            *n += 1;
-        }
-        if let Some(n) = c.bytes.get_mut(tag) {
-            *n += len as u64;
-        }
+        c.classified(class, len as u64);
     }
 }
 
 #[inline(always)]
 pub fn dropped(reason: DropReason) {
-    if let Some(c) = maps::counters()
-        && let Some(n) = c.dropped.get_mut(reason as usize)
-    {
-        *n += 1;
+    if let Some(c) = maps::counters() {
+        c.dropped_for(reason);
     }
 }
 

@@ -358,6 +358,14 @@ impl Election {
         )
     }
 
+    /// The current term, read once (linearizable) within `limit`: `None`
+    /// while nobody leads. For tools such as `seguro status`; a daemon
+    /// follows the key with [`Election::observe`] instead.
+    pub async fn current(&self, limit: Duration) -> Result<Option<Term>, ElectionError> {
+        let (kv, _) = self.read_within(limit).await?;
+        Ok(kv.as_ref().and_then(Term::from_kv))
+    }
+
     /// A linearizable read of the key: its kv (if any) and etcd's revision.
     async fn read(&self) -> Result<(Option<KeyValue>, i64), ElectionError> {
         self.read_within(self.request_timeout()).await

@@ -120,31 +120,19 @@ fn part_error(e: impl std::fmt::Display) -> Value {
 /// The leader key in etcd: the replica and the epoch (its creation
 /// revision).
 async fn leader(config: &Config) -> Value {
-    let key = format!(
-        "{}/{}",
-        config.etcd_root(),
-        gatekeeper::election::LEADER_KEY
-    );
+    use gatekeeper::election::{Election, connect};
+    let limit = PART_TIMEOUT * 2;
     let ask = async {
-        let mut client = gatekeeper::election::connect(&config.etcd.endpoints)
+        let client = connect(&config.etcd.endpoints).await?;
+        Election::new(client, &config.etcd_root(), config.etcd.lease_ttl)
+            .current(limit)
             .await
-            .map_err(|e| e.to_string())?;
-        let resp = client
-            .get(key.as_str(), None)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(resp.kvs().first().map(|kv| {
-            let replica = std::str::from_utf8(kv.value())
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok());
-            json!({ "replica": replica, "epoch": kv.create_revision() })
-        }))
     };
-    match tokio::time::timeout(PART_TIMEOUT * 2, ask).await {
-        Ok(Ok(Some(v))) => v,
+    match tokio::time::timeout(limit, ask).await {
+        Ok(Ok(Some(term))) => json!({ "replica": term.leader.get(), "epoch": term.epoch.get() }),
         Ok(Ok(None)) => json!({ "replica": null, "note": "nobody leads" }),
-        Ok(Err(e)) => json!({ "error": format!("etcd: {e}") }),
-        Err(_) => json!({ "error": format!("etcd did not answer within {:?}", PART_TIMEOUT * 2) }),
+        Ok(Err(e)) => json!({ "error": e.to_string() }),
+        Err(_) => json!({ "error": format!("etcd did not answer within {limit:?}") }),
     }
 }
 

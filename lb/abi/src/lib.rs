@@ -156,6 +156,17 @@ pub const DROP_NAMES: [&str; DROP_REASONS] = [
     "undelivered",
 ];
 
+/// What the fan-out does with a packet for the ship of class `class`:
+/// `Some` reason to drop it, or `None` to copy it to the replicas. The
+/// kernel programs and the userspace relay both decide here.
+#[inline(always)]
+pub const fn judge(drop_malformed: bool, class: Class) -> Option<DropReason> {
+    match class {
+        Class::Malformed(defect) if drop_malformed => Some(DropReason::malformed(defect)),
+        _ => None,
+    }
+}
+
 impl DropReason {
     /// The drop a malformed packet gets.
     pub const fn malformed(defect: Defect) -> DropReason {
@@ -205,6 +216,28 @@ impl Counters {
         skipped: [0; MAX_REPLICAS],
         clone_failures: [0; MAX_REPLICAS],
     };
+
+    /// Counts a packet for the ship of class `class` with `len` payload
+    /// bytes. (`get_mut` rather than indexing: the kernel programs may not
+    /// contain a panic path.)
+    #[inline(always)]
+    pub fn classified(&mut self, class: Class, len: u64) {
+        let tag = usize::from(class.tag());
+        if let Some(n) = self.packets.get_mut(tag) {
+            *n = n.wrapping_add(1);
+        }
+        if let Some(n) = self.bytes.get_mut(tag) {
+            *n = n.wrapping_add(len);
+        }
+    }
+
+    /// Counts a packet for the ship dropped for `reason`.
+    #[inline(always)]
+    pub fn dropped_for(&mut self, reason: DropReason) {
+        if let Some(n) = self.dropped.get_mut(reason as usize) {
+            *n = n.wrapping_add(1);
+        }
+    }
 
     /// Adds `other` into `self`, field by field (wrapping, as the kernel's
     /// counters do).
@@ -272,6 +305,21 @@ mod tests {
         }
         assert_eq!(DropReason::Undelivered as usize + 1, DROP_REASONS);
         assert_eq!(DropReason::Fragment.name(), "fragment");
+    }
+
+    #[test]
+    fn only_malformed_packets_are_judged_and_only_when_asked() {
+        let bad = Class::Malformed(Defect::BadVersion);
+        assert_eq!(judge(true, bad), Some(DropReason::BadVersion));
+        assert_eq!(judge(false, bad), None);
+        assert_eq!(judge(true, Class::Ames), None);
+        let mut c = Counters::ZERO;
+        c.classified(bad, 40);
+        c.classified(Class::Stun, 20);
+        c.dropped_for(DropReason::BadVersion);
+        assert_eq!(c.packets[usize::from(bad.tag())], 1);
+        assert_eq!(c.bytes[usize::from(Class::Stun.tag())], 20);
+        assert_eq!(c.dropped[DropReason::BadVersion as usize], 1);
     }
 
     #[test]

@@ -159,22 +159,18 @@ async fn relay(
                 continue;
             };
             if d.truncated {
-                local.dropped[DropReason::BadLength as usize] += 1;
+                local.dropped_for(DropReason::BadLength);
                 continue;
             }
             let payload = d.data;
             let class = ames::classify_slice(payload);
-            let tag = usize::from(class.tag());
-            local.packets[tag] += 1;
-            local.bytes[tag] += payload.len() as u64;
-            if let ames::Class::Malformed(defect) = class
-                && plan.drop_malformed
-            {
-                local.dropped[DropReason::malformed(defect) as usize] += 1;
+            local.classified(class, payload.len() as u64);
+            if let Some(reason) = lb_abi::judge(plan.drop_malformed, class) {
+                local.dropped_for(reason);
                 continue;
             }
             if plan.to.is_empty() {
-                local.dropped[DropReason::Undelivered as usize] += 1;
+                local.dropped_for(DropReason::Undelivered);
                 continue;
             }
             accepted.push((i, source, PayloadSum::of(payload)));
