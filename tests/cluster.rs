@@ -46,13 +46,7 @@ struct Logged {
 /// Reads the committed log from replica `i`'s node (up to its own commit
 /// point), from the edge namespace.
 fn read_log(c: &ClusterLab, i: u8) -> BTreeMap<u64, Logged> {
-    let config = config::Config::load(
-        &c.config_path(),
-        &config::Overrides::default(),
-        config::KeyCheck::Skip,
-    )
-    .unwrap()
-    .0;
+    let config = testkit::load_config(&c.config_path());
     let key = config::Key::load(&config.eventlog.secret_file).unwrap();
     let addr = c.eventlog_addr(i).to_string();
     let events: Vec<eventlog::Event> = c.lab.edge.run(|| {

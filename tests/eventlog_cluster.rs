@@ -36,13 +36,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn client(c: &Cluster, append_timeout: Duration) -> Client {
-    let config = config::Config::load(
-        &c.config_path(),
-        &config::Overrides::default(),
-        config::KeyCheck::Skip,
-    )
-    .unwrap_or_else(|d| panic!("the test config does not load:\n{d}"))
-    .0;
+    let config = testkit::load_config(&c.config_path());
     let mut opts = ClientOptions::from_config(&config);
     opts.append_timeout = append_timeout;
     opts.deadline = Duration::from_secs(20);
@@ -493,13 +487,7 @@ fn a_client_without_the_secret_is_refused() {
     rt.block_on(async {
         let good = client(&c, Duration::from_secs(5));
         wait_healthy(&good, 1).await;
-        let config = config::Config::load(
-            &c.config_path(),
-            &config::Overrides::default(),
-            config::KeyCheck::Skip,
-        )
-        .unwrap()
-        .0;
+        let config = testkit::load_config(&c.config_path());
         let endpoints = vec![c.replica(1).eventlog.to_string()];
         let bad = Client::with_options(
             endpoints,
@@ -786,13 +774,7 @@ fn the_appender_merges_concurrent_appends_into_batches() {
     c.start(1).unwrap();
     let rt = runtime();
     rt.block_on(async {
-        let config = config::Config::load(
-            &c.config_path(),
-            &config::Overrides::default(),
-            config::KeyCheck::Skip,
-        )
-        .unwrap()
-        .0;
+        let config = testkit::load_config(&c.config_path());
         let mut opts = ClientOptions::from_config(&config);
         opts.batch.max_events = 100;
         opts.batch.max_linger = Duration::from_millis(20);

@@ -344,12 +344,7 @@ async fn setup(n: u32) -> Setup {
     let c = write_config(&etcd.endpoint(), &log, n);
     let ship = c.dir.path().join("reference_ship");
     tokio::task::block_in_place(|| compile_ship(&lib_dir, &ship));
-    let client = eventlog::Client::new(
-        &config::Config::load(&c.config, &Default::default(), config::KeyCheck::Skip)
-            .unwrap()
-            .0,
-        log.key(),
-    );
+    let client = eventlog::Client::new(&testkit::load_config(&c.config), log.key());
     let gatekeeper = spawn_gatekeeper(&c);
     wait_metric(&c, c.gatekeeper_metrics, "seguro_gatekeeper_active", 1.0).await;
     Setup {

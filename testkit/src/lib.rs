@@ -22,3 +22,12 @@ pub use etcd::Etcd;
 pub use metrics::{sample, scrape};
 pub use port::free_port;
 pub use process::{KillOnDrop, terminate};
+
+/// Loads a config file that the kit or a test wrote, without checking its
+/// key files. Panics with the loader's diagnostics if it does not load:
+/// whoever wrote it has a bug.
+pub fn load_config(path: &std::path::Path) -> config::Config {
+    config::Config::load(path, &config::Overrides::default(), config::KeyCheck::Skip)
+        .unwrap_or_else(|d| panic!("{} does not load:\n{d}", path.display()))
+        .0
+}

@@ -47,6 +47,32 @@ struct Cell {
 }
 
 impl Cell {
+    fn new() -> Cell {
+        Cell {
+            events: 0,
+            elapsed: Duration::ZERO,
+            lat: Latencies::new(),
+            errors: 0,
+        }
+    }
+
+    /// One operation's outcome: its latency, or an error (the first one
+    /// is printed).
+    fn record<E: std::fmt::Display>(&mut self, outcome: Result<Duration, E>) {
+        match outcome {
+            Ok(d) => {
+                self.lat.record(d);
+                self.events += 1;
+            }
+            Err(e) => {
+                if self.errors == 0 {
+                    eprintln!("failed: {e}");
+                }
+                self.errors += 1;
+            }
+        }
+    }
+
     fn rate(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64()
     }
@@ -192,12 +218,7 @@ async fn etcd_cell(endpoint: &str, window: usize, dur: Duration) -> anyhow::Resu
             })
         })
         .collect();
-    let mut cell = Cell {
-        events: 0,
-        elapsed: Duration::ZERO,
-        lat: Latencies::new(),
-        errors: 0,
-    };
+    let mut cell = Cell::new();
     for t in tasks {
         let (n, e, lat) = t.await?;
         cell.events += n;
@@ -212,48 +233,46 @@ async fn etcd_cell(endpoint: &str, window: usize, dur: Duration) -> anyhow::Resu
 async fn etcd_steady(endpoint: &str, rate: u64, dur: Duration) -> anyhow::Result<Cell> {
     let client = etcd_client::Client::connect([endpoint], None).await?;
     let value = vec![7u8; EVENT_BYTES];
+    let mut n = 0u64;
+    Ok(paced(rate, dur, || {
+        let mut kv = client.kv_client();
+        let (key, value) = (format!("steady/{}", n % 4096), value.clone());
+        n += 1;
+        async move { kv.put(key, value, None).await.map(drop) }
+    })
+    .await)
+}
+
+/// Starts `rate` operations a second (a few every millisecond) for `dur`,
+/// then waits for the last: each one's latency from its start to its
+/// answer.
+async fn paced<F, E>(rate: u64, dur: Duration, mut start: impl FnMut() -> F) -> Cell
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let started = Instant::now();
     let mut running = FuturesUnordered::new();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     let per_tick = rate / 1000;
-    let mut n = 0u64;
-    let mut cell = Cell {
-        events: 0,
-        elapsed: Duration::ZERO,
-        lat: Latencies::new(),
-        errors: 0,
-    };
+    let mut cell = Cell::new();
     while started.elapsed() < dur {
         tokio::select! {
             _ = tick.tick() => {
                 for _ in 0..per_tick {
-                    let mut kv = client.kv_client();
-                    let value = value.clone();
-                    let key = format!("steady/{}", n % 4096);
-                    n += 1;
-                    running.push(async move {
-                        let t0 = Instant::now();
-                        kv.put(key, value, None).await.map(|_| t0.elapsed())
-                    });
+                    let t0 = Instant::now();
+                    let op = start();
+                    running.push(async move { op.await.map(|()| t0.elapsed()) });
                 }
             }
-            Some(r) = running.next() => match r {
-                Ok(d) => { cell.lat.record(d); cell.events += 1; }
-                Err(_) => cell.errors += 1,
-            },
+            Some(r) = running.next() => cell.record(r),
         }
     }
     while let Some(r) = running.next().await {
-        match r {
-            Ok(d) => {
-                cell.lat.record(d);
-                cell.events += 1;
-            }
-            Err(_) => cell.errors += 1,
-        }
+        cell.record(r);
     }
     cell.elapsed = started.elapsed();
-    Ok(cell)
+    cell
 }
 
 fn seguro_client(
@@ -282,12 +301,7 @@ async fn seguro_cell(
     let started = Instant::now();
     let deadline = started + dur;
     let mut running = FuturesUnordered::new();
-    let mut cell = Cell {
-        events: 0,
-        elapsed: Duration::ZERO,
-        lat: Latencies::new(),
-        errors: 0,
-    };
+    let mut cell = Cell::new();
     loop {
         if Instant::now() < deadline && running.len() < window && appender.failure().is_none() {
             let n = appender.next();
@@ -297,16 +311,7 @@ async fn seguro_cell(
             continue;
         }
         match running.next().await {
-            Some(Ok(d)) => {
-                cell.lat.record(d);
-                cell.events += 1;
-            }
-            Some(Err(e)) => {
-                if cell.errors == 0 {
-                    eprintln!("append failed: {e}");
-                }
-                cell.errors += 1;
-            }
+            Some(r) => cell.record(r),
             None => break,
         }
     }
@@ -329,42 +334,11 @@ async fn seguro_steady(
 ) -> Cell {
     let appender = client.appender(epoch, EventNum(*next));
     let data = Bytes::from(vec![6u8; EVENT_BYTES]);
-    let started = Instant::now();
-    let mut running = FuturesUnordered::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let per_tick = rate / 1000;
-    let mut cell = Cell {
-        events: 0,
-        elapsed: Duration::ZERO,
-        lat: Latencies::new(),
-        errors: 0,
-    };
-    while started.elapsed() < dur {
-        tokio::select! {
-            _ = tick.tick() => {
-                for _ in 0..per_tick {
-                    let n = appender.next();
-                    let fut = appender.append(n, 0, data.clone());
-                    let t0 = Instant::now();
-                    running.push(async move { fut.await.map(|_| t0.elapsed()) });
-                }
-            }
-            Some(r) = running.next() => match r {
-                Ok(d) => { cell.lat.record(d); cell.events += 1; }
-                Err(_) => cell.errors += 1,
-            },
-        }
-    }
-    while let Some(r) = running.next().await {
-        match r {
-            Ok(d) => {
-                cell.lat.record(d);
-                cell.events += 1;
-            }
-            Err(_) => cell.errors += 1,
-        }
-    }
-    cell.elapsed = started.elapsed();
+    let cell = paced(rate, dur, || {
+        let append = appender.append(appender.next(), 0, data.clone());
+        async move { append.await.map(drop) }
+    })
+    .await;
     *next = appender.next().get();
     cell
 }
@@ -552,13 +526,7 @@ fn main() -> anyhow::Result<()> {
         for id in 1..=3 {
             cluster.start(id)?;
         }
-        let config = config::Config::load(
-            &cluster.config_path(),
-            &config::Overrides::default(),
-            config::KeyCheck::Skip,
-        )
-        .map_err(|d| anyhow::anyhow!("{d}"))?
-        .0;
+        let config = testkit::load_config(&cluster.config_path());
         let key = cluster.key();
         let endpoints: Vec<String> = config.replicas.iter().map(|r| r.eventlog.to_string()).collect();
         let base = ClientOptions::from_config(&config);

@@ -268,12 +268,7 @@ fn one_failover(lab: &mut ClusterLab) -> anyhow::Result<Run> {
 /// The probe requests in replica `i`'s committed log from event `from` on,
 /// read from the edge namespace.
 fn committed_requests(lab: &ClusterLab, i: u8, from: u64) -> anyhow::Result<HashSet<u64>> {
-    let (config, _) = config::Config::load(
-        &lab.config_path(),
-        &config::Overrides::default(),
-        config::KeyCheck::Skip,
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = testkit::load_config(&lab.config_path());
     let key = config::Key::load(&config.eventlog.secret_file)?;
     let addr = lab.eventlog_addr(i).to_string();
     lab.lab.edge.run(|| {
