@@ -540,3 +540,86 @@ async fn c_and_rust_ships_replay_each_other_and_a_c_ship_takes_over() {
     });
     drop(etcd);
 }
+
+/// Three C ships. The leader's term is ended behind its back (its key in
+/// etcd deleted): its agent steps down and tells it REWIND, the ship goes
+/// back to its last snapshot and answers `seguro_replica_restored`, and the
+/// agent replays the committed events after it. A new term (any of the
+/// three may win it) answers on from the next event number, and every ship
+/// ends with the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_c_ship_that_loses_its_term_rewinds_to_its_snapshot_and_carries_on() {
+    let Setup {
+        etcd,
+        log: _log,
+        c,
+        ship,
+        mut gatekeeper,
+        ..
+    } = setup(3).await;
+    // Snapshots every 4 events, so that the rewind has one to go back to.
+    let mut ships = [1, 2, 3].map(|id| spawn_ship(&c, &ship, id, 4));
+    let first = leader_among(&c, &[1, 2, 3]).await;
+    wait_leading(&c, first).await;
+
+    let peer = UdpSocket::bind("127.0.0.4:0").await.unwrap();
+    let mut answers = Vec::new();
+    for i in 0..6u8 {
+        answers.push(ask(&c, &peer, &[b'a', i]).await);
+    }
+
+    let config = testkit::load_config(&c.config);
+    let key = format!(
+        "{}/{}",
+        config.etcd_root(),
+        gatekeeper::election::LEADER_KEY
+    );
+    let mut etcd_client = gatekeeper::election::connect(&[etcd.endpoint()])
+        .await
+        .unwrap();
+    let deleted = etcd_client.delete(key.as_str(), None).await.unwrap();
+    assert_eq!(deleted.deleted(), 1, "no leader key at {key}");
+    wait_metric(
+        &c,
+        c.metrics(first),
+        "seguro_replica_step_downs_total{reason=\"lease_lost\"}",
+        1.0,
+    )
+    .await;
+    let log = std::fs::read_to_string(c.dir.path().join(format!("replica-{first}.log"))).unwrap();
+    let rewound: u64 = log
+        .lines()
+        .find_map(|l| l.split("ship: rewound to event ").nth(1))
+        .unwrap_or_else(|| panic!("replica {first} never rewound:\n{log}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (4..=6).contains(&rewound),
+        "replica {first} rewound to event {rewound}, not to its snapshot at 4 to 6"
+    );
+    // Back at its snapshot, it replays the committed events after it.
+    wait_metric(&c, c.metrics(first), "seguro_replica_applied_event", 6.0).await;
+
+    let next = leader_among(&c, &[1, 2, 3]).await;
+    wait_leading(&c, next).await;
+    eprintln!("replica {first} rewound to {rewound}; replica {next} leads now");
+    for i in 0..6u8 {
+        answers.push(ask(&c, &peer, &[b'b', i]).await);
+    }
+    let nums: Vec<u64> = answers.iter().map(|(n, _)| n.get()).collect();
+    assert_eq!(nums, (1..=12).collect::<Vec<_>>(), "{}", logs(&c));
+    // Each follower checks every replayed event's mug against the log's
+    // (the events themselves are purged by now: every ship checkpoints
+    // every 4 events).
+    for id in 1..=3 {
+        wait_metric(&c, c.metrics(id), "seguro_replica_applied_event", 12.0).await;
+        assert_eq!(mismatches(&c, id), Some(0.0), "replica {id}\n{}", logs(&c));
+    }
+
+    for ship in &mut ships {
+        stop_ship(&c, ship);
+    }
+    tokio::task::block_in_place(|| testkit::terminate(&mut gatekeeper, Duration::from_secs(10)));
+    drop(etcd);
+}
