@@ -211,18 +211,21 @@ impl ShipRuntime {
                 self.ship.restore(&checkpoint.state)?;
                 let store = self.store.clone();
                 let saved = checkpoint.clone();
+                // Only a checkpoint on this disk may be reported: the log
+                // purges events every replica has reported.
                 match tokio::task::spawn_blocking(move || store.save(&saved)).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => {
+                        self.checkpointed = checkpoint.last;
+                        gauge!(m::CHECKPOINT).set(checkpoint.last.get() as f64);
+                        self.tell(Command::Checkpointed(checkpoint.last));
+                    }
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "cannot save the checkpoint fetched from a peer")
                     }
                     Err(e) => tracing::error!(error = %e, "the checkpoint task failed"),
                 }
-                self.checkpointed = checkpoint.last;
                 counter!(m::RESTORES, "source" => "peer").increment(1);
-                gauge!(m::CHECKPOINT).set(checkpoint.last.get() as f64);
                 tracing::info!(event = %checkpoint.last, "ship restored from a peer's checkpoint");
-                self.tell(Command::Checkpointed(checkpoint.last));
                 self.tell(Command::Restored {
                     last: checkpoint.last,
                 });
