@@ -333,13 +333,16 @@ async fn serve(
                 // A C runtime that stopped reading must not hold up `stop`.
                 _ = stopping.cancelled() => None,
             };
-            let Some(notice) = notice else { return };
+            let Some(notice) = notice else { break };
             tokio::select! {
-                sent = to_runtime.send(notice) => if sent.is_err() { return },
-                _ = stopping.cancelled() => return,
+                sent = to_runtime.send(notice) => if sent.is_err() { break },
+                _ = stopping.cancelled() => break,
             }
             wake.signal();
         }
+        // Nobody forwards any more: an agent waiting to hand over a notice
+        // (its queue full) must fail now rather than wait for ever.
+        from_agent.close();
     };
     // The agent dropping its port ends the forwarding once it is drained.
     let (result, ()) = tokio::join!(agent, forward);
@@ -501,6 +504,35 @@ mod tests {
 
     #[test]
     fn stop_does_not_wait_for_a_c_side_that_stopped_reading() {
+        let runtime = runtime();
+        let (agent_port, runtime_port) = port::port(8);
+        // Like the real agent mid-replay, it does not watch the stop: it
+        // hands over notices until the queue refuses them.
+        let agent = async move {
+            let port = agent_port.notices;
+            for n in 1.. {
+                if port.send(Notice::Committed(EventNum(n))).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        let shutdown = CancellationToken::new();
+        let replica =
+            Replica::serve(runtime, runtime_port, agent, shutdown, Slot { held: false }).unwrap();
+        // Both queues fill: the forwarder is stuck handing one over.
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        replica.stop();
+        assert!(
+            started.elapsed() < STOP_GRACE,
+            "stop took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn stop_does_not_wait_for_queues_left_full() {
         let (replica, notices, _commands, _end) = fake();
         // Fill both queues: the forwarder is stuck handing one over.
         let mut sent = 0;
