@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventlog::EventNum;
 use futures::StreamExt as _;
@@ -386,4 +386,20 @@ fn non_deterministic_ship_is_caught(c: &mut ClusterLab) {
         |v| v == 1.0,
     )
     .unwrap();
+    // The leader's agent, stopped, resigns and exits 0; the diverged
+    // replica, campaigning since before it diverged, must not take over.
+    let status = c.stop(Daemon::Replica(leader), Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the leader's agent exited with {status:?}\n{}",
+        c.logs_tail(30)
+    );
+    let third = (1..=3).find(|&i| i != leader && i != follower).unwrap();
+    let next = c.wait_new_leader(leader, Instant::now() + TTL * 5, || false);
+    assert_eq!(
+        next,
+        Some(third),
+        "replica {follower} diverged and must not lead\n{}",
+        c.logs_tail(30)
+    );
 }

@@ -66,11 +66,14 @@ pub async fn run(
         peers,
         Signer::new(wired.secret.clone(), 0),
     );
-    let computing = tokio::spawn(runtime.run(shutdown.clone()));
+    // The agent stops first (a leader resigns), then the runtime: stopped
+    // together, the agent could find its runtime gone and fail.
+    let runtime_stop = CancellationToken::new();
+    let computing = tokio::spawn(runtime.run(runtime_stop.clone()));
     let result = wired.run(shutdown.clone()).await;
     // Without the agent the runtime has nothing to do; without the runtime
     // the agent has already stopped.
-    shutdown.cancel();
+    runtime_stop.cancel();
     let computed = computing.await.unwrap_or(Ok(()));
     result?;
     Ok(computed?)

@@ -23,6 +23,7 @@ impl Agent {
     ) -> Result<Option<Leadership>, AgentError> {
         gauge!(m::LEADER).set(0.0);
         let mut committed = self.committed_from_here();
+        let mut campaigning = !self.diverged;
         let mut campaign: Pin<Box<dyn Future<Output = Leadership> + Send>> = if self.diverged {
             Box::pin(std::future::pending())
         } else {
@@ -30,6 +31,13 @@ impl Agent {
             Box::pin(async move { election.campaign(id).await })
         };
         loop {
+            if self.diverged && campaigning {
+                // Found out while following: a runtime that computes other
+                // states than the log's must not lead. Dropping the campaign
+                // revokes its lease.
+                campaign = Box::pin(std::future::pending());
+                campaigning = false;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),
                 leadership = &mut campaign => return Ok(Some(leadership)),
@@ -49,7 +57,12 @@ impl Agent {
                     }
                     None => committed = self.committed_from_here(),
                 },
-                command = self.port.commands.recv() => self.on_command(command.ok_or(AgentError::RuntimeGone)?),
+                command = self.port.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    // The runtime may stop along with the agent.
+                    None if shutdown.is_cancelled() => return Ok(None),
+                    None => return Err(AgentError::RuntimeGone),
+                },
                 Some(batch) = self.inbound.recv() => {
                     for (lane, packet) in batch {
                         let evicted = self.buffer.insert(lane, &packet);

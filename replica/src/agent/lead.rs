@@ -105,7 +105,8 @@ impl Agent {
 
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
-            let room = self.runtime_last.get() - term.committed.get() < self.settings.max_run_ahead;
+            let room = self.runtime_last.get().saturating_sub(term.committed.get())
+                < self.settings.max_run_ahead;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(resign(leadership).await),
@@ -118,7 +119,7 @@ impl Agent {
                         term.committed = term.committed.max(n);
                         term.progress_at = Instant::now();
                         gauge!(m::COMMITTED).set(term.committed.get() as f64);
-                        gauge!(m::RUN_AHEAD).set((self.runtime_last.get() - term.committed.get()) as f64);
+                        gauge!(m::RUN_AHEAD).set(self.runtime_last.get().saturating_sub(term.committed.get()) as f64);
                         self.notify(Notice::Committed(term.committed)).await?;
                     }
                     Err(AppendError::StaleEpoch { highest }) => {
@@ -131,6 +132,10 @@ impl Agent {
                     }
                 },
                 command = self.port.commands.recv() => {
+                    if command.is_none() && shutdown.is_cancelled() {
+                        // The runtime stopped along with the agent.
+                        return Ok(resign(leadership).await);
+                    }
                     let mut next = Some(command.ok_or(AgentError::RuntimeGone)?);
                     let mut handled = 0;
                     while let Some(command) = next.take() {
@@ -217,7 +222,7 @@ impl Agent {
                 self.runtime_last = num;
                 counter!(m::SEQUENCED).increment(1);
                 gauge!(m::APPLIED).set(num.get() as f64);
-                gauge!(m::RUN_AHEAD).set((num.get() - term.committed.get()) as f64);
+                gauge!(m::RUN_AHEAD).set(num.get().saturating_sub(term.committed.get()) as f64);
             }
             Command::Send { num, lane, payload } if num <= self.runtime_last => {
                 match term.sealer.seal(num, lane, &payload) {

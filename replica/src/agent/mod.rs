@@ -158,7 +158,12 @@ impl Agent {
     ) -> Result<Option<EventNum>, AgentError> {
         loop {
             let command = tokio::select! {
-                c = self.port.commands.recv() => c.ok_or(AgentError::RuntimeGone)?,
+                c = self.port.commands.recv() => match c {
+                    Some(c) => c,
+                    // The runtime may stop along with the agent.
+                    None if shutdown.is_cancelled() => return Ok(None),
+                    None => return Err(AgentError::RuntimeGone),
+                },
                 _ = shutdown.cancelled() => return Ok(None),
             };
             match command {
