@@ -95,6 +95,14 @@ fn nothing_answers_so_everything_is_unreachable_and_it_exits_1() {
     assert_eq!(v["eventlog"]["usable"], false, "{v}");
     assert!(v["replicas"][0]["agent"]["error"].is_string(), "{v}");
     assert!(v["probe"].is_null(), "{v}");
+
+    // A probe file that is JSON but not an object is named, not a panic.
+    std::fs::write(&probe, "[1, 2]").unwrap();
+    let args = ["-c", config.to_str().unwrap(), "--json", "--probe"];
+    let out = status(&[&args[..], &[probe.to_str().unwrap()]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["probe"]["error"], "not a JSON object", "{v}");
 }
 
 #[test]

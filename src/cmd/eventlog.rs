@@ -115,14 +115,29 @@ fn set_watermark(args: EventlogWatermarkArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The cluster as the nodes describe it.
-struct Summary<'a> {
-    leader: Option<&'a NodeStatus>,
-    voters: Vec<u32>,
-    up: usize,
+/// The cluster as the nodes describe it: what `seguro eventlog status` and
+/// `seguro status` both judge it by.
+pub(crate) struct Summary<'a> {
+    /// The node that says it leads, in the highest term.
+    pub leader: Option<&'a NodeStatus>,
+    pub voters: Vec<u32>,
+    /// Voters that answered and are not down.
+    pub up: usize,
 }
 
-fn summarize(nodes: &[(String, Result<NodeStatus, ClientError>)]) -> Summary<'_> {
+impl Summary<'_> {
+    /// Every voter up, and a leader.
+    pub fn healthy(&self) -> bool {
+        self.leader.is_some() && !self.voters.is_empty() && self.up == self.voters.len()
+    }
+
+    /// A leader and a quorum of voters up: appends can commit.
+    pub fn usable(&self) -> bool {
+        self.leader.is_some() && self.up > self.voters.len() / 2
+    }
+}
+
+pub(crate) fn summarize(nodes: &[(String, Result<NodeStatus, ClientError>)]) -> Summary<'_> {
     let ok = || nodes.iter().filter_map(|(_, r)| r.as_ref().ok());
     let leader = ok().filter(|s| s.role == "leader").max_by_key(|s| s.term);
     let voters: Vec<u32> = leader
@@ -139,9 +154,7 @@ fn status(args: EventlogStatusArgs) -> anyhow::Result<ExitCode> {
     let (config, client) = client(&args.cluster)?;
     let nodes = runtime()?.block_on(client.cluster_status());
     let s = summarize(&nodes);
-    let quorum = s.voters.len() / 2 + 1;
-    let healthy = s.leader.is_some() && !s.voters.is_empty() && s.up == s.voters.len();
-    let usable = s.leader.is_some() && s.up >= quorum;
+    let (healthy, usable) = (s.healthy(), s.usable());
     if args.json {
         let nodes: Vec<_> = nodes
             .iter()

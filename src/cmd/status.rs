@@ -44,8 +44,15 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             return Ok(exit_code(&status));
         };
         let every = Duration::from_secs_f64(every);
+        // One listener for the whole watch: a signal that arrives while a
+        // view is being gathered still stops it.
+        let stop = crate::cmd::shutdown_signal();
+        tokio::pin!(stop);
         loop {
-            let status = gather(&config, args.probe.as_deref()).await;
+            let status = tokio::select! {
+                status = gather(&config, args.probe.as_deref()) => status,
+                _ = &mut stop => return Ok(ExitCode::SUCCESS),
+            };
             if !args.json {
                 // Clear the screen and go home, as `watch` does.
                 print!("\x1b[H\x1b[2J");
@@ -53,7 +60,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             print(&status, args.json)?;
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = crate::cmd::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+                _ = &mut stop => return Ok(ExitCode::SUCCESS),
             }
         }
     })
@@ -151,11 +158,8 @@ async fn eventlog(config: &Config) -> Value {
         .collect();
     let client = eventlog::Client::with_options(endpoints, key, opts);
     let nodes = client.cluster_status().await;
-    let leader = nodes
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok())
-        .find(|s| s.role == "leader");
-    let up = nodes.iter().filter(|(_, r)| r.is_ok()).count();
+    let summary = super::eventlog::summarize(&nodes);
+    let leader = summary.leader;
     let lags: BTreeMap<u32, u64> = leader
         .map(|l| l.replication.iter().map(|p| (p.id, p.lag)).collect())
         .unwrap_or_default();
@@ -187,8 +191,8 @@ async fn eventlog(config: &Config) -> Value {
         "last_event": leader.map(|l| l.last_event.get()),
         "commit_index": leader.and_then(|l| l.committed_index),
         "epoch": leader.map(|l| l.highest_epoch.get()),
-        "up": up,
-        "usable": leader.is_some() && up >= config.quorum(),
+        "up": summary.up,
+        "usable": summary.usable(),
         "nodes": shown,
     })
 }
@@ -322,10 +326,11 @@ fn read_probe(path: &Path) -> Value {
         Err(e) => return json!({ "file": path, "error": e.to_string() }),
     };
     match serde_json::from_str::<Value>(&text) {
-        Ok(mut v) => {
-            v["file"] = json!(path);
-            v
+        Ok(Value::Object(mut v)) => {
+            v.insert("file".into(), json!(path));
+            Value::Object(v)
         }
+        Ok(_) => json!({ "file": path, "error": "not a JSON object" }),
         Err(e) => json!({ "file": path, "error": format!("not JSON: {e}") }),
     }
 }
