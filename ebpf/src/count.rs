@@ -38,9 +38,7 @@ pub fn passed() {
 /// Adds one to a replica's counter in `pick(counters)`.
 #[inline(always)]
 pub fn replica(slot: u8, pick: impl FnOnce(&mut Counters) -> &mut [u64; lb_abi::MAX_REPLICAS]) {
-    if let Some(c) = maps::counters()
-        && let Some(n) = pick(c).get_mut(usize::from(slot))
-    {
-        *n += 1;
+    if let Some(c) = maps::counters() {
+        c.count_replica(slot, pick);
     }
 }

@@ -239,6 +239,19 @@ impl Counters {
         }
     }
 
+    /// Adds one to replica `slot`'s entry of the per-replica counter that
+    /// `pick` chooses (`copies`, `skipped` or `clone_failures`).
+    #[inline(always)]
+    pub fn count_replica(
+        &mut self,
+        slot: u8,
+        pick: impl FnOnce(&mut Counters) -> &mut [u64; MAX_REPLICAS],
+    ) {
+        if let Some(n) = pick(self).get_mut(usize::from(slot)) {
+            *n = n.wrapping_add(1);
+        }
+    }
+
     /// Adds `other` into `self`, field by field (wrapping, as the kernel's
     /// counters do).
     pub fn add(&mut self, other: &Counters) {
@@ -317,6 +330,14 @@ mod tests {
         c.classified(bad, 40);
         c.classified(Class::Stun, 20);
         c.dropped_for(DropReason::BadVersion);
+        c.count_replica(3, |c| &mut c.copies);
+        c.count_replica(99, |c| &mut c.copies);
+        assert_eq!(c.copies[3], 1);
+        assert_eq!(
+            c.copies.iter().sum::<u64>(),
+            1,
+            "slot 99 is out of range and ignored"
+        );
         assert_eq!(c.packets[usize::from(bad.tag())], 1);
         assert_eq!(c.bytes[usize::from(Class::Stun.tag())], 20);
         assert_eq!(c.dropped[DropReason::BadVersion as usize], 1);

@@ -198,11 +198,14 @@ async fn relay(
         // Each copy counts for its replica: taken, or refused (unreachable,
         // too long, filtered...) or never tried because the socket failed.
         for (i, &slot) in slots.iter().enumerate() {
-            if outcome.get(i) == Some(&true) {
-                local.copies[usize::from(slot)] += 1;
-            } else {
-                local.clone_failures[usize::from(slot)] += 1;
-            }
+            let sent = outcome.get(i) == Some(&true);
+            local.count_replica(slot, |c| {
+                if sent {
+                    &mut c.copies
+                } else {
+                    &mut c.clone_failures
+                }
+            });
         }
         let mut shared = counters.lock().unwrap_or_else(PoisonError::into_inner);
         shared.add(&local);
