@@ -115,6 +115,22 @@ pub fn knob(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u
         .clamp(*range.start(), *range.end())
 }
 
+/// The `seguro` binary a benchmark drives: `$SEGURO_BIN`, else the one
+/// next to the benchmark's own (the `make bench-*` targets build both).
+pub fn seguro_binary() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("SEGURO_BIN") {
+        return Ok(path.into());
+    }
+    let path = std::env::current_exe()?.with_file_name("seguro");
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build it with `cargo build --release` (the make bench-* targets do) or \
+         set SEGURO_BIN",
+        path.display()
+    );
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

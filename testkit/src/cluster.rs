@@ -520,10 +520,15 @@ impl ClusterLab {
     }
 
     /// Starts a probe in the peer's namespace that sends `rate` packets per
-    /// second to the ship for at most `duration`.
+    /// second to the ship for `duration` (see [`ProbeConfig::steady`]).
     pub fn probe(&self, rate: u32, duration: Duration) -> io::Result<Probe> {
+        self.probe_with(ProbeConfig::steady(self.ship(), rate, duration))
+    }
+
+    /// Starts a probe in the peer's namespace as `config` says, with
+    /// sequence numbers no other probe of this cluster uses.
+    pub fn probe_with(&self, mut config: ProbeConfig) -> io::Result<Probe> {
         let socket = self.peer_socket(0)?;
-        let mut config = ProbeConfig::steady(self.ship(), socket.local_addr()?, rate, duration);
         config.first_seq = self.take_seqs(config.count);
         Probe::start(config, socket)
     }

@@ -83,8 +83,6 @@ pub fn decode_reply(packet: &[u8]) -> Option<Reply> {
 pub struct ProbeConfig {
     /// Where to send: the ship's public address (or an echo's).
     pub target: SocketAddr,
-    /// Where to send from (port 0: any).
-    pub bind: SocketAddr,
     /// Packets per second, at most.
     pub rate: u32,
     /// At most this many requests without an answer yet; the sender waits
@@ -104,18 +102,19 @@ pub struct ProbeConfig {
 }
 
 impl ProbeConfig {
-    /// `rate` packets per second to `target` from `bind`, for at most
-    /// `duration` (and `rate × duration` packets), open loop.
-    pub fn steady(target: SocketAddr, bind: SocketAddr, rate: u32, duration: Duration) -> Self {
+    /// `rate × duration` packets, `rate` per second to `target`, open
+    /// loop: about `duration`. The time limit is half as long again plus a
+    /// second, so that a scheduling pause near the end does not cost the
+    /// last packets: the count is what callers rely on.
+    pub fn steady(target: SocketAddr, rate: u32, duration: Duration) -> Self {
         ProbeConfig {
             target,
-            bind,
             rate,
             window: None,
             window_wait: Duration::from_millis(200),
             first_seq: 0,
             count: (u64::from(rate) as f64 * duration.as_secs_f64()).ceil() as u64,
-            duration,
+            duration: duration + duration / 2 + Duration::from_secs(1),
         }
     }
 }
@@ -411,6 +410,19 @@ impl ProbeReport {
             .collect()
     }
 
+    /// The requests sent between `from` and `until` (inclusive): how many,
+    /// and which of them have no answer.
+    pub fn unanswered_between(&self, from: Instant, until: Instant) -> (usize, Vec<u64>) {
+        let within = |t: &Instant| (from..=until).contains(t);
+        let sent = self.sent.iter().filter(|t| within(t)).count();
+        let unanswered = self
+            .unanswered()
+            .into_iter()
+            .filter(|&s| self.sent_at(s).is_some_and(|t| within(&t)))
+            .collect();
+        (sent, unanswered)
+    }
+
     /// The `q` quantile (0 to 1) of the round-trip times of the answers
     /// received within `recent` of now (all with `None`).
     pub fn rtt_quantile(&self, q: f64, recent: Option<Duration>) -> Option<Duration> {
@@ -529,13 +541,8 @@ mod tests {
                 }
             }
         });
-        let config = ProbeConfig::steady(
-            at,
-            "127.0.0.1:0".parse().unwrap(),
-            1000,
-            Duration::from_millis(100),
-        );
-        let probe = Probe::start(config, UdpSocket::bind(config.bind).unwrap()).unwrap();
+        let config = ProbeConfig::steady(at, 1000, Duration::from_millis(100));
+        let probe = Probe::start(config, UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
         probe.wait(Duration::from_secs(2));
         let report = probe.stop();
         stop.store(true, Ordering::Relaxed);

@@ -103,21 +103,6 @@ fn settle(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn seguro_bin() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("SEGURO_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("seguro");
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release` (make bench-eventlog does)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
 /// The file system under `path`, by name.
 fn fs_type(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
@@ -520,7 +505,7 @@ fn main() -> anyhow::Result<()> {
             return anyhow::Ok(());
         }
 
-        let mut cluster = Cluster::new(seguro_bin()?, 3)?;
+        let mut cluster = Cluster::new(seguro_bench::seguro_binary()?, 3)?;
         cluster.set_data_dir(&root.join("data"));
         cluster.write_config("cluster.toml", &[1, 2, 3])?;
         for id in 1..=3 {

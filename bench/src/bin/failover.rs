@@ -21,16 +21,15 @@
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::StreamExt as _;
 use seguro_bench::{Latencies, knob, median, ms, table};
 use testkit::cluster::{ClusterLab, ClusterOptions, Daemon, first_answer_after};
-use testkit::probe::{Probe, ProbeConfig, ProbeReport, request_seq};
+use testkit::probe::{ProbeConfig, ProbeReport, request_seq};
 
 const WINDOW: u32 = 64;
 const LOAD_RATE: u32 = 200;
@@ -50,7 +49,8 @@ fn main() -> anyhow::Result<()> {
         checkpoint_every: 10_000_000,
         ..ClusterOptions::default()
     };
-    let mut lab = ClusterLab::new(seguro_binary(), &options).context("building the cluster")?;
+    let mut lab = ClusterLab::new(seguro_bench::seguro_binary()?, &options)
+        .context("building the cluster")?;
     lab.start_all().context("starting the cluster")?;
     println!(
         "failover benchmark: 3 replicas, lb xdp, TTL 2 s, optimism quorum, {} CPUs\n",
@@ -190,11 +190,13 @@ fn closed_loop(
     target: SocketAddr,
     duration: Duration,
 ) -> anyhow::Result<ProbeReport> {
-    let socket = lab.peer_socket(0)?;
-    let mut config = ProbeConfig::steady(target, socket.local_addr()?, 200_000, duration);
-    config.window = Some(WINDOW);
-    config.first_seq = lab.take_seqs(config.count);
-    let p = Probe::start(config, socket)?;
+    let p = lab.probe_with(ProbeConfig {
+        window: Some(WINDOW),
+        // Closed loop: the window, not the count, sets the pace; it runs
+        // for `duration`.
+        duration,
+        ..ProbeConfig::steady(target, 200_000, duration)
+    })?;
     p.wait(Duration::from_secs(2));
     Ok(p.stop())
 }
@@ -238,14 +240,7 @@ fn one_failover(lab: &mut ClusterLab) -> anyhow::Result<Run> {
     std::thread::sleep(Duration::from_millis(1200));
     let ames_after = lb_ames(lab);
     let first_answer = first_answer_after(&report, killed);
-    let from = killed - Duration::from_secs(1);
-    let unanswered = report.unanswered();
-    let in_window = |seq: u64| report.sent_at(seq).is_some_and(|t| t >= from);
-    let window = (0..report.sent.len() as u64)
-        .map(|i| report.first_seq + i)
-        .filter(|&s| in_window(s))
-        .count();
-    let lost: Vec<u64> = unanswered.into_iter().filter(|&s| in_window(s)).collect();
+    let (window, lost) = report.unanswered_between(killed - Duration::from_secs(1), Instant::now());
     let undelivered = report.sent.len() as i64 - (ames_after - ames_before) as i64;
     let from_event = report.answers.iter().map(|a| a.num).min().unwrap_or(1);
     let committed = committed_requests(lab, new, from_event)?;
@@ -295,14 +290,4 @@ fn committed_requests(lab: &ClusterLab, i: u8, from: u64) -> anyhow::Result<Hash
                 Ok(seqs)
             })
     })
-}
-
-/// The `seguro` binary next to this one (both are built by `make
-/// bench-failover`), or `SEGURO_BIN`.
-fn seguro_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("SEGURO_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().expect("the running binary's path");
-    exe.parent().expect("a directory").join("seguro")
 }

@@ -106,7 +106,7 @@ fn main() {
     let duration = Duration::from_secs(knob("BENCH_SECONDS", 4, 1..=60));
     let rounds = knob("BENCH_ROUNDS", 3, 1..=10) as usize;
     let paced = knob("BENCH_RATE", 20_000, 1_000..=1_000_000);
-    let seguro = seguro_binary();
+    let seguro = seguro_bench::seguro_binary().unwrap_or_else(|e| panic!("{e}"));
     let lab = EdgeLab::new(3);
     for i in 1..=3 {
         count_at_ingress(lab.replica(i));
@@ -390,21 +390,6 @@ fn send_from(
         }
     }
     sent
-}
-
-/// The `seguro` binary next to this one (both are built by `make bench-lb`).
-fn seguro_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("SEGURO_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().join("seguro");
-    assert!(
-        path.exists(),
-        "{} not found: build it (make bench-lb does) or set SEGURO_BIN",
-        path.display()
-    );
-    path
 }
 
 /// An engine doing the fan-out on the edge box.

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use seguro_testkit::cluster::{ClusterLab, ClusterOptions, first_answer_after};
-use seguro_testkit::probe::{Probe, ProbeConfig};
+use seguro_testkit::probe::Probe;
 
 const PREFIX: &str = "seguro";
 const REPLICAS: u8 = 3;
@@ -133,18 +133,13 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         lab.config_path().display()
     );
 
-    let socket = lab.peer_socket(0).map_err(|e| e.to_string())?;
-    let mut config = ProbeConfig::steady(
-        lab.ship(),
-        socket.local_addr().map_err(|e| e.to_string())?,
-        args.rate,
-        Duration::from_secs(args.minutes * 60),
-    );
-    config.first_seq = lab.take_seqs(config.count);
-    let probe = Probe::start(config, socket).map_err(|e| e.to_string())?;
+    let probe = lab
+        .probe(args.rate, Duration::from_secs(args.minutes * 60))
+        .map_err(|e| e.to_string())?;
     let stats = args.dir.join("probe.json");
+    let ship = lab.ship();
     let code = std::thread::scope(|s| {
-        let writer = s.spawn(|| write_stats(&probe, &stats, config.target));
+        let writer = s.spawn(|| write_stats(&probe, &stats, ship));
         let code = if args.failover {
             failover(&mut lab, &probe, &stats)
         } else {
@@ -239,24 +234,18 @@ fn failover(
     // Requests sent from 1 s before the kill to 2 s before now: each should
     // have its answer by now (the new leader sequences what the followers
     // buffered).
-    let horizon = Instant::now() - Duration::from_secs(2);
-    let window: Vec<u64> = (0..report.sent.len())
-        .filter(|&i| {
-            let t = report.sent[i];
-            t + Duration::from_secs(1) >= killed && t <= horizon
-        })
-        .map(|i| report.first_seq + i as u64)
-        .collect();
-    let unanswered = report.unanswered();
-    let lost = window.iter().filter(|s| unanswered.contains(s)).count();
+    let (window, lost) = report.unanswered_between(
+        killed - Duration::from_secs(1),
+        Instant::now() - Duration::from_secs(2),
+    );
     println!(
         "== failover: first answer from the new leader {} after the kill",
         first.map_or("never".to_string(), |d| format!("{:.3} s", d.as_secs_f64()))
     );
     println!(
         "== loss check: {} of {} packets sent around the failover unanswered; {} duplicate answers overall",
-        lost,
-        window.len(),
+        lost.len(),
+        window,
         report.duplicates.len()
     );
     println!("== restarting replica {old}: it rejoins as a follower and catches up");
@@ -271,7 +260,7 @@ fn failover(
         }
     );
     let _ = status_command(lab, stats).status();
-    Ok(if first.is_some() && lost == 0 && caught.is_ok() {
+    Ok(if first.is_some() && lost.is_empty() && caught.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
