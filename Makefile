@@ -98,7 +98,7 @@ bench-lb: deps
 	$(CARGO) build --release --locked -p seguro -p seguro-bench --bin seguro --bin lb
 	./target/release/lb
 
-# Needs root: the whole cluster in namespaces, 20 leader kills (about 4 minutes).
+# Needs root: the whole cluster in namespaces, 20 leader kills (about 5 minutes).
 bench-failover: deps
 	$(CARGO) build --release --locked -p seguro -p seguro-bench --bin seguro --bin failover
 	./target/release/failover

@@ -16,10 +16,11 @@ fi
 # Debian packages: LLVM 22 for bpf-linker, protoc for tonic/etcd-client code
 # generation, nftables/iproute2/ethtool for the namespace tests, Prometheus
 # for promtool and the scrape tests, systemd for `systemd-analyze verify` of
-# deploy/systemd, a C compiler for the C ABI's test ship.
+# deploy/systemd, a C compiler for the C ABI's test ship, procps for the
+# `sysctl` and `kill` the namespace tests run (not in minimal images).
 packages=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev protobuf-compiler
           nftables iproute2 ethtool prometheus python3-pip pkg-config systemd
-          gcc libc6-dev)
+          gcc libc6-dev procps)
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -41,12 +42,13 @@ done
 # as nightly's rustc.
 if ! have bpf-linker; then
     say "building bpf-linker (1-2 minutes)"
-    LLVM_PREFIX=/usr/lib/llvm-22 cargo install -q --locked bpf-linker --no-default-features --features llvm-22
+    LLVM_PREFIX=/usr/lib/llvm-22 cargo install -q --locked bpf-linker --version '^0.13' \
+        --no-default-features --features llvm-22
 fi
 
 if ! have cargo-fuzz; then
     say "building cargo-fuzz"
-    cargo install -q --locked cargo-fuzz
+    cargo install -q --locked cargo-fuzz --version '^0.13'
 fi
 
 # etcd 3.5 (the etcd-client crate is tested against 3.5-3.7; Debian ships

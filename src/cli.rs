@@ -230,8 +230,9 @@ pub struct CheckArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
-    /// Which key files must be present: all of them (the operator's master
-    /// copy), the edge box's, or one replica host's.
+    /// Which key files must be present: `all` (the operator's master
+    /// copy), `edge` (the edge box's), `replica=ID` (one replica host's) or
+    /// `none`.
     #[arg(long, value_name = "WHERE", default_value = "all")]
     pub keys: KeysScope,
 

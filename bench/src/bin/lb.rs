@@ -82,7 +82,8 @@ impl Measured {
         self.delivered.iter().sum::<u64>() as f64 / (self.workload_cpus * self.seconds)
     }
 
-    /// Microseconds of CPU per packet the peer sent (fanned out to three).
+    /// Microseconds of CPU per packet every replica received (the slowest
+    /// replica's count), fanned out to all three.
     fn cpu_us_per_packet(&self) -> f64 {
         self.workload_cpus * self.seconds * 1e6
             / self.delivered.iter().copied().min().unwrap_or(1).max(1) as f64
