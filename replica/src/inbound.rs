@@ -12,9 +12,18 @@ use crate::metrics as m;
 pub async fn receive(socket: udp::BatchSocket, to: mpsc::Sender<Vec<(Lane, Vec<u8>)>>) {
     let mut batch = udp::RecvBatch::new();
     loop {
-        if let Err(e) = socket.recv(&mut batch).await {
-            tracing::warn!(error = %e, "receiving inbound packets");
-            continue;
+        match socket.recv(&mut batch).await {
+            Ok(_) => {}
+            // From recvmmsg itself: this batch only (the relay's rule too).
+            Err(e) if e.raw_os_error().is_some() => {
+                tracing::warn!(error = %e, "receiving inbound packets");
+                continue;
+            }
+            // Waiting on the socket failed: retrying would only spin.
+            Err(e) => {
+                tracing::error!(error = %e, "the Ames socket broke; no more inbound packets");
+                return;
+            }
         }
         let packets: Vec<_> = batch
             .iter()

@@ -134,14 +134,17 @@ impl Replica {
         let id = ReplicaId::new(id)
             .ok_or_else(|| Failure::new(seguro_error::SEGURO_ERR_INVALID, "replica id 0"))?;
         let config = match Config::load(config_path, &Overrides::default(), KeyCheck::Replica(id)) {
-            Ok((config, _warnings)) => config,
+            Ok((config, warnings)) => {
+                for w in warnings.iter() {
+                    tracing::warn!("{w}");
+                }
+                config
+            }
             Err(diagnostics) => {
-                let message = diagnostics
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                return Err(Failure::new(seguro_error::SEGURO_ERR_CONFIG, message));
+                return Err(Failure::new(
+                    seguro_error::SEGURO_ERR_CONFIG,
+                    diagnostics.to_string(),
+                ));
             }
         };
         if config.replica(id).is_none() {

@@ -32,6 +32,9 @@ struct Term {
     /// Appends not yet committed, oldest first.
     in_flight: FuturesOrdered<AppendFuture>,
     committed: EventNum,
+    /// The first event of this term: effects of earlier (replayed) events
+    /// are not this term's to send (SPEC §6.3.1).
+    first: EventNum,
     /// When the oldest append still in flight was made, or the last commit.
     progress_at: Instant,
     /// Sealed effects waiting for the next send.
@@ -85,6 +88,7 @@ impl Agent {
             sealer: Sealer::new(self.settings.id, epoch, self.key.clone()),
             in_flight: FuturesOrdered::new(),
             committed: last,
+            first: last.next(),
             progress_at: Instant::now(),
             outgoing: Vec::new(),
         };
@@ -224,7 +228,9 @@ impl Agent {
                 gauge!(m::APPLIED).set(num.get() as f64);
                 gauge!(m::RUN_AHEAD).set(num.get().saturating_sub(term.committed.get()) as f64);
             }
-            Command::Send { num, lane, payload } if num <= self.runtime_last => {
+            Command::Send { num, lane, payload }
+                if (term.first..=self.runtime_last).contains(&num) =>
+            {
                 match term.sealer.seal(num, lane, &payload) {
                     Ok(datagram) => term.outgoing.push(datagram),
                     Err(e) => {
@@ -235,7 +241,7 @@ impl Agent {
             }
             Command::Send { num, .. } => {
                 counter!(m::EFFECTS_FAILED).increment(1);
-                tracing::warn!(event = %num, "dropping an effect of an event not yet planned");
+                tracing::warn!(event = %num, "dropping an effect of an event not planned in this term");
             }
             other => self.on_command(other),
         }
