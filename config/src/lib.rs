@@ -23,5 +23,5 @@ pub use load::{KeyCheck, Overrides};
 pub use types::{
     AgentConfig, BatchLimits, Config, EtcdConfig, EventlogConfig, GatekeeperConfig, LbConfig,
     LbMode, MAX_REPLICAS, MIN_LEASE_TTL, Optimism, ParseEnumError, ReplicaConfig, ReplicaId,
-    ShipConfig, TcAttach,
+    ShipConfig, TcAttach, node_dir,
 };

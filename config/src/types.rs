@@ -240,8 +240,13 @@ pub struct EventlogConfig {
 
 impl EventlogConfig {
     pub fn node_dir(&self, id: ReplicaId) -> PathBuf {
-        self.data_dir.join(format!("replica-{id}"))
+        node_dir(&self.data_dir, id)
     }
+}
+
+/// Replica `id`'s directory under a `data_dir`: `<data_dir>/replica-<id>`.
+pub fn node_dir(data_dir: &std::path::Path, id: ReplicaId) -> PathBuf {
+    data_dir.join(format!("replica-{id}"))
 }
 
 /// Settings every replica agent shares (the `[replica]` table).
@@ -259,7 +264,7 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     pub fn node_dir(&self, id: ReplicaId) -> PathBuf {
-        self.data_dir.join(format!("replica-{id}"))
+        node_dir(&self.data_dir, id)
     }
 }
 

@@ -55,7 +55,7 @@ impl NodeOptions {
     /// `<data_dir>/replica-<id>`.
     pub fn node_dir(&self) -> PathBuf {
         match &self.data_dir {
-            Some(d) => d.join(format!("replica-{}", self.id)),
+            Some(d) => config::node_dir(d, self.id),
             None => self.config.eventlog.node_dir(self.id),
         }
     }

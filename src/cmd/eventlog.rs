@@ -39,18 +39,6 @@ fn secret(config: &Config) -> anyhow::Result<Key> {
     Key::load(&config.eventlog.secret_file).map_err(|e| UsageError(e.to_string()).into())
 }
 
-fn known_replica(config: &Config, id: config::ReplicaId) -> anyhow::Result<&config::ReplicaConfig> {
-    config.replica(id).ok_or_else(|| {
-        let ids: Vec<String> = config.replicas.iter().map(|r| r.id.to_string()).collect();
-        UsageError(format!(
-            "replica {id} is not in {}: its [[replicas]] have ids {}",
-            config.source.display(),
-            ids.join(", ")
-        ))
-        .into()
-    })
-}
-
 async fn terminated() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -64,7 +52,7 @@ async fn terminated() {
 fn node(args: EventlogNodeArgs) -> anyhow::Result<ExitCode> {
     let id = args.id.expect("clap requires --id without a subcommand");
     let config = load(&args.cluster)?;
-    known_replica(&config, id)?;
+    super::known_replica(&config, id)?;
     secret(&config)?;
     let mut opts = NodeOptions::new(config, id);
     opts.data_dir = args.data_dir;
@@ -86,7 +74,7 @@ fn client(cluster: &ClusterArgs) -> anyhow::Result<(Config, Client)> {
 
 fn add_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
     let (config, client) = client(&args.cluster)?;
-    let addr = known_replica(&config, args.id)?.eventlog;
+    let addr = super::known_replica(&config, args.id)?.eventlog;
     runtime()?
         .block_on(client.add_replica(args.id, addr))
         .with_context(|| format!("cannot add replica {} ({addr})", args.id))?;

@@ -12,7 +12,7 @@ pub mod status;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use ::config::{Config, Diagnostics, KeyCheck, Overrides};
+use ::config::{Config, Diagnostics, KeyCheck, Overrides, ReplicaConfig, ReplicaId};
 
 use crate::cli::OverrideArgs;
 
@@ -87,4 +87,18 @@ pub async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
+}
+
+/// Replica `id`'s entry in `config`, or a usage error (exit 2) that names
+/// the ids the config has.
+pub fn known_replica(config: &Config, id: ReplicaId) -> anyhow::Result<&ReplicaConfig> {
+    config.replica(id).ok_or_else(|| {
+        let ids: Vec<String> = config.replicas.iter().map(|r| r.id.to_string()).collect();
+        UsageError(format!(
+            "replica {id} is not in {}: its [[replicas]] have ids {}",
+            config.source.display(),
+            ids.join(", ")
+        ))
+        .into()
+    })
 }

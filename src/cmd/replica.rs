@@ -8,7 +8,7 @@ use replica::{ReferenceShip, Ship, Variant};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{ReplicaArgs, ShipKind};
-use crate::cmd::{UsageError, load_config, shutdown_signal};
+use crate::cmd::{load_config, shutdown_signal};
 
 pub fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(
@@ -16,16 +16,7 @@ pub fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         &args.cluster.overrides,
         KeyCheck::Replica(args.id),
     )?;
-    if config.replica(args.id).is_none() {
-        let ids: Vec<_> = config.replicas.iter().map(|r| r.id.to_string()).collect();
-        return Err(UsageError(format!(
-            "--id {}: {} has no replica with that id (it has {})",
-            args.id,
-            args.cluster.config.display(),
-            ids.join(", ")
-        ))
-        .into());
-    }
+    super::known_replica(&config, args.id)?;
     let ship: Box<dyn Ship> = Box::new(ReferenceShip::new(match args.ship {
         ShipKind::Reference => Variant::Deterministic,
         ShipKind::Nondeterministic => Variant::NonDeterministic {
