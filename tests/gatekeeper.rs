@@ -374,6 +374,12 @@ async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
 fn without_cap_net_raw_it_says_so_and_exits_77() {
     // Root, with CAP_NET_RAW gone from the bounding set: the raw socket
     // that sends from the ship's address is refused before etcd is asked.
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test drops CAP_NET_RAW with setpriv: run it as root (CI does)"
+    );
     let dir = tempfile::tempdir().unwrap();
     write_key(dir.path());
     let secret = dir.path().join("eventlog.key");

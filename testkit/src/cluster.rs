@@ -229,17 +229,9 @@ impl ClusterLab {
         self.dir.join("seguro.toml")
     }
 
-    pub fn replicas(&self) -> u8 {
-        self.replicas
-    }
-
     /// The ship's public address, on the edge box.
     pub fn ship(&self) -> SocketAddr {
         SocketAddr::new(self.lab.ship_ip(Family::V4), AMES_PORT)
-    }
-
-    pub fn etcd(&self) -> &Etcd {
-        &self.etcd
     }
 
     /// The namespace `daemon` runs in.
@@ -464,10 +456,6 @@ impl ClusterLab {
 
     pub fn is_running(&self, daemon: Daemon) -> bool {
         self.children.contains_key(&daemon)
-    }
-
-    pub fn pid(&self, daemon: Daemon) -> Option<u32> {
-        self.children.get(&daemon).map(Child::id)
     }
 
     /// SIGKILL (`kill -9`): no chance to flush, resign or clean up.

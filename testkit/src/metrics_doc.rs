@@ -279,7 +279,7 @@ pub fn check_targets(
                 "{component} at {addr}: no seguro_build_info{{{named}}} 1"
             ));
         }
-        let _ = merged.entry(component).or_default().add(&text);
+        merged.entry(component).or_default().merge(one);
     }
     for (component, exposition) in &merged {
         problems.extend(doc.check(component, exposition));
@@ -353,6 +353,23 @@ impl Exposition {
             ));
         }
         Ok(())
+    }
+
+    /// Adds the families of another parsed scrape, as [`Exposition::add`]
+    /// adds a scrape's text.
+    pub fn merge(&mut self, other: Exposition) {
+        for (name, theirs) in other.metrics {
+            let ours = self.metrics.entry(name).or_insert_with(|| Exported {
+                kind: theirs.kind,
+                labels: BTreeSet::new(),
+                samples: Vec::new(),
+            });
+            if ours.kind == Kind::Untyped {
+                ours.kind = theirs.kind;
+            }
+            ours.labels.extend(theirs.labels);
+            ours.samples.extend(theirs.samples);
+        }
     }
 }
 
@@ -513,6 +530,19 @@ mod tests {
                 "seguro_thing_rare_total"
             ]
         );
+    }
+
+    #[test]
+    fn merging_parsed_scrapes_equals_adding_their_text() {
+        let a = "# TYPE x_total counter\nx_total{r=\"1\"} 1\n";
+        let b = "x_total{s=\"2\"} 2\n# TYPE y gauge\ny 3\n";
+        let mut added = Exposition::parse(a).unwrap();
+        added.add(b).unwrap();
+        let mut merged = Exposition::parse(a).unwrap();
+        merged.merge(Exposition::parse(b).unwrap());
+        assert_eq!(merged.metrics, added.metrics);
+        assert_eq!(merged.metrics["x_total"].kind, Kind::Counter);
+        assert_eq!(merged.metrics["x_total"].samples.len(), 2);
     }
 
     #[test]

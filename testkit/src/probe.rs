@@ -200,11 +200,6 @@ impl Probe {
         self.local
     }
 
-    /// Whether the sender sent all it was asked to.
-    pub fn done_sending(&self) -> bool {
-        self.state.lock().unwrap().done_sending
-    }
-
     /// Waits until the sender is done and every request is answered, or
     /// `linger` passed since the sender finished.
     pub fn wait(&self, linger: Duration) {

@@ -74,6 +74,10 @@ fn parse_args() -> Result<Args, String> {
     if !(1..=10_000).contains(&args.rate) {
         return Err("--rate takes 1 to 10000 packets per second".into());
     }
+    // Every load loop is bounded: at most a day.
+    if !(1..=1440).contains(&args.minutes) {
+        return Err("--minutes takes 1 to 1440".into());
+    }
     Ok(args)
 }
 
