@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use ames::{Body, Packet, Prelude, Ship as ShipName};
@@ -171,68 +171,48 @@ fn logs(c: &Cluster) -> String {
         .collect()
 }
 
+/// Starts `command` with its output appended to `log` in the test's
+/// directory, RUST_LOG=info.
+fn spawn(c: &Cluster, command: &mut Command, log: &str) -> KillOnDrop {
+    command.env("RUST_LOG", "info");
+    KillOnDrop(testkit::process::spawn_logged(command, log_file(c, log)).unwrap())
+}
+
 fn spawn_gatekeeper(c: &Cluster) -> KillOnDrop {
-    KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_seguro"))
-            .args(["gatekeeper", "-c"])
-            .arg(&c.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file(c, "gatekeeper.log"))
-            .spawn()
-            .unwrap(),
-    )
+    let mut command = Command::new(env!("CARGO_BIN_EXE_seguro"));
+    command.args(["gatekeeper", "-c"]).arg(&c.config);
+    spawn(c, &mut command, "gatekeeper.log")
 }
 
 /// Starts the C ship as replica `id`, snapshotting every `every` events.
 fn spawn_ship(c: &Cluster, ship: &Path, id: u32, every: u64) -> KillOnDrop {
-    KillOnDrop(
-        Command::new(ship)
-            .arg(&c.config)
-            .arg(id.to_string())
-            .arg(c.dir.path().join(format!("ship-{id}")))
-            .arg(every.to_string())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file(c, &format!("replica-{id}.log")))
-            .spawn()
-            .unwrap(),
-    )
+    let mut command = Command::new(ship);
+    command
+        .arg(&c.config)
+        .arg(id.to_string())
+        .arg(c.dir.path().join(format!("ship-{id}")))
+        .arg(every.to_string());
+    spawn(c, &mut command, &format!("replica-{id}.log"))
 }
 
 /// Starts `seguro replica`, the Rust reference ship in-process, as replica
 /// `id`.
 fn spawn_rust_replica(c: &Cluster, id: u32) -> KillOnDrop {
-    KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_seguro"))
-            .args(["replica", "-c"])
-            .arg(&c.config)
-            .args(["--id", &id.to_string()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file(c, &format!("replica-{id}.log")))
-            .spawn()
-            .unwrap(),
-    )
+    let mut command = Command::new(env!("CARGO_BIN_EXE_seguro"));
+    command
+        .args(["replica", "-c"])
+        .arg(&c.config)
+        .args(["--id", &id.to_string()]);
+    spawn(c, &mut command, &format!("replica-{id}.log"))
 }
 
 /// Waits until `series` reads `value` at `addr`.
 async fn wait_metric(c: &Cluster, addr: SocketAddr, series: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = testkit::scrape(addr).unwrap_or_default();
-        if testkit::sample(&text, series) == Some(value) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never became {value} on {addr}; metrics:\n{text}\n{}",
-            logs(c)
-        );
-        sleep(Duration::from_millis(50)).await;
+    let limit = Duration::from_secs(30);
+    if let Err(e) =
+        tokio::task::block_in_place(|| testkit::metrics::wait_sample(addr, series, value, limit))
+    {
+        panic!("{e}\n{}", logs(c));
     }
 }
 

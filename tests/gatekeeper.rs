@@ -128,20 +128,11 @@ fn spawn(b: &Box_, log: &Path) -> KillOnDrop {
 
 /// Waits until `series` reads `value` on the box's /metrics.
 async fn wait_metric(b: &Box_, series: &str, value: f64, logs: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = testkit::scrape(b.metrics).unwrap_or_default();
-        if testkit::sample(&text, series) == Some(value) {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "{series} never became {value} on {}; metrics:\n{text}\nlogs:\n{}",
-                b.metrics,
-                read_logs(logs)
-            );
-        }
-        sleep(Duration::from_millis(50)).await;
+    let limit = Duration::from_secs(20);
+    if let Err(e) = tokio::task::block_in_place(|| {
+        testkit::metrics::wait_sample(b.metrics, series, value, limit)
+    }) {
+        panic!("{e}\nlogs:\n{}", read_logs(logs));
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The body of `GET /metrics` from `addr`.
 pub fn scrape(addr: SocketAddr) -> io::Result<String> {
@@ -41,6 +41,31 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
         let rest = line.strip_prefix(series)?;
         rest.strip_prefix(' ')?.trim().parse().ok()
     })
+}
+
+/// Scrapes `addr` every 50 ms until `series` reads `value`, for up to
+/// `limit`. On time-out, says what it read last, with the whole exposition.
+/// Blocking: from async code, call it in `tokio::task::block_in_place`.
+pub fn wait_sample(
+    addr: SocketAddr,
+    series: &str,
+    value: f64,
+    limit: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = scrape(addr).unwrap_or_default();
+        let now = sample(&text, series);
+        if now == Some(value) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{series} never became {value} on {addr} in {limit:?} (last: {now:?}); metrics:\n{text}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]
