@@ -24,11 +24,8 @@ pub enum Error {
     Map(String),
     #[error("netlink: {0}")]
     Netlink(String),
-    #[error("metrics on {addr}: {reason}")]
-    Metrics {
-        addr: std::net::SocketAddr,
-        reason: String,
-    },
+    #[error(transparent)]
+    Metrics(#[from] telemetry::Error),
     #[error("{context}: {source}")]
     Io {
         context: String,

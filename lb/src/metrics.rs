@@ -24,10 +24,7 @@ pub struct Exporter {
 impl Exporter {
     /// Serves `/metrics` on `addr`; needs a tokio runtime.
     pub fn install(addr: SocketAddr) -> Result<Self, Error> {
-        telemetry::serve(PrometheusBuilder::new(), addr, "lb").map_err(|e| Error::Metrics {
-            addr,
-            reason: std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string()),
-        })?;
+        telemetry::serve(PrometheusBuilder::new(), addr, "lb")?;
         describe();
         counter!("seguro_lb_passed_total").absolute(0);
         for result in ["ok", "error"] {
@@ -64,10 +61,7 @@ impl Exporter {
                 delta(now.dropped[i], last.dropped[i]),
             );
         }
-        let passed = delta(now.passed, last.passed);
-        if passed != 0 {
-            counter!("seguro_lb_passed_total").increment(passed);
-        }
+        counter!("seguro_lb_passed_total").increment(delta(now.passed, last.passed));
         for slot in 0..MAX_REPLICAS {
             let Some(id) = slots.owner(slot) else {
                 continue;

@@ -69,7 +69,7 @@ impl Relay {
         udp.bind(&ship.into()).map_err(|e| bind_error(ship, e))?;
 
         let raw = raw::socket(Family::of(ship.ip()), SOCKET_BUFFER).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EPERM) {
+            if e.kind() == io::ErrorKind::PermissionDenied {
                 Error::NotPermitted(format!(
                     "lb.mode = \"userspace\" sends copies with the peer's source from a raw socket, \
                      which needs root or CAP_NET_RAW: {e}"
