@@ -392,6 +392,17 @@ mod tests {
         assert_eq!(refused.code, seguro_error::SEGURO_ERR_STOPPED);
     }
 
+    /// `stop` returns without waiting out [`STOP_GRACE`].
+    fn assert_stops_before_its_grace(replica: Replica) {
+        let started = Instant::now();
+        replica.stop();
+        assert!(
+            started.elapsed() < STOP_GRACE,
+            "stop took {:?}",
+            started.elapsed()
+        );
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -525,13 +536,7 @@ mod tests {
             Replica::serve(runtime, runtime_port, agent, shutdown, Slot { held: false }).unwrap();
         // Both queues fill: the forwarder is stuck handing one over.
         std::thread::sleep(Duration::from_millis(200));
-        let started = Instant::now();
-        replica.stop();
-        assert!(
-            started.elapsed() < STOP_GRACE,
-            "stop took {:?}",
-            started.elapsed()
-        );
+        assert_stops_before_its_grace(replica);
     }
 
     #[test]
@@ -548,12 +553,6 @@ mod tests {
             }
         }
         assert!(sent > HANDED_OVER as u64, "{sent} notices queued");
-        let started = Instant::now();
-        replica.stop();
-        assert!(
-            started.elapsed() < STOP_GRACE,
-            "stop took {:?}",
-            started.elapsed()
-        );
+        assert_stops_before_its_grace(replica);
     }
 }
