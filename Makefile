@@ -8,8 +8,10 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 20
 # Tests and the demo start this etcd (scripts/deps.sh links etcd 3.5 here).
 export SEGURO_ETCD ?= /usr/local/bin/etcd
+# The pinned nightly (eBPF, fuzzing): ebpf/rust-toolchain.toml names it.
+NIGHTLY := $(shell sed -n 's/^channel = "\(.*\)"$$/\1/p' ebpf/rust-toolchain.toml)
 
-.PHONY: help deps build test lint unit fuzz fuzz-smoke promtool systemd-verify run failover bench bench-eventlog bench-gatekeeper bench-lb bench-failover
+.PHONY: help deps bare-check build test lint unit fuzz fuzz-smoke promtool systemd-verify run failover bench bench-eventlog bench-gatekeeper bench-lb bench-failover
 
 help:
 	@echo "make run         a whole cluster in network namespaces with a live status view (root)"
@@ -24,9 +26,17 @@ help:
 	@echo "make bench-failover  20 leader kills under load: failover p50/p99, loss, answered/s"
 	@echo "make fuzz        fuzz the Ames parser for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 	@echo "make deps        install the toolchain and tools (Debian 12, root)"
+	@echo "make bare-check  make test in a fresh clone of HEAD on a bare Debian 12 (root, 30-40 min)"
 
 deps:
 	@scripts/deps.sh
+
+# What a new machine sees: the committed HEAD, cloned into a bare Debian 12
+# that has only Rust, gcc, make, git and python3 (../shared/tools). Run it
+# before landing a change to a dependency, deps.sh, this file or .ci/run.
+BARE_CHECK ?= ../shared/tools/bare-debian-check
+bare-check:
+	$(BARE_CHECK) -- make test
 
 # The commit goes into every daemon's seguro_build_info (telemetry/).
 build: deps
@@ -34,12 +44,13 @@ build: deps
 		$(CARGO) build --release --locked
 	$(CARGO) build --release --locked -p seguro-testkit --bin seguro-demo
 
-# ebpf/ is a workspace of its own (bpfel-unknown-none, nightly): linted apart.
+# ebpf/ is a workspace of its own (bpfel-unknown-none, on the nightly its
+# rust-toolchain.toml pins): linted apart.
 lint: deps
 	$(CARGO) fmt --all --check
 	cd ebpf && $(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	cd ebpf && $(CARGO) +nightly clippy --locked -Z build-std=core --target bpfel-unknown-none \
+	cd ebpf && $(CARGO) clippy --locked -Z build-std=core --target bpfel-unknown-none \
 		--release --target-dir ../target/ebpf-lint -- -D warnings
 
 unit: deps
@@ -48,7 +59,7 @@ unit: deps
 # A short run on every `make test`; `make fuzz` runs longer.
 fuzz-smoke: FUZZ_SECONDS = 20
 fuzz-smoke fuzz: deps
-	cd ames && $(CARGO) +nightly fuzz run classify_parse -- -max_total_time=$(FUZZ_SECONDS)
+	cd ames && $(CARGO) +$(NIGHTLY) fuzz run classify_parse -- -max_total_time=$(FUZZ_SECONDS)
 
 test: lint unit fuzz-smoke promtool systemd-verify
 

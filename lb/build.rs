@@ -1,4 +1,4 @@
-//! Builds the eBPF programs (`ebpf/`, nightly + bpf-linker) into OUT_DIR,
+//! Builds the eBPF programs (`ebpf/`, the pinned nightly + bpf-linker) into OUT_DIR,
 //! from where `include_bytes_aligned!` embeds them in the binary.
 
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ fn main() -> anyhow::Result<()> {
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
     let root = manifest.parent().context("lb/ has a parent")?;
     let ebpf = root.join("ebpf");
+    let toolchain = nightly_channel(&ebpf.join("rust-toolchain.toml"))?;
     // The programs also compile these; aya-build watches only ebpf/.
     for dir in [
         root.join("ames/src"),
@@ -34,10 +35,31 @@ fn main() -> anyhow::Result<()> {
             root_dir,
             ..Default::default()
         }],
-        aya_build::Toolchain::Nightly,
+        aya_build::Toolchain::Custom(&toolchain),
     )
-    .context(
-        "building the eBPF programs needs the nightly toolchain with rust-src and bpf-linker: \
-         run `make deps` (docs/DEPENDENCIES.md)",
-    )
+    .with_context(|| {
+        format!(
+            "building the eBPF programs needs the {toolchain} toolchain with rust-src, and \
+             bpf-linker: run `make deps` (docs/DEPENDENCIES.md)"
+        )
+    })
+}
+
+/// The pinned nightly, from the `channel = "..."` line of
+/// ebpf/rust-toolchain.toml (the one place it is written). aya-build names
+/// the toolchain to `rustup run` itself, which would otherwise ignore that
+/// file.
+fn nightly_channel(file: &std::path::Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .find_map(|line| {
+            let value = line
+                .strip_prefix("channel")?
+                .trim_start()
+                .strip_prefix('=')?;
+            Some(value.trim().trim_matches('"').to_owned())
+        })
+        .filter(|channel| !channel.is_empty())
+        .ok_or_else(|| anyhow!("{}: no `channel = \"...\"` line", file.display()))
 }

