@@ -6,15 +6,16 @@
 //! as such; it never stops the rest.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use config::{Config, Key, KeyCheck};
-use serde_json::{Value, json};
+use serde::Serialize;
+use telemetry::{Exposition, ProbeStats};
 
 use crate::cli::StatusArgs;
 use crate::cmd::{UsageError, load_config};
@@ -41,7 +42,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let Some(every) = args.watch else {
             let status = gather(&config, args.probe.as_deref()).await;
             print(&status, args.json)?;
-            return Ok(exit_code(&status));
+            return Ok(status.exit_code());
         };
         let every = Duration::from_secs_f64(every);
         // One listener for the whole watch: a signal that arrives while a
@@ -66,67 +67,215 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// 0 when a replica leads in etcd and the event log has a leader and a
-/// quorum; 1 otherwise.
-fn exit_code(status: &Value) -> ExitCode {
-    let leads = status["leader"]["replica"].is_u64();
-    let log = status["eventlog"]["usable"] == Value::Bool(true);
-    if leads && log {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+/// Everything `seguro status` shows: `--json` prints it as is, the table is
+/// rendered from it. A part that did not answer carries its error instead.
+#[derive(Debug, Serialize)]
+struct Status {
+    cluster: String,
+    leader: Reading<Leader>,
+    eventlog: EventlogPart,
+    replicas: Vec<ReplicaRow>,
+    lb: Endpoint<LbView>,
+    gatekeeper: Endpoint<GatekeeperView>,
+    probe: Option<ProbePart>,
+}
+
+/// What a part said, or why it said nothing.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum Reading<T> {
+    Ok(T),
+    Failed { error: String },
+}
+
+impl<T> Reading<T> {
+    fn failed(e: impl std::fmt::Display) -> Self {
+        Reading::Failed {
+            error: e.to_string(),
+        }
+    }
+
+    fn ok(&self) -> Option<&T> {
+        match self {
+            Reading::Ok(t) => Some(t),
+            Reading::Failed { .. } => None,
+        }
     }
 }
 
-/// Everything, as one JSON value (`--json` prints it as is).
-async fn gather(config: &Config, probe: Option<&Path>) -> Value {
-    let (leader, eventlog) = tokio::join!(leader(config), eventlog(config));
-    let scrape_all = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || scrape_all(&config))
-    };
-    let (lb, gatekeeper, agents) = scrape_all
-        .await
-        .unwrap_or_else(|e| (part_error(&e), part_error(&e), BTreeMap::new()));
-    let committed = agents
-        .values()
-        .filter_map(|a| a["committed_event"].as_u64())
-        .max();
-    let replicas: Vec<Value> = config
-        .replicas
-        .iter()
-        .map(|r| {
-            let id = r.id.get();
-            let mut agent = agents.get(&id).cloned().unwrap_or(Value::Null);
-            if let (Some(c), Some(applied)) = (committed, agent["applied_event"].as_u64()) {
-                agent["lag_events"] = json!(c.saturating_sub(applied));
-            }
-            let node = eventlog["nodes"]
-                .as_array()
-                .and_then(|n| n.iter().find(|n| n["id"] == json!(id)))
-                .cloned()
-                .unwrap_or(Value::Null);
-            json!({ "id": id, "agent": agent, "eventlog": node })
-        })
-        .collect();
-    json!({
-        "cluster": config.cluster,
-        "leader": leader,
-        "eventlog": eventlog,
-        "replicas": replicas,
-        "lb": lb,
-        "gatekeeper": gatekeeper,
-        "probe": probe.map(read_probe),
-    })
+/// A metrics endpoint and what it said.
+#[derive(Debug, Serialize)]
+struct Endpoint<T> {
+    addr: SocketAddr,
+    #[serde(flatten)]
+    reading: Reading<T>,
 }
 
-fn part_error(e: impl std::fmt::Display) -> Value {
-    json!({ "error": e.to_string() })
+/// The leader key in etcd.
+#[derive(Debug, Serialize)]
+struct Leader {
+    replica: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum EventlogPart {
+    Ok(EventlogView),
+    Failed { error: String, usable: bool },
+}
+
+/// The event log as its nodes see it.
+#[derive(Debug, Serialize)]
+struct EventlogView {
+    leader: Option<u32>,
+    term: Option<u64>,
+    last_event: Option<u64>,
+    commit_index: Option<u64>,
+    epoch: Option<u64>,
+    up: usize,
+    usable: bool,
+    nodes: Vec<NodeRow>,
+}
+
+/// One event log node.
+#[derive(Debug, Clone, Serialize)]
+struct NodeRow {
+    id: Option<u32>,
+    addr: String,
+    role: String,
+    #[serde(flatten)]
+    reading: Reading<NodeFacts>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct NodeFacts {
+    term: u64,
+    last_event: u64,
+    committed_index: Option<u64>,
+    lag_entries: Option<u64>,
+}
+
+/// One replica: its agent and its event log node.
+#[derive(Debug, Serialize)]
+struct ReplicaRow {
+    id: u32,
+    agent: Endpoint<AgentView>,
+    eventlog: Option<NodeRow>,
+}
+
+#[derive(Debug, Serialize)]
+struct AgentView {
+    leader: bool,
+    epoch: u64,
+    applied_event: u64,
+    committed_event: u64,
+    packets_received: u64,
+    effects_sent: u64,
+    mug_mismatches: u64,
+    diverged: bool,
+    /// Behind the highest committed event any agent reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag_events: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct LbView {
+    mode: Option<String>,
+    packets: f64,
+    copies: f64,
+    dropped: f64,
+    replicas_unresolved: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct GatekeeperView {
+    active: bool,
+    fail_closed: bool,
+    leader: f64,
+    epoch: f64,
+    received: f64,
+    forwarded: f64,
+    dropped: f64,
+    dropped_by_reason: BTreeMap<String, f64>,
+}
+
+/// The probe's stats file, or why it could not be read.
+#[derive(Debug, Serialize)]
+struct ProbePart {
+    file: PathBuf,
+    #[serde(flatten)]
+    reading: Reading<ProbeStats>,
+}
+
+impl Status {
+    /// 0 when a replica leads in etcd and the event log has a leader and a
+    /// quorum; 1 otherwise.
+    fn exit_code(&self) -> ExitCode {
+        let leads = self.leader.ok().is_some_and(|l| l.replica.is_some());
+        let log = matches!(&self.eventlog, EventlogPart::Ok(e) if e.usable);
+        if leads && log {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every part at once, each within its own time limit.
+async fn gather(config: &Config, probe: Option<&Path>) -> Status {
+    let agents = futures::future::join_all(config.replicas.iter().map(|r| agent(r.metrics)));
+    let (leader, eventlog, lb, gatekeeper, agents) = tokio::join!(
+        leader(config),
+        eventlog(config),
+        lb(config.lb.metrics),
+        gatekeeper(config.gatekeeper.metrics),
+        agents,
+    );
+    let mut agents: Vec<Endpoint<AgentView>> = agents;
+    let committed = agents
+        .iter()
+        .filter_map(|a| a.reading.ok().map(|a| a.committed_event))
+        .max();
+    for a in &mut agents {
+        if let (Some(c), Reading::Ok(view)) = (committed, &mut a.reading) {
+            view.lag_events = Some(c.saturating_sub(view.applied_event));
+        }
+    }
+    let replicas = config
+        .replicas
+        .iter()
+        .zip(agents)
+        .map(|(r, agent)| {
+            let id = r.id.get();
+            let node = match &eventlog {
+                EventlogPart::Ok(e) => e.nodes.iter().find(|n| n.id == Some(id)).cloned(),
+                EventlogPart::Failed { .. } => None,
+            };
+            ReplicaRow {
+                id,
+                agent,
+                eventlog: node,
+            }
+        })
+        .collect();
+    Status {
+        cluster: config.cluster.clone(),
+        leader,
+        eventlog,
+        replicas,
+        lb,
+        gatekeeper,
+        probe: probe.map(read_probe),
+    }
 }
 
 /// The leader key in etcd: the replica and the epoch (its creation
 /// revision).
-async fn leader(config: &Config) -> Value {
+async fn leader(config: &Config) -> Reading<Leader> {
     use gatekeeper::election::{Election, connect};
     let limit = PART_TIMEOUT * 2;
     let ask = async {
@@ -136,18 +285,31 @@ async fn leader(config: &Config) -> Value {
             .await
     };
     match tokio::time::timeout(limit, ask).await {
-        Ok(Ok(Some(term))) => json!({ "replica": term.leader.get(), "epoch": term.epoch.get() }),
-        Ok(Ok(None)) => json!({ "replica": null, "note": "nobody leads" }),
-        Ok(Err(e)) => json!({ "error": e.to_string() }),
-        Err(_) => json!({ "error": format!("etcd did not answer within {limit:?}") }),
+        Ok(Ok(Some(term))) => Reading::Ok(Leader {
+            replica: Some(term.leader.get()),
+            epoch: Some(term.epoch.get()),
+            note: None,
+        }),
+        Ok(Ok(None)) => Reading::Ok(Leader {
+            replica: None,
+            epoch: None,
+            note: Some("nobody leads"),
+        }),
+        Ok(Err(e)) => Reading::failed(e),
+        Err(_) => Reading::failed(format!("etcd did not answer within {limit:?}")),
     }
 }
 
 /// The event log as its nodes see it.
-async fn eventlog(config: &Config) -> Value {
+async fn eventlog(config: &Config) -> EventlogPart {
     let key = match Key::load(&config.eventlog.secret_file) {
         Ok(k) => k,
-        Err(e) => return json!({ "error": e.to_string(), "usable": false }),
+        Err(e) => {
+            return EventlogPart::Failed {
+                error: e.to_string(),
+                usable: false,
+            };
+        }
     };
     let mut opts = eventlog::ClientOptions::from_config(config);
     opts.request_timeout = PART_TIMEOUT;
@@ -163,179 +325,124 @@ async fn eventlog(config: &Config) -> Value {
     let lags: BTreeMap<u32, u64> = leader
         .map(|l| l.replication.iter().map(|p| (p.id, p.lag)).collect())
         .unwrap_or_default();
-    let shown: Vec<Value> = nodes
+    let nodes = nodes
         .iter()
         .map(|(addr, r)| match r {
-            Ok(s) => json!({
-                "id": s.id,
-                "addr": addr,
-                "role": s.role,
-                "term": s.term,
-                "last_event": s.last_event.get(),
-                "committed_index": s.committed_index,
-                "lag_entries": lags.get(&s.id),
-            }),
-            Err(e) => {
-                let id = config
+            Ok(s) => NodeRow {
+                id: Some(s.id),
+                addr: addr.clone(),
+                role: s.role.to_string(),
+                reading: Reading::Ok(NodeFacts {
+                    term: s.term,
+                    last_event: s.last_event.get(),
+                    committed_index: s.committed_index,
+                    lag_entries: lags.get(&s.id).copied(),
+                }),
+            },
+            Err(e) => NodeRow {
+                id: config
                     .replicas
                     .iter()
                     .find(|c| c.eventlog.to_string() == *addr)
-                    .map(|c| c.id.get());
-                json!({ "id": id, "addr": addr, "role": "down", "error": e.to_string() })
-            }
+                    .map(|c| c.id.get()),
+                addr: addr.clone(),
+                role: "down".into(),
+                reading: Reading::failed(e),
+            },
         })
         .collect();
-    json!({
-        "leader": leader.map(|l| l.id),
-        "term": leader.map(|l| l.term),
-        "last_event": leader.map(|l| l.last_event.get()),
-        "commit_index": leader.and_then(|l| l.committed_index),
-        "epoch": leader.map(|l| l.highest_epoch.get()),
-        "up": summary.up,
-        "usable": summary.usable(),
-        "nodes": shown,
+    EventlogPart::Ok(EventlogView {
+        leader: leader.map(|l| l.id),
+        term: leader.map(|l| l.term),
+        last_event: leader.map(|l| l.last_event.get()),
+        commit_index: leader.and_then(|l| l.committed_index),
+        epoch: leader.map(|l| l.highest_epoch.get()),
+        up: summary.up,
+        usable: summary.usable(),
+        nodes,
     })
 }
 
-/// The lb's and the gatekeeper's counters, and each agent's view.
-fn scrape_all(config: &Config) -> (Value, Value, BTreeMap<u32, Value>) {
-    let lb = match scrape(config.lb.metrics) {
-        Ok(m) => json!({
-            "addr": config.lb.metrics.to_string(),
-            "mode": m.labels("seguro_lb_mode", "mode").into_iter()
-                .find(|(_, v)| *v == 1.0).map(|(k, _)| k),
-            "packets": m.sum("seguro_lb_packets_total"),
-            "copies": m.sum("seguro_lb_copies_total"),
-            "dropped": m.sum("seguro_lb_dropped_total"),
-            "replicas_unresolved": m.sum("seguro_lb_replicas_unresolved"),
-        }),
-        Err(e) => json!({ "addr": config.lb.metrics.to_string(), "error": e }),
+/// Scrapes `addr` and reads what it says with `view`.
+async fn endpoint<T>(addr: SocketAddr, view: impl FnOnce(&Exposition) -> T) -> Endpoint<T> {
+    let reading = match telemetry::scrape(addr, PART_TIMEOUT).await {
+        Ok(m) => Reading::Ok(view(&m)),
+        Err(e) => Reading::failed(e),
     };
-    let gatekeeper = match scrape(config.gatekeeper.metrics) {
-        Ok(m) => json!({
-            "addr": config.gatekeeper.metrics.to_string(),
-            "active": m.sum("seguro_gatekeeper_active") == 1.0,
-            "fail_closed": m.sum("seguro_gatekeeper_fail_closed") == 1.0,
-            "leader": m.sum("seguro_gatekeeper_leader"),
-            "epoch": m.sum("seguro_gatekeeper_epoch"),
-            "received": m.sum("seguro_gatekeeper_received_total"),
-            "forwarded": m.sum("seguro_gatekeeper_forwarded_total"),
-            "dropped": m.sum("seguro_gatekeeper_dropped_total"),
-            "dropped_by_reason": m.labels("seguro_gatekeeper_dropped_total", "reason")
-                .into_iter().filter(|(_, v)| *v > 0.0).collect::<BTreeMap<_, _>>(),
-        }),
-        Err(e) => json!({ "addr": config.gatekeeper.metrics.to_string(), "error": e }),
-    };
-    let agents = config
-        .replicas
-        .iter()
-        .map(|r| {
-            let v = match scrape(r.metrics) {
-                Ok(m) => json!({
-                    "addr": r.metrics.to_string(),
-                    "leader": m.sum("seguro_replica_leader") == 1.0,
-                    "epoch": m.sum("seguro_replica_epoch") as u64,
-                    "applied_event": m.sum("seguro_replica_applied_event") as u64,
-                    "committed_event": m.sum("seguro_replica_committed_event") as u64,
-                    "packets_received": m.sum("seguro_replica_packets_received_total") as u64,
-                    "effects_sent": m.sum("seguro_replica_effects_sent_total") as u64,
-                    "mug_mismatches": m.sum("seguro_replica_mug_mismatches_total") as u64,
-                    "diverged": m.sum("seguro_replica_diverged") == 1.0,
-                }),
-                Err(e) => json!({ "addr": r.metrics.to_string(), "error": e }),
-            };
-            (r.id.get(), v)
-        })
-        .collect();
-    (lb, gatekeeper, agents)
+    Endpoint { addr, reading }
 }
 
-/// A Prometheus text exposition, parsed just enough to sum series.
-struct Exposition(Vec<(String, String, f64)>);
-
-impl Exposition {
-    fn parse(text: &str) -> Exposition {
-        let samples = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                let value: f64 = value.trim().parse().ok()?;
-                let (name, labels) = match series.split_once('{') {
-                    Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                    None => (series, ""),
-                };
-                Some((name.to_string(), labels.to_string(), value))
-            })
-            .collect();
-        Exposition(samples)
-    }
-
-    /// The sum of every series named `name` (0 if there is none).
-    fn sum(&self, name: &str) -> f64 {
-        self.0
-            .iter()
-            .filter(|(n, _, _)| n == name)
-            .map(|(_, _, v)| v)
-            .sum()
-    }
-
-    /// `name`'s series by the value of label `label`.
-    fn labels(&self, name: &str, label: &str) -> Vec<(String, f64)> {
-        let want = format!("{label}=\"");
-        self.0
-            .iter()
-            .filter(|(n, _, _)| n == name)
-            .filter_map(|(_, labels, v)| {
-                let rest = &labels[labels.find(&want)? + want.len()..];
-                Some((rest[..rest.find('"')?].to_string(), *v))
-            })
-            .collect()
-    }
+/// The edge fan-out's counters.
+async fn lb(addr: SocketAddr) -> Endpoint<LbView> {
+    endpoint(addr, |m| LbView {
+        mode: m
+            .by_label("seguro_lb_mode", "mode")
+            .into_iter()
+            .find(|(_, v)| *v == 1.0)
+            .map(|(k, _)| k),
+        packets: m.sum("seguro_lb_packets_total"),
+        copies: m.sum("seguro_lb_copies_total"),
+        dropped: m.sum("seguro_lb_dropped_total"),
+        replicas_unresolved: m.sum("seguro_lb_replicas_unresolved"),
+    })
+    .await
 }
 
-/// `GET /metrics` from `addr`, or why not.
-fn scrape(addr: SocketAddr) -> Result<Exposition, String> {
-    let get = || -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&addr, PART_TIMEOUT)?;
-        s.set_read_timeout(Some(PART_TIMEOUT))?;
-        s.set_write_timeout(Some(PART_TIMEOUT))?;
-        write!(
-            s,
-            "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        s.read_to_string(&mut response)?;
-        Ok(response)
-    };
-    let response = get().map_err(|e| format!("{addr}: {e}"))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
-    let status = head.lines().next().unwrap_or("");
-    if !status.contains(" 200") {
-        return Err(format!("{addr}: {status}"));
-    }
-    Ok(Exposition::parse(body))
+/// The gatekeeper's state and counters.
+async fn gatekeeper(addr: SocketAddr) -> Endpoint<GatekeeperView> {
+    endpoint(addr, |m| GatekeeperView {
+        active: m.sum("seguro_gatekeeper_active") == 1.0,
+        fail_closed: m.sum("seguro_gatekeeper_fail_closed") == 1.0,
+        leader: m.sum("seguro_gatekeeper_leader"),
+        epoch: m.sum("seguro_gatekeeper_epoch"),
+        received: m.sum("seguro_gatekeeper_received_total"),
+        forwarded: m.sum("seguro_gatekeeper_forwarded_total"),
+        dropped: m.sum("seguro_gatekeeper_dropped_total"),
+        dropped_by_reason: m
+            .by_label("seguro_gatekeeper_dropped_total", "reason")
+            .into_iter()
+            .filter(|(_, v)| *v > 0.0)
+            .collect(),
+    })
+    .await
+}
+
+/// One agent's view of the ship.
+async fn agent(addr: SocketAddr) -> Endpoint<AgentView> {
+    endpoint(addr, |m| AgentView {
+        leader: m.sum("seguro_replica_leader") == 1.0,
+        epoch: m.sum("seguro_replica_epoch") as u64,
+        applied_event: m.sum("seguro_replica_applied_event") as u64,
+        committed_event: m.sum("seguro_replica_committed_event") as u64,
+        packets_received: m.sum("seguro_replica_packets_received_total") as u64,
+        effects_sent: m.sum("seguro_replica_effects_sent_total") as u64,
+        mug_mismatches: m.sum("seguro_replica_mug_mismatches_total") as u64,
+        diverged: m.sum("seguro_replica_diverged") == 1.0,
+        lag_events: None,
+    })
+    .await
 }
 
 /// The probe's stats file (written by the peer of `make run`), or why not.
-fn read_probe(path: &Path) -> Value {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => return json!({ "file": path, "error": e.to_string() }),
+fn read_probe(path: &Path) -> ProbePart {
+    let reading = match std::fs::read_to_string(path) {
+        Err(e) => Reading::failed(e),
+        Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+            Err(e) => Reading::failed(format!("not JSON: {e}")),
+            Ok(v) if !v.is_object() => Reading::failed("not a JSON object"),
+            Ok(v) => serde_json::from_value(v).map_or_else(
+                |e| Reading::failed(format!("not probe stats: {e}")),
+                Reading::Ok,
+            ),
+        },
     };
-    match serde_json::from_str::<Value>(&text) {
-        Ok(Value::Object(mut v)) => {
-            v.insert("file".into(), json!(path));
-            Value::Object(v)
-        }
-        Ok(_) => json!({ "file": path, "error": "not a JSON object" }),
-        Err(e) => json!({ "file": path, "error": format!("not JSON: {e}") }),
+    ProbePart {
+        file: path.to_owned(),
+        reading,
     }
 }
 
-fn print(status: &Value, json: bool) -> anyhow::Result<()> {
+fn print(status: &Status, json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(status)?)?;
@@ -346,41 +453,44 @@ fn print(status: &Value, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A counter read as a float: whole ones print without a fraction.
+fn count(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        v.to_string()
+    }
+}
+
+/// A value that may be missing.
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
 /// The human view.
-fn render(s: &Value) -> String {
+fn render(s: &Status) -> String {
     let mut o = String::new();
-    // Counters come as floats; whole ones print without a fraction.
-    let num = |v: &Value| match v {
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
-            _ => n.to_string(),
-        },
-        _ => "-".to_string(),
-    };
-    let err = |v: &Value| v["error"].as_str().map(str::to_string);
-    o += &format!("cluster {}\n", s["cluster"].as_str().unwrap_or("?"));
-    let l = &s["leader"];
-    o += &match err(l) {
-        Some(e) => format!("leader      unknown ({e})\n"),
-        None if l["replica"].is_null() => "leader      none\n".to_string(),
-        None => format!(
+    o += &format!("cluster {}\n", s.cluster);
+    o += &match &s.leader {
+        Reading::Failed { error } => format!("leader      unknown ({error})\n"),
+        Reading::Ok(Leader { replica: None, .. }) => "leader      none\n".to_string(),
+        Reading::Ok(l) => format!(
             "leader      replica {}, epoch {}\n",
-            num(&l["replica"]),
-            num(&l["epoch"])
+            opt(l.replica),
+            opt(l.epoch)
         ),
     };
-    let e = &s["eventlog"];
-    o += &match err(e) {
-        Some(why) => format!("event log   unavailable ({why})\n"),
-        None => format!(
+    o += &match &s.eventlog {
+        EventlogPart::Failed { error, .. } => format!("event log   unavailable ({error})\n"),
+        EventlogPart::Ok(e) => format!(
             "event log   leader {}, term {}, last event {}, commit index {}, {} of {} nodes up{}\n",
-            num(&e["leader"]),
-            num(&e["term"]),
-            num(&e["last_event"]),
-            num(&e["commit_index"]),
-            num(&e["up"]),
-            s["replicas"].as_array().map_or(0, Vec::len),
-            if e["usable"] == Value::Bool(true) {
+            opt(e.leader),
+            opt(e.term),
+            opt(e.last_event),
+            opt(e.commit_index),
+            e.up,
+            s.replicas.len(),
+            if e.usable {
                 ""
             } else {
                 " (no quorum or no leader)"
@@ -389,64 +499,54 @@ fn render(s: &Value) -> String {
     };
     o +=
         "\nreplica  agent      applied  committed  lag  log role   log last  log lag  mismatches\n";
-    for r in s["replicas"].as_array().into_iter().flatten() {
-        let a = &r["agent"];
-        let n = &r["eventlog"];
-        let role = match (err(a), a["leader"].as_bool(), a["diverged"].as_bool()) {
-            (Some(_), _, _) => "down",
-            (_, _, Some(true)) => "DIVERGED",
-            (_, Some(true), _) => "leader",
-            _ => "follower",
+    for r in &s.replicas {
+        let a = r.agent.reading.ok();
+        let n = r.eventlog.as_ref();
+        let facts = n.and_then(|n| n.reading.ok());
+        let role = match a {
+            None => "down",
+            Some(a) if a.diverged => "DIVERGED",
+            Some(a) if a.leader => "leader",
+            Some(_) => "follower",
         };
         o += &format!(
             "{:<8} {:<10} {:>7}  {:>9}  {:>3}  {:<9}  {:>8}  {:>7}  {:>10}\n",
-            num(&r["id"]),
+            r.id,
             role,
-            num(&a["applied_event"]),
-            num(&a["committed_event"]),
-            num(&a["lag_events"]),
-            n["role"].as_str().unwrap_or("-"),
-            num(&n["last_event"]),
-            num(&n["lag_entries"]),
-            num(&a["mug_mismatches"]),
+            opt(a.map(|a| a.applied_event)),
+            opt(a.map(|a| a.committed_event)),
+            opt(a.and_then(|a| a.lag_events)),
+            n.map_or("-", |n| n.role.as_str()),
+            opt(facts.map(|f| f.last_event)),
+            opt(facts.and_then(|f| f.lag_entries)),
+            opt(a.map(|a| a.mug_mismatches)),
         );
     }
-    let lb = &s["lb"];
-    o += &match err(lb) {
-        Some(why) => format!("\nedge lb     unreachable ({why})\n"),
-        None => format!(
+    o += &match &s.lb.reading {
+        Reading::Failed { error } => format!("\nedge lb     unreachable ({error})\n"),
+        Reading::Ok(lb) => format!(
             "\nedge lb     {}: {} packets for the ship, {} copies, {} dropped, {} replicas unresolved\n",
-            lb["mode"].as_str().unwrap_or("?"),
-            num(&lb["packets"]),
-            num(&lb["copies"]),
-            num(&lb["dropped"]),
-            num(&lb["replicas_unresolved"]),
+            lb.mode.as_deref().unwrap_or("?"),
+            count(lb.packets),
+            count(lb.copies),
+            count(lb.dropped),
+            count(lb.replicas_unresolved),
         ),
     };
-    let g = &s["gatekeeper"];
-    o += &match err(g) {
-        Some(why) => format!("gatekeeper  unreachable ({why})\n"),
-        None => {
-            let reasons: Vec<String> = g["dropped_by_reason"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k} {}", num(v)))
+    o += &match &s.gatekeeper.reading {
+        Reading::Failed { error } => format!("gatekeeper  unreachable ({error})\n"),
+        Reading::Ok(g) => {
+            let reasons: Vec<String> = g
+                .dropped_by_reason
+                .iter()
+                .map(|(k, v)| format!("{k} {}", count(*v)))
                 .collect();
             format!(
                 "gatekeeper  {}{}: forwarded {}, dropped {}{}\n",
-                if g["active"] == Value::Bool(true) {
-                    "active"
-                } else {
-                    "standby"
-                },
-                if g["fail_closed"] == Value::Bool(true) {
-                    ", FAIL-CLOSED"
-                } else {
-                    ""
-                },
-                num(&g["forwarded"]),
-                num(&g["dropped"]),
+                if g.active { "active" } else { "standby" },
+                if g.fail_closed { ", FAIL-CLOSED" } else { "" },
+                count(g.forwarded),
+                count(g.dropped),
                 if reasons.is_empty() {
                     String::new()
                 } else {
@@ -455,18 +555,17 @@ fn render(s: &Value) -> String {
             )
         }
     };
-    let p = &s["probe"];
-    if !p.is_null() {
-        o += &match err(p) {
-            Some(why) => format!("peer        no probe stats ({why})\n"),
-            None => format!(
+    if let Some(p) = &s.probe {
+        o += &match &p.reading {
+            Reading::Failed { error } => format!("peer        no probe stats ({error})\n"),
+            Reading::Ok(p) => format!(
                 "peer        sent {}, answered {} ({:.2}%), duplicates {}, rtt p50 {} ms p99 {} ms (last 10 s)\n",
-                num(&p["sent"]),
-                num(&p["answered"]),
-                p["answered_ratio"].as_f64().unwrap_or(0.0) * 100.0,
-                num(&p["duplicates"]),
-                num(&p["rtt_p50_ms"]),
-                num(&p["rtt_p99_ms"]),
+                p.sent,
+                p.answered,
+                p.answered_ratio * 100.0,
+                p.duplicates,
+                opt(p.rtt_p50_ms),
+                opt(p.rtt_p99_ms),
             ),
         };
     }
@@ -478,30 +577,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sums_series_and_reads_labels() {
-        let m = Exposition::parse(
-            "# TYPE x counter\nx_total{reason=\"a\"} 2\nx_total{reason=\"b\"} 3\ny 1.5\n",
-        );
-        assert_eq!(m.sum("x_total"), 5.0);
-        assert_eq!(m.sum("y"), 1.5);
-        assert_eq!(m.sum("z"), 0.0);
-        assert_eq!(
-            m.labels("x_total", "reason"),
-            vec![("a".to_string(), 2.0), ("b".to_string(), 3.0)]
-        );
-    }
-
-    #[test]
     fn renders_unreachable_parts_without_panicking() {
-        let s = json!({
-            "cluster": "c",
-            "leader": { "error": "etcd: refused" },
-            "eventlog": { "error": "no key" },
-            "replicas": [{ "id": 1, "agent": { "error": "down" }, "eventlog": null }],
-            "lb": { "error": "refused" },
-            "gatekeeper": { "error": "refused" },
-            "probe": { "error": "no file" },
-        });
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let s = Status {
+            cluster: "c".into(),
+            leader: Reading::failed("etcd: refused"),
+            eventlog: EventlogPart::Failed {
+                error: "no key".into(),
+                usable: false,
+            },
+            replicas: vec![ReplicaRow {
+                id: 1,
+                agent: Endpoint {
+                    addr,
+                    reading: Reading::failed("down"),
+                },
+                eventlog: None,
+            }],
+            lb: Endpoint {
+                addr,
+                reading: Reading::failed("refused"),
+            },
+            gatekeeper: Endpoint {
+                addr,
+                reading: Reading::failed("refused"),
+            },
+            probe: Some(ProbePart {
+                file: "p.json".into(),
+                reading: Reading::failed("no file"),
+            }),
+        };
         let text = render(&s);
         assert!(
             text.contains("leader      unknown (etcd: refused)"),
@@ -509,6 +614,15 @@ mod tests {
         );
         assert!(text.contains("edge lb     unreachable"), "{text}");
         assert!(text.contains("1        down"), "{text}");
-        assert_eq!(exit_code(&s), ExitCode::FAILURE);
+        assert_eq!(s.exit_code(), ExitCode::FAILURE);
+        // The JSON keeps every part's error where scripts look for it.
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["leader"]["error"], "etcd: refused", "{v}");
+        assert_eq!(v["eventlog"]["usable"], false, "{v}");
+        assert_eq!(v["lb"]["addr"], "127.0.0.1:9", "{v}");
+        assert_eq!(v["lb"]["error"], "refused", "{v}");
+        assert_eq!(v["replicas"][0]["agent"]["error"], "down", "{v}");
+        assert_eq!(v["probe"]["file"], "p.json", "{v}");
+        assert_eq!(v["probe"]["error"], "no file", "{v}");
     }
 }

@@ -1,9 +1,20 @@
-//! Installs a daemon's Prometheus recorder and registers
-//! `seguro_build_info`, so that every daemon says the same thing about the
-//! build it runs (docs/METRICS.md, "Every daemon").
+//! Seguro's metrics, both ways: installs a daemon's Prometheus recorder
+//! with `seguro_build_info`, so that every daemon says the same thing about
+//! the build it runs (docs/METRICS.md, "Every daemon"), and reads what
+//! daemons export ([`scrape`], [`Exposition`]) for `seguro status`, the
+//! tests and the benchmarks.
 //!
 //! Each daemon keeps its own [`PrometheusBuilder`] (histogram buckets, say)
 //! and hands it here instead of installing it itself.
+
+pub mod exposition;
+pub mod http;
+mod probe;
+mod scrape;
+
+pub use exposition::{Exposition, Family, Kind, Sample};
+pub use probe::ProbeStats;
+pub use scrape::{ScrapeError, scrape, scrape_blocking};
 
 use std::net::SocketAddr;
 

@@ -451,26 +451,30 @@ impl ProbeReport {
         duplicates: usize,
         last_event: u64,
     ) -> String {
-        let ms = |d: Option<Duration>| {
-            d.map_or("null".to_string(), |d| {
-                format!("{:.3}", d.as_secs_f64() * 1e3)
-            })
-        };
+        let ms = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
         let window = Some(Duration::from_secs(10));
-        let unix_ms = SystemTime::now()
+        let updated = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        format!(
-            "{{\"target\":\"{target}\",\"sent\":{sent},\"answered\":{answered},\"duplicates\":{duplicates},\"unknown\":{},\"answered_ratio\":{:.6},\"rtt_p50_ms\":{},\"rtt_p99_ms\":{},\"last_event\":{last_event},\"updated_unix_ms\":{unix_ms}}}\n",
-            self.unknown,
-            if sent == 0 {
+            .map_or(0, |d| d.as_millis() as u64);
+        let stats = telemetry::ProbeStats {
+            target: Some(target.to_string()),
+            sent: sent as u64,
+            answered: answered as u64,
+            duplicates: duplicates as u64,
+            unknown: Some(self.unknown),
+            answered_ratio: if sent == 0 {
                 1.0
             } else {
                 answered as f64 / sent as f64
             },
-            ms(self.rtt_quantile(0.5, window)),
-            ms(self.rtt_quantile(0.99, window)),
-        )
+            rtt_p50_ms: ms(self.rtt_quantile(0.5, window)),
+            rtt_p99_ms: ms(self.rtt_quantile(0.99, window)),
+            last_event: Some(last_event),
+            updated_unix_ms: Some(updated),
+        };
+        let mut json = serde_json::to_string(&stats).expect("probe stats serialize");
+        json.push('\n');
+        json
     }
 }
 
