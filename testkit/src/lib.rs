@@ -5,6 +5,7 @@
 //! ship, hand-made Ethernet frames.
 
 pub mod cluster;
+pub mod config_file;
 pub mod dashboard;
 pub mod edge;
 pub mod etcd;
@@ -17,6 +18,7 @@ pub mod port;
 pub mod probe;
 pub mod process;
 pub mod prometheus;
+pub mod wait;
 
 pub use etcd::Etcd;
 pub use metrics::{sample, scrape};
