@@ -53,8 +53,12 @@ lint: deps
 	cd ebpf && $(CARGO) clippy --locked -Z build-std=core --target bpfel-unknown-none \
 		--release --target-dir ../target/ebpf-lint -- -D warnings
 
+# Every unit and integration test, through cargo-nextest: a process per test,
+# as many at once as there are CPUs, in the groups .config/nextest.toml sets
+# for tests that must run alone. nextest does not run doctests; cargo does.
 unit: deps
-	$(CARGO) test --workspace --locked
+	$(CARGO) nextest run --workspace --locked --no-fail-fast
+	$(CARGO) test --workspace --locked --doc
 
 # A short run on every `make test`; `make fuzz` runs longer.
 fuzz-smoke: FUZZ_SECONDS = 20

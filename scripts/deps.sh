@@ -81,6 +81,12 @@ if ! have bpf-linker; then
         --no-default-features --features llvm-22
 fi
 
+# The test runner behind `make test` (.config/nextest.toml).
+if ! have cargo-nextest; then
+    say "building cargo-nextest (a few minutes)"
+    cargo install -q --locked cargo-nextest --version '^0.9'
+fi
+
 if ! have cargo-fuzz; then
     say "building cargo-fuzz"
     cargo install -q --locked cargo-fuzz --version '^0.13'

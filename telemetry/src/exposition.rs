@@ -190,44 +190,36 @@ impl Exposition {
             .collect()
     }
 
-    /// The `q` quantile of histogram `name` (all its series together), by
-    /// linear interpolation inside the bucket it falls in, as PromQL's
-    /// `histogram_quantile` does; `None` if it has no observations.
-    pub fn histogram_quantile(&self, name: &str, q: f64) -> Option<f64> {
-        let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-        for s in self.family(name)?.samples.iter() {
-            if s.name != format!("{name}_bucket") {
-                continue;
-            }
+    /// The upper bound of the bucket of histogram `name` (all its series
+    /// together) that its `q` quantile falls in: the quantile is at most
+    /// that. `None` if it has no observations.
+    pub fn histogram_quantile_bound(&self, name: &str, q: f64) -> Option<f64> {
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        let bucket = format!("{name}_bucket");
+        for s in self
+            .family(name)?
+            .samples
+            .iter()
+            .filter(|s| s.name == bucket)
+        {
             let le: f64 = match s.labels.get("le")?.as_str() {
                 "+Inf" => f64::INFINITY,
                 v => v.parse().ok()?,
             };
-            // Bounds sort by their bits: all are non-negative here.
-            buckets.entry(le.to_bits()).or_insert((le, 0.0)).1 += s.value;
+            match buckets.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, count)) => *count += s.value,
+                None => buckets.push((le, s.value)),
+            }
         }
-        let total = buckets.values().last()?.1;
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = buckets.last()?.1;
         if total <= 0.0 {
             return None;
         }
-        let rank = q * total;
-        let (mut lower, mut below) = (0.0, 0.0);
-        for &(le, count) in buckets.values() {
-            if count >= rank {
-                if le.is_infinite() {
-                    return Some(lower);
-                }
-                let inside = count - below;
-                let share = if inside > 0.0 {
-                    (rank - below) / inside
-                } else {
-                    1.0
-                };
-                return Some(lower + (le - lower) * share);
-            }
-            (lower, below) = (le, count);
-        }
-        None
+        buckets
+            .iter()
+            .find(|(_, count)| *count >= q * total)
+            .map(|(le, _)| *le)
     }
 
     /// The family a sample belongs to: its own name if a `# TYPE` names it,
@@ -468,12 +460,14 @@ up NaN\n";
             "le is not a label of the family"
         );
         assert!(e.family("lat_seconds_bucket").is_none());
-        // 4 of the 8 observations: halfway into the (0.1, 0.2] bucket.
-        let p50 = e.histogram_quantile("lat_seconds", 0.5).unwrap();
-        assert!((p50 - 0.15).abs() < 1e-9, "{p50}");
-        // In the +Inf bucket: its lower bound.
-        assert_eq!(e.histogram_quantile("lat_seconds", 0.9), Some(0.2));
-        assert_eq!(e.histogram_quantile("nothing", 0.5), None);
+        // 4 of the 8 observations: in the (0.1, 0.2] bucket.
+        assert_eq!(e.histogram_quantile_bound("lat_seconds", 0.5), Some(0.2));
+        assert_eq!(e.histogram_quantile_bound("lat_seconds", 0.25), Some(0.1));
+        assert_eq!(
+            e.histogram_quantile_bound("lat_seconds", 0.9),
+            Some(f64::INFINITY)
+        );
+        assert_eq!(e.histogram_quantile_bound("nothing", 0.5), None);
     }
 
     #[test]

@@ -24,20 +24,23 @@
 //! ([`ClusterLab::metrics_targets`]), where a Prometheus would run.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use config::Key;
+use config::{Key, LbMode, Optimism};
+use telemetry::Exposition;
 
+use crate::config_file::{ClusterFile, Replica};
+use crate::daemon::{self, Daemon};
 use crate::edge::{EDGE_IF, EdgeLab, Family};
 use crate::etcd::Etcd;
 use crate::netns::{self, Netns, veth};
 use crate::probe::{Probe, ProbeConfig};
-use crate::process::spawn_logged;
+use crate::process::Supervisor;
+use crate::wait;
 
 /// The ship's Ames port, on the edge's public address and every replica's.
 pub const AMES_PORT: u16 = 34543;
@@ -57,26 +60,6 @@ pub fn backend_ip(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 98, 0, i)
 }
 
-/// One daemon of the cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Daemon {
-    Lb,
-    Gatekeeper,
-    Eventlog(u8),
-    Replica(u8),
-}
-
-impl fmt::Display for Daemon {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Daemon::Lb => f.write_str("lb"),
-            Daemon::Gatekeeper => f.write_str("gatekeeper"),
-            Daemon::Eventlog(i) => write!(f, "eventlog-{i}"),
-            Daemon::Replica(i) => write!(f, "replica-{i}"),
-        }
-    }
-}
-
 /// How to build a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -90,11 +73,11 @@ pub struct ClusterOptions {
     /// (removed on drop) if `None`.
     pub dir: Option<PathBuf>,
     /// `lb.mode`.
-    pub lb_mode: String,
+    pub lb_mode: LbMode,
     /// `etcd.lease_ttl` in seconds.
     pub lease_ttl_secs: u32,
     /// `optimism`.
-    pub optimism: String,
+    pub optimism: Optimism,
     /// `replica.checkpoint_every`.
     pub checkpoint_every: u64,
 }
@@ -105,9 +88,9 @@ impl Default for ClusterOptions {
             replicas: 3,
             prefix: None,
             dir: None,
-            lb_mode: "xdp".into(),
+            lb_mode: LbMode::Xdp,
             lease_ttl_secs: 2,
-            optimism: "quorum".into(),
+            optimism: Optimism::Quorum,
             checkpoint_every: 1000,
         }
     }
@@ -124,7 +107,7 @@ pub struct ClusterLab {
     dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     replicas: u8,
-    children: BTreeMap<Daemon, Child>,
+    daemons: Supervisor<Daemon>,
     /// `--ship` per replica, when not `reference`.
     ships: BTreeMap<u8, String>,
     /// The next probe's first sequence number.
@@ -180,18 +163,17 @@ impl ClusterLab {
         for i in 1..=opts.replicas {
             fresh_key(dir.join(format!("keys/replica-{i}.key")))?;
         }
-        let ship = SocketAddr::new(lab.ship_ip(Family::V4), AMES_PORT);
-        std::fs::write(dir.join("seguro.toml"), config_text(&lab, opts, ship))?;
+        cluster_file(&lab, opts).write(dir.join("seguro.toml"))?;
         let etcd = Etcd::start_in(&lab.edge, SocketAddr::new(EDGE_BACKEND.into(), ETCD_PORT))?;
         Ok(ClusterLab {
             lab,
             backend,
             etcd,
             bin: bin.into(),
+            daemons: Supervisor::new(dir.join("logs"))?,
             dir,
             _tmp: tmp,
             replicas: opts.replicas,
-            children: BTreeMap::new(),
             ships: BTreeMap::new(),
             next_seq: std::sync::atomic::AtomicU64::new(0),
         })
@@ -235,10 +217,10 @@ impl ClusterLab {
     }
 
     /// The namespace `daemon` runs in.
-    pub fn netns_of(&self, daemon: Daemon) -> &Netns {
+    pub fn netns_of(&self, daemon: &Daemon) -> &Netns {
         match daemon {
-            Daemon::Lb | Daemon::Gatekeeper => &self.lab.edge,
-            Daemon::Eventlog(i) | Daemon::Replica(i) => self.lab.replica(i),
+            Daemon::Eventlog(i) | Daemon::Replica(i) => self.lab.replica(*i),
+            _ => &self.lab.edge,
         }
     }
 
@@ -271,48 +253,46 @@ impl ClusterLab {
     }
 
     /// Where `daemon` serves metrics (from the edge namespace).
-    pub fn metrics_addr(&self, daemon: Daemon) -> SocketAddr {
+    pub fn metrics_addr(&self, daemon: &Daemon) -> SocketAddr {
         match daemon {
             Daemon::Lb => LB_METRICS,
-            Daemon::Gatekeeper => GATEKEEPER_METRICS,
-            Daemon::Eventlog(i) => SocketAddr::new(backend_ip(i).into(), EVENTLOG_METRICS_PORT),
-            Daemon::Replica(i) => SocketAddr::new(backend_ip(i).into(), REPLICA_METRICS_PORT),
+            Daemon::Eventlog(i) => SocketAddr::new(backend_ip(*i).into(), EVENTLOG_METRICS_PORT),
+            Daemon::Replica(i) => SocketAddr::new(backend_ip(*i).into(), REPLICA_METRICS_PORT),
+            _ => GATEKEEPER_METRICS,
         }
     }
 
     /// `GET /metrics` of `daemon`, from the edge namespace.
-    pub fn scrape(&self, daemon: Daemon) -> io::Result<String> {
+    pub fn scrape(&self, daemon: &Daemon) -> Result<Exposition, telemetry::ScrapeError> {
         let addr = self.metrics_addr(daemon);
-        self.lab.edge.run(|| crate::scrape(addr))
+        self.lab
+            .edge
+            .run(|| telemetry::scrape_blocking(addr, Duration::from_secs(5)))
     }
 
     /// One series of `daemon`'s metrics, if it answers and has it.
-    pub fn metric(&self, daemon: Daemon, series: &str) -> Option<f64> {
-        crate::sample(&self.scrape(daemon).ok()?, series)
+    pub fn metric(&self, daemon: &Daemon, series: &str) -> Option<f64> {
+        self.scrape(daemon).ok()?.value(series)
     }
 
     /// Replicas whose agent says it leads (`seguro_replica_leader`).
     pub fn leaders(&self) -> Vec<u8> {
         (1..=self.replicas)
             .filter(|&i| {
-                self.is_running(Daemon::Replica(i))
-                    && self.metric(Daemon::Replica(i), "seguro_replica_leader") == Some(1.0)
+                let agent = Daemon::Replica(i);
+                self.daemons.is_started(&agent)
+                    && self.metric(&agent, "seguro_replica_leader") == Some(1.0)
             })
             .collect()
     }
 
     /// The one leading replica, waiting up to `limit` for there to be one.
     pub fn wait_leader(&self, limit: Duration) -> Option<u8> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let [one] = self.leaders()[..] {
-                return Some(one);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait::until(limit, "one leader", || match self.leaders()[..] {
+            [one] => Ok(one),
+            ref many => Err(format!("leaders {many:?}")),
+        })
+        .ok()
     }
 
     /// Waits until exactly one replica other than `old` leads, giving up
@@ -323,45 +303,44 @@ impl ClusterLab {
         deadline: Instant,
         give_up: impl Fn() -> bool,
     ) -> Option<u8> {
-        loop {
-            if let [one] = self.leaders()[..]
-                && one != old
-            {
-                return Some(one);
-            }
-            if Instant::now() > deadline || give_up() {
-                return None;
-            }
-            // Finely: benchmarks time the election by it.
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        // Finely: benchmarks time the election by it.
+        wait::every(
+            Duration::from_millis(10),
+            deadline,
+            "a new leader",
+            || match self.leaders()[..] {
+                [one] if one != old => Ok(Some(one)),
+                _ if give_up() => Ok(None),
+                _ => Err("not yet"),
+            },
+        )
+        .ok()
+        .flatten()
     }
 
     /// Waits up to `limit` until `series` of `daemon` satisfies `ok`.
     pub fn wait_metric(
-        &self,
-        daemon: Daemon,
+        &mut self,
+        daemon: &Daemon,
         series: &str,
         limit: Duration,
         ok: impl Fn(f64) -> bool,
     ) -> io::Result<f64> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(v) = self.metric(daemon, series).filter(|v| ok(*v)) {
-                return Ok(v);
+        let got = wait::until(limit, format_args!("{daemon}: {series}"), || {
+            match self.metric(daemon, series) {
+                Some(v) if ok(v) => Ok(v),
+                v => Err(format!("{series} = {v:?}")),
             }
-            if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "{daemon}: {series} = {:?} after {limit:?}; its log ends:\n{}",
-                        self.metric(daemon, series),
-                        tail(&self.log(daemon), 30)
-                    ),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        });
+        got.map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{e}; its log ends:\n{}",
+                    crate::process::tail(&self.log(daemon), 30)
+                ),
+            )
+        })
     }
 
     /// Runs replica `i` with `--ship SHIP` from its next start on.
@@ -373,60 +352,40 @@ impl ClusterLab {
         }
     }
 
-    fn log_path(&self, daemon: Daemon) -> PathBuf {
-        self.dir.join("logs").join(format!("{daemon}.log"))
-    }
-
     /// What `daemon` printed over all its runs.
-    pub fn log(&self, daemon: Daemon) -> String {
-        std::fs::read_to_string(self.log_path(daemon)).unwrap_or_default()
+    pub fn log(&self, daemon: &Daemon) -> String {
+        self.daemons.log(daemon)
     }
 
     /// Every daemon's log's last lines, for a failing test's message.
-    pub fn logs_tail(&self, lines: usize) -> String {
-        let mut out = String::new();
-        let mut all = vec![Daemon::Lb, Daemon::Gatekeeper];
+    pub fn logs_tail(&mut self, lines: usize) -> String {
+        let mut all = vec![Daemon::Lb, Daemon::Gatekeeper(1)];
         for i in 1..=self.replicas {
             all.extend([Daemon::Eventlog(i), Daemon::Replica(i)]);
         }
-        for d in all {
-            out += &format!("--- {d}\n{}\n", tail(&self.log(d), lines));
-        }
-        out
+        self.daemons.logs_tail(&all, lines)
     }
 
     /// Starts `daemon` (killing a running one first).
     pub fn start(&mut self, daemon: Daemon) -> io::Result<()> {
-        self.kill(daemon);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(daemon))?;
-        let mut cmd = self.netns_of(daemon).command(&self.bin);
-        match daemon {
-            Daemon::Lb => cmd.arg("lb"),
-            Daemon::Gatekeeper => cmd.arg("gatekeeper"),
-            Daemon::Eventlog(i) => cmd.args(["eventlog", "--id", &i.to_string()]),
-            Daemon::Replica(i) => {
-                cmd.args(["replica", "--id", &i.to_string()]);
-                if let Some(ship) = self.ships.get(&i) {
-                    cmd.args(["--ship", ship]);
-                }
-                &mut cmd
-            }
-        };
+        let args = daemon
+            .seguro_args()
+            .unwrap_or_else(|| panic!("{daemon} is not one of the cluster's daemons"));
+        let mut cmd = self.netns_of(&daemon).command(&self.bin);
+        cmd.args(&args);
+        if let Daemon::Replica(i) = daemon
+            && let Some(ship) = self.ships.get(&i)
+        {
+            cmd.args(["--ship", ship]);
+        }
         cmd.arg("-c").arg(self.config_path());
-        let filter = std::env::var("SEGURO_TEST_LOG")
-            .unwrap_or_else(|_| "info,openraft=warn,chunked_wal=warn,raft_log=warn".into());
         use std::os::unix::process::CommandExt as _;
-        cmd.env("RUST_LOG", filter)
+        cmd.env("RUST_LOG", daemon::log_filter())
             .env("NO_COLOR", "1")
             // Its own process group: a terminal's Ctrl-C reaches the demo,
             // which tears everything down in order.
             .process_group(0);
-        let child = spawn_logged(&mut cmd, log)?;
-        self.children.insert(daemon, child);
-        Ok(())
+        self.daemons.start(daemon, cmd)
     }
 
     /// Starts everything and waits until the fan-out runs, the gatekeeper
@@ -434,17 +393,20 @@ impl ClusterLab {
     pub fn start_all(&mut self) -> io::Result<()> {
         let limit = Duration::from_secs(60);
         self.start(Daemon::Lb)?;
-        self.wait_metric(Daemon::Lb, "seguro_lb_replicas", limit, |v| v > 0.0)?;
+        self.wait_metric(&Daemon::Lb, "seguro_lb_replicas", limit, |v| v > 0.0)?;
         for i in 1..=self.replicas {
             self.start(Daemon::Eventlog(i))?;
         }
-        self.start(Daemon::Gatekeeper)?;
+        self.start(Daemon::Gatekeeper(1))?;
         for i in 1..=self.replicas {
             self.start(Daemon::Replica(i))?;
         }
-        self.wait_metric(Daemon::Gatekeeper, "seguro_gatekeeper_active", limit, |v| {
-            v == 1.0
-        })?;
+        self.wait_metric(
+            &Daemon::Gatekeeper(1),
+            "seguro_gatekeeper_active",
+            limit,
+            |v| v == 1.0,
+        )?;
         if self.wait_leader(limit).is_none() {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -454,35 +416,37 @@ impl ClusterLab {
         Ok(())
     }
 
-    pub fn is_running(&self, daemon: Daemon) -> bool {
-        self.children.contains_key(&daemon)
+    /// Whether `daemon` was started and not stopped or killed since.
+    pub fn is_running(&self, daemon: &Daemon) -> bool {
+        self.daemons.is_started(daemon)
     }
 
     /// SIGKILL (`kill -9`): no chance to flush, resign or clean up.
-    pub fn kill(&mut self, daemon: Daemon) {
-        if let Some(mut child) = self.children.remove(&daemon) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    pub fn kill(&mut self, daemon: &Daemon) {
+        self.daemons.kill(daemon);
     }
 
     /// SIGTERM, then SIGKILL after `grace`: the exit status if it exited.
-    pub fn stop(&mut self, daemon: Daemon, grace: Duration) -> Option<std::process::ExitStatus> {
-        let mut child = self.children.remove(&daemon)?;
-        crate::terminate(&mut child, grace)
+    pub fn stop(&mut self, daemon: &Daemon, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.daemons.stop(daemon, grace)
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT...) to `daemon`.
+    pub fn signal(&self, daemon: &Daemon, signal: libc::c_int) {
+        self.daemons.signal(daemon, signal);
     }
 
     /// Kills `daemon` (-9) and starts it again.
     pub fn restart(&mut self, daemon: Daemon) -> io::Result<()> {
-        self.kill(daemon);
+        self.kill(&daemon);
         self.start(daemon)
     }
 
     /// Kills replica `i`'s event log node and agent and deletes their data
     /// (not its keys): as if its disk was replaced.
     pub fn wipe(&mut self, i: u8) -> io::Result<()> {
-        self.kill(Daemon::Replica(i));
-        self.kill(Daemon::Eventlog(i));
+        self.kill(&Daemon::Replica(i));
+        self.kill(&Daemon::Eventlog(i));
         for what in ["eventlog", "replica"] {
             let d = self
                 .dir
@@ -534,9 +498,9 @@ impl ClusterLab {
     /// Kills (-9) replica `i`'s agent, then its event log node, as a host
     /// dying would; returns when the agent was killed.
     pub fn kill_replica(&mut self, i: u8) -> Instant {
-        self.kill(Daemon::Replica(i));
+        self.kill(&Daemon::Replica(i));
         let at = Instant::now();
-        self.kill(Daemon::Eventlog(i));
+        self.kill(&Daemon::Eventlog(i));
         at
     }
 
@@ -548,15 +512,15 @@ impl ClusterLab {
 
     /// Waits up to `limit` until replica `i` has applied what the leader
     /// committed when this was called.
-    pub fn wait_caught_up(&self, i: u8, limit: Duration) -> io::Result<()> {
+    pub fn wait_caught_up(&mut self, i: u8, limit: Duration) -> io::Result<()> {
         let leader = self
             .wait_leader(limit)
             .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no replica leads"))?;
         let target = self
-            .metric(Daemon::Replica(leader), "seguro_replica_committed_event")
+            .metric(&Daemon::Replica(leader), "seguro_replica_committed_event")
             .unwrap_or(0.0);
         self.wait_metric(
-            Daemon::Replica(i),
+            &Daemon::Replica(i),
             "seguro_replica_applied_event",
             limit,
             |v| v >= target,
@@ -599,13 +563,8 @@ impl ClusterLab {
 impl Drop for ClusterLab {
     fn drop(&mut self) {
         // The edge box's daemons first, gently: lb detaches its programs.
-        for d in [Daemon::Lb, Daemon::Gatekeeper] {
-            self.stop(d, Duration::from_secs(3));
-        }
-        let rest: Vec<Daemon> = self.children.keys().copied().collect();
-        for d in rest {
-            self.kill(d);
-        }
+        self.daemons
+            .shutdown(&[Daemon::Lb, Daemon::Gatekeeper(1)], Duration::from_secs(3));
         self.etcd.kill();
     }
 }
@@ -619,12 +578,6 @@ pub fn first_answer_after(report: &crate::probe::ProbeReport, at: Instant) -> Op
         .filter(|a| a.sent >= at)
         .map(|a| a.received.duration_since(at))
         .min()
-}
-
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn big_buffers(s: &UdpSocket) {
@@ -645,27 +598,36 @@ fn big_buffers(s: &UdpSocket) {
     }
 }
 
-fn config_text(lab: &EdgeLab, opts: &ClusterOptions, ship: SocketAddr) -> String {
-    let mut text = format!(
-        "# Written by testkit::cluster: a Seguro cluster in network namespaces.\n\
-         cluster = \"demo\"\noptimism = \"{}\"\n\n[ship]\npublic = \"{ship}\"\n",
-        opts.optimism
+/// The cluster file: addresses on the backend network, data and keys
+/// relative to the cluster's directory.
+fn cluster_file(lab: &EdgeLab, opts: &ClusterOptions) -> ClusterFile {
+    let mut f = ClusterFile::new(
+        "demo",
+        SocketAddr::new(lab.ship_ip(Family::V4), AMES_PORT),
+        SocketAddr::new(EDGE_BACKEND.into(), GATEKEEPER_PORT),
+        format!("http://{EDGE_BACKEND}:{ETCD_PORT}"),
     );
+    f.optimism = Some(opts.optimism);
     for i in 1..=opts.replicas {
-        let b = backend_ip(i);
-        text += &format!(
-            "\n[[replicas]]\nid = {i}\names = \"{}\"\neventlog = \"{b}:{EVENTLOG_PORT}\"\n\
-             eventlog_metrics = \"{b}:{EVENTLOG_METRICS_PORT}\"\nmetrics = \"{b}:{REPLICA_METRICS_PORT}\"\n",
+        let b = IpAddr::V4(backend_ip(i));
+        let mut r = Replica::new(
+            u32::from(i),
             SocketAddr::new(lab.replica_ip(i, Family::V4), AMES_PORT),
         );
+        r.eventlog = Some(SocketAddr::new(b, EVENTLOG_PORT));
+        r.eventlog_metrics = Some(SocketAddr::new(b, EVENTLOG_METRICS_PORT));
+        r.metrics = Some(SocketAddr::new(b, REPLICA_METRICS_PORT));
+        f.replicas.push(r);
     }
-    text += &format!(
-        "\n[lb]\ninterface = \"{EDGE_IF}\"\nmode = \"{}\"\nmetrics = \"{LB_METRICS}\"\n\n\
-         [gatekeeper]\nlisten = \"{EDGE_BACKEND}:{GATEKEEPER_PORT}\"\nmetrics = \"{GATEKEEPER_METRICS}\"\n\n\
-         [etcd]\nendpoints = [\"http://{EDGE_BACKEND}:{ETCD_PORT}\"]\nlease_ttl = \"{}s\"\n\n\
-         [eventlog]\ndata_dir = \"data/eventlog\"\n\n[eventlog.batch]\nmax_linger = \"1ms\"\n\n\
-         [replica]\ndata_dir = \"data/replica\"\ncheckpoint_every = {}\n\n[keys]\ndir = \"keys\"\n",
-        opts.lb_mode, opts.lease_ttl_secs, opts.checkpoint_every,
-    );
-    text
+    f.lb.interface = EDGE_IF.into();
+    f.lb.mode = Some(opts.lb_mode);
+    f.lb.metrics = Some(LB_METRICS);
+    f.gatekeeper.metrics = Some(GATEKEEPER_METRICS);
+    f.etcd.lease_ttl = Some(Duration::from_secs(opts.lease_ttl_secs.into()));
+    f.eventlog.data_dir = Some("data/eventlog".into());
+    f.eventlog.batch.max_linger = Some(Duration::from_millis(1));
+    f.replica.data_dir = Some("data/replica".into());
+    f.replica.checkpoint_every = Some(opts.checkpoint_every);
+    f.keys.dir = Some("keys".into());
+    f
 }

@@ -276,7 +276,10 @@ mod tests {
         }
         let path = f.write(dir.path().join("c.toml")).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains("[keys]"), "unset sections are left out:\n{text}");
+        assert!(
+            !text.contains("[keys]"),
+            "unset sections are left out:\n{text}"
+        );
         let c = crate::load_config(&path);
         assert_eq!(c.cluster, "t");
         assert_eq!(c.optimism, Optimism::All);

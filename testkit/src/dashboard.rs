@@ -171,17 +171,17 @@ pub fn check_dir(
             }
         };
         for q in queries {
-            let deadline = std::time::Instant::now() + patience;
-            let verdict = loop {
-                match prometheus.samples(&q.promql) {
-                    Err(e) => break Some(e.to_string()),
-                    Ok(s) if !s.is_empty() => break None,
-                    Ok(_) if std::time::Instant::now() > deadline => {
-                        break Some("returns no data".into());
-                    }
-                    Ok(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
-                }
-            };
+            let answered = crate::wait::every(
+                std::time::Duration::from_millis(500),
+                patience,
+                "data",
+                || match prometheus.samples(&q.promql) {
+                    Err(e) => Ok(Some(e.to_string())),
+                    Ok(s) if !s.is_empty() => Ok(None),
+                    Ok(_) => Err("returns no data"),
+                },
+            );
+            let verdict = answered.unwrap_or_else(|_| Some("returns no data".into()));
             if let Some(why) = verdict {
                 problems.push(format!(
                     "{name}: panel {:?} query {} `{}`: {why}",

@@ -1,15 +1,15 @@
 //! A real etcd server on loopback (or on an address inside a network
 //! namespace), in its own data directory, for one test.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::free_port;
 use crate::netns::{Netns, run_in};
-use crate::process::spawn_logged;
+use crate::process::{self, spawn_logged};
+use crate::{free_port, wait};
 
 /// A single-member etcd cluster listening on free loopback ports. It is
 /// killed and its data removed when dropped.
@@ -72,26 +72,14 @@ impl Etcd {
     /// Kills the server (SIGKILL) and reaps it; its data stays for a restart.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            process::kill(&mut child);
         }
     }
 
     /// Stops the server gracefully (SIGTERM) and reaps it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child, which has not been reaped, so
-            // its pid cannot have been reused.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            process::terminate(&mut child, Duration::from_secs(10));
         }
     }
 
@@ -136,24 +124,24 @@ impl Etcd {
     }
 
     fn wait_healthy(&mut self, limit: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-                return Err(io::Error::other(format!(
+        let log = self.dir.path().join("etcd.log");
+        let child = self.child.as_mut().expect("etcd was just spawned");
+        let addr = SocketAddr::new(self.ip, self.client_port);
+        let netns = self.netns.clone();
+        let healthy = || is_healthy(addr, netns.as_deref());
+        wait::until(limit, "etcd to report healthy", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                return Ok(Err(io::Error::other(format!(
                     "etcd exited with {status}:\n{log}"
-                )));
+                ))));
             }
-            if self.healthy() {
-                return Ok(());
+            if healthy() {
+                Ok(Ok(()))
+            } else {
+                Err("not yet")
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "etcd did not become healthy",
-        ))
+        })?
     }
 
     /// What etcd printed so far.
@@ -161,24 +149,24 @@ impl Etcd {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
+    #[cfg(test)]
     fn healthy(&self) -> bool {
-        let addr = SocketAddr::new(self.ip, self.client_port);
-        match &self.netns {
-            Some(ns) => run_in(ns, || Self::answers_healthy(addr)),
-            None => Self::answers_healthy(addr),
-        }
+        is_healthy(
+            SocketAddr::new(self.ip, self.client_port),
+            self.netns.as_deref(),
+        )
     }
+}
 
-    fn answers_healthy(addr: SocketAddr) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let request = format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        let mut body = String::new();
-        s.write_all(request.as_bytes()).is_ok()
-            && s.read_to_string(&mut body).is_ok()
-            && body.contains("\"health\":\"true\"")
+/// `GET /health` at `addr` (from inside `netns`) says `"health":"true"`.
+fn is_healthy(addr: SocketAddr, netns: Option<&str>) -> bool {
+    let ask = || {
+        telemetry::http::get_blocking(addr, "/health", Duration::from_secs(1))
+            .is_ok_and(|r| r.text().contains("\"health\":\"true\""))
+    };
+    match netns {
+        Some(ns) => run_in(ns, ask),
+        None => ask(),
     }
 }
 

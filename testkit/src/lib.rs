@@ -1,16 +1,19 @@
 //! Real parts for Seguro's tests and benchmarks, started and stopped by the
-//! test itself: an etcd server on loopback, a cluster of event log nodes,
-//! free ports, a Prometheus scrape, network namespaces and the edge box's
-//! topology in them, the whole cluster in namespaces, a peer that probes the
-//! ship, hand-made Ethernet frames.
+//! test itself. The harness: a typed cluster file ([`config_file`]), a
+//! process supervisor with log files ([`process`]), one deadline poll loop
+//! ([`wait`]); on it, a cluster on loopback ([`Lab`]) and a cluster in
+//! network namespaces ([`cluster::ClusterLab`]). Around them: etcd,
+//! Prometheus, free ports, metrics, network namespaces and the edge box's
+//! topology, a peer that probes the ship, hand-made Ethernet frames.
 
 pub mod cluster;
 pub mod config_file;
+pub mod daemon;
 pub mod dashboard;
 pub mod edge;
 pub mod etcd;
-pub mod eventlog;
 pub mod frame;
+pub mod lab;
 pub mod metrics;
 pub mod metrics_doc;
 pub mod netns;
@@ -20,10 +23,23 @@ pub mod process;
 pub mod prometheus;
 pub mod wait;
 
+pub use daemon::Daemon;
 pub use etcd::Etcd;
-pub use metrics::{sample, scrape};
+pub use lab::Lab;
 pub use port::free_port;
 pub use process::{KillOnDrop, terminate};
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Fails the test, saying why it needs root, unless it runs as root (CI
+/// does): `why` names what it does that only root may.
+pub fn require_root(why: &str) {
+    assert!(is_root(), "this test {why}: run it as root (CI does)");
+}
 
 /// Loads a config file that the kit or a test wrote, without checking its
 /// key files. Panics with the loader's diagnostics if it does not load:

@@ -4,42 +4,8 @@
 //! labels; an exported `seguro_*` metric nobody documented).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
-/// A metric's type, as the document and `# TYPE` lines say it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-    Summary,
-    Untyped,
-}
-
-impl Kind {
-    fn parse(s: &str) -> Option<Kind> {
-        Some(match s {
-            "counter" => Kind::Counter,
-            "gauge" => Kind::Gauge,
-            "histogram" => Kind::Histogram,
-            "summary" => Kind::Summary,
-            "untyped" => Kind::Untyped,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-            Kind::Summary => "summary",
-            Kind::Untyped => "untyped",
-        })
-    }
-}
+use telemetry::{Exposition, Kind};
 
 /// One row of a table in docs/METRICS.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,7 +165,7 @@ impl MetricsDoc {
             problems.push(format!("METRICS.md lists no seguro_{component}_* metric"));
         }
         for doc in &expected {
-            let Some(got) = exported.metrics.get(&doc.name) else {
+            let Some(got) = exported.family(&doc.name) else {
                 if !doc.on_first_occurrence {
                     problems.push(format!(
                         "{component}: {} is documented but not exported (mark it \"{FIRST_OCCURRENCE}\" if it only exists after an event)",
@@ -214,20 +180,23 @@ impl MetricsDoc {
                     doc.name, got.kind, doc.kind
                 ));
             }
-            if got.labels != doc.labels {
+            if got.label_names() != doc.labels {
                 problems.push(format!(
                     "{component}: {} has labels {:?} but is documented with {:?}",
-                    doc.name, got.labels, doc.labels
+                    doc.name,
+                    got.label_names(),
+                    doc.labels
                 ));
             }
         }
-        for (name, got) in &exported.metrics {
+        for (name, got) in &exported.families {
             if !name.starts_with("seguro_") || expected.iter().any(|d| &d.name == name) {
                 continue;
             }
             problems.push(format!(
                 "{component}: exports {name} ({}, labels {:?}) which METRICS.md does not list under its component",
-                got.kind, got.labels
+                got.kind,
+                got.label_names()
             ));
         }
         problems
@@ -254,26 +223,19 @@ pub fn check_targets(
     let mut problems = doc.convention_problems();
     let mut merged: BTreeMap<&str, Exposition> = BTreeMap::new();
     for &(component, addr) in targets {
-        let text = match crate::scrape(addr) {
-            Ok(t) => t,
+        let one = match telemetry::scrape_blocking(addr, std::time::Duration::from_secs(5)) {
+            Ok(e) => e,
             Err(e) => {
                 problems.push(format!("{component} at {addr}: cannot scrape: {e}"));
                 continue;
             }
         };
-        let one = match Exposition::parse(&text) {
-            Ok(e) => e,
-            Err(e) => {
-                problems.push(format!("{component} at {addr}: {e}"));
-                continue;
-            }
-        };
-        let info = one.metrics.get("seguro_build_info");
         let named = format!("component=\"{component}\"");
+        let info = one.family("seguro_build_info");
         if !info.is_some_and(|m| {
-            m.samples
-                .iter()
-                .any(|(s, v)| *v == 1.0 && s.contains(&named))
+            m.samples.iter().any(|s| {
+                s.value == 1.0 && s.labels.get("component").map(String::as_str) == Some(component)
+            })
         }) {
             problems.push(format!(
                 "{component} at {addr}: no seguro_build_info{{{named}}} 1"
@@ -285,156 +247,6 @@ pub fn check_targets(
         problems.extend(doc.check(component, exposition));
     }
     problems
-}
-
-/// What an exposition says about one metric family.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Exported {
-    pub kind: Kind,
-    /// Label names seen on its samples (`le` and `quantile` excluded).
-    pub labels: BTreeSet<String>,
-    /// Its samples: series as written (`name{a="b"}`) and value.
-    pub samples: Vec<(String, f64)>,
-}
-
-/// The metric families of one or more scrapes.
-#[derive(Debug, Clone, Default)]
-pub struct Exposition {
-    pub metrics: BTreeMap<String, Exported>,
-}
-
-impl Exposition {
-    /// Parses Prometheus's text format (version 0.0.4).
-    pub fn parse(text: &str) -> Result<Exposition, String> {
-        let mut e = Exposition::default();
-        e.add(text)?;
-        Ok(e)
-    }
-
-    /// Adds another scrape's families (labels and samples are merged).
-    pub fn add(&mut self, text: &str) -> Result<(), String> {
-        let mut types: BTreeMap<String, Kind> = BTreeMap::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let mut parts = rest.split_whitespace();
-                let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
-                    return Err(format!("exposition line {}: bad TYPE line", n + 1));
-                };
-                let kind = Kind::parse(kind)
-                    .ok_or_else(|| format!("exposition line {}: unknown type {kind}", n + 1))?;
-                types.insert(name.to_string(), kind);
-                continue;
-            }
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (series, labels, value) =
-                parse_sample(line).map_err(|e| format!("exposition line {}: {e}", n + 1))?;
-            let family = family_of(&series, &types);
-            let kind = types.get(&family).copied().unwrap_or(Kind::Untyped);
-            let entry = self
-                .metrics
-                .entry(family.clone())
-                .or_insert_with(|| Exported {
-                    kind,
-                    labels: BTreeSet::new(),
-                    samples: Vec::new(),
-                });
-            if entry.kind == Kind::Untyped {
-                entry.kind = kind;
-            }
-            entry
-                .labels
-                .extend(labels.into_iter().filter(|l| l != "le" && l != "quantile"));
-            entry.samples.push((
-                line.rsplit_once(' ').map_or(line, |(s, _)| s).to_string(),
-                value,
-            ));
-        }
-        Ok(())
-    }
-
-    /// Adds the families of another parsed scrape, as [`Exposition::add`]
-    /// adds a scrape's text.
-    pub fn merge(&mut self, other: Exposition) {
-        for (name, theirs) in other.metrics {
-            let ours = self.metrics.entry(name).or_insert_with(|| Exported {
-                kind: theirs.kind,
-                labels: BTreeSet::new(),
-                samples: Vec::new(),
-            });
-            if ours.kind == Kind::Untyped {
-                ours.kind = theirs.kind;
-            }
-            ours.labels.extend(theirs.labels);
-            ours.samples.extend(theirs.samples);
-        }
-    }
-}
-
-/// The family a sample belongs to: `x_bucket`, `x_sum` and `x_count`
-/// belong to histogram or summary `x`.
-fn family_of(series: &str, types: &BTreeMap<String, Kind>) -> String {
-    for suffix in ["_bucket", "_sum", "_count"] {
-        if let Some(base) = series.strip_suffix(suffix)
-            && matches!(types.get(base), Some(Kind::Histogram | Kind::Summary))
-        {
-            return base.to_string();
-        }
-    }
-    series.to_string()
-}
-
-/// `name{a="x",b="y"} 1.5 [timestamp]` → name, label names, value.
-fn parse_sample(line: &str) -> Result<(String, Vec<String>, f64), String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c.is_whitespace())
-        .ok_or("a sample without a value")?;
-    let name = line[..name_end].to_string();
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(body) = rest.strip_prefix('{') {
-        let mut chars = body.char_indices();
-        let mut label = String::new();
-        let close = loop {
-            let Some((i, c)) = chars.next() else {
-                return Err("unterminated label set".into());
-            };
-            match c {
-                '}' => break i,
-                '=' => {
-                    if chars.next().map(|(_, c)| c) != Some('"') {
-                        return Err(format!("label {label} without a quoted value"));
-                    }
-                    loop {
-                        match chars.next() {
-                            Some((_, '\\')) => {
-                                chars.next();
-                            }
-                            Some((_, '"')) => break,
-                            Some(_) => {}
-                            None => return Err("unterminated label value".into()),
-                        }
-                    }
-                    labels.push(std::mem::take(&mut label).trim().to_string());
-                }
-                ',' => {}
-                c => label.push(c),
-            }
-        };
-        rest = &body[close + 1..];
-    }
-    let value = rest
-        .split_whitespace()
-        .next()
-        .ok_or("a sample without a value")?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().map_err(|_| format!("bad value {v:?}"))?,
-    };
-    Ok((name, labels, value))
 }
 
 /// Splits a table row's cells on `|` outside backticks.
@@ -533,16 +345,15 @@ mod tests {
     }
 
     #[test]
-    fn merging_parsed_scrapes_equals_adding_their_text() {
+    fn merging_parsed_scrapes_equals_parsing_their_text_together() {
         let a = "# TYPE x_total counter\nx_total{r=\"1\"} 1\n";
         let b = "x_total{s=\"2\"} 2\n# TYPE y gauge\ny 3\n";
-        let mut added = Exposition::parse(a).unwrap();
-        added.add(b).unwrap();
+        let added = Exposition::parse(&format!("{a}{b}")).unwrap();
         let mut merged = Exposition::parse(a).unwrap();
         merged.merge(Exposition::parse(b).unwrap());
-        assert_eq!(merged.metrics, added.metrics);
-        assert_eq!(merged.metrics["x_total"].kind, Kind::Counter);
-        assert_eq!(merged.metrics["x_total"].samples.len(), 2);
+        assert_eq!(merged.families, added.families);
+        assert_eq!(merged.families["x_total"].kind, Kind::Counter);
+        assert_eq!(merged.families["x_total"].samples.len(), 2);
     }
 
     #[test]
@@ -604,8 +415,11 @@ seguro_thing_wait_seconds_count 2
     fn agreeing_exposition_has_no_problems() {
         let doc = MetricsDoc::parse(DOC).unwrap();
         let e = Exposition::parse(GOOD).unwrap();
-        assert_eq!(e.metrics["seguro_thing_wait_seconds"].kind, Kind::Histogram);
-        assert_eq!(e.metrics["seguro_thing_sent_total"].samples.len(), 2);
+        assert_eq!(
+            e.families["seguro_thing_wait_seconds"].kind,
+            Kind::Histogram
+        );
+        assert_eq!(e.families["seguro_thing_sent_total"].samples.len(), 2);
         assert_eq!(doc.check("thing", &e), Vec::<String>::new());
     }
 

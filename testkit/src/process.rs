@@ -260,7 +260,9 @@ mod tests {
         })
         .unwrap();
         assert!(s.is_running(&a));
-        let status = s.stop(&a, Duration::from_secs(5)).expect("exits on SIGTERM");
+        let status = s
+            .stop(&a, Duration::from_secs(5))
+            .expect("exits on SIGTERM");
         assert!(status.success());
         assert!(s.log(&a).contains("bye"), "{}", s.log(&a));
 
@@ -277,7 +279,11 @@ mod tests {
         let status = s.wait_exit(&a, Duration::from_secs(5)).unwrap();
         assert!(status.success());
         assert!(s.log(&a).contains("hello") && s.log(&a).contains("again"));
-        assert!(s.logs_tail([&a], 1).contains("--- a\nagain"), "{}", s.logs_tail([&a], 1));
+        assert!(
+            s.logs_tail([&a], 1).contains("--- a\nagain"),
+            "{}",
+            s.logs_tail([&a], 1)
+        );
 
         // Dropped: whatever runs is killed.
         let c = "c".to_string();

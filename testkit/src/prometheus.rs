@@ -7,14 +7,19 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::free_port;
-use crate::metrics::get;
-use crate::process::spawn_logged;
+use crate::process::{KillOnDrop, spawn_logged};
+use crate::{free_port, wait};
+
+/// How long one API call may take.
+const CALL: Duration = Duration::from_secs(10);
+
+/// How often its API is polled while waiting.
+const POLL: Duration = Duration::from_millis(250);
 
 /// How often the server scrapes and evaluates rules.
 pub const INTERVAL: &str = "500ms";
@@ -37,7 +42,7 @@ impl Job {
 
 /// A running Prometheus.
 pub struct Prometheus {
-    child: Child,
+    child: KillOnDrop,
     addr: SocketAddr,
     dir: tempfile::TempDir,
 }
@@ -58,7 +63,7 @@ impl Prometheus {
         std::fs::write(&config, config_yaml(jobs, rules))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
-        let child = spawn_logged(
+        let child = KillOnDrop(spawn_logged(
             Command::new(Self::binary())
                 .arg(format!("--config.file={}", config.display()))
                 .arg(format!(
@@ -68,26 +73,24 @@ impl Prometheus {
                 .arg(format!("--web.listen-address={addr}"))
                 .arg("--log.level=warn"),
             log,
-        )?;
+        )?);
         let mut p = Prometheus { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let ready = wait::until(Duration::from_secs(30), "prometheus to be ready", || {
             if let Ok(Some(status)) = p.child.try_wait() {
-                return Err(io::Error::other(format!(
-                    "prometheus exited ({status}) before it was ready:\n{}",
-                    p.log()
+                return Ok(Err(format!(
+                    "prometheus exited ({status}) before it was ready"
                 )));
             }
-            if matches!(get(addr, "/-/ready"), Ok((200, _))) {
-                return Ok(p);
+            match telemetry::http::get_blocking(addr, "/-/ready", CALL) {
+                Ok(r) if r.status == 200 => Ok(Ok(())),
+                Ok(r) => Err(format!("HTTP {}", r.status)),
+                Err(e) => Err(e.to_string()),
             }
-            if Instant::now() > deadline {
-                return Err(io::Error::other(format!(
-                    "prometheus not ready after 30 s:\n{}",
-                    p.log()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        });
+        match ready {
+            Ok(Ok(())) => Ok(p),
+            Ok(Err(why)) => Err(io::Error::other(format!("{why}:\n{}", p.log()))),
+            Err(e) => Err(io::Error::other(format!("{e}:\n{}", p.log()))),
         }
     }
 
@@ -144,26 +147,23 @@ impl Prometheus {
         limit: Duration,
         ok: impl Fn(f64) -> bool,
     ) -> io::Result<f64> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let v = self.value(expr)?;
-            if let Some(v) = v
-                && ok(v)
-            {
-                return Ok(v);
-            }
-            if Instant::now() > deadline {
-                return Err(io::Error::other(format!(
-                    "{expr} = {v:?}, still not as expected after {limit:?}"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        wait::every(
+            POLL,
+            limit,
+            format_args!("{expr} as expected"),
+            || match self.value(expr) {
+                Err(e) => Ok(Err(e)),
+                Ok(Some(v)) if ok(v) => Ok(Ok(v)),
+                Ok(v) => Err(format!("{expr} = {v:?}")),
+            },
+        )?
     }
 
     /// The `data` of `GET /api/v1/targets`, `/api/v1/rules`, and so on.
     pub fn api(&self, path_and_query: &str) -> io::Result<Value> {
-        let (status, body) = get(self.addr, path_and_query)?;
+        let answer = telemetry::http::get_blocking(self.addr, path_and_query, CALL)
+            .map_err(io::Error::other)?;
+        let (status, body) = (answer.status, answer.text());
         let json: Value = serde_json::from_str(&body).map_err(|e| {
             io::Error::other(format!(
                 "{path_and_query}: HTTP {status}, not JSON ({e}): {body}"
@@ -213,9 +213,11 @@ impl Prometheus {
 
     /// Waits until every target of every job was scraped successfully.
     pub fn wait_targets_up(&self, limit: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let data = self.api("/api/v1/targets?state=active")?;
+        wait::every(POLL, limit, "every target up", || {
+            let data = match self.api("/api/v1/targets?state=active") {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(e)),
+            };
             let targets = data["activeTargets"]
                 .as_array()
                 .cloned()
@@ -231,20 +233,11 @@ impl Prometheus {
                 })
                 .collect();
             if !targets.is_empty() && down.is_empty() {
-                return Ok(());
+                Ok(Ok(()))
+            } else {
+                Err(format!("targets not up: {down:?}"))
             }
-            if Instant::now() > deadline {
-                return Err(io::Error::other(format!("targets not up: {down:?}")));
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        })?
     }
 }
 

@@ -96,7 +96,9 @@ pub fn every<T, O: Outcome<T>>(
                     last,
                 });
             }
-            Err(_) => std::thread::sleep(interval.min(deadline.saturating_duration_since(Instant::now()))),
+            Err(_) => {
+                std::thread::sleep(interval.min(deadline.saturating_duration_since(Instant::now())))
+            }
         }
     }
 }
@@ -151,12 +153,21 @@ mod tests {
         assert!(e.waited >= Duration::from_millis(120), "{e}");
         assert_eq!(
             e.to_string(),
-            format!("timed out after {:?} waiting for x to be 1 (last: x is 0)", e.waited)
+            format!(
+                "timed out after {:?} waiting for x to be 1 (last: x is 0)",
+                e.waited
+            )
         );
         // A probe that was never true is still asked at the deadline.
         let mut asked = 0;
         let past = Instant::now() - Duration::from_secs(1);
-        assert!(until(past, "nothing", || { asked += 1; false }).is_err());
+        assert!(
+            until(past, "nothing", || {
+                asked += 1;
+                false
+            })
+            .is_err()
+        );
         assert_eq!(asked, 1);
     }
 

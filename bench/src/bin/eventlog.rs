@@ -26,13 +26,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::Bytes;
 use eventlog::{Client, ClientOptions, Epoch, EventNum};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use seguro_bench::{Latencies, knob, ms};
-use testkit::eventlog::Cluster;
+use telemetry::Exposition;
+use testkit::{Daemon, Lab, wait};
 
 const EVENT_BYTES: usize = 1024;
 const CONCURRENCY: [usize; 4] = [1, 16, 256, 4096];
@@ -342,50 +343,11 @@ fn row(label: &str, c: &Cell) -> String {
     )
 }
 
-/// `GET /metrics` from `addr`.
-fn scrape(addr: std::net::SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
-}
-
-/// The quantile `q` of a Prometheus histogram in `text`, from its buckets
-/// (the upper bound of the bucket it falls in).
-fn histogram_quantile(text: &str, name: &str, q: f64) -> Option<f64> {
-    let prefix = format!("{name}_bucket{{le=\"");
-    let buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter_map(|l| {
-            let (le, rest) = l.split_once("\"}")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, rest.trim().parse().ok()?))
-        })
-        .collect();
-    let total = buckets.last()?.1;
-    if total == 0.0 {
-        return None;
-    }
-    buckets
-        .iter()
-        .find(|(_, c)| *c >= q * total)
-        .map(|(le, _)| *le)
-}
-
-fn counter(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+/// `addr`'s metrics (none if it does not answer).
+async fn scrape(addr: std::net::SocketAddr) -> Exposition {
+    telemetry::scrape(addr, Duration::from_secs(2))
+        .await
+        .unwrap_or_default()
 }
 
 /// Every replica reports a checkpoint of the last event written, as the
@@ -403,20 +365,16 @@ async fn checkpoint(client: &Client, next: u64) {
 }
 
 async fn wait_leader(client: &Client) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
+    wait::until_async(Duration::from_secs(30), "an event log leader", || async {
         let nodes = client.cluster_status().await;
         let up = nodes.iter().filter(|(_, r)| r.is_ok()).count();
-        if up == 3
+        up == 3
             && nodes
                 .iter()
                 .any(|(_, r)| r.as_ref().is_ok_and(|s| s.role == "leader"))
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bail!("the event log cluster did not elect a leader")
+    })
+    .await
+    .context("the event log cluster did not elect a leader")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -505,12 +463,10 @@ fn main() -> anyhow::Result<()> {
             return anyhow::Ok(());
         }
 
-        let mut cluster = Cluster::new(seguro_bench::seguro_binary()?, 3)?;
-        cluster.set_data_dir(&root.join("data"));
-        cluster.write_config("cluster.toml", &[1, 2, 3])?;
-        for id in 1..=3 {
-            cluster.start(id)?;
-        }
+        let mut cluster = Lab::new(seguro_bench::seguro_binary()?, "bench", 3)?;
+        cluster.file_mut().eventlog.data_dir = Some(root.join("data"));
+        cluster.write_config()?;
+        cluster.start_eventlog()?;
         let config = testkit::load_config(&cluster.config_path());
         let key = cluster.key();
         let endpoints: Vec<String> = config.replicas.iter().map(|r| r.eventlog.to_string()).collect();
@@ -528,11 +484,11 @@ fn main() -> anyhow::Result<()> {
                 .filter_map(|(_, r)| r.ok())
                 .find(|s| s.role == "leader")
                 .map_or(1, |s| s.id);
-            let metrics_addr = cluster.replica(leader).metrics;
+            let metrics_addr = cluster.metrics_addr(&Daemon::Eventlog(leader as u8));
             settle(&root)?;
-            let before = scrape(metrics_addr);
+            let before = scrape(metrics_addr).await;
             let steady = seguro_steady(&probe, epoch, &mut next, STEADY_RATE, steady_dur).await;
-            let after = scrape(metrics_addr);
+            let after = scrape(metrics_addr).await;
             println!("\n## At a steady {STEADY_RATE} events/s (default batching)\n");
             println!("| system | events/s | p50 commit | p99 commit | p90 | p99.9 | max |");
             println!("|---|---|---|---|---|---|---|");
@@ -545,6 +501,7 @@ fn main() -> anyhow::Result<()> {
                     ms(c.lat.max())
                 );
             }
+            let counter = |m: &Exposition, name: &str| m.value(name).unwrap_or(0.0);
             let delta = |name: &str| counter(&after, name) - counter(&before, name);
             let (fsyncs, writes, batches) = (
                 delta("seguro_eventlog_log_fsyncs_total"),
@@ -554,7 +511,8 @@ fn main() -> anyhow::Result<()> {
             let fsync_ms =
                 delta("seguro_eventlog_log_fsync_busy_seconds") * 1000.0 / fsyncs.max(1.0);
             let q = |p| {
-                histogram_quantile(&after, "seguro_eventlog_log_flush_seconds", p)
+                after
+                    .histogram_quantile_bound("seguro_eventlog_log_flush_seconds", p)
                     .map_or("-".into(), |v| format!("≤ {:.2} ms", v * 1000.0))
             };
             println!(
@@ -615,7 +573,7 @@ fn main() -> anyhow::Result<()> {
             .collect();
         println!("\nAfter the run: {}", lasts.join(", "));
         for id in 1..=3 {
-            cluster.stop(id);
+            cluster.stop(&Daemon::Eventlog(id), Duration::from_secs(10));
         }
         anyhow::Ok(())
     })?;

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt as _;
 use seguro_bench::{Latencies, knob, median, ms, table};
-use testkit::cluster::{ClusterLab, ClusterOptions, Daemon, first_answer_after};
+use testkit::Daemon;
+use testkit::cluster::{ClusterLab, ClusterOptions, first_answer_after};
 use testkit::probe::{ProbeConfig, ProbeReport, request_seq};
 
 const WINDOW: u32 = 64;
@@ -36,8 +37,7 @@ const LOAD_RATE: u32 = 200;
 const ECHO_PORT: u16 = 7777;
 
 fn main() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !testkit::is_root() {
         bail!("needs root: network namespaces, XDP");
     }
     let seconds = knob("BENCH_SECONDS", 3, 1..=60);
@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         "failover benchmark: 3 replicas, lb xdp, TTL 2 s, optimism quorum, {} CPUs\n",
         seguro_bench::cpus()
     );
-    warm_up(&lab)?;
+    warm_up(&mut lab)?;
 
     // 1. Steady state against a UDP echo on the same path.
     let stop = Arc::new(AtomicBool::new(false));
@@ -175,7 +175,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Waits until the ship answers.
-fn warm_up(lab: &ClusterLab) -> anyhow::Result<()> {
+fn warm_up(lab: &mut ClusterLab) -> anyhow::Result<()> {
     let p = lab.probe(50, Duration::from_secs(2))?;
     p.wait(Duration::from_secs(10));
     if p.stop().answers.is_empty() {
@@ -218,7 +218,7 @@ struct Run {
 }
 
 fn lb_ames(lab: &ClusterLab) -> f64 {
-    lab.metric(Daemon::Lb, "seguro_lb_packets_total{class=\"ames\"}")
+    lab.metric(&Daemon::Lb, "seguro_lb_packets_total{class=\"ames\"}")
         .unwrap_or(f64::NAN)
 }
 

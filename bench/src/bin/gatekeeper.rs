@@ -476,17 +476,18 @@ fn failover(endpoint: &str, runs: u64) -> anyhow::Result<()> {
         let mut standby = Campaigner::spawn(endpoint, if run % 2 == 1 { 2 } else { 1 })?;
         // The standby is campaigning once it holds a lease of its own.
         rt.block_on(async {
-            let mut c = client.clone();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if c.leases().await?.leases().len() >= 2 {
-                    break;
+            let c = client.clone();
+            testkit::wait::until_async(Duration::from_secs(20), "the standby's lease", || {
+                let mut c = c.clone();
+                async move {
+                    c.leases()
+                        .await
+                        .map(|l| l.leases().len() >= 2)
+                        .unwrap_or(false)
                 }
-                if Instant::now() > deadline {
-                    bail!("the standby never took a lease");
-                }
-                sleep(Duration::from_millis(10)).await;
-            }
+            })
+            .await
+            .context("the standby never took a lease")?;
             // ...and has sent its transaction and is watching the key.
             sleep(Duration::from_millis(200)).await;
             anyhow::Ok(())

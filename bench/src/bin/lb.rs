@@ -18,20 +18,24 @@
 //! `BENCH_SENDERS` (default 1), `BENCH_SPLIT` (see [`split`]), `SEGURO_BIN`
 //! (the `seguro` binary; default: next to this one).
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ames::{Body, Packet, Prelude, Ship};
+use config::LbMode;
 use lb::kernel::Programs;
 use lb_abi::{FAMILY_V4, Plan};
 use seguro_bench::{CpuTimes, WorkloadCpu, cpus, knob, median, process_cpu, table};
+use testkit::config_file::{ClusterFile, Replica};
 use testkit::edge::{EDGE_IF, EdgeLab, Family};
 use testkit::frame::{ETH_P_8021Q, Frame};
 use testkit::netns::Netns;
+use testkit::process::Supervisor;
+use testkit::{Daemon, wait};
 
 const SHIP_PORT: u16 = 34543;
 const REPLICA_PORT: u16 = 4000;
@@ -98,10 +102,8 @@ const ENGINES: [Engine; 4] = [
 ];
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+    assert!(
+        testkit::is_root(),
         "the benchmark builds network namespaces and loads eBPF: run it as root"
     );
     let duration = Duration::from_secs(knob("BENCH_SECONDS", 4, 1..=60));
@@ -395,7 +397,8 @@ fn send_from(
 
 /// An engine doing the fan-out on the edge box.
 enum Running {
-    Lb(Child),
+    /// `seguro lb`, alone in its supervisor.
+    Lb(Supervisor<Daemon>),
     Nft,
 }
 
@@ -408,46 +411,43 @@ impl Running {
         match engine {
             Engine::Xdp | Engine::XdpGeneric | Engine::Userspace => {
                 let mode = match engine {
-                    Engine::Xdp => "xdp",
-                    Engine::XdpGeneric => "xdp-generic",
-                    _ => "userspace",
+                    Engine::Xdp => LbMode::Xdp,
+                    Engine::XdpGeneric => LbMode::XdpGeneric,
+                    _ => LbMode::Userspace,
                 };
-                let mut text = format!("cluster = \"bench\"\n[ship]\npublic = \"{ship}\"\n");
-                for (i, r) in replicas.iter().enumerate() {
-                    text += &format!("[[replicas]]\nid = {}\names = \"{r}\"\n", i + 1);
-                }
-                text += &format!(
-                    "[lb]\ninterface = \"{EDGE_IF}\"\nmode = \"{mode}\"\nmetrics = \"127.0.0.1:9460\"\n\
-                     [gatekeeper]\nlisten = \"{}:4720\"\n[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
-                    ship.ip()
+                let mut file = ClusterFile::new(
+                    "bench",
+                    ship,
+                    SocketAddr::new(ship.ip(), 4720),
+                    "http://127.0.0.1:2379",
                 );
-                let config = dir.join(format!("{mode}.toml"));
-                std::fs::write(&config, text).unwrap();
-                let mut child = lab
-                    .edge
-                    .command(seguro)
-                    .args(["lb", "-c"])
+                for (i, r) in (1..).zip(&replicas) {
+                    file.replicas.push(Replica::new(i, *r));
+                }
+                file.lb.interface = EDGE_IF.into();
+                file.lb.mode = Some(mode);
+                file.lb.metrics = Some(SocketAddr::from(([127, 0, 0, 1], 9460)));
+                let config = file.write(dir.join(format!("{mode}.toml"))).unwrap();
+                let mut daemons = Supervisor::new(dir.join(format!("logs-{mode}"))).unwrap();
+                let mut cmd = lab.edge.command(seguro);
+                cmd.args(["lb", "-c"])
                     .arg(&config)
                     .env("NO_COLOR", "1")
-                    .env("RUST_LOG", "info")
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-                let deadline = Instant::now() + Duration::from_secs(30);
-                loop {
-                    let line = lines
-                        .next()
-                        .unwrap_or_else(|| panic!("seguro lb exited: {:?}", child.try_wait()));
-                    let line = line.unwrap();
-                    if line.contains(" ready") {
-                        break;
+                    .env("RUST_LOG", "info");
+                daemons.start(Daemon::Lb, cmd).unwrap();
+                wait::until(Duration::from_secs(30), "seguro lb to be ready", || {
+                    let log = daemons.log(&Daemon::Lb);
+                    if log.contains(" ready") {
+                        Ok(Ok(()))
+                    } else if !daemons.is_running(&Daemon::Lb) {
+                        Ok(Err(format!("seguro lb exited:\n{log}")))
+                    } else {
+                        Err("not yet")
                     }
-                    assert!(Instant::now() < deadline, "seguro lb not ready after 30 s");
-                }
-                // Keep reading, so its log never blocks it.
-                std::thread::spawn(move || lines.for_each(drop));
-                Running::Lb(child)
+                })
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+                Running::Lb(daemons)
             }
             Engine::NftDup => {
                 let mac = |ns: &Netns, dev: &str| {
@@ -490,18 +490,19 @@ impl Running {
 
     fn pid(&self) -> Option<u32> {
         match self {
-            Running::Lb(child) => Some(child.id()),
+            Running::Lb(daemons) => daemons.pid(&Daemon::Lb),
             Running::Nft => None,
         }
     }
 
     fn stop(self, lab: &EdgeLab) {
         match self {
-            Running::Lb(mut child) => {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-                let status = child.wait().unwrap();
-                assert!(status.success(), "seguro lb exited with {status}");
+            Running::Lb(mut daemons) => {
+                let status = daemons.stop(&Daemon::Lb, Duration::from_secs(30));
+                assert!(
+                    status.is_some_and(|s| s.success()),
+                    "seguro lb exited with {status:?}"
+                );
             }
             Running::Nft => nft(&lab.edge, "delete table netdev seguro_bench"),
         }

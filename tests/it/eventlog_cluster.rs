@@ -7,24 +7,39 @@
 //! writer gave it, on every node that claims to have it.
 
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use eventlog::{AppendError, Client, ClientError, ClientOptions, Epoch, EventNum, ReadError};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use testkit::eventlog::Cluster;
+use testkit::process::Supervisor;
+use testkit::{Daemon, Lab, wait};
 
-/// The clusters are heavy for a 2-core machine: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// Event log nodes `1..=n` on loopback, none started.
+fn cluster(n: u8) -> Lab {
+    Lab::new(env!("CARGO_BIN_EXE_seguro"), "test", n).expect("cluster files")
 }
 
-fn cluster(n: u32) -> Cluster {
-    Cluster::new(env!("CARGO_BIN_EXE_seguro"), n).expect("cluster files")
+/// Replica `id`'s event log node.
+fn node(id: u32) -> Daemon {
+    Daemon::Eventlog(id.try_into().expect("a small replica id"))
+}
+
+/// Replica `id`'s event log node's client address.
+fn addr(c: &Lab, id: u32) -> String {
+    let r = c.replica(id.try_into().expect("a small replica id"));
+    r.eventlog
+        .expect("the lab gives every node an address")
+        .to_string()
+}
+
+fn start(c: &mut Lab, id: u32) {
+    c.start(node(id)).unwrap();
+}
+
+fn stop(c: &mut Lab, id: u32) {
+    c.stop(&node(id), Duration::from_secs(10));
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -35,7 +50,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn client(c: &Cluster, append_timeout: Duration) -> Client {
+fn client(c: &Lab, append_timeout: Duration) -> Client {
     let config = testkit::load_config(&c.config_path());
     let mut opts = ClientOptions::from_config(&config);
     opts.append_timeout = append_timeout;
@@ -58,19 +73,14 @@ fn mug(n: u64) -> u32 {
 }
 
 /// Waits until `f` returns `Some`, up to `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(t) = f().await {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait::until_async(limit, what, f)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn wait_healthy(client: &Client, voters: usize) {
@@ -116,8 +126,8 @@ async fn leader_id(client: &Client) -> u32 {
 }
 
 /// Replica `id`'s last applied event, once it has caught up to `at_least`.
-async fn caught_up(client: &Client, c: &Cluster, id: u32, at_least: u64) -> u64 {
-    let addr = c.replica(id).eventlog.to_string();
+async fn caught_up(client: &Client, c: &Lab, id: u32, at_least: u64) -> u64 {
+    let addr = addr(c, id);
     eventually(
         Duration::from_secs(60),
         &format!("replica {id} to catch up"),
@@ -134,8 +144,8 @@ async fn caught_up(client: &Client, c: &Cluster, id: u32, at_least: u64) -> u64 
 
 /// Reads `from..=to` from replica `id` alone and checks every event is the
 /// writer's.
-async fn check_node(client: &Client, c: &Cluster, id: u32, from: u64, to: u64) {
-    let addr = c.replica(id).eventlog.to_string();
+async fn check_node(client: &Client, c: &Lab, id: u32, from: u64, to: u64) {
+    let addr = addr(c, id);
     let mut stream = std::pin::pin!(client.read_from(&addr, EventNum(from), Some(EventNum(to))));
     let mut expect = from;
     while let Some(e) = stream.next().await {
@@ -220,10 +230,9 @@ fn appender_append(a: &eventlog::Appender, n: u64) -> eventlog::AppendFuture {
 
 #[test]
 fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
-    let _serial = serial();
     let mut c = cluster(3);
     for id in 1..=3 {
-        c.start(id).unwrap();
+        start(&mut c, id);
     }
     let rt = runtime();
     rt.block_on(async {
@@ -241,7 +250,7 @@ fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
         };
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let victim = leader_id(&client).await;
-        c.kill(victim);
+        c.kill(&node(victim));
         let (acked, failures) = writer.await.unwrap();
         println!("acknowledged up to {acked}, {failures} failed appends; killed leader {victim}");
         assert!(acked > 100, "too few events were written ({acked})");
@@ -255,7 +264,7 @@ fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
             lasts.push(last);
         }
         // The killed node restarts and catches up from the log.
-        c.start(victim).unwrap();
+        start(&mut c, victim);
         let last = lasts.iter().copied().max().unwrap();
         let back = caught_up(&client, &c, victim, last).await;
         check_node(&client, &c, victim, 1, back).await;
@@ -319,19 +328,18 @@ fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
     // The logs never diverged: every node holds the same events.
     for id in 1..=3 {
         assert!(
-            !c.log(id).contains("panicked"),
+            !c.log(&node(id)).contains("panicked"),
             "replica {id} panicked:\n{}",
-            c.log(id)
+            c.log(&node(id))
         );
     }
 }
 
 #[test]
 fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
-    let _serial = serial();
     let mut c = cluster(3);
     for id in 1..=3 {
-        c.start(id).unwrap();
+        start(&mut c, id);
     }
     let rt = runtime();
     rt.block_on(async {
@@ -346,7 +354,7 @@ fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
             client.set_watermark(r, EventNum(200)).await.unwrap();
         }
         for id in 1..=3 {
-            let addr = c.replica(id).eventlog.to_string();
+            let addr = addr(&c, id);
             eventually(
                 Duration::from_secs(30),
                 "the Raft log to be purged",
@@ -374,12 +382,12 @@ fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
 
         // Replica 3 loses its disk and comes back empty: it installs a
         // snapshot, then follows the log.
-        let victim = 3;
-        c.wipe(victim).unwrap();
+        let victim: u32 = 3;
+        c.wipe(victim as u8).unwrap();
         let (more, _) = write(&client, Epoch(1), acked + 1, Duration::from_millis(500), 64).await;
-        c.start(victim).unwrap();
+        start(&mut c, victim);
         let last = caught_up(&client, &c, victim, more).await;
-        let addr = c.replica(victim).eventlog.to_string();
+        let addr = addr(&c, victim);
         let s = client
             .node_status(&addr, Duration::from_secs(2))
             .await
@@ -392,9 +400,9 @@ fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
         check_node(&client, &c, victim, 201, last).await;
 
         // A replica that was only down catches up from the log.
-        c.kill(2);
+        c.kill(&node(2));
         let (more2, _) = write(&client, Epoch(1), more + 1, Duration::from_millis(500), 64).await;
-        c.start(2).unwrap();
+        start(&mut c, 2);
         let last2 = caught_up(&client, &c, 2, more2).await;
         check_node(&client, &c, 2, 201, last2).await;
     });
@@ -402,10 +410,9 @@ fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
 
 #[test]
 fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
-    let _serial = serial();
     let mut c = cluster(3);
     for id in 1..=3 {
-        c.start(id).unwrap();
+        start(&mut c, id);
     }
     let rt = runtime();
     rt.block_on(async {
@@ -416,7 +423,7 @@ fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
     // `seguro eventlog status` on the cluster's config.
     let config = c.config_path();
     let config = config.to_str().unwrap();
-    let out = c.run_once(&["status", "-c", config]).unwrap();
+    let out = c.run_seguro(&["eventlog", "status", "-c", config]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -425,18 +432,20 @@ fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
     );
     assert!(text.contains("healthy: 3 of 3 voters up"), "{text}");
     assert_eq!(text.matches("follower").count(), 2, "{text}");
-    let out = c.run_once(&["status", "-c", config, "--json"]).unwrap();
+    let out = c
+        .run_seguro(&["eventlog", "status", "-c", config, "--json"])
+        .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["healthy"], true);
     assert_eq!(json["voters"].as_array().unwrap().len(), 3);
 
     // Replica 4 joins with a config that lists it.
-    c.add(4);
-    let four = c.write_config("four.toml", &[1, 2, 3, 4]).unwrap();
+    c.add_replica(4).unwrap();
+    let four = c.write_config_as("four", c.file()).unwrap();
     let four = four.to_str().unwrap().to_string();
-    c.start_with(4, Path::new(&four)).unwrap();
+    c.start_with(node(4), Path::new(&four)).unwrap();
     let out = c
-        .run_once(&["add-replica", "-c", &four, "--id", "4"])
+        .run_seguro(&["eventlog", "add-replica", "-c", &four, "--id", "4"])
         .unwrap();
     assert!(
         out.status.success(),
@@ -450,7 +459,7 @@ fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
         let last = caught_up(&client, &c, 4, acked).await;
         check_node(&client, &c, 4, 1, last).await;
     });
-    let out = c.run_once(&["status", "-c", &four]).unwrap();
+    let out = c.run_seguro(&["eventlog", "status", "-c", &four]).unwrap();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("healthy: 4 of 4 voters up"),
         "{}",
@@ -459,14 +468,14 @@ fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
 
     // ... and leaves again.
     let out = c
-        .run_once(&["remove-replica", "-c", &four, "--id", "4"])
+        .run_seguro(&["eventlog", "remove-replica", "-c", &four, "--id", "4"])
         .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    c.stop(4);
+    stop(&mut c, 4);
     rt.block_on(async {
         let client = client(&c, Duration::from_secs(20));
         wait_healthy(&client, 3).await;
@@ -474,28 +483,27 @@ fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
         let writer = client.appender(Epoch(3), last.next());
         appender_append(&writer, last.get() + 1).await.unwrap();
     });
-    let out = c.run_once(&["status", "-c", config]).unwrap();
+    let out = c.run_seguro(&["eventlog", "status", "-c", config]).unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("healthy: 3 of 3 voters up"));
 }
 
 #[test]
 fn a_client_without_the_secret_is_refused() {
-    let _serial = serial();
     let mut c = cluster(1);
-    c.start(1).unwrap();
+    start(&mut c, 1);
     let rt = runtime();
     rt.block_on(async {
         let good = client(&c, Duration::from_secs(5));
         wait_healthy(&good, 1).await;
         let config = testkit::load_config(&c.config_path());
-        let endpoints = vec![c.replica(1).eventlog.to_string()];
+        let endpoints = vec![addr(&c, 1)];
         let bad = Client::with_options(
             endpoints,
             config::Key::from_bytes([9; 32]),
             ClientOptions::from_config(&config),
         );
         let err = bad
-            .node_status(&c.replica(1).eventlog.to_string(), Duration::from_secs(2))
+            .node_status(&addr(&c, 1), Duration::from_secs(2))
             .await
             .unwrap_err();
         assert!(
@@ -511,9 +519,8 @@ fn a_client_without_the_secret_is_refused() {
 
 #[test]
 fn a_torn_tail_is_cut_and_a_damaged_record_stops_the_node() {
-    let _serial = serial();
     let mut c = cluster(1);
-    c.start(1).unwrap();
+    start(&mut c, 1);
     let rt = runtime();
     let acked = rt.block_on(async {
         let client = client(&c, Duration::from_secs(10));
@@ -522,7 +529,7 @@ fn a_torn_tail_is_cut_and_a_damaged_record_stops_the_node() {
             .await
             .0
     });
-    c.stop(1);
+    stop(&mut c, 1);
     let log_dir = c.node_dir(1).join("log");
     let chunk = std::fs::read_dir(&log_dir)
         .unwrap()
@@ -540,7 +547,7 @@ fn a_torn_tail_is_cut_and_a_damaged_record_stops_the_node() {
         .unwrap()
         .set_len(len - 5)
         .unwrap();
-    c.start(1).unwrap();
+    start(&mut c, 1);
     rt.block_on(async {
         let client = client(&c, Duration::from_secs(10));
         wait_healthy(&client, 1).await;
@@ -551,7 +558,7 @@ fn a_torn_tail_is_cut_and_a_damaged_record_stops_the_node() {
         );
         check_node(&client, &c, 1, 1, last.get()).await;
     });
-    c.stop(1);
+    stop(&mut c, 1);
 
     // A damaged record in the middle: the node refuses to start and says
     // where.
@@ -563,12 +570,12 @@ fn a_torn_tail_is_cut_and_a_damaged_record_stops_the_node() {
         .expect("the event is in the chunk");
     bytes[at + 3] ^= 0x55;
     std::fs::write(&chunk, &bytes).unwrap();
-    c.start(1).unwrap();
+    start(&mut c, 1);
     let status = c
-        .wait_exit(1, Duration::from_secs(20))
+        .wait_exit(&node(1), Duration::from_secs(20))
         .expect("the node must stop");
     assert!(!status.success());
-    let log = c.log(1);
+    let log = c.log(&node(1));
     assert!(log.contains(&chunk.display().to_string()), "{log}");
     assert!(
         log.contains("corrupt record") && log.contains("at byte"),
@@ -606,19 +613,14 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_fails_appends_without_acking_and_the_cluster_recovers() {
-    let _serial = serial();
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } != 0 {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
+    testkit::require_root("mounts a tmpfs");
     let mut c = cluster(3);
     let mnt = c.dir().join("disk");
     let _tmpfs = Tmpfs::mount(&mnt, "48m").expect("mount a tmpfs (the test runs as root)");
-    c.set_data_dir(&mnt);
-    c.write_config("cluster.toml", &[1, 2, 3]).unwrap();
+    c.file_mut().eventlog.data_dir = Some(mnt.clone());
+    c.write_config().unwrap();
     for id in 1..=3 {
-        c.start(id).unwrap();
+        start(&mut c, id);
     }
     let rt = runtime();
     rt.block_on(async {
@@ -677,61 +679,43 @@ fn a_full_disk_fails_appends_without_acking_and_the_cluster_recovers() {
             check_node(&client, &c, id, 1, acked).await;
         }
     });
-    let logs: String = (1..=3).map(|id| c.log(id)).collect();
+    let logs: String = (1..=3).map(|id| c.log(&node(id))).collect();
     assert!(
         logs.contains("restarting it from disk"),
         "no node saw its storage fail:\n{logs}"
     );
     // Nothing on disk is damaged: every node restarts from it.
     for id in 1..=3 {
-        c.kill(id);
+        c.kill(&node(id));
     }
     for id in 1..=3 {
-        c.start(id).unwrap();
+        start(&mut c, id);
     }
     rt.block_on(async {
         let client = client(&c, Duration::from_secs(10));
         wait_healthy(&client, 3).await;
     });
     for id in 1..=3 {
-        c.stop(id);
+        stop(&mut c, id);
     }
 }
 
 #[test]
 fn the_example_loopback_config_runs_a_healthy_cluster() {
-    let _serial = serial();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/local.toml");
     let data = tempfile::tempdir().unwrap();
-    /// Kills the nodes if the test fails before it stops them.
-    struct Nodes(Vec<std::process::Child>);
-    impl Drop for Nodes {
-        fn drop(&mut self) {
-            for n in &mut self.0 {
-                let _ = n.kill();
-                let _ = n.wait();
-            }
-        }
+    let mut nodes = Supervisor::new(data.path().join("logs")).unwrap();
+    for id in 1..=3u8 {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_seguro"));
+        cmd.arg("eventlog")
+            .arg("-c")
+            .arg(&example)
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(data.path());
+        nodes.start(Daemon::Eventlog(id), cmd).unwrap();
     }
-    let mut nodes = Nodes(
-        (1..=3)
-            .map(|id| {
-                std::process::Command::new(env!("CARGO_BIN_EXE_seguro"))
-                    .arg("eventlog")
-                    .arg("-c")
-                    .arg(&example)
-                    .args(["--id", &id.to_string()])
-                    .arg("--data-dir")
-                    .arg(data.path())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let text = loop {
+    let text = wait::until(Duration::from_secs(30), "a healthy cluster", || {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_seguro"))
             .args(["eventlog", "status", "-c"])
             .arg(&example)
@@ -739,51 +723,49 @@ fn the_example_loopback_config_runs_a_healthy_cluster() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         if out.status.success() && text.contains("healthy: 3 of 3 voters up") {
-            break text;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(Instant::now() < deadline, "no healthy cluster:\n{text}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         text.contains("leader") && text.contains("127.0.0.1:4711"),
         "{text}"
     );
-    for n in &mut nodes.0 {
-        // SAFETY: kill(2) on our own, unreaped child.
-        unsafe { libc::kill(n.id() as libc::pid_t, libc::SIGTERM) };
-    }
-    for n in &mut nodes.0 {
-        let status = n.wait().unwrap();
-        assert!(status.success(), "a node did not stop cleanly: {status}");
+    for id in 1..=3 {
+        let status = nodes.stop(&Daemon::Eventlog(id), Duration::from_secs(60));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "a node did not stop cleanly: {status:?}"
+        );
     }
 }
 
-/// `GET /metrics` from a node.
-fn scrape(addr: std::net::SocketAddr) -> String {
-    testkit::scrape(addr).unwrap_or_else(|e| panic!("scraping {addr}: {e}"))
+/// Node `id`'s metrics.
+fn scrape(c: &Lab, id: u32) -> telemetry::Exposition {
+    c.scrape(&node(id))
+        .unwrap_or_else(|e| panic!("scraping node {id}: {e}"))
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    testkit::sample(text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"))
+fn metric(m: &telemetry::Exposition, name: &str) -> f64 {
+    m.value(name)
+        .unwrap_or_else(|| panic!("no {name} in\n{m:?}"))
 }
 
 #[test]
 fn the_appender_merges_concurrent_appends_into_batches() {
-    let _serial = serial();
     let mut c = cluster(1);
-    c.start(1).unwrap();
+    start(&mut c, 1);
     let rt = runtime();
     rt.block_on(async {
         let config = testkit::load_config(&c.config_path());
         let mut opts = ClientOptions::from_config(&config);
         opts.batch.max_events = 100;
         opts.batch.max_linger = Duration::from_millis(20);
-        let client = Client::with_options(vec![c.replica(1).eventlog.to_string()], c.key(), opts);
+        let client = Client::with_options(vec![addr(&c, 1)], c.key(), opts);
         wait_healthy(&client, 1).await;
-        let before = metric(
-            &scrape(c.replica(1).metrics),
-            "seguro_eventlog_append_batches_total",
-        );
+        let before = metric(&scrape(&c, 1), "seguro_eventlog_append_batches_total");
         let appender = client.appender(Epoch(1), EventNum(1));
         let futures: Vec<_> = (1..=1000).map(|n| appender_append(&appender, n)).collect();
         for (i, f) in futures.into_iter().enumerate() {
@@ -794,7 +776,7 @@ fn the_appender_merges_concurrent_appends_into_batches() {
                 i + 1
             );
         }
-        let text = scrape(c.replica(1).metrics);
+        let text = scrape(&c, 1);
         let batches = metric(&text, "seguro_eventlog_append_batches_total") - before;
         assert_eq!(metric(&text, "seguro_eventlog_append_events_total"), 1000.0);
         assert!(
@@ -853,10 +835,9 @@ async fn write_until_refused(
 
 #[test]
 fn two_writers_that_both_believe_they_lead_cannot_interleave_or_fork_the_log() {
-    let _serial = serial();
     let mut c = cluster(3);
     for id in 1..=3 {
-        c.start(id).unwrap();
+        start(&mut c, id);
     }
     let rt = runtime();
     rt.block_on(async {
@@ -900,7 +881,7 @@ fn two_writers_that_both_believe_they_lead_cannot_interleave_or_fork_the_log() {
         let mut logs = Vec::new();
         for id in 1..=3 {
             let last = caught_up(&client, &c, id, *new_acked.last().unwrap()).await;
-            let addr = c.replica(id).eventlog.to_string();
+            let addr = addr(&c, id);
             let events: Vec<_> = client
                 .read_from(&addr, EventNum(1), Some(EventNum(last)))
                 .map(|e| e.unwrap())

@@ -9,31 +9,28 @@
 //!
 //! Needs root (CI runs as root); fails, rather than skips, without it.
 
-use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use ames::{Body, Meow, Packet, Peep, Prelude, Purr, Rank, ScryPath, Ship};
+use config::{LbMode, TcAttach};
+use testkit::Daemon;
+use testkit::config_file::{ClusterFile, Replica};
 use testkit::edge::{EDGE_IF, EdgeLab, Family};
+use testkit::process::Supervisor;
+use testkit::wait;
 
 const SHIP_PORT: u16 = 34543;
 const REPLICA_PORT: u16 = 4000;
 const PEER_PORT: u16 = 5555;
 /// Inside the edge box's namespace, whose loopback is its own.
-const METRICS: &str = "127.0.0.1:9460";
+const METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9460);
 
 fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "these tests attach eBPF programs in network namespaces they create: run them as root (CI does)"
-    );
+    testkit::require_root("attaches eBPF programs in network namespaces it creates");
 }
 
 // ---------------------------------------------------------------------------
@@ -188,27 +185,23 @@ impl Edge {
         self.peer.local_addr().unwrap()
     }
 
-    /// The config text with these replicas.
-    fn config(&self, mode: &str, replicas: &[u8]) -> String {
-        self.config_with(mode, replicas, "")
-    }
-
-    /// The config text with these replicas and more `[lb]` settings.
-    fn config_with(&self, mode: &str, replicas: &[u8], more_lb: &str) -> String {
-        let mut text = format!(
-            "cluster = \"lbtest\"\n\n[ship]\npublic = \"{}\"\n",
-            self.ship()
+    /// The config with these replicas, `seguro lb` in `mode`.
+    fn config(&self, mode: &str, replicas: &[u8]) -> ClusterFile {
+        let ship = self.ship();
+        let mut f = ClusterFile::new(
+            "lbtest",
+            ship,
+            SocketAddr::new(ship.ip(), 4720),
+            "http://127.0.0.1:2379",
         );
         for &i in replicas {
             let ames = SocketAddr::new(self.lab.replica_ip(i, self.family), REPLICA_PORT);
-            text += &format!("\n[[replicas]]\nid = {i}\names = \"{ames}\"\n");
+            f.replicas.push(Replica::new(i.into(), ames));
         }
-        text += &format!(
-            "\n[lb]\ninterface = \"{EDGE_IF}\"\nmode = \"{mode}\"\nmetrics = \"{METRICS}\"\n{more_lb}\n\
-             [gatekeeper]\nlisten = \"{}\"\n\n[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
-            SocketAddr::new(self.ship().ip(), 4720)
-        );
-        text
+        f.lb.interface = EDGE_IF.into();
+        f.lb.mode = Some(mode.parse().unwrap());
+        f.lb.metrics = Some(METRICS);
+        f
     }
 
     /// The path `seguro lb` is given: a symlink in a directory of its own,
@@ -219,13 +212,13 @@ impl Edge {
         self.dir.path().join("etc").join("seguro.toml")
     }
 
-    /// Writes `text` as the config and points the link at it, replacing the
+    /// Writes `file` as the config and points the link at it, replacing the
     /// link atomically as a deploy tool would: the watcher sees this.
-    fn install(&self, text: &str) -> PathBuf {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let real = self.dir.path().join(format!("seguro-{n}.toml"));
-        std::fs::write(&real, text).unwrap();
+    fn install(&self, file: &ClusterFile) -> PathBuf {
+        let n = self.next();
+        let real = file
+            .write(self.dir.path().join(format!("seguro-{n}.toml")))
+            .unwrap();
         let link = self.link();
         std::fs::create_dir_all(link.parent().unwrap()).unwrap();
         let tmp = link.with_extension("new");
@@ -237,37 +230,29 @@ impl Edge {
 
     /// Rewrites the file the link points at in place: only a SIGHUP makes
     /// `seguro lb` notice.
-    fn edit_quietly(&self, text: &str) {
+    fn edit_quietly(&self, file: &ClusterFile) {
         let real = std::fs::read_link(self.link()).unwrap();
-        std::fs::write(real, text).unwrap();
+        file.write(real).unwrap();
     }
 
+    /// A number no earlier call gave: names of files that must not clash.
+    fn next(&self) -> u32 {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts `seguro lb` in the edge box's namespace, with a log of its
+    /// own, and waits until it is ready.
     fn start(&self, config: &Path) -> Lb {
-        let mut child = self
-            .lab
-            .edge
-            .command(env!("CARGO_BIN_EXE_seguro"))
-            .args(["lb", "-c"])
+        let logs = self.dir.path().join(format!("run-{}", self.next()));
+        let mut daemons = Supervisor::new(logs).unwrap();
+        let mut cmd = self.lab.edge.command(env!("CARGO_BIN_EXE_seguro"));
+        cmd.args(["lb", "-c"])
             .arg(config)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let (text, cv) = &*sink;
-                let mut text = text.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-                cv.notify_all();
-            }
-        });
-        let lb = Lb { child, log };
+            .env("NO_COLOR", "1");
+        daemons.start(Daemon::Lb, cmd).unwrap();
+        let lb = Lb { daemons };
         lb.wait_for("ready", 1);
         lb
     }
@@ -319,37 +304,26 @@ impl Edge {
     }
 
     fn metrics(&self) -> Metrics {
-        let addr: SocketAddr = METRICS.parse().unwrap();
-        let text = self.lab.edge.run(|| {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut text = String::new();
-            s.read_to_string(&mut text).unwrap();
-            text
-        });
-        Metrics::parse(&text)
+        let m = self
+            .lab
+            .edge
+            .run(|| telemetry::scrape_blocking(METRICS, Duration::from_secs(5)));
+        Metrics(m.unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// Waits until the exported counters include what was just sent (they
     /// are exported every half second).
     fn metrics_when(&self, what: &str, ok: impl Fn(&Metrics) -> bool) -> Metrics {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let m = self.metrics();
-            if ok(&m) {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "metrics never showed {what}:\n{m:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let got = wait::every(
+            Duration::from_millis(200),
+            Duration::from_secs(10),
+            what,
+            || {
+                let m = self.metrics();
+                if ok(&m) { Ok(m) } else { Err(format!("{m:?}")) }
+            },
+        );
+        got.unwrap_or_else(|e| panic!("metrics never showed {e}"))
     }
 }
 
@@ -386,33 +360,24 @@ fn drain(socket: &UdpSocket, first: Duration, quiet: Duration) -> Vec<(SocketAdd
     got
 }
 
+/// A running `seguro lb`.
 struct Lb {
-    child: Child,
-    log: Arc<(Mutex<String>, Condvar)>,
+    daemons: Supervisor<Daemon>,
 }
 
 impl Lb {
     /// Waits until `needle` has appeared `times` times in the log.
     fn wait_for(&self, needle: &str, times: usize) -> String {
-        let (text, cv) = &*self.log;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut text = text.lock().unwrap();
-        while text.matches(needle).count() < times {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "`{needle}` (x{times}) never appeared; the log:\n{text}"
-            );
-            text = cv
-                .wait_timeout(text, left.min(Duration::from_millis(200)))
-                .unwrap()
-                .0;
-        }
-        text.clone()
+        let what = format!("`{needle}` (x{times}) in the log");
+        wait::until(Duration::from_secs(30), &what, || {
+            let log = self.log();
+            (log.matches(needle).count() >= times).then_some(log)
+        })
+        .unwrap_or_else(|e| panic!("{e}; the log:\n{}", self.log()))
     }
 
     fn log(&self) -> String {
-        self.log.0.lock().unwrap().clone()
+        self.daemons.log(&Daemon::Lb)
     }
 
     /// The number logged as `key=N` on the "ready" line.
@@ -435,65 +400,29 @@ impl Lb {
             .unwrap()
     }
 
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+    fn signal(&self, signal: libc::c_int) {
+        self.daemons.signal(&Daemon::Lb, signal);
     }
 
     /// SIGTERM, then waits (bounded) for the exit.
     fn stop(mut self) -> ExitStatus {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "seguro lb did not stop within 15 s of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = self.log();
+        self.daemons
+            .stop(&Daemon::Lb, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("seguro lb did not stop within 15 s of SIGTERM; log:\n{log}"))
     }
 }
 
-impl Drop for Lb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Prometheus text, as `name{labels}` → value.
+/// The lb's metrics.
 #[derive(Debug)]
-struct Metrics(HashMap<String, f64>);
+struct Metrics(telemetry::Exposition);
 
 impl Metrics {
-    fn parse(text: &str) -> Metrics {
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or(text);
-        Metrics(
-            body.lines()
-                .filter(|l| !l.starts_with('#') && !l.is_empty())
-                .filter_map(|l| {
-                    let (k, v) = l.rsplit_once(' ')?;
-                    Some((k.to_owned(), v.parse().ok()?))
-                })
-                .collect(),
-        )
-    }
-
     /// The series' value; a series that is not exported fails the test,
     /// so that an expected 0 cannot pass for a renamed or missing one.
     fn get(&self, key: &str) -> f64 {
         self.0
-            .get(key)
-            .copied()
+            .value(key)
             .unwrap_or_else(|| panic!("{key} is not exported"))
     }
 }
@@ -517,14 +446,13 @@ fn program_exists(id: u32) -> bool {
 /// kernel frees a program after an RCU grace period once its last
 /// reference (link, filter, descriptor) is dropped, not at once.
 fn program_gone(id: u32) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while program_exists(id) {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
+    wait::every(
+        Duration::from_millis(20),
+        Duration::from_secs(5),
+        "",
+        || !program_exists(id),
+    )
+    .is_ok()
 }
 
 /// The edge box's own services: a UDP and a TCP port on the public address
@@ -637,7 +565,7 @@ fn check_reloads(edge: &Edge, lb: &Lb, mode: &str) {
         });
         std::thread::sleep(Duration::from_millis(150));
         edge.edit_quietly(&edge.config(mode, &[1, 2]));
-        lb.signal("HUP");
+        lb.signal(libc::SIGHUP);
         lb.wait_for("reloaded", 1);
     });
     assert!(lb.log().contains("reason=\"SIGHUP\""), "{}", lb.log());
@@ -670,9 +598,10 @@ fn check_reloads(edge: &Edge, lb: &Lb, mode: &str) {
     edge.send(&after);
     edge.assert_delivered(&after, &[1, 2, 3]);
 
-    let broken = edge.config(mode, &[1, 2, 3]).replace("id = 3", "id = 0");
+    let mut broken = edge.config(mode, &[1, 2, 3]);
+    broken.replicas[2].id = 0;
     edge.edit_quietly(&broken);
-    lb.signal("HUP");
+    lb.signal(libc::SIGHUP);
     lb.wait_for("reload refused", 1);
     edge.send(&after);
     edge.assert_delivered(&after, &[1, 2, 3]);
@@ -941,7 +870,9 @@ fn a_clsact_qdisc_is_removed_only_if_ours() {
                 .edge
                 .exec("tc", &["qdisc", "add", "dev", EDGE_IF, "clsact"]);
         }
-        let config = edge.install(&edge.config_with("xdp", &[1, 2, 3], "tc_attach = \"clsact\""));
+        let mut file = edge.config("xdp", &[1, 2, 3]);
+        file.lb.tc_attach = Some(TcAttach::Clsact);
+        let config = edge.install(&file);
         let lb = edge.start(&config);
         assert!(lb.log().contains("tc=\"clsact\""), "{}", lb.log());
         assert!(tc(&["qdisc", "show", "dev", EDGE_IF]).contains("clsact"));
@@ -978,8 +909,9 @@ fn generic_xdp_mode_fans_out_too() {
 fn a_missing_interface_is_a_config_error() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("seguro.toml");
-    std::fs::write(&config, minimal_config("xdp", "nosuch0")).unwrap();
+    let config = minimal_config(LbMode::Xdp, "nosuch0")
+        .write(dir.path().join("seguro.toml"))
+        .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_seguro"))
         .args(["lb", "-c"])
         .arg(&config)
@@ -1000,9 +932,10 @@ fn not_root_is_refused_with_its_own_exit_code() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    for (mode, needs) in [("xdp", "CAP_BPF"), ("userspace", "CAP_NET_RAW")] {
-        let config = dir.path().join(format!("{mode}.toml"));
-        std::fs::write(&config, minimal_config(mode, "lo")).unwrap();
+    for (mode, needs) in [(LbMode::Xdp, "CAP_BPF"), (LbMode::Userspace, "CAP_NET_RAW")] {
+        let config = minimal_config(mode, "lo")
+            .write(dir.path().join(format!("{mode}.toml")))
+            .unwrap();
         let out = Command::new("setpriv")
             .args([
                 "--reuid=65534",
@@ -1024,10 +957,13 @@ fn not_root_is_refused_with_its_own_exit_code() {
     }
 }
 
-fn minimal_config(mode: &str, interface: &str) -> String {
-    format!(
-        "cluster = \"t\"\n[ship]\npublic = \"127.0.0.1:34543\"\n[[replicas]]\nid = 1\names = \"127.0.0.2:4000\"\n\
-         [lb]\ninterface = \"{interface}\"\nmode = \"{mode}\"\nmetrics = \"127.0.0.1:9460\"\n\
-         [gatekeeper]\nlisten = \"127.0.0.1:4720\"\n[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n"
-    )
+fn minimal_config(mode: LbMode, interface: &str) -> ClusterFile {
+    let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut f = ClusterFile::new("t", local(34543), local(4720), "http://127.0.0.1:2379");
+    f.replicas
+        .push(Replica::new(1, SocketAddr::from(([127, 0, 0, 2], 4000))));
+    f.lb.interface = interface.into();
+    f.lb.mode = Some(mode);
+    f.lb.metrics = Some(local(9460));
+    f
 }

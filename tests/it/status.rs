@@ -1,56 +1,31 @@
 //! `seguro status` where nothing answers, and with bad usage: every part is
 //! shown as unreachable (never a panic) and the exit code says so. The live
-//! cluster's status is checked in tests/cluster.rs.
+//! cluster's status is checked in the cluster tests.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+
+use testkit::config_file::{ClusterFile, Replica};
 
 /// A config whose etcd, event log and metrics addresses are free loopback
 /// ports nobody listens on.
 fn dead_cluster(dir: &Path) -> std::path::PathBuf {
-    let port = testkit::free_port;
+    let local = || SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
     std::fs::create_dir_all(dir.join("keys")).unwrap();
     config::Key::generate()
         .unwrap()
         .save_new(&dir.join("keys/eventlog.key"))
         .unwrap();
-    let text = format!(
-        r#"cluster = "dead"
-
-[ship]
-public = "127.0.0.1:{}"
-
-[[replicas]]
-id = 1
-ames = "127.0.0.1:{}"
-eventlog = "127.0.0.1:{}"
-eventlog_metrics = "127.0.0.1:{}"
-metrics = "127.0.0.1:{}"
-
-[lb]
-interface = "lo"
-metrics = "127.0.0.1:{}"
-
-[gatekeeper]
-listen = "127.0.0.1:{}"
-metrics = "127.0.0.1:{}"
-
-[etcd]
-endpoints = ["http://127.0.0.1:{}"]
-"#,
-        port(),
-        port(),
-        port(),
-        port(),
-        port(),
-        port(),
-        port(),
-        port(),
-        port(),
-    );
-    let path = dir.join("seguro.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let mut file = ClusterFile::new("dead", local(), local(), format!("http://{}", local()));
+    let mut replica = Replica::new(1, local());
+    replica.eventlog = Some(local());
+    replica.eventlog_metrics = Some(local());
+    replica.metrics = Some(local());
+    file.replicas.push(replica);
+    file.lb.metrics = Some(local());
+    file.gatekeeper.metrics = Some(local());
+    file.write(dir.join("seguro.toml")).unwrap()
 }
 
 fn status(args: &[&str]) -> std::process::Output {

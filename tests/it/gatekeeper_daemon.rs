@@ -4,48 +4,70 @@
 //! (-9); under `quorum`, effects wait for their events to commit and leave
 //! in order.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use config::{Key, ReplicaId};
+use config::{Key, Optimism, ReplicaId};
 use eventlog::EventNum;
 use gatekeeper::{Election, Sealer};
-use testkit::KillOnDrop;
+use testkit::{Daemon, Lab};
 use tokio::net::UdpSocket;
+use tokio::task::block_in_place;
 use tokio::time::{Instant, sleep, timeout};
 
 const TTL: Duration = Duration::from_secs(2);
+const LIMIT: Duration = Duration::from_secs(20);
 
-/// One gatekeeper's addresses and its config file.
-struct Box_ {
-    config: PathBuf,
+/// One edge box's gatekeeper: its daemon and addresses.
+struct EdgeBox {
+    daemon: Daemon,
     listen: SocketAddr,
     public: SocketAddr,
-    metrics: SocketAddr,
 }
 
-/// A one-node event log (a quorum of one) for the gatekeepers' commit watch.
-fn event_log() -> testkit::eventlog::Cluster {
-    let mut log = testkit::eventlog::Cluster::new(env!("CARGO_BIN_EXE_seguro"), 1).unwrap();
-    log.start(1).unwrap();
-    log
+/// A lab with etcd and a one-node event log (a quorum of one) for the
+/// gatekeepers' commit watch.
+fn lab(optimism: Optimism) -> Lab {
+    block_in_place(|| {
+        let mut lab = Lab::new(env!("CARGO_BIN_EXE_seguro"), "gk-test", 1)?;
+        lab.start_etcd()?;
+        let f = lab.file_mut();
+        f.optimism = Some(optimism);
+        f.etcd.lease_ttl = Some(TTL);
+        lab.write_config()?;
+        lab.start(Daemon::Eventlog(1))?;
+        std::io::Result::Ok(lab)
+    })
+    .unwrap()
 }
 
-/// Replica 1's signing key, in `dir/keys`.
-fn write_key(dir: &Path) -> Key {
-    std::fs::create_dir_all(dir.join("keys")).unwrap();
-    let k = Key::generate().unwrap();
-    k.save_new(&dir.join("keys/replica-1.key")).unwrap();
-    k
+/// Edge box `n`'s gatekeeper, with the ship's public address on `ip`: its
+/// own config, written; not started.
+fn edge_box(lab: &mut Lab, n: u8, ip: Ipv4Addr) -> EdgeBox {
+    let mut file = lab.file().clone();
+    file.ship.public = SocketAddr::new(IpAddr::V4(ip), testkit::free_port());
+    file.gatekeeper.listen = lab.fresh_addr();
+    file.gatekeeper.metrics = Some(lab.fresh_addr());
+    let daemon = Daemon::Gatekeeper(n);
+    let config = lab.write_config_as(&daemon.to_string(), &file).unwrap();
+    lab.set_config(daemon.clone(), Some(config));
+    EdgeBox {
+        daemon,
+        listen: file.gatekeeper.listen,
+        public: file.ship.public,
+    }
 }
 
 /// A client of the test's event log, patient enough for its first election.
-fn log_client(log: &testkit::eventlog::Cluster) -> eventlog::Client {
+fn log_client(lab: &Lab) -> eventlog::Client {
+    let eventlog = lab
+        .replica(1)
+        .eventlog
+        .expect("the lab gives it an address");
     eventlog::Client::with_options(
-        vec![log.replica(1).eventlog.to_string()],
-        log.key(),
+        vec![eventlog.to_string()],
+        lab.key(),
         eventlog::ClientOptions {
             request_timeout: Duration::from_secs(2),
             deadline: Duration::from_secs(30),
@@ -61,134 +83,41 @@ fn log_client(log: &testkit::eventlog::Cluster) -> eventlog::Client {
     )
 }
 
-fn write_config(
-    dir: &Path,
-    name: &str,
-    public_ip: &str,
-    etcd: &str,
-    log: &testkit::eventlog::Cluster,
-    optimism: &str,
-) -> Box_ {
-    let port =
-        |ip: &str| -> SocketAddr { format!("{ip}:{}", testkit::free_port()).parse().unwrap() };
-    let b = Box_ {
-        config: dir.join(format!("{name}.toml")),
-        listen: port("127.0.0.1"),
-        public: port(public_ip),
-        metrics: port("127.0.0.1"),
-    };
-    let text = format!(
-        r#"cluster = "gk-test"
-optimism = "{optimism}"
-
-[ship]
-public = "{public}"
-
-[[replicas]]
-id = 1
-ames = "127.0.1.1:34543"
-eventlog = "{eventlog}"
-eventlog_metrics = "{eventlog_metrics}"
-
-[lb]
-interface = "lo"
-
-[gatekeeper]
-listen = "{listen}"
-metrics = "{metrics}"
-
-[etcd]
-endpoints = ["{etcd}"]
-lease_ttl = "2s"
-
-[keys]
-eventlog = "{secret}"
-"#,
-        eventlog = log.replica(1).eventlog,
-        eventlog_metrics = log.replica(1).metrics,
-        secret = log.dir().join("eventlog.key").display(),
-        public = b.public,
-        listen = b.listen,
-        metrics = b.metrics,
-    );
-    std::fs::write(&b.config, text).unwrap();
-    b
-}
-
-fn spawn(b: &Box_, log: &Path) -> KillOnDrop {
-    let log = std::fs::File::create(log).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_seguro"));
-    command
-        .arg("gatekeeper")
-        .arg("-c")
-        .arg(&b.config)
-        .env("RUST_LOG", "info");
-    KillOnDrop(testkit::process::spawn_logged(&mut command, log).unwrap())
-}
-
 /// Waits until `series` reads `value` on the box's /metrics.
-async fn wait_metric(b: &Box_, series: &str, value: f64, logs: &Path) {
-    let limit = Duration::from_secs(20);
-    if let Err(e) = tokio::task::block_in_place(|| {
-        testkit::metrics::wait_sample(b.metrics, series, value, limit)
-    }) {
-        panic!("{e}\nlogs:\n{}", read_logs(logs));
-    }
-}
-
-fn read_logs(dir: &Path) -> String {
-    ["a.log", "b.log"]
-        .iter()
-        .map(|f| {
-            format!(
-                "--- {f}\n{}",
-                std::fs::read_to_string(dir.join(f)).unwrap_or_default()
-            )
-        })
-        .collect()
+fn wait_metric(lab: &mut Lab, b: &EdgeBox, series: &str, value: f64) {
+    block_in_place(|| {
+        lab.wait(
+            LIMIT,
+            &format!("{series} = {value} on {}", b.daemon),
+            |lab| lab.metric(&b.daemon, series) == Some(value),
+        )
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gatekeeper_forwards_and_the_standby_takes_over_within_ttl_plus_1s() {
-    let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
-    let log = tokio::task::block_in_place(event_log);
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path();
-    let key = write_key(dir.path());
-    let a = write_config(
-        dir.path(),
-        "a",
-        "127.0.0.2",
-        &etcd.endpoint(),
-        &log,
-        "leader",
-    );
-    let b = write_config(
-        dir.path(),
-        "b",
-        "127.0.0.3",
-        &etcd.endpoint(),
-        &log,
-        "leader",
-    );
+    let mut lab = lab(Optimism::Leader);
+    let key = Key::load(&lab.keys_dir().join("replica-1.key")).unwrap();
+    let a = edge_box(&mut lab, 1, Ipv4Addr::new(127, 0, 0, 2));
+    let b = edge_box(&mut lab, 2, Ipv4Addr::new(127, 0, 0, 3));
 
     // A starts first and becomes active; B stands by.
-    let mut child_a = spawn(&a, &logs.join("a.log"));
-    wait_metric(&a, "seguro_gatekeeper_active", 1.0, logs).await;
-    let mut child_b = spawn(&b, &logs.join("b.log"));
-    wait_metric(&b, "seguro_gatekeeper_active", 0.0, logs).await;
+    block_in_place(|| lab.start(a.daemon.clone())).unwrap();
+    wait_metric(&mut lab, &a, "seguro_gatekeeper_active", 1.0);
+    block_in_place(|| lab.start(b.daemon.clone())).unwrap();
+    wait_metric(&mut lab, &b, "seguro_gatekeeper_active", 0.0);
 
     // This test is replica 1, and leads.
-    let client = gatekeeper::election::connect(&[etcd.endpoint()])
+    let client = gatekeeper::election::connect(&[lab.etcd().endpoint()])
         .await
         .unwrap();
     let election = Election::new(client.clone(), "/seguro/gk-test", TTL);
     let leadership = election.campaign(ReplicaId::new(1).unwrap()).await;
     let epoch = leadership.epoch();
-    wait_metric(&a, "seguro_gatekeeper_epoch", epoch.get() as f64, logs).await;
-    wait_metric(&b, "seguro_gatekeeper_epoch", epoch.get() as f64, logs).await;
+    wait_metric(&mut lab, &a, "seguro_gatekeeper_epoch", epoch.get() as f64);
+    wait_metric(&mut lab, &b, "seguro_gatekeeper_epoch", epoch.get() as f64);
     // As a new leader does (SPEC §6.3): fence the log at its epoch.
-    let events = log_client(&log);
+    let events = log_client(&lab);
     let last = events.fence(epoch).await.unwrap();
 
     // The peer, and the leader appending one event every 20 ms and sending
@@ -229,29 +158,26 @@ async fn one_gatekeeper_forwards_and_the_standby_takes_over_within_ttl_plus_1s()
                 assert_eq!(from, a.public, "only the active gatekeeper forwards");
                 from_a += 1;
             }
-            None => panic!("no effect arrived\n{}", read_logs(logs)),
+            None => panic!("no effect arrived\n{}", lab.logs_tail(40)),
         }
     }
     // One every 20 ms when idle; a loaded 2-core CI machine commits fewer.
     assert!(from_a >= 3, "{from_a} effects in a second");
-    let text_b = testkit::scrape(b.metrics).unwrap();
+    let metrics_b = block_in_place(|| lab.scrape(&b.daemon)).unwrap();
     assert!(
-        testkit::sample(
-            &text_b,
-            "seguro_gatekeeper_dropped_total{reason=\"standby\"}"
-        )
-        .unwrap()
+        metrics_b
+            .value("seguro_gatekeeper_dropped_total{reason=\"standby\"}")
+            .unwrap()
             > 0.0
     );
     assert_eq!(
-        testkit::sample(&text_b, "seguro_gatekeeper_forwarded_total"),
+        metrics_b.value("seguro_gatekeeper_forwarded_total"),
         Some(0.0)
     );
 
     // kill -9 the active one: the standby takes over when its lease expires.
     let killed = Instant::now();
-    child_a.kill().unwrap();
-    child_a.wait().unwrap();
+    block_in_place(|| lab.kill(&a.daemon));
     // What A sent before it died is queued already (loopback delivers in
     // the send); after that, only B may forward.
     while let Some(from) = recv(Duration::ZERO).await {
@@ -260,24 +186,23 @@ async fn one_gatekeeper_forwards_and_the_standby_takes_over_within_ttl_plus_1s()
     let takeover = match recv(TTL * 3).await {
         Some(from) if from == b.public => killed.elapsed(),
         Some(from) => panic!("{from} forwarded after the active gatekeeper died"),
-        None => panic!("the standby never took over\n{}", read_logs(logs)),
+        None => panic!("the standby never took over\n{}", lab.logs_tail(40)),
     };
     eprintln!("standby forwarded {takeover:?} after the active gatekeeper was killed");
     assert!(
         takeover <= TTL + Duration::from_secs(1),
         "takeover took {takeover:?}\n{}",
-        read_logs(logs)
+        lab.logs_tail(40)
     );
-    wait_metric(&b, "seguro_gatekeeper_active", 1.0, logs).await;
+    wait_metric(&mut lab, &b, "seguro_gatekeeper_active", 1.0);
 
     // A clean stop resigns the key at once and exits 0.
     sender.abort();
-    let status =
-        tokio::task::block_in_place(|| testkit::terminate(&mut child_b, Duration::from_secs(10)));
+    let status = block_in_place(|| lab.stop(&b.daemon, Duration::from_secs(10)));
     assert!(
         status.is_some_and(|s| s.success()),
         "{status:?}\n{}",
-        read_logs(logs)
+        lab.logs_tail(40)
     );
     let mut kv = client.clone();
     let key = kv.get("/seguro/gk-test/gatekeeper", None).await.unwrap();
@@ -290,30 +215,20 @@ async fn one_gatekeeper_forwards_and_the_standby_takes_over_within_ttl_plus_1s()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
-    let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
-    let log = tokio::task::block_in_place(event_log);
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path();
-    let key = write_key(dir.path());
-    let a = write_config(
-        dir.path(),
-        "a",
-        "127.0.0.2",
-        &etcd.endpoint(),
-        &log,
-        "quorum",
-    );
-    let mut child = spawn(&a, &logs.join("a.log"));
-    wait_metric(&a, "seguro_gatekeeper_active", 1.0, logs).await;
+    let mut lab = lab(Optimism::Quorum);
+    let key = Key::load(&lab.keys_dir().join("replica-1.key")).unwrap();
+    let a = edge_box(&mut lab, 1, Ipv4Addr::new(127, 0, 0, 2));
+    block_in_place(|| lab.start(a.daemon.clone())).unwrap();
+    wait_metric(&mut lab, &a, "seguro_gatekeeper_active", 1.0);
 
-    let etcd_client = gatekeeper::election::connect(&[etcd.endpoint()])
+    let etcd_client = gatekeeper::election::connect(&[lab.etcd().endpoint()])
         .await
         .unwrap();
     let election = Election::new(etcd_client, "/seguro/gk-test", TTL);
     let leadership = election.campaign(ReplicaId::new(1).unwrap()).await;
     let epoch = leadership.epoch();
-    wait_metric(&a, "seguro_gatekeeper_epoch", epoch.get() as f64, logs).await;
-    let client = log_client(&log);
+    wait_metric(&mut lab, &a, "seguro_gatekeeper_epoch", epoch.get() as f64);
+    let client = log_client(&lab);
     let last = client.fence(epoch).await.unwrap();
 
     // Ten effects for events the log does not have yet: all held.
@@ -328,7 +243,7 @@ async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
             .unwrap();
         socket.send_to(&d, a.listen).await.unwrap();
     }
-    wait_metric(&a, "seguro_gatekeeper_held_effects", 10.0, logs).await;
+    wait_metric(&mut lab, &a, "seguro_gatekeeper_held_effects", 10.0);
     let mut buf = [0u8; 64];
     assert!(
         timeout(Duration::from_millis(500), peer.recv_from(&mut buf))
@@ -346,7 +261,7 @@ async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
     for &n in &events {
         let (len, from) = timeout(Duration::from_secs(10), peer.recv_from(&mut buf))
             .await
-            .unwrap_or_else(|_| panic!("effect of event {n} never left\n{}", read_logs(logs)))
+            .unwrap_or_else(|_| panic!("effect of event {n} never left\n{}", lab.logs_tail(40)))
             .unwrap();
         assert_eq!(from, a.public);
         assert_eq!(&buf[..len], &n.to_be_bytes(), "in order");
@@ -354,9 +269,8 @@ async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
     for commit in appended {
         commit.await.unwrap();
     }
-    wait_metric(&a, "seguro_gatekeeper_held_effects", 0.0, logs).await;
-    let status =
-        tokio::task::block_in_place(|| testkit::terminate(&mut child, Duration::from_secs(10)));
+    wait_metric(&mut lab, &a, "seguro_gatekeeper_held_effects", 0.0);
+    let status = block_in_place(|| lab.stop(&a.daemon, Duration::from_secs(10)));
     assert!(status.is_some_and(|s| s.success()));
     drop(leadership);
 }
@@ -365,34 +279,9 @@ async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
 fn without_cap_net_raw_it_says_so_and_exits_77() {
     // Root, with CAP_NET_RAW gone from the bounding set: the raw socket
     // that sends from the ship's address is refused before etcd is asked.
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test drops CAP_NET_RAW with setpriv: run it as root (CI does)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path());
-    let secret = dir.path().join("eventlog.key");
-    Key::generate().unwrap().save_new(&secret).unwrap();
-    let config = dir.path().join("seguro.toml");
-    let port = testkit::free_port;
-    std::fs::write(
-        &config,
-        format!(
-            "cluster = \"t\"\n[ship]\npublic = \"127.0.0.2:34543\"\n\
-             [[replicas]]\nid = 1\names = \"127.0.1.1:34543\"\n\
-             [lb]\ninterface = \"lo\"\n\
-             [gatekeeper]\nlisten = \"127.0.0.1:{}\"\nmetrics = \"127.0.0.1:{}\"\n\
-             [etcd]\nendpoints = [\"http://127.0.0.1:{}\"]\n\
-             [keys]\neventlog = \"{}\"\n",
-            port(),
-            port(),
-            port(),
-            secret.display()
-        ),
-    )
-    .unwrap();
+    testkit::require_root("drops CAP_NET_RAW with setpriv");
+    let lab = Lab::new(env!("CARGO_BIN_EXE_seguro"), "t", 1).unwrap();
+    let config = lab.config_path();
     let out = Command::new("setpriv")
         .args(["--inh-caps=-net_raw", "--bounding-set=-net_raw"])
         .arg(env!("CARGO_BIN_EXE_seguro"))

@@ -19,19 +19,11 @@ use std::time::{Duration, Instant};
 
 use eventlog::EventNum;
 use futures::StreamExt as _;
-use testkit::cluster::{ClusterLab, ClusterOptions, Daemon};
+use testkit::Daemon;
+use testkit::cluster::{ClusterLab, ClusterOptions};
 use testkit::probe::{ProbeReport, request_seq};
 
 const TTL: Duration = Duration::from_secs(2);
-
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "the cluster tests build network namespaces and attach XDP programs: run them as root (CI does)"
-    );
-}
 
 /// One committed event as the test reads it: the probe request it holds
 /// (if it is one) and the state mug the leader recorded with it.
@@ -127,7 +119,7 @@ fn check_answers(report: &ProbeReport, log: &BTreeMap<u64, Logged>, phase: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_answers_once_survives_failures_and_catches_a_bad_ship() {
-    require_root();
+    testkit::require_root("builds network namespaces and attaches XDP programs");
     tokio::task::block_in_place(run_all);
 }
 
@@ -143,8 +135,8 @@ fn run_all() {
         panic!("starting the cluster: {e}\n{}", c.logs_tail(30));
     }
 
-    steady_state(&c);
-    status_shows_the_cluster(&c);
+    steady_state(&mut c);
+    status_shows_the_cluster(&mut c);
     leader_killed_under_load(&mut c);
     follower_restarted_and_wiped(&mut c);
     leader_cut_off_from_etcd(&mut c);
@@ -153,7 +145,7 @@ fn run_all() {
 
 /// Each peer packet is answered exactly once: the followers' effects never
 /// reach the peer.
-fn steady_state(c: &ClusterLab) {
+fn steady_state(c: &mut ClusterLab) {
     // Warm up: the first packets can wait for the new leader to catch up.
     let warm = c.probe(50, Duration::from_secs(2)).unwrap();
     warm.wait(Duration::from_secs(10));
@@ -185,7 +177,7 @@ fn steady_state(c: &ClusterLab) {
     check_answers(&report, &read_log(c, leader), "steady state");
 }
 
-fn status_shows_the_cluster(c: &ClusterLab) {
+fn status_shows_the_cluster(c: &mut ClusterLab) {
     let config = c.config_path();
     let out = c
         .run_seguro(&["status", "-c", config.to_str().unwrap(), "--json"])
@@ -214,12 +206,16 @@ fn status_shows_the_cluster(c: &ClusterLab) {
     let targets = c.metrics_targets();
     assert_eq!(targets.len(), 2 + 3 + 3);
     for (job, addr) in &targets {
-        let text = c
+        let metrics = c
             .lab
             .edge
-            .run(|| testkit::scrape(*addr))
+            .run(|| telemetry::scrape_blocking(*addr, Duration::from_secs(5)))
             .unwrap_or_else(|e| panic!("{job} at {addr}: {e}"));
-        assert!(text.contains(&format!("seguro_{job}_")), "{job} at {addr}");
+        let prefix = format!("seguro_{job}_");
+        assert!(
+            metrics.families.keys().any(|f| f.starts_with(&prefix)),
+            "{job} at {addr}"
+        );
     }
     // And what they export, the lb in XDP mode included, is what
     // docs/METRICS.md says.
@@ -286,7 +282,7 @@ fn leader_killed_under_load(c: &mut ClusterLab) {
 }
 
 /// Waits until replica `i` has applied what the leader committed.
-fn wait_caught_up(c: &ClusterLab, i: u8) {
+fn wait_caught_up(c: &mut ClusterLab, i: u8) {
     c.wait_caught_up(i, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("replica {i} did not catch up: {e}"));
 }
@@ -327,7 +323,7 @@ fn leader_cut_off_from_etcd(c: &mut ClusterLab) {
     let cut = std::time::Instant::now();
     // The old leader steps down by itself within about a TTL...
     c.wait_metric(
-        Daemon::Replica(old),
+        &Daemon::Replica(old),
         "seguro_replica_leader",
         TTL * 4,
         |v| v == 0.0,
@@ -338,7 +334,7 @@ fn leader_cut_off_from_etcd(c: &mut ClusterLab) {
         .wait_new_leader(old, cut + Duration::from_secs(30), || false)
         .unwrap_or_else(|| panic!("no new leader: {:?}\n{}", c.leaders(), c.logs_tail(30)));
     let new_epoch = c
-        .metric(Daemon::Replica(new), "seguro_replica_epoch")
+        .metric(&Daemon::Replica(new), "seguro_replica_epoch")
         .expect("the new leader's epoch") as u64;
     probe.wait(Duration::from_secs(10));
     let report = probe.stop();
@@ -373,14 +369,14 @@ fn non_deterministic_ship_is_caught(c: &mut ClusterLab) {
     probe.wait(Duration::from_secs(5));
     drop(probe);
     c.wait_metric(
-        Daemon::Replica(follower),
+        &Daemon::Replica(follower),
         "seguro_replica_mug_mismatches_total",
         Duration::from_secs(30),
         |v| v > 0.0,
     )
     .unwrap();
     c.wait_metric(
-        Daemon::Replica(follower),
+        &Daemon::Replica(follower),
         "seguro_replica_diverged",
         Duration::from_secs(5),
         |v| v == 1.0,
@@ -388,7 +384,7 @@ fn non_deterministic_ship_is_caught(c: &mut ClusterLab) {
     .unwrap();
     // The leader's agent, stopped, resigns and exits 0; the diverged
     // replica, campaigning since before it diverged, must not take over.
-    let status = c.stop(Daemon::Replica(leader), Duration::from_secs(10));
+    let status = c.stop(&Daemon::Replica(leader), Duration::from_secs(10));
     assert!(
         status.is_some_and(|s| s.success()),
         "the leader's agent exited with {status:?}\n{}",

@@ -1,0 +1,16 @@
+//! Seguro's integration tests: one binary, a module per area, each test
+//! starting the real `seguro` binary and the real parts it needs (etcd,
+//! Prometheus, network namespaces, XDP) through `testkit`. Tests that
+//! share something exclusive run in the test groups `.config/nextest.toml`
+//! names.
+
+mod ames_decode;
+mod cluster;
+mod config_check;
+mod edge_box;
+mod eventlog_cluster;
+mod ffi;
+mod gatekeeper_daemon;
+mod lb_fanout;
+mod observability;
+mod status;
