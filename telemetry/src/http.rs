@@ -125,11 +125,23 @@ pub async fn get(addr: SocketAddr, path: &str, limit: Duration) -> Result<Respon
 
 /// [`get`] from code that is not async (tests, benchmarks): on a runtime of
 /// its own, so it also works on a thread that entered a network namespace,
-/// whose sockets belong to that namespace.
+/// whose sockets belong to that namespace. Called where a runtime already
+/// runs (inside `block_in_place`), it blocks a thread of its own instead,
+/// which inherits this thread's namespace.
 pub fn get_blocking(addr: SocketAddr, path: &str, limit: Duration) -> Result<Response, HttpError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(HttpError::Runtime)?
-        .block_on(get(addr, path, limit))
+    let run = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(HttpError::Runtime)?
+            .block_on(get(addr, path, limit))
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run();
+    }
+    std::thread::scope(|s| {
+        s.spawn(run)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }

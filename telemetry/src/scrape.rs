@@ -123,6 +123,13 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_callers_inside_a_runtime_get_the_same() {
+        let addr = server(http("200 OK", "c 3\n")).await;
+        let e = tokio::task::block_in_place(|| scrape_blocking(addr, Duration::from_secs(5)));
+        assert_eq!(e.unwrap().value("c"), Some(3.0));
+    }
+
     #[test]
     fn blocking_callers_get_the_same() {
         let rt = tokio::runtime::Runtime::new().unwrap();

@@ -447,18 +447,10 @@ impl ClusterLab {
     pub fn wipe(&mut self, i: u8) -> io::Result<()> {
         self.kill(&Daemon::Replica(i));
         self.kill(&Daemon::Eventlog(i));
-        for what in ["eventlog", "replica"] {
-            let d = self
-                .dir
-                .join("data")
-                .join(what)
-                .join(format!("replica-{i}"));
-            match std::fs::remove_dir_all(&d) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
+        let data = self.dir.join("data");
+        crate::remove_dirs(
+            ["eventlog", "replica"].map(|what| data.join(what).join(format!("replica-{i}"))),
+        )
     }
 
     /// A socket in the peer's namespace, on the peer's address.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::netns::{Netns, run_in};
+use crate::netns::{Netns, command_in, run_in};
 use crate::process::{self, spawn_logged};
 use crate::{free_port, wait};
 
@@ -94,11 +94,7 @@ impl Etcd {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log"))?;
         let mut command = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(Self::binary());
-                c
-            }
+            Some(ns) => command_in(ns, Self::binary()),
             None => Command::new(Self::binary()),
         };
         command

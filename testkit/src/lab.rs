@@ -342,13 +342,7 @@ impl Lab {
     pub fn wipe(&mut self, id: u8) -> io::Result<()> {
         self.kill(&Daemon::Replica(id));
         self.kill(&Daemon::Eventlog(id));
-        for dir in [self.node_dir(id), self.agent_dir(id)] {
-            match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
+        crate::remove_dirs([self.node_dir(id), self.agent_dir(id)])
     }
 
     /// Runs `seguro ARGS` to completion.

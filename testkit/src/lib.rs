@@ -29,6 +29,18 @@ pub use lab::Lab;
 pub use port::free_port;
 pub use process::{KillOnDrop, terminate};
 
+/// Deletes each of `dirs` with what it holds; one that is not there is
+/// fine.
+pub fn remove_dirs(dirs: impl IntoIterator<Item = std::path::PathBuf>) -> std::io::Result<()> {
+    for dir in dirs {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

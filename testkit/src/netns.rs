@@ -57,9 +57,7 @@ impl Netns {
     /// A command that runs `program` inside the namespace (`ip netns exec`,
     /// which also gives it the namespace's /sys).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
-        cmd
+        command_in(&self.name, program)
     }
 
     /// Runs `program args` inside the namespace; panics with its stderr if it
@@ -87,6 +85,13 @@ impl Netns {
     /// Adds a route: `route("default", "10.0.0.1")`.
     pub fn route(&self, to: &str, via: &str) {
         self.ip(&["route", "add", to, "via", via]);
+    }
+
+    /// A command that runs `program` inside namespace `name`.
+    pub fn command_in(name: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", name]).arg(program);
+        cmd
     }
 
     /// Runs `f` on a thread that has entered this namespace, and returns its
@@ -124,6 +129,14 @@ impl Netns {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
+}
+
+/// A command that runs `program` inside namespace `name` (`ip netns exec`,
+/// which also gives it the namespace's /sys).
+pub fn command_in(name: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", name]).arg(program);
+    cmd
 }
 
 /// Runs `f` on a thread that has entered the namespace called `name` (see

@@ -83,22 +83,11 @@ pub fn every<T, O: Outcome<T>>(
     what: impl fmt::Display,
     mut probe: impl FnMut() -> O,
 ) -> Result<T, TimedOut> {
-    let started = Instant::now();
-    let deadline = deadline.instant();
+    let wait = Wait::new(deadline, interval);
     loop {
-        let past = Instant::now() >= deadline;
-        match probe().into_outcome() {
-            Ok(t) => return Ok(t),
-            Err(last) if past => {
-                return Err(TimedOut {
-                    what: what.to_string(),
-                    waited: started.elapsed(),
-                    last,
-                });
-            }
-            Err(_) => {
-                std::thread::sleep(interval.min(deadline.saturating_duration_since(Instant::now())))
-            }
+        match wait.judge(probe(), &what) {
+            Ok(done) => return done,
+            Err(pause) => std::thread::sleep(pause),
         }
     }
 }
@@ -109,23 +98,48 @@ pub async fn until_async<T, O: Outcome<T>, F: Future<Output = O>>(
     what: impl fmt::Display,
     mut probe: impl FnMut() -> F,
 ) -> Result<T, TimedOut> {
-    let started = Instant::now();
-    let deadline = deadline.instant();
+    let wait = Wait::new(deadline, POLL);
     loop {
-        let past = Instant::now() >= deadline;
-        match probe().await.into_outcome() {
-            Ok(t) => return Ok(t),
-            Err(last) if past => {
-                return Err(TimedOut {
-                    what: what.to_string(),
-                    waited: started.elapsed(),
-                    last,
-                });
-            }
-            Err(_) => {
-                tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())))
-                    .await
-            }
+        match wait.judge(probe().await, &what) {
+            Ok(done) => return done,
+            Err(pause) => tokio::time::sleep(pause).await,
+        }
+    }
+}
+
+/// One wait's clock: what each answer means, and how long to pause.
+struct Wait {
+    started: Instant,
+    deadline: Instant,
+    interval: Duration,
+}
+
+impl Wait {
+    fn new(deadline: impl Deadline, interval: Duration) -> Wait {
+        Wait {
+            started: Instant::now(),
+            deadline: deadline.instant(),
+            interval,
+        }
+    }
+
+    /// The wait's end (done, or out of time), or how long to pause before
+    /// asking again: never past the deadline, so the probe's last chance
+    /// comes at it.
+    fn judge<T, O: Outcome<T>>(
+        &self,
+        answer: O,
+        what: &impl fmt::Display,
+    ) -> Result<Result<T, TimedOut>, Duration> {
+        let now = Instant::now();
+        match answer.into_outcome() {
+            Ok(t) => Ok(Ok(t)),
+            Err(last) if now >= self.deadline => Ok(Err(TimedOut {
+                what: what.to_string(),
+                waited: now - self.started,
+                last,
+            })),
+            Err(_) => Err(self.interval.min(self.deadline - now)),
         }
     }
 }
