@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ames::{Body, Packet, Prelude, Ship};
 
+use crate::wait;
+
 /// The first request's sender ship: a moon, so that every sequence number
 /// up to 2^32 fits in the same rank.
 pub const MOON_BASE: u64 = 0x0001_0000_0000_0000;
@@ -157,6 +159,8 @@ pub struct Probe {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     started: Instant,
+    /// When the sender stops at the latest.
+    sends_until: Instant,
     local: SocketAddr,
 }
 
@@ -172,6 +176,8 @@ impl Probe {
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let tx = socket.try_clone()?;
+        let started = Instant::now();
+        let sends_until = started + config.duration;
         let sender = {
             let state = state.clone();
             let stop = stop.clone();
@@ -190,7 +196,8 @@ impl Probe {
             state,
             stop,
             threads: vec![sender, receiver],
-            started: Instant::now(),
+            started,
+            sends_until,
             local,
         })
     }
@@ -203,21 +210,17 @@ impl Probe {
     /// Waits until the sender is done and every request is answered, or
     /// `linger` passed since the sender finished.
     pub fn wait(&self, linger: Duration) {
-        let mut finished: Option<Instant> = None;
-        loop {
-            {
+        let poll = Duration::from_millis(20);
+        // The sender stops by itself by `sends_until`, with a moment to be
+        // scheduled.
+        let sent = wait::every(poll, self.sends_until + poll * 5, "the sender", || {
+            self.state.lock().unwrap().done_sending
+        });
+        if sent.is_ok() {
+            let _ = wait::every(poll, linger, "every answer", || {
                 let s = self.state.lock().unwrap();
-                if s.done_sending {
-                    if s.answers.len() == s.sent.len() {
-                        return;
-                    }
-                    let at = *finished.get_or_insert_with(Instant::now);
-                    if at.elapsed() >= linger {
-                        return;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
+                s.answers.len() == s.sent.len()
+            });
         }
     }
 

@@ -323,17 +323,19 @@ fn throughput(endpoint: &str, length: Duration, rounds: u64) -> anyhow::Result<(
     let (gatekeeper, leadership) = gatekeeper;
     let epoch = leadership.epoch();
     // Active, confirmed, following replica 1.
-    let ready = std::time::Instant::now();
-    loop {
-        let s = stats.snapshot();
-        if s.active && !s.fail_closed && s.epoch == epoch.get() && s.leader == 1 {
-            break;
-        }
-        if ready.elapsed() > Duration::from_secs(20) {
-            bail!("the gatekeeper never became active: {s:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    testkit::wait::every(
+        Duration::from_millis(20),
+        Duration::from_secs(20),
+        "the gatekeeper to be active",
+        || {
+            let s = stats.snapshot();
+            if s.active && !s.fail_closed && s.epoch == epoch.get() && s.leader == 1 {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )?;
     let mut sealer = Sealer::new(id, epoch, key);
 
     println!(
