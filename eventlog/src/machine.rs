@@ -219,9 +219,9 @@ impl Machine {
         let meta = r.blob()?;
         let header_at = r.offset;
         let header: Header =
-            postcard::from_bytes(&r.blob()?).map_err(|e| SnapshotError::Corrupt {
+            postcard::from_bytes(&r.blob()?).map_err(|source| SnapshotError::BadHeader {
                 offset: header_at,
-                what: format!("bad header: {e}"),
+                source,
             })?;
         let mut m = Machine {
             fence: header.fence,
@@ -285,6 +285,11 @@ struct Header {
 pub enum SnapshotError {
     #[error("corrupt at byte {offset}: {what}")]
     Corrupt { offset: u64, what: String },
+    #[error("corrupt at byte {offset}: bad header: {source}")]
+    BadHeader {
+        offset: u64,
+        source: postcard::Error,
+    },
     #[error(transparent)]
     Io(#[from] io::Error),
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use eventlog::{Client, ClientOptions, Epoch, EventNum};
+use eventlog::{Client, ClientOptions, Epoch, EventNum, Role};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use seguro_bench::{Latencies, knob, ms};
@@ -410,7 +410,7 @@ async fn wait_leader(client: &Client) -> anyhow::Result<()> {
         if up == 3
             && nodes
                 .iter()
-                .any(|(_, r)| r.as_ref().is_ok_and(|s| s.role == "leader"))
+                .any(|(_, r)| r.as_ref().is_ok_and(|s| s.role == Role::Leader))
         {
             return Ok(());
         }
@@ -526,7 +526,7 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .into_iter()
                 .filter_map(|(_, r)| r.ok())
-                .find(|s| s.role == "leader")
+                .find(|s| s.role == Role::Leader)
                 .map_or(1, |s| s.id);
             let metrics_addr = cluster.replica(leader).metrics;
             settle(&root)?;
