@@ -28,7 +28,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::app::{Ctx, Limits};
 use crate::ids::NodeId;
-use crate::metrics::{self as m, MetricsError};
+use crate::metrics as m;
+pub use crate::metrics::MetricsError;
 use crate::sm::BadSnapshot;
 use crate::storage::{LogOptions, OpenError};
 
