@@ -219,8 +219,9 @@ impl Machine {
         let meta = r.blob()?;
         let header_at = r.offset;
         let header: Header =
-            postcard::from_bytes(&r.blob()?).map_err(|source| SnapshotError::BadHeader {
+            postcard::from_bytes(&r.blob()?).map_err(|source| SnapshotError::Undecodable {
                 offset: header_at,
+                part: "header",
                 source,
             })?;
         let mut m = Machine {
@@ -285,9 +286,11 @@ struct Header {
 pub enum SnapshotError {
     #[error("corrupt at byte {offset}: {what}")]
     Corrupt { offset: u64, what: String },
-    #[error("corrupt at byte {offset}: bad header: {source}")]
-    BadHeader {
+    /// A part (`"header"`, `"snapshot metadata"`) that does not decode.
+    #[error("corrupt at byte {offset}: bad {part}: {source}")]
+    Undecodable {
         offset: u64,
+        part: &'static str,
         source: postcard::Error,
     },
     #[error(transparent)]

@@ -3,8 +3,13 @@
 
 use std::future::Future;
 use std::io::Read;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use eventlog_client::Channels;
+use eventlog_client::auth::Signer;
+use eventlog_client::proto::raft_client::RaftClient;
+use eventlog_client::proto::{RaftMessage, SnapshotChunk};
 use futures::StreamExt;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
@@ -12,7 +17,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, BasicNode, OptionalSend};
+use openraft::{BasicNode, OptionalSend};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::service::interceptor::InterceptedService;
@@ -21,10 +26,6 @@ use tonic::transport::Channel;
 use crate::ids::NodeId;
 use crate::raft::{SnapshotMeta, TypeConfig, Vote};
 use crate::sm::SnapshotData;
-use eventlog_client::Channels;
-use eventlog_client::auth::Signer;
-use eventlog_client::proto::raft_client::RaftClient;
-use eventlog_client::proto::{RaftMessage, SnapshotChunk};
 
 type Client = RaftClient<InterceptedService<Channel, Signer>>;
 
@@ -59,7 +60,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                     .max_decoding_message_size(usize::MAX)
                     .max_encoding_message_size(usize::MAX)
             })
-            .map_err(|e| e.to_string());
+            .map_err(Arc::new);
         Peer { target, client }
     }
 }
@@ -67,7 +68,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// One remote node.
 pub(crate) struct Peer {
     target: NodeId,
-    client: Result<Client, String>,
+    /// The peer's stub, or why its address makes none (kept to report on
+    /// every call: the address comes from the membership).
+    client: Result<Client, Arc<tonic::transport::Error>>,
 }
 
 fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
@@ -89,9 +92,7 @@ fn decode_error(e: postcard::Error) -> RPCError<TypeConfig> {
 
 impl Peer {
     fn client(&self) -> Result<Client, RPCError<TypeConfig>> {
-        self.client
-            .clone()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&AnyError::error(e))))
+        self.client.clone().map_err(|e| unreachable(&*e))
     }
 
     async fn unary<Req, Resp, F, Fut>(
@@ -241,9 +242,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         }
         let resp = resp.map_err(|s| match status_error(s) {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-            other => {
-                StreamingError::Network(NetworkError::new(&AnyError::error(other.to_string())))
-            }
+            other => StreamingError::Network(NetworkError::new(&other)),
         })?;
         decode(resp.get_ref()).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }

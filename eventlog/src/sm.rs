@@ -11,6 +11,8 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use config::ReplicaId;
+use eventlog_client::LogIndex;
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::type_config::alias::SnapshotOf;
@@ -23,8 +25,6 @@ use crate::metrics as m;
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::LogStore;
 use crate::types::EventNum;
-use config::ReplicaId;
-use eventlog_client::LogIndex;
 
 /// Where the applied state stands; published after every apply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -271,10 +271,11 @@ fn read_snapshot_file(path: &Path) -> Result<(SnapshotMeta, Machine), BadSnapsho
     };
     let file = File::open(path).map_err(|e| bad(SnapshotError::Io(e)))?;
     let (meta, machine) = Machine::read_snapshot(BufReader::new(file)).map_err(bad)?;
-    let meta: SnapshotMeta = postcard::from_bytes(&meta).map_err(|e| {
-        bad(SnapshotError::Corrupt {
+    let meta: SnapshotMeta = postcard::from_bytes(&meta).map_err(|source| {
+        bad(SnapshotError::Undecodable {
             offset: 12,
-            what: format!("bad snapshot metadata: {e}"),
+            part: "snapshot metadata",
+            source,
         })
     })?;
     Ok((meta, machine))

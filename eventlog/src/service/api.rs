@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use eventlog_client::{AppendError, LogIndex, Role};
 use futures::{Stream, StreamExt};
 use openraft::errors::ClientWriteError;
 use openraft::impls::ProgressResponder;
@@ -14,8 +15,6 @@ use openraft::{ReadPolicy, ServerState};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-
-use eventlog_client::{AppendError, LogIndex, Role};
 
 use super::hint;
 use crate::app::{CommitView, Ctx, Limits};

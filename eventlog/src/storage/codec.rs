@@ -160,10 +160,15 @@ impl Decode for Payload {
         let mut body = vec![0u8; len as usize];
         r.read_exact(&mut body)?;
         let payload: EntryPayload = postcard::from_bytes(&body)
-            .map_err(|e| invalid(format!("entry does not decode: {e}")))?;
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, Undecodable(e)))?;
         Ok(Payload::new(payload))
     }
 }
+
+/// An entry whose payload postcard cannot decode.
+#[derive(Debug, thiserror::Error)]
+#[error("entry does not decode: {0}")]
+struct Undecodable(#[source] postcard::Error);
 
 /// What raft-log's flush worker calls once a flush is on disk (or failed).
 /// Dropped without being called, it reports that the flush never happened.

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use eventlog_client::LogIndex;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use raft_log::api::raft_log_writer::RaftLogWriter;
 use raft_log::codeq::Span;
@@ -26,7 +27,6 @@ use super::codec::{Flushed, Lid, Payload, Rl, VoteRec};
 use super::durable::Tracker;
 use crate::metrics as m;
 use crate::raft::{Entry, LogId, TypeConfig, Vote};
-use eventlog_client::LogIndex;
 
 /// Tunables of the on-disk log.
 #[derive(Debug, Clone)]
