@@ -6,6 +6,8 @@
 //! node's disk, to know which events there are valid (§3, `leader_durable`).
 //! Both see the same batches in the same order, so they agree.
 
+use eventlog_client::AppendError;
+
 use crate::types::{Epoch, EventNum};
 
 /// Where the log stands as far as the fence is concerned.
@@ -64,6 +66,27 @@ impl FenceState {
             last: EventNum(first.get() + count - 1),
             highest: epoch,
         })
+    }
+}
+
+impl From<Rejection> for AppendError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::StaleEpoch { highest } => AppendError::StaleEpoch { highest },
+            Rejection::Gap { expected } => AppendError::Gap { expected },
+            Rejection::Duplicate { last } => AppendError::Duplicate { last },
+        }
+    }
+}
+
+impl Rejection {
+    /// The `reason` label of a refused append.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Rejection::StaleEpoch { .. } => "stale_epoch",
+            Rejection::Gap { .. } => "gap",
+            Rejection::Duplicate { .. } => "duplicate",
+        }
     }
 }
 

@@ -219,9 +219,10 @@ impl Machine {
         let meta = r.blob()?;
         let header_at = r.offset;
         let header: Header =
-            postcard::from_bytes(&r.blob()?).map_err(|e| SnapshotError::Corrupt {
+            postcard::from_bytes(&r.blob()?).map_err(|source| SnapshotError::Undecodable {
                 offset: header_at,
-                what: format!("bad header: {e}"),
+                part: "header",
+                source,
             })?;
         let mut m = Machine {
             fence: header.fence,
@@ -285,6 +286,13 @@ struct Header {
 pub enum SnapshotError {
     #[error("corrupt at byte {offset}: {what}")]
     Corrupt { offset: u64, what: String },
+    /// A part (`"header"`, `"snapshot metadata"`) that does not decode.
+    #[error("corrupt at byte {offset}: bad {part}: {source}")]
+    Undecodable {
+        offset: u64,
+        part: &'static str,
+        source: postcard::Error,
+    },
     #[error(transparent)]
     Io(#[from] io::Error),
 }

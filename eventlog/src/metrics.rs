@@ -4,14 +4,31 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use eventlog_client::LogIndex;
+use eventlog_client::auth::{self, Refusal};
 use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
+
+use crate::ids::NodeId;
+use crate::types::EventNum;
 
 pub const LOG_FLUSH_SECONDS: &str = "seguro_eventlog_log_flush_seconds";
 pub const COMMIT_SECONDS: &str = "seguro_eventlog_commit_seconds";
 
+/// Why the node's metrics are not served.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Buckets {
+        addr: SocketAddr,
+        source: BuildError,
+    },
+    #[error(transparent)]
+    Serve(#[from] telemetry::Error),
+}
+
 /// Serves /metrics on `addr` from a background task of the current runtime.
-pub fn serve(addr: SocketAddr) -> Result<(), String> {
+pub fn serve(addr: SocketAddr) -> Result<(), MetricsError> {
     let buckets = [
         0.000_1, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005, 0.007_5, 0.01,
         0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -19,8 +36,8 @@ pub fn serve(addr: SocketAddr) -> Result<(), String> {
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(LOG_FLUSH_SECONDS.into()), &buckets)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COMMIT_SECONDS.into()), &buckets))
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
-    telemetry::serve(builder, addr, "eventlog").map_err(|e| e.to_string())?;
+        .map_err(|source| MetricsError::Buckets { addr, source })?;
+    telemetry::serve(builder, addr, "eventlog")?;
     zero();
     Ok(())
 }
@@ -44,8 +61,8 @@ fn zero() {
     ] {
         counter!("seguro_eventlog_append_rejected_total", "reason" => reason).absolute(0);
     }
-    for reason in ["missing", "malformed", "bad_mac", "clock_skew"] {
-        counter!("seguro_eventlog_auth_refused_total", "reason" => reason).absolute(0);
+    for refusal in Refusal::ALL {
+        counter!(auth::REFUSED_TOTAL, "reason" => refusal.reason()).absolute(0);
     }
     for name in [
         "seguro_eventlog_append_batches_total",
@@ -68,9 +85,9 @@ pub(crate) fn log_flush(took: Duration) {
     histogram!(LOG_FLUSH_SECONDS).record(took.as_secs_f64());
 }
 
-pub(crate) fn log_purged(index: u64) {
+pub(crate) fn log_purged(index: LogIndex) {
     counter!("seguro_eventlog_log_purges_total").increment(1);
-    gauge!("seguro_eventlog_log_purged_index").set(index as f64);
+    gauge!("seguro_eventlog_log_purged_index").set(index.get() as f64);
 }
 
 pub(crate) fn committed(took: Duration) {
@@ -93,10 +110,6 @@ pub(crate) fn snapshot_built() {
 
 pub(crate) fn snapshot_installed() {
     counter!("seguro_eventlog_snapshots_installed_total").increment(1);
-}
-
-pub(crate) fn auth_refused(reason: &'static str) {
-    counter!("seguro_eventlog_auth_refused_total", "reason" => reason).increment(1);
 }
 
 pub(crate) fn restarts() {
@@ -122,23 +135,23 @@ pub(crate) fn machine(
 pub(crate) fn raft(
     term: u64,
     leader: bool,
-    last_log: Option<u64>,
-    committed: Option<u64>,
-    applied: Option<u64>,
+    last_log: Option<LogIndex>,
+    committed: Option<LogIndex>,
+    applied: Option<LogIndex>,
 ) {
     gauge!("seguro_eventlog_term").set(term as f64);
     gauge!("seguro_eventlog_is_leader").set(if leader { 1.0 } else { 0.0 });
-    let idx = |v: Option<u64>| v.map_or(-1.0, |v| v as f64);
+    let idx = |v: Option<LogIndex>| v.map_or(-1.0, |v| v.get() as f64);
     gauge!("seguro_eventlog_last_log_index").set(idx(last_log));
     gauge!("seguro_eventlog_committed_index").set(idx(committed));
     gauge!("seguro_eventlog_applied_index").set(idx(applied));
 }
 
 /// A replica's replication progress, as the leader sees it.
-pub(crate) fn replica(replica: u64, matched: Option<u64>, lag: u64) {
+pub(crate) fn replica(replica: NodeId, matched: Option<LogIndex>, lag: u64) {
     let r = replica.to_string();
     gauge!("seguro_eventlog_replica_match_index", "replica" => r.clone())
-        .set(matched.map_or(-1.0, |m| m as f64));
+        .set(matched.map_or(-1.0, |m| m.get() as f64));
     gauge!("seguro_eventlog_replica_lag_entries", "replica" => r).set(lag as f64);
 }
 
@@ -161,7 +174,7 @@ pub(crate) fn log_stats(s: &LogStats) {
     gauge!("seguro_eventlog_log_disk_bytes").set(s.disk_bytes as f64);
 }
 
-pub(crate) fn durable(leader_durable: u64, all_durable: u64) {
-    gauge!("seguro_eventlog_leader_durable_event").set(leader_durable as f64);
-    gauge!("seguro_eventlog_all_durable_event").set(all_durable as f64);
+pub(crate) fn durable(leader_durable: EventNum, all_durable: EventNum) {
+    gauge!("seguro_eventlog_leader_durable_event").set(leader_durable.get() as f64);
+    gauge!("seguro_eventlog_all_durable_event").set(all_durable.get() as f64);
 }

@@ -1,13 +1,15 @@
 //! Raft traffic to the other nodes over gRPC: openraft's messages, postcard
 //! encoded, on one HTTP/2 connection per peer.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io::Read;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use eventlog_client::Channels;
+use eventlog_client::auth::Signer;
+use eventlog_client::proto::raft_client::RaftClient;
+use eventlog_client::proto::{RaftMessage, SnapshotChunk};
 use futures::StreamExt;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
@@ -15,15 +17,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, BasicNode, OptionalSend};
+use openraft::{BasicNode, OptionalSend};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::auth::Signer;
-use crate::proto::raft_client::RaftClient;
-use crate::proto::{RaftMessage, SnapshotChunk};
+use crate::ids::NodeId;
 use crate::raft::{SnapshotMeta, TypeConfig, Vote};
 use crate::sm::SnapshotData;
 
@@ -42,35 +42,6 @@ pub(crate) fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, postca
     postcard::from_bytes(&msg.data)
 }
 
-/// A lazily connecting channel to `addr`, shared by every user of that
-/// address.
-#[derive(Clone, Default)]
-pub(crate) struct Channels {
-    map: Arc<Mutex<HashMap<String, Channel>>>,
-}
-
-impl Channels {
-    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut map = self.map.lock().unwrap();
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            // Batches and Raft entries are up to megabytes: HTTP/2's default
-            // 64 KiB windows would stall each on flow control.
-            .initial_stream_window_size(16 << 20)
-            .initial_connection_window_size(64 << 20)
-            .connect_lazy();
-        map.insert(addr.to_string(), c.clone());
-        Ok(c)
-    }
-}
-
 /// Makes a [`Peer`] for each node Raft replicates to.
 pub(crate) struct Network {
     pub signer: Signer,
@@ -80,7 +51,7 @@ pub(crate) struct Network {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
         let client = self
             .channels
             .get(&node.addr)
@@ -89,15 +60,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                     .max_decoding_message_size(usize::MAX)
                     .max_encoding_message_size(usize::MAX)
             })
-            .map_err(|e| e.to_string());
+            .map_err(Arc::new);
         Peer { target, client }
     }
 }
 
 /// One remote node.
 pub(crate) struct Peer {
-    target: u64,
-    client: Result<Client, String>,
+    target: NodeId,
+    /// The peer's stub, or why its address makes none (kept to report on
+    /// every call: the address comes from the membership).
+    client: Result<Client, Arc<tonic::transport::Error>>,
 }
 
 fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
@@ -119,9 +92,7 @@ fn decode_error(e: postcard::Error) -> RPCError<TypeConfig> {
 
 impl Peer {
     fn client(&self) -> Result<Client, RPCError<TypeConfig>> {
-        self.client
-            .clone()
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&AnyError::error(e))))
+        self.client.clone().map_err(|e| unreachable(&*e))
     }
 
     async fn unary<Req, Resp, F, Fut>(
@@ -259,7 +230,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             }
         });
         let send = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
-        tracing::info!(target, "sending a snapshot");
+        tracing::info!(%target, "sending a snapshot");
         let resp = tokio::select! {
             r = send => r,
             closed = cancel => return Err(StreamingError::Closed(closed)),
@@ -271,9 +242,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         }
         let resp = resp.map_err(|s| match status_error(s) {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-            other => {
-                StreamingError::Network(NetworkError::new(&AnyError::error(other.to_string())))
-            }
+            other => StreamingError::Network(NetworkError::new(&other)),
         })?;
         decode(resp.get_ref()).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }

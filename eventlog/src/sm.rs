@@ -11,6 +11,8 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use config::ReplicaId;
+use eventlog_client::LogIndex;
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::type_config::alias::SnapshotOf;
@@ -28,11 +30,23 @@ use crate::types::EventNum;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Position {
     /// The last log index applied.
-    pub applied: Option<u64>,
+    pub applied: Option<LogIndex>,
     pub fence: FenceState,
     pub purge_point: EventNum,
     /// The first log index still holding an event above the purge point.
-    pub first_needed_index: Option<u64>,
+    pub first_needed_index: Option<LogIndex>,
+}
+
+impl Position {
+    /// The first log index not applied yet.
+    pub fn next_index(&self) -> LogIndex {
+        next_index(self.applied)
+    }
+}
+
+/// The index after `last` (`None`: before the first entry).
+fn next_index(last: Option<LogIndex>) -> LogIndex {
+    last.map_or(LogIndex(0), |l| LogIndex(l.get() + 1))
 }
 
 struct Applied {
@@ -145,23 +159,23 @@ impl StateMachine {
     }
 
     /// The snapshot's log index, if there is one.
-    pub(crate) fn snapshot_index(&self) -> Option<u64> {
+    pub(crate) fn snapshot_index(&self) -> Option<LogIndex> {
         self.inner
             .current
             .lock()
             .unwrap()
             .as_ref()
-            .and_then(|(meta, _)| meta.last_log_id.map(|l| l.index))
+            .and_then(|(meta, _)| meta.last_log_id.map(|l| LogIndex(l.index)))
     }
 
     fn publish(&self) {
         let st = self.inner.state.read().unwrap();
         let m = &st.machine;
         let pos = Position {
-            applied: st.last_applied.map(|l| l.index),
+            applied: st.last_applied.map(|l| LogIndex(l.index)),
             fence: m.fence(),
             purge_point: m.purge_point(),
-            first_needed_index: m.first_needed_index(),
+            first_needed_index: m.first_needed_index().map(LogIndex),
         };
         let (events, bytes) = m.held();
         m::machine(
@@ -191,7 +205,7 @@ impl StateMachine {
                     (Outcome::Stored { .. }, Command::Append(b)) if !b.events.is_empty() => {
                         m::stored(b.count(), b.data_bytes() as u64)
                     }
-                    (Outcome::Rejected(r), _) => m::rejected(crate::error::rejection_reason(r)),
+                    (Outcome::Rejected(r), _) => m::rejected(r.reason()),
                     _ => {}
                 }
                 out
@@ -201,7 +215,8 @@ impl StateMachine {
                 let voters = st
                     .membership
                     .voter_ids()
-                    .map(|v| v as u32)
+                    .filter_map(|v| ReplicaId::try_from(v).ok())
+                    .map(ReplicaId::get)
                     .collect::<Vec<_>>();
                 st.machine.set_voters(voters);
                 Outcome::Done
@@ -256,10 +271,11 @@ fn read_snapshot_file(path: &Path) -> Result<(SnapshotMeta, Machine), BadSnapsho
     };
     let file = File::open(path).map_err(|e| bad(SnapshotError::Io(e)))?;
     let (meta, machine) = Machine::read_snapshot(BufReader::new(file)).map_err(bad)?;
-    let meta: SnapshotMeta = postcard::from_bytes(&meta).map_err(|e| {
-        bad(SnapshotError::Corrupt {
+    let meta: SnapshotMeta = postcard::from_bytes(&meta).map_err(|source| {
+        bad(SnapshotError::Undecodable {
             offset: 12,
-            what: format!("bad snapshot metadata: {e}"),
+            part: "snapshot metadata",
+            source,
         })
     })?;
     Ok((meta, machine))
@@ -387,7 +403,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             st.last_applied = meta.last_log_id;
             st.membership = meta.last_membership.clone();
         }
-        let next = meta.last_log_id.map_or(0, |l| l.index + 1);
+        let next = next_index(meta.last_log_id.map(|l| LogIndex(l.index)));
         if let Some(log) = self.inner.log.lock().unwrap().clone() {
             log.tracker().lock().unwrap().reset(next, fence);
             log.replay_into_tracker(next)?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use config::{Config, Key, KeyCheck};
-use eventlog::{Client, ClientError, EventNum, NodeError, NodeOptions, NodeStatus};
+use eventlog::{Client, ClientError, EventNum, LogIndex, NodeError, NodeOptions, NodeStatus, Role};
 
 use super::UsageError;
 use crate::cli::{
@@ -127,13 +127,15 @@ impl Summary<'_> {
 
 pub(crate) fn summarize(nodes: &[(String, Result<NodeStatus, ClientError>)]) -> Summary<'_> {
     let ok = || nodes.iter().filter_map(|(_, r)| r.as_ref().ok());
-    let leader = ok().filter(|s| s.role == "leader").max_by_key(|s| s.term);
+    let leader = ok()
+        .filter(|s| s.role == Role::Leader)
+        .max_by_key(|s| s.term);
     let voters: Vec<u32> = leader
         .or_else(|| ok().find(|s| !s.members.is_empty()))
         .map(|s| s.members.iter().filter(|m| m.voter).map(|m| m.id).collect())
         .unwrap_or_default();
     let up = ok()
-        .filter(|s| s.role != "down" && voters.contains(&s.id))
+        .filter(|s| s.role != Role::Down && voters.contains(&s.id))
         .count();
     Summary { leader, voters, up }
 }
@@ -191,7 +193,7 @@ fn print_table(
     nodes: &[(String, Result<NodeStatus, ClientError>)],
     s: &Summary<'_>,
 ) {
-    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let opt = |v: Option<LogIndex>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
     match s.leader {
         Some(l) => {
             println!(
@@ -220,12 +222,12 @@ fn print_table(
         .map(|(addr, r)| match r {
             Ok(n) => {
                 let p = progress(n.id);
-                let role = if n.role != "down" && !s.voters.contains(&n.id) && !s.voters.is_empty()
-                {
-                    format!("{} (not a voter)", n.role)
-                } else {
-                    n.role.clone()
-                };
+                let role =
+                    if n.role != Role::Down && !s.voters.contains(&n.id) && !s.voters.is_empty() {
+                        format!("{} (not a voter)", n.role)
+                    } else {
+                        n.role.to_string()
+                    };
                 [
                     n.id.to_string(),
                     addr.clone(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use config::{Config, Key, KeyCheck};
+use eventlog::{LogIndex, Role};
 use serde::Serialize;
 use telemetry::{Exposition, ProbeStats};
 
@@ -134,7 +135,7 @@ struct EventlogView {
     leader: Option<u32>,
     term: Option<u64>,
     last_event: Option<u64>,
-    commit_index: Option<u64>,
+    commit_index: Option<LogIndex>,
     epoch: Option<u64>,
     up: usize,
     usable: bool,
@@ -146,7 +147,7 @@ struct EventlogView {
 struct NodeRow {
     id: Option<u32>,
     addr: String,
-    role: String,
+    role: Role,
     #[serde(flatten)]
     reading: Reading<NodeFacts>,
 }
@@ -155,7 +156,7 @@ struct NodeRow {
 struct NodeFacts {
     term: u64,
     last_event: u64,
-    committed_index: Option<u64>,
+    committed_index: Option<LogIndex>,
     lag_entries: Option<u64>,
 }
 
@@ -331,7 +332,7 @@ async fn eventlog(config: &Config) -> EventlogPart {
             Ok(s) => NodeRow {
                 id: Some(s.id),
                 addr: addr.clone(),
-                role: s.role.to_string(),
+                role: s.role,
                 reading: Reading::Ok(NodeFacts {
                     term: s.term,
                     last_event: s.last_event.get(),
@@ -346,7 +347,7 @@ async fn eventlog(config: &Config) -> EventlogPart {
                     .find(|c| c.eventlog.to_string() == *addr)
                     .map(|c| c.id.get()),
                 addr: addr.clone(),
-                role: "down".into(),
+                role: Role::Down,
                 reading: Reading::failed(e),
             },
         })

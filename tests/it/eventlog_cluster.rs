@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eventlog::{AppendError, Client, ClientError, ClientOptions, Epoch, EventNum, ReadError};
+use eventlog::{AppendError, Client, ClientError, ClientOptions, Epoch, EventNum, ReadError, Role};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use testkit::process::Supervisor;
@@ -92,7 +92,7 @@ async fn wait_healthy(client: &Client, voters: usize) {
             let leader = nodes
                 .iter()
                 .filter_map(|(_, r)| r.as_ref().ok())
-                .find(|s| s.role == "leader")?;
+                .find(|s| s.role == Role::Leader)?;
             let up = leader
                 .members
                 .iter()
@@ -101,7 +101,7 @@ async fn wait_healthy(client: &Client, voters: usize) {
                     nodes.iter().any(|(a, r)| {
                         a == &m.addr
                             && r.as_ref()
-                                .is_ok_and(|s| s.role == "leader" || s.role == "follower")
+                                .is_ok_and(|s| s.role == Role::Leader || s.role == Role::Follower)
                     })
                 })
                 .count();
@@ -119,7 +119,7 @@ async fn leader_id(client: &Client) -> u32 {
             .await
             .into_iter()
             .filter_map(|(_, r)| r.ok())
-            .find(|s| s.role == "leader")
+            .find(|s| s.role == Role::Leader)
             .map(|s| s.id)
     })
     .await

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use eventlog::{Client, ClientOptions, Epoch, EventNum};
+use eventlog::{Client, ClientOptions, Epoch, EventNum, Role};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use seguro_bench::{Latencies, knob, ms};
@@ -371,7 +371,7 @@ async fn wait_leader(client: &Client) -> anyhow::Result<()> {
         up == 3
             && nodes
                 .iter()
-                .any(|(_, r)| r.as_ref().is_ok_and(|s| s.role == "leader"))
+                .any(|(_, r)| r.as_ref().is_ok_and(|s| s.role == Role::Leader))
     })
     .await
     .context("the event log cluster did not elect a leader")
@@ -482,7 +482,7 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .into_iter()
                 .filter_map(|(_, r)| r.ok())
-                .find(|s| s.role == "leader")
+                .find(|s| s.role == Role::Leader)
                 .map_or(1, |s| s.id);
             let metrics_addr = cluster.metrics_addr(&Daemon::Eventlog(leader as u8));
             settle(&root)?;

@@ -1,24 +1,26 @@
-//! The client API: fenced appends, reads, the commit watch, status and
-//! membership. Requests that only the leader can serve are answered with
-//! where the leader is; the client goes there.
+//! The event log API: fenced appends, reads, the commit watch and status.
+//! Requests that only the leader can serve are answered with where the
+//! leader is; the client goes there.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use eventlog_client::{AppendError, LogIndex, Role};
 use futures::{Stream, StreamExt};
 use openraft::errors::ClientWriteError;
 use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
 use openraft::rt::WatchReceiver;
-use openraft::{BasicNode, ChangeMembers, ReadPolicy, ServerState};
+use openraft::{ReadPolicy, ServerState};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::hint;
+use crate::app::{CommitView, Ctx, Limits};
 use crate::command::{Batch, Command, NewEvent, Outcome};
-use crate::error::AppendError;
+use crate::ids::NodeId;
 use crate::metrics as m;
-use crate::node::{CommitView, Ctx, Limits, Running};
 use crate::proto::{self, event_log_server};
 use crate::raft::TypeConfig;
 use crate::types::{Epoch, EventNum};
@@ -37,16 +39,6 @@ impl ApiService {
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-fn hint(ctx: &Ctx, running: Option<&Running>, leader: Option<u64>) -> proto::LeaderHint {
-    match leader {
-        Some(id) => proto::LeaderHint {
-            leader: id as u32,
-            addr: ctx.addr_of(running, id),
-        },
-        None => proto::LeaderHint::default(),
-    }
-}
 
 fn error_response(seq: u64, e: &AppendError) -> proto::AppendResponse {
     proto::AppendResponse {
@@ -214,35 +206,13 @@ async fn submit(ctx: &Ctx, req: proto::AppendRequest) -> Pending {
     }
 }
 
-fn admin_error(kind: proto::admin_error::Kind) -> proto::AdminResponse {
-    proto::AdminResponse {
-        error: Some(proto::AdminError { kind: Some(kind) }),
-        purge_point: 0,
-    }
-}
-
-fn admin_write_error(
-    ctx: &Ctx,
-    running: &Running,
-    e: openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
-) -> proto::AdminResponse {
-    use proto::admin_error::Kind;
-    match e {
-        openraft::errors::RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            admin_error(Kind::NotLeader(hint(ctx, Some(running), f.leader_id)))
-        }
-        openraft::errors::RaftError::APIError(e) => admin_error(Kind::Rejected(e.to_string())),
-        openraft::errors::RaftError::Fatal(f) => admin_error(Kind::Unavailable(f.to_string())),
-    }
-}
-
-fn role(state: ServerState) -> &'static str {
+fn role(state: ServerState) -> Role {
     match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
     }
 }
 
@@ -411,7 +381,7 @@ impl event_log_server::EventLog for ApiService {
                 .await
             {
                 let leader = running.raft.metrics().borrow_watched().current_leader;
-                let leader = leader.filter(|l| *l != ctx.id);
+                let leader = leader.filter(|l| *l != NodeId::from(ctx.id));
                 tracing::debug!("commit watch refused: {e}");
                 send(Body::NotLeader(hint(&ctx, Some(&running), leader))).await;
                 return;
@@ -457,8 +427,8 @@ impl event_log_server::EventLog for ApiService {
             Ok(r) => r,
             Err(why) => {
                 return Ok(Response::new(proto::NodeStatus {
-                    id: ctx.id as u32,
-                    role: "down".into(),
+                    id: ctx.id.get(),
+                    role: proto::Role::from(Role::Down).into(),
                     error: why,
                     ..Default::default()
                 }));
@@ -486,52 +456,46 @@ impl event_log_server::EventLog for ApiService {
         };
         let mt = running.raft.metrics().borrow_watched().clone();
         let membership = mt.membership_config.membership();
-        let voters: Vec<u64> = membership.voter_ids().collect();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
         let members = membership
             .nodes()
             .map(|(id, n)| proto::Member {
-                id: *id as u32,
+                id: id.wire(),
                 addr: n.addr.clone(),
                 voter: voters.contains(id),
             })
             .collect();
-        let last = mt.last_log_index;
+        let last = mt.last_log_index.map(LogIndex);
+        let progress = |id: NodeId, matched: Option<LogIndex>| proto::Progress {
+            id: id.wire(),
+            matched: matched.map(LogIndex::get),
+            lag: LogIndex::lag(last, matched),
+        };
         let mut replication: Vec<proto::Progress> = mt
             .replication
             .iter()
             .flatten()
-            .map(|(id, matched)| {
-                let matched = matched.map(|l| l.index);
-                proto::Progress {
-                    id: *id as u32,
-                    matched,
-                    lag: last.unwrap_or(0).saturating_sub(matched.unwrap_or(0)),
-                }
-            })
+            .map(|(id, matched)| progress(*id, matched.map(|l| LogIndex(l.index))))
             .collect();
-        if mt.state == ServerState::Leader && !replication.iter().any(|p| p.id as u64 == mt.id) {
-            let flushed = running.log.watch_flushed().borrow().to_owned();
-            replication.push(proto::Progress {
-                id: mt.id as u32,
-                matched: flushed,
-                lag: last.unwrap_or(0).saturating_sub(flushed.unwrap_or(0)),
-            });
+        if mt.state == ServerState::Leader && !replication.iter().any(|p| p.id == mt.id.wire()) {
+            let flushed = *running.log.watch_flushed().borrow();
+            replication.push(progress(mt.id, flushed));
         }
         replication.sort_by_key(|p| p.id);
         let leader = mt.current_leader;
         Ok(Response::new(proto::NodeStatus {
-            id: mt.id as u32,
-            role: role(mt.state).into(),
+            id: mt.id.wire(),
+            role: proto::Role::from(role(mt.state)).into(),
             term: mt.current_term,
-            leader: leader.unwrap_or(0) as u32,
+            leader: leader.map_or(0, NodeId::wire),
             leader_addr: leader
                 .map(|l| ctx.addr_of(Some(&running), l))
                 .unwrap_or_default(),
             initialized,
-            last_log_index: last,
+            last_log_index: last.map(LogIndex::get),
             committed_index: mt.local_committed.map(|l| l.index),
             applied_index: mt.last_applied.map(|l| l.index),
-            snapshot_index,
+            snapshot_index: snapshot_index.map(LogIndex::get),
             purged_index: mt.purged.map(|l| l.index),
             last_event: pos.fence.last.get(),
             highest_epoch: pos.fence.highest.get(),
@@ -542,98 +506,6 @@ impl event_log_server::EventLog for ApiService {
             commit,
             error: String::new(),
         }))
-    }
-
-    async fn add_replica(
-        &self,
-        req: Request<proto::AddReplicaRequest>,
-    ) -> Result<Response<proto::AdminResponse>, Status> {
-        use proto::admin_error::Kind;
-        let req = req.into_inner();
-        let ctx = &self.ctx;
-        let running = match ctx.running() {
-            Ok(r) => r,
-            Err(why) => return Ok(Response::new(admin_error(Kind::Unavailable(why)))),
-        };
-        if req.id == 0 || req.addr.is_empty() {
-            return Ok(Response::new(admin_error(Kind::Rejected(
-                "a replica needs a nonzero id and an address".into(),
-            ))));
-        }
-        let id = u64::from(req.id);
-        // As a learner first, so that it catches up before it counts toward
-        // the quorum.
-        let node = BasicNode { addr: req.addr };
-        if let Err(e) = running.raft.add_learner(id, node, true).await {
-            return Ok(Response::new(admin_write_error(ctx, &running, e)));
-        }
-        let add = ChangeMembers::AddVoterIds([id].into_iter().collect());
-        match running.raft.change_membership(add, false).await {
-            Ok(_) => Ok(Response::new(proto::AdminResponse::default())),
-            Err(e) => Ok(Response::new(admin_write_error(ctx, &running, e))),
-        }
-    }
-
-    async fn remove_replica(
-        &self,
-        req: Request<proto::RemoveReplicaRequest>,
-    ) -> Result<Response<proto::AdminResponse>, Status> {
-        use proto::admin_error::Kind;
-        let ctx = &self.ctx;
-        let running = match ctx.running() {
-            Ok(r) => r,
-            Err(why) => return Ok(Response::new(admin_error(Kind::Unavailable(why)))),
-        };
-        let id = u64::from(req.get_ref().id);
-        let voters: Vec<u64> = running
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        if voters == [id] {
-            return Ok(Response::new(admin_error(Kind::Rejected(
-                "cannot remove the last voter".into(),
-            ))));
-        }
-        let remove = ChangeMembers::RemoveVoters([id].into_iter().collect());
-        match running.raft.change_membership(remove, false).await {
-            Ok(_) => Ok(Response::new(proto::AdminResponse::default())),
-            Err(e) => Ok(Response::new(admin_write_error(ctx, &running, e))),
-        }
-    }
-
-    async fn set_watermark(
-        &self,
-        req: Request<proto::SetWatermarkRequest>,
-    ) -> Result<Response<proto::AdminResponse>, Status> {
-        use proto::admin_error::Kind;
-        let req = req.into_inner();
-        let ctx = &self.ctx;
-        let running = match ctx.running() {
-            Ok(r) => r,
-            Err(why) => return Ok(Response::new(admin_error(Kind::Unavailable(why)))),
-        };
-        let cmd = Command::Watermark {
-            replica: req.replica,
-            event: EventNum(req.event),
-        };
-        match running.raft.client_write(cmd).await {
-            Ok(resp) => Ok(Response::new(match resp.data {
-                Outcome::Watermark { purge_point } => proto::AdminResponse {
-                    error: None,
-                    purge_point: purge_point.get(),
-                },
-                Outcome::WatermarkAhead { last } => admin_error(Kind::Rejected(format!(
-                    "watermark {} is beyond the last event stored, {last}",
-                    req.event
-                ))),
-                other => admin_error(Kind::Rejected(format!("unexpected outcome {other}"))),
-            })),
-            Err(e) => Ok(Response::new(admin_write_error(ctx, &running, e))),
-        }
     }
 }
 

@@ -7,8 +7,8 @@ use futures::{Stream, StreamExt};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::app::{Ctx, Running};
 use crate::network::{decode, encode};
-use crate::node::{Ctx, Running};
 use crate::proto::{RaftMessage, SnapshotChunk, raft_server};
 use crate::raft::{SnapshotMeta, TypeConfig, Vote};
 use crate::sm::SnapshotData;

@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 
 use raft_log::codeq::{Decode, Encode};
 
+use crate::ids::NodeId;
 use crate::raft::{EntryPayload, LogId, Vote};
 
 /// raft-log's type parameters for the event log.
@@ -40,7 +41,7 @@ pub(crate) struct Lid(pub LogId);
 impl Encode for Lid {
     fn encode<W: Write>(&self, mut w: W) -> io::Result<usize> {
         w.write_all(&self.0.leader_id.term.to_be_bytes())?;
-        w.write_all(&self.0.leader_id.node_id.to_be_bytes())?;
+        w.write_all(&self.0.leader_id.node_id.0.to_be_bytes())?;
         w.write_all(&self.0.index.to_be_bytes())?;
         Ok(24)
     }
@@ -52,7 +53,10 @@ impl Decode for Lid {
         let node_id = read_u64(&mut r)?;
         let index = read_u64(&mut r)?;
         Ok(Lid(LogId {
-            leader_id: openraft::impls::leader_id_adv::LeaderId { term, node_id },
+            leader_id: openraft::impls::leader_id_adv::LeaderId {
+                term,
+                node_id: NodeId(node_id),
+            },
             index,
         }))
     }
@@ -71,7 +75,7 @@ impl PartialOrd for VoteRec {
 impl Encode for VoteRec {
     fn encode<W: Write>(&self, mut w: W) -> io::Result<usize> {
         w.write_all(&self.0.leader_id.term.to_be_bytes())?;
-        w.write_all(&self.0.leader_id.node_id.to_be_bytes())?;
+        w.write_all(&self.0.leader_id.node_id.0.to_be_bytes())?;
         w.write_all(&[u8::from(self.0.committed)])?;
         Ok(17)
     }
@@ -89,7 +93,10 @@ impl Decode for VoteRec {
             b => return Err(invalid(format!("vote flag {b} is neither 0 nor 1"))),
         };
         Ok(VoteRec(Vote {
-            leader_id: openraft::impls::leader_id_adv::LeaderId { term, node_id },
+            leader_id: openraft::impls::leader_id_adv::LeaderId {
+                term,
+                node_id: NodeId(node_id),
+            },
             committed,
         }))
     }
@@ -153,10 +160,15 @@ impl Decode for Payload {
         let mut body = vec![0u8; len as usize];
         r.read_exact(&mut body)?;
         let payload: EntryPayload = postcard::from_bytes(&body)
-            .map_err(|e| invalid(format!("entry does not decode: {e}")))?;
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, Undecodable(e)))?;
         Ok(Payload::new(payload))
     }
 }
+
+/// An entry whose payload postcard cannot decode.
+#[derive(Debug, thiserror::Error)]
+#[error("entry does not decode: {0}")]
+struct Undecodable(#[source] postcard::Error);
 
 /// What raft-log's flush worker calls once a flush is on disk (or failed).
 /// Dropped without being called, it reports that the flush never happened.
@@ -239,7 +251,7 @@ mod tests {
         let v = VoteRec(Vote {
             leader_id: openraft::impls::leader_id_adv::LeaderId {
                 term: 5,
-                node_id: 3,
+                node_id: NodeId(3),
             },
             committed: true,
         });
@@ -249,7 +261,7 @@ mod tests {
         let l = Lid(LogId {
             leader_id: openraft::impls::leader_id_adv::LeaderId {
                 term: 2,
-                node_id: 1,
+                node_id: NodeId(1),
             },
             index: 99,
         });

@@ -11,6 +11,8 @@
 
 use std::collections::VecDeque;
 
+use eventlog_client::LogIndex;
+
 use crate::command::Command;
 use crate::fence::FenceState;
 use crate::raft::EntryPayload;
@@ -30,7 +32,8 @@ pub(crate) struct Tracker {
 impl Tracker {
     /// Starts over at log index `next` from state `base` (what the snapshot
     /// the state machine starts from holds).
-    pub fn reset(&mut self, next: u64, base: FenceState) {
+    pub fn reset(&mut self, next: LogIndex, base: FenceState) {
+        let next = next.get();
         self.next = next;
         self.base = base;
         self.states.clear();
@@ -43,7 +46,8 @@ impl Tracker {
 
     /// Entry `index` was written. Entries come in log order; one that
     /// replaces later ones (after a conflict) drops them first.
-    pub fn append(&mut self, index: u64, payload: &EntryPayload) {
+    pub fn append(&mut self, index: LogIndex, payload: &EntryPayload) {
+        let index = index.get();
         if index < self.next {
             return;
         }
@@ -66,7 +70,8 @@ impl Tracker {
     }
 
     /// Entries after `index` are gone (`None`: all of them).
-    pub fn truncate_after(&mut self, index: Option<u64>) {
+    pub fn truncate_after(&mut self, index: Option<LogIndex>) {
+        let index = index.map(LogIndex::get);
         let keep = match index {
             Some(i) if i >= self.next => (i - self.next + 1) as usize,
             _ => 0,
@@ -78,8 +83,8 @@ impl Tracker {
     }
 
     /// Entries up to `index` are purged: their states are no longer needed.
-    pub fn purge(&mut self, index: u64) {
-        while self.next <= index {
+    pub fn purge(&mut self, index: LogIndex) {
+        while self.next <= index.get() {
             match self.states.pop_front() {
                 Some(s) => {
                     self.base = s;
@@ -91,20 +96,22 @@ impl Tracker {
     }
 
     /// Everything up to `index` is on disk.
-    pub fn flushed(&mut self, index: u64) {
+    pub fn flushed(&mut self, index: LogIndex) {
+        let index = index.get();
         let end = self.next + self.states.len() as u64;
         if index < end {
             self.flushed = Some(self.flushed.map_or(index, |f| f.max(index)));
         }
     }
 
-    pub fn flushed_index(&self) -> Option<u64> {
-        self.flushed
+    pub fn flushed_index(&self) -> Option<LogIndex> {
+        self.flushed.map(LogIndex)
     }
 
     /// The fence state after entry `index`: `None` if that is before what
     /// this node tracks (the caller then knows less and must assume less).
-    pub fn at(&self, index: u64) -> Option<FenceState> {
+    pub fn at(&self, index: LogIndex) -> Option<FenceState> {
+        let index = index.get();
         if index + 1 == self.next {
             return Some(self.base);
         }
@@ -142,17 +149,17 @@ mod tests {
     }
 
     fn last(t: &Tracker, i: u64) -> Option<u64> {
-        t.at(i).map(|s| s.last.get())
+        t.at(LogIndex(i)).map(|s| s.last.get())
     }
 
     #[test]
     fn counts_only_batches_the_fence_accepts() {
         let mut t = Tracker::default();
-        t.append(0, &openraft::EntryPayload::Blank);
-        t.append(1, &batch(5, 1, 3));
-        t.append(2, &batch(4, 4, 3)); // stale epoch: refused
-        t.append(3, &batch(5, 9, 1)); // gap: refused
-        t.append(4, &batch(5, 4, 2));
+        t.append(LogIndex(0), &openraft::EntryPayload::Blank);
+        t.append(LogIndex(1), &batch(5, 1, 3));
+        t.append(LogIndex(2), &batch(4, 4, 3)); // stale epoch: refused
+        t.append(LogIndex(3), &batch(5, 9, 1)); // gap: refused
+        t.append(LogIndex(4), &batch(5, 4, 2));
         assert_eq!(last(&t, 0), Some(0));
         assert_eq!(last(&t, 1), Some(3));
         assert_eq!(last(&t, 3), Some(3));
@@ -164,24 +171,24 @@ mod tests {
     fn follows_truncation_purge_and_flushes() {
         let mut t = Tracker::default();
         t.reset(
-            10,
+            LogIndex(10),
             FenceState {
                 last: EventNum(20),
                 highest: Epoch(2),
             },
         );
-        t.append(10, &batch(2, 21, 2));
-        t.append(11, &batch(2, 23, 2));
-        t.flushed(11);
-        assert_eq!(t.flushed_index(), Some(11));
-        t.truncate_after(Some(10));
-        assert_eq!(t.flushed_index(), Some(10));
+        t.append(LogIndex(10), &batch(2, 21, 2));
+        t.append(LogIndex(11), &batch(2, 23, 2));
+        t.flushed(LogIndex(11));
+        assert_eq!(t.flushed_index(), Some(LogIndex(11)));
+        t.truncate_after(Some(LogIndex(10)));
+        assert_eq!(t.flushed_index(), Some(LogIndex(10)));
         // A new leader's entry 11 replaces the old one.
-        t.append(11, &batch(3, 23, 1));
+        t.append(LogIndex(11), &batch(3, 23, 1));
         assert_eq!(last(&t, 11), Some(23));
         assert_eq!(last(&t, 9), Some(20));
         assert_eq!(last(&t, 8), None);
-        t.purge(10);
+        t.purge(LogIndex(10));
         assert_eq!(last(&t, 10), Some(22));
         assert_eq!(last(&t, 9), None);
         assert_eq!(last(&t, 11), Some(23));

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use eventlog_client::LogIndex;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use raft_log::api::raft_log_writer::RaftLogWriter;
 use raft_log::codeq::Span;
@@ -57,14 +58,15 @@ impl Default for LogOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(
-        "corrupt record in {file} at byte {offset}: {reason}; it is not a torn tail (records or \
+        "corrupt record in {file} at byte {offset}: {source}; it is not a torn tail (records or \
          data follow it), so the node refuses to start: move the replica's data directory away \
          and restart it empty to rebuild it from its peers"
     )]
     Corrupt {
         file: PathBuf,
         offset: u64,
-        reason: String,
+        /// What raft-log found there.
+        source: io::Error,
     },
     #[error("cannot open the log in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
@@ -77,7 +79,7 @@ pub(crate) struct LogStore {
     log: Arc<Mutex<RaftLog<Rl>>>,
     tracker: Arc<Mutex<Tracker>>,
     /// The last index on disk, for whoever computes the commit state.
-    flushed_tx: Arc<watch::Sender<Option<u64>>>,
+    flushed_tx: Arc<watch::Sender<Option<LogIndex>>>,
     /// A committed index was written but no fdatasync has covered it yet.
     commit_unsynced: Arc<AtomicBool>,
 }
@@ -103,10 +105,10 @@ impl LogStore {
             log_cache_capacity: Some(options.cache_max_bytes),
         });
         RaftLog::<Rl>::open(config.clone()).map_err(|source| match locate_damage(&config) {
-            Some((file, offset, reason)) => OpenError::Corrupt {
+            Some((file, offset, source)) => OpenError::Corrupt {
                 file,
                 offset,
-                reason,
+                source,
             },
             None => OpenError::Io {
                 dir: dir.to_path_buf(),
@@ -126,7 +128,7 @@ impl LogStore {
     }
 
     /// The last log index known to be on disk, as it changes.
-    pub fn watch_flushed(&self) -> watch::Receiver<Option<u64>> {
+    pub fn watch_flushed(&self) -> watch::Receiver<Option<LogIndex>> {
         self.flushed_tx.subscribe()
     }
 
@@ -169,14 +171,14 @@ impl LogStore {
 
     /// Feeds the tracker every entry after `index` (on open, and after a
     /// snapshot replaced the state machine).
-    pub fn replay_into_tracker(&self, from: u64) -> io::Result<()> {
+    pub fn replay_into_tracker(&self, from: LogIndex) -> io::Result<()> {
         let log = self.lock();
         let mut tracker = self.tracker.lock().unwrap();
-        let last = log.log_state().last().map(|l| l.0.index);
+        let last = log.log_state().last().map(|l| LogIndex(l.0.index));
         if let Some(last) = last {
-            for item in log.read(from, last + 1) {
+            for item in log.read(from.get(), last.get() + 1) {
                 let (lid, payload) = item?;
-                tracker.append(lid.0.index, &payload.payload);
+                tracker.append(LogIndex(lid.0.index), &payload.payload);
             }
             tracker.flushed(last);
         }
@@ -217,8 +219,8 @@ async fn wait_flush(rx: oneshot::Receiver<io::Result<()>>) -> io::Result<()> {
     res
 }
 
-/// Finds the first record raft-log cannot decode: `(file, byte, reason)`.
-fn locate_damage(config: &Arc<raft_log::Config>) -> Option<(PathBuf, u64, String)> {
+/// Finds the first record raft-log cannot decode: `(file, byte, why)`.
+fn locate_damage(config: &Arc<raft_log::Config>) -> Option<(PathBuf, u64, io::Error)> {
     let dump = raft_log::Dump::<Rl>::new(config.clone()).ok()?;
     let mut found = None;
     let mut end_of_good = 0u64;
@@ -231,11 +233,7 @@ fn locate_damage(config: &Arc<raft_log::Config>) -> Option<(PathBuf, u64, String
         match res {
             Ok((seg, _)) => end_of_good = seg.end().0,
             Err(e) if found.is_none() => {
-                found = Some((
-                    PathBuf::from(config.wal.chunk_path(chunk)),
-                    end_of_good,
-                    e.to_string(),
-                ));
+                found = Some((PathBuf::from(config.wal.chunk_path(chunk)), end_of_good, e));
             }
             Err(_) => {}
         }
@@ -339,8 +337,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut tracker = self.tracker.lock().unwrap();
             let records = entries.into_iter().map(|e| {
-                tracker.append(e.log_id.index, &e.payload);
-                last = Some(e.log_id.index);
+                tracker.append(LogIndex(e.log_id.index), &e.payload);
+                last = Some(LogIndex(e.log_id.index));
                 (Lid(e.log_id), Payload::new(e.payload))
             });
             log.append(records)
@@ -383,8 +381,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let mut log = self.lock();
-        let index = last_log_id.as_ref().map(|l| l.index);
-        log.truncate(index.map_or(0, |i| i + 1))
+        let index = last_log_id.as_ref().map(|l| LogIndex(l.index));
+        log.truncate(index.map_or(0, |i| i.get() + 1))
             .inspect_err(|_| m::storage_error("truncate"))?;
         self.tracker.lock().unwrap().truncate_after(index);
         self.flushed_tx
@@ -395,7 +393,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         let mut log = self.lock();
-        let index = log_id.index;
+        let index = LogIndex(log_id.index);
         log.purge(Lid(log_id))
             .inspect_err(|_| m::storage_error("purge"))?;
         self.tracker.lock().unwrap().purge(index);
@@ -418,7 +416,7 @@ mod tests {
             log_id: LogId {
                 leader_id: openraft::impls::leader_id_adv::LeaderId {
                     term: 1,
-                    node_id: 1,
+                    node_id: crate::ids::NodeId(1),
                 },
                 index,
             },
@@ -476,7 +474,7 @@ mod tests {
             let vote = Vote {
                 leader_id: openraft::impls::leader_id_adv::LeaderId {
                     term: 3,
-                    node_id: 2,
+                    node_id: crate::ids::NodeId(2),
                 },
                 committed: true,
             };

@@ -11,13 +11,14 @@ use config::Key;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
-use crate::metrics as m;
-
 /// The metadata key that carries the credential.
 pub const HEADER: &str = "x-seguro-auth";
 
 /// How far a request's clock may be from the node's.
 pub const MAX_SKEW: Duration = Duration::from_secs(30);
+
+/// Requests refused, by [`Refusal::reason`] (docs/METRICS.md).
+pub const REFUSED_TOTAL: &str = "seguro_eventlog_auth_refused_total";
 
 const CONTEXT: &[u8] = b"seguro eventlog request v1";
 
@@ -94,7 +95,15 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn reason(self) -> &'static str {
+    pub const ALL: [Refusal; 4] = [
+        Refusal::Missing,
+        Refusal::Malformed,
+        Refusal::BadMac,
+        Refusal::ClockSkew,
+    ];
+
+    /// The `reason` label of [`REFUSED_TOTAL`].
+    pub fn reason(self) -> &'static str {
         match self {
             Refusal::Missing => "missing",
             Refusal::Malformed => "malformed",
@@ -145,7 +154,7 @@ impl tonic::service::Interceptor for Verifier {
         match self.verify(credential, now_millis()) {
             Ok(_) => Ok(req),
             Err(r) => {
-                m::auth_refused(r.reason());
+                metrics::counter!(REFUSED_TOTAL, "reason" => r.reason()).increment(1);
                 tracing::warn!(
                     reason = r.reason(),
                     "refused a request without a valid credential"

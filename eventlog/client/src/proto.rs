@@ -8,6 +8,34 @@ tonic::include_proto!("seguro.eventlog.v1");
 use crate::error::AppendError as Err;
 use crate::types::{Epoch, EventNum};
 
+impl From<crate::Role> for Role {
+    fn from(r: crate::Role) -> Self {
+        match r {
+            crate::Role::Leader => Role::Leader,
+            crate::Role::Follower => Role::Follower,
+            crate::Role::Candidate => Role::Candidate,
+            crate::Role::Learner => Role::Learner,
+            crate::Role::Shutdown => Role::Shutdown,
+            crate::Role::Down => Role::Down,
+        }
+    }
+}
+
+impl crate::Role {
+    /// `None` for a role this version does not know.
+    pub(crate) fn from_proto(r: Role) -> Option<Self> {
+        Some(match r {
+            Role::Unspecified => return None,
+            Role::Leader => crate::Role::Leader,
+            Role::Follower => crate::Role::Follower,
+            Role::Candidate => crate::Role::Candidate,
+            Role::Learner => crate::Role::Learner,
+            Role::Shutdown => crate::Role::Shutdown,
+            Role::Down => crate::Role::Down,
+        })
+    }
+}
+
 impl From<&Err> for AppendError {
     fn from(e: &Err) -> Self {
         use append_error::Kind;

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use crate::fence::Rejection;
 use crate::types::{Epoch, EventNum};
 
 /// Why an append (or a fence) did not store its batch.
@@ -49,25 +48,6 @@ impl AppendError {
     /// Whether the batch is known not to be in the log.
     pub fn is_rejection(&self) -> bool {
         !matches!(self, AppendError::Unavailable(_) | AppendError::Timeout(_))
-    }
-}
-
-impl From<Rejection> for AppendError {
-    fn from(r: Rejection) -> Self {
-        match r {
-            Rejection::StaleEpoch { highest } => AppendError::StaleEpoch { highest },
-            Rejection::Gap { expected } => AppendError::Gap { expected },
-            Rejection::Duplicate { last } => AppendError::Duplicate { last },
-        }
-    }
-}
-
-/// The `reason` label of a refused append.
-pub(crate) fn rejection_reason(r: &Rejection) -> &'static str {
-    match r {
-        Rejection::StaleEpoch { .. } => "stale_epoch",
-        Rejection::Gap { .. } => "gap",
-        Rejection::Duplicate { .. } => "duplicate",
     }
 }
 

@@ -1,6 +1,6 @@
-//! The writer's handle: merges appended events into batches and pipelines
-//! them to the leader on one stream, in the order they were appended
-//! (docs/SPEC.md §4).
+//! The writer's side: the fence (docs/SPEC.md §6.2), and the handle that
+//! merges appended events into batches and pipelines them to the leader on
+//! one stream, in the order they were appended (§4).
 //!
 //! A batch closes when it holds `max_events` events or `max_bytes` bytes, or
 //! `max_linger` after its first event. Up to `max_in_flight` batches are
@@ -24,11 +24,45 @@ use tokio::time::{Instant, sleep_until};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use super::timer::LingerTimer;
-use super::{Backoff, Client};
-use crate::error::AppendError;
+use crate::backoff::Backoff;
+use crate::client::Client;
+use crate::error::{AppendError, ClientError};
+use crate::leader::Attempt;
 use crate::proto::{self, AppendVerdict};
+use crate::timer::LingerTimer;
 use crate::types::{Epoch, EventNum};
+
+impl Client {
+    /// Commits a fence at `epoch` (docs/SPEC.md §6.2): from now on the log
+    /// refuses batches of older epochs. Returns the last event number.
+    pub async fn fence(&self, epoch: Epoch) -> Result<EventNum, AppendError> {
+        self.on_leader(Client::api, |mut api| async move {
+            let resp = api
+                .fence(proto::FenceRequest { epoch: epoch.get() })
+                .await?
+                .into_inner();
+            Ok(match resp.result {
+                Some(proto::append_response::Result::Last(l)) => Attempt::Done(Ok(EventNum(l))),
+                Some(proto::append_response::Result::Error(e)) => match AppendVerdict::from(e) {
+                    AppendVerdict::NotLeader(h) => Attempt::Redirect(h),
+                    AppendVerdict::Error(AppendError::Unavailable(why)) => Attempt::Retry(why),
+                    AppendVerdict::Error(e) => Attempt::Done(Err(e)),
+                },
+                None => Attempt::Retry("empty answer".into()),
+            })
+        })
+        .await
+        .map_err(|e| match e {
+            ClientError::Rejected(why) => AppendError::Refused(why),
+            e => AppendError::Unavailable(e.to_string()),
+        })?
+    }
+
+    /// A writer's handle for epoch `epoch`, whose next event is `next`.
+    pub fn appender(&self, epoch: Epoch, next: EventNum) -> Appender {
+        Appender::spawn(self.clone(), epoch, next)
+    }
+}
 
 type Done = oneshot::Sender<Result<EventNum, AppendError>>;
 
@@ -107,7 +141,7 @@ impl Appender {
             failed: None,
             retry_next: false,
             reconnect_at: None,
-            backoff: Backoff::new(),
+            backoff: Backoff::client(),
             closing: false,
             linger: LingerTimer::new().ok(),
         };
@@ -434,7 +468,7 @@ impl Driver {
                 if self.in_flight.is_empty() && self.failed.is_none() {
                     self.retry_next = false;
                 }
-                self.backoff = Backoff::new();
+                self.backoff = Backoff::client();
                 Ok(())
             }
             Some(proto::append_response::Result::Error(e)) => match AppendVerdict::from(e) {
@@ -493,9 +527,7 @@ impl Driver {
             Err(why) => {
                 tracing::debug!("cannot reach the event log leader: {why}");
                 self.client.forget_leader();
-                let wait = self.backoff.peek();
-                self.backoff.next = (wait * 2).min(std::time::Duration::from_secs(1));
-                self.reconnect_at = Some(Instant::now() + wait);
+                self.reconnect_at = Some(Instant::now() + self.backoff.advance());
             }
         }
     }

@@ -3,35 +3,37 @@
 //! A Linux timerfd, polled by tokio, fires on time.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
+/// The timerfd, as tokio's reactor watches it.
+struct Fd(TimerFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
 pub(crate) struct LingerTimer {
-    fd: AsyncFd<OwnedFd>,
+    fd: AsyncFd<Fd>,
     armed: Option<Instant>,
 }
 
 impl LingerTimer {
     pub fn new() -> io::Result<Self> {
-        // SAFETY: timerfd_create takes no pointers; the fd it returns is
-        // owned by the OwnedFd from here on.
-        let fd = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: the OwnedFd is a valid, open descriptor that stays open
-        // and unchanged for as long as the AsyncFd owns it.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? };
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        // SAFETY: the TimerFd owns its descriptor, which stays open and
+        // unchanged until the AsyncFd (its only owner) drops it.
+        let fd = unsafe { AsyncFd::register_with_interest(Fd(timer), Interest::READABLE)? };
         Ok(LingerTimer { fd, armed: None })
     }
 
@@ -40,35 +42,20 @@ impl LingerTimer {
         if self.armed == at {
             return Ok(());
         }
-        let value = match at {
-            None => libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
+        let timer = &self.fd.get_ref().0;
+        match at {
+            None => timer.unset()?,
             Some(at) => {
                 // A zero value would disarm: a deadline already past fires
                 // after a nanosecond.
                 let d = at
                     .saturating_duration_since(Instant::now())
                     .max(std::time::Duration::from_nanos(1));
-                libc::timespec {
-                    tv_sec: d.as_secs() as libc::time_t,
-                    tv_nsec: d.subsec_nanos() as libc::c_long,
-                }
+                timer.set(
+                    Expiration::OneShot(TimeSpec::from_duration(d)),
+                    TimerSetTimeFlags::empty(),
+                )?;
             }
-        };
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: value,
-        };
-        // SAFETY: `spec` is a valid itimerspec; the old value is not wanted.
-        let r =
-            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
         }
         self.armed = at;
         Ok(())
@@ -80,13 +67,9 @@ impl LingerTimer {
             let mut guard = self.fd.readable().await?;
             let read = guard.try_io(|fd| {
                 let mut expirations = [0u8; 8];
-                // SAFETY: reads 8 bytes into a buffer of 8.
-                let n = unsafe { libc::read(fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
+                nix::unistd::read(fd.get_ref().0.as_fd(), &mut expirations)
+                    .map(drop)
+                    .map_err(io::Error::from)
             });
             match read {
                 Ok(Ok(())) => {

@@ -1,5 +1,6 @@
-//! Generates the gRPC code for the event log's two services from
-//! proto/eventlog.proto (needs `protoc`: scripts/deps.sh installs it).
+//! Generates the gRPC code (clients and servers) for the event log's
+//! services from proto/eventlog.proto (needs `protoc`: scripts/deps.sh
+//! installs it).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/eventlog.proto");

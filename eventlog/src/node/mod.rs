@@ -1,0 +1,170 @@
+//! One event log node: its storage, its Raft instance, its gRPC services,
+//! and the tasks that keep them going.
+//!
+//! - `server`: the gRPC server (Raft traffic, the event log API, admin).
+//! - `supervisor`: starts Raft on the node's disk, and restarts it from
+//!   disk, with backoff, after a storage failure (a full disk, say).
+//! - `bootstrap`: forms the cluster, once.
+//! - `publish`, `commit`: the commit view the leader publishes (a pure
+//!   function of Raft's metrics, the state machine and the disk), and the
+//!   node's gauges.
+//! - `compact`: snapshots and log purges behind the watermarks.
+
+mod bootstrap;
+mod commit;
+mod compact;
+mod publish;
+mod server;
+mod supervisor;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use config::{Config, Key, ReplicaId};
+use tokio::sync::{oneshot, watch};
+
+use crate::app::{Ctx, Limits};
+use crate::ids::NodeId;
+use crate::metrics as m;
+pub use crate::metrics::MetricsError;
+use crate::sm::BadSnapshot;
+use crate::storage::{LogOptions, OpenError};
+
+/// What a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub id: ReplicaId,
+    pub config: Config,
+    /// Overrides `eventlog.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    pub log: LogOptions,
+    /// Serve Prometheus metrics on the replica's `eventlog_metrics` address.
+    pub serve_metrics: bool,
+}
+
+impl NodeOptions {
+    pub fn new(config: Config, id: ReplicaId) -> Self {
+        NodeOptions {
+            id,
+            config,
+            data_dir: None,
+            log: LogOptions::default(),
+            serve_metrics: true,
+        }
+    }
+
+    /// `<data_dir>/replica-<id>`.
+    pub fn node_dir(&self) -> PathBuf {
+        match &self.data_dir {
+            Some(d) => config::node_dir(d, self.id),
+            None => self.config.eventlog.node_dir(self.id),
+        }
+    }
+}
+
+/// Why a node stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("replica {0} is not in the config's [[replicas]]")]
+    UnknownReplica(ReplicaId),
+    #[error(transparent)]
+    Key(#[from] config::KeyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Log(#[from] OpenError),
+    #[error(transparent)]
+    Snapshot(#[from] BadSnapshot),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("the Raft node failed to start: {0}")]
+    Raft(#[source] StartError),
+    #[error("the gRPC server failed: {0}")]
+    Serve(#[source] ServeError),
+}
+
+/// Why Raft did not start on the node's storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The task that opens the log panicked.
+    #[error(transparent)]
+    Open(tokio::task::JoinError),
+    #[error("cannot read the log back: {0}")]
+    Replay(#[source] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] openraft::ConfigError),
+    #[error(transparent)]
+    Fatal(#[from] openraft::errors::Fatal<crate::raft::TypeConfig>),
+}
+
+/// Why the gRPC server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Runs the node until `shutdown` completes (then stops cleanly) or it
+/// cannot go on.
+pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    let me = opts
+        .config
+        .replica(opts.id)
+        .ok_or(NodeError::UnknownReplica(opts.id))?
+        .clone();
+    let key = Key::load(&opts.config.eventlog.secret_file)?;
+    if opts.serve_metrics {
+        m::serve(me.eventlog_metrics)?;
+    }
+    let listener = tokio::net::TcpListener::bind(me.eventlog)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: me.eventlog,
+            source,
+        })?;
+    let node_dir = opts.node_dir();
+    tracing::info!(replica = %opts.id, listen = %me.eventlog, dir = %node_dir.display(), "event log node starting");
+
+    // The first start must succeed: a damaged log or snapshot stops the node
+    // before it serves anything.
+    let raft = supervisor::Supervisor::new(&opts, node_dir, key.clone());
+    let first = raft.start().await?;
+
+    let (current_tx, current_rx) = watch::channel(None);
+    let (down_tx, down_rx) = watch::channel(None);
+    let ctx = Ctx {
+        id: opts.id,
+        current: current_rx,
+        down: down_rx,
+        limits: Limits {
+            max_event_bytes: opts.config.eventlog.max_event_bytes as u64,
+            max_batch_bytes: opts.config.eventlog.batch.max_bytes as u64,
+        },
+        peers: Arc::new(
+            opts.config
+                .replicas
+                .iter()
+                .map(|r| (NodeId::from(r.id), r.eventlog.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+    };
+    let (stop_server, stopped) = oneshot::channel();
+    let server = server::spawn(listener, &ctx, &key, stopped);
+
+    raft.run(first, current_tx, down_tx, shutdown).await;
+
+    let _ = stop_server.send(());
+    match server.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(NodeError::Serve(e.into())),
+        Err(e) => Err(NodeError::Serve(e.into())),
+    }
+}
