@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ames::{Body, Packet, Prelude, Ship};
 use config::{Config, Key, KeyCheck, Overrides, ReplicaId};
-use gatekeeper::{Election, Sealer};
+use leadership::{Election, Sealer};
 use testkit::KillOnDrop;
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep, timeout};
@@ -189,7 +189,7 @@ async fn the_relay_and_the_gatekeeper_share_the_ships_address() {
 
     // The replica leads, fences the log, commits an event and sends its
     // effect to the gatekeeper: the peer gets it from the ship's address.
-    let client = gatekeeper::election::connect(&[etcd.endpoint()])
+    let client = leadership::election::connect(&[etcd.endpoint()])
         .await
         .unwrap();
     let election = Election::new(client, &format!("/seguro/{CLUSTER}"), TTL);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use config::{Key, ReplicaId};
 use eventlog::EventNum;
-use gatekeeper::{Election, Sealer};
+use leadership::{Election, Sealer};
 use testkit::KillOnDrop;
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep, timeout};
@@ -179,7 +179,7 @@ async fn one_gatekeeper_forwards_and_the_standby_takes_over_within_ttl_plus_1s()
     wait_metric(&b, "seguro_gatekeeper_active", 0.0, logs).await;
 
     // This test is replica 1, and leads.
-    let client = gatekeeper::election::connect(&[etcd.endpoint()])
+    let client = leadership::election::connect(&[etcd.endpoint()])
         .await
         .unwrap();
     let election = Election::new(client.clone(), "/seguro/gk-test", TTL);
@@ -306,7 +306,7 @@ async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
     let mut child = spawn(&a, &logs.join("a.log"));
     wait_metric(&a, "seguro_gatekeeper_active", 1.0, logs).await;
 
-    let etcd_client = gatekeeper::election::connect(&[etcd.endpoint()])
+    let etcd_client = leadership::election::connect(&[etcd.endpoint()])
         .await
         .unwrap();
     let election = Election::new(etcd_client, "/seguro/gk-test", TTL);

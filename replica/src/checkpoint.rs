@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use eventlog::EventNum;
+use leadership::EventNum;
 
 const MAGIC: &[u8; 4] = b"SGCK";
 const VERSION: u8 = 1;

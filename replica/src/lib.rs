@@ -21,7 +21,7 @@ mod reference;
 mod runtime;
 mod ship;
 
-pub use agent::{Agent, AgentError, Inbound, Parts, Settings};
+pub use agent::{Agent, AgentError, Inbound, Parts, Settings, StepDown, ports};
 pub use buffer::{PacketBuffer, PacketId};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 pub use daemon::{DaemonError, NOTICE_QUEUE, Wired, run};

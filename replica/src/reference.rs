@@ -2,7 +2,7 @@
 //! so that tests, demos and benchmarks can see the whole path work.
 
 use ames::{Body, Lane, Mug, Packet, Prelude};
-use eventlog::EventNum;
+use leadership::EventNum;
 
 use crate::event::PacketEvent;
 use crate::ship::{Applied, Effect, Ship, ShipError};

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use eventlog::EventNum;
 use eventlog::auth::Signer;
+use leadership::EventNum;
 use metrics::{counter, gauge};
 use tokio_util::sync::CancellationToken;
 

@@ -2,7 +2,7 @@
 //! state's mug and the effects.
 
 use ames::{Lane, Mug};
-use eventlog::EventNum;
+use leadership::EventNum;
 
 /// One outbound Ames packet.
 #[derive(Debug, Clone, PartialEq, Eq)]

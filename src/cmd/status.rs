@@ -127,7 +127,7 @@ fn part_error(e: impl std::fmt::Display) -> Value {
 /// The leader key in etcd: the replica and the epoch (its creation
 /// revision).
 async fn leader(config: &Config) -> Value {
-    use gatekeeper::election::{Election, connect};
+    use leadership::election::{Election, connect};
     let limit = PART_TIMEOUT * 2;
     let ask = async {
         let client = connect(&config.etcd.endpoints).await?;

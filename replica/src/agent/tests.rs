@@ -1,0 +1,1 @@
+//! The agent against in-memory doubles of its ports.
