@@ -825,6 +825,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn revisions_and_epochs_convert_both_ways() {
+        assert_eq!(Epoch::from_revision(7), Some(Epoch(7)));
+        assert_eq!(Epoch(7).revision(), 7);
+        assert_eq!(
+            Epoch::from_revision(i64::MAX).map(Epoch::revision),
+            Some(i64::MAX)
+        );
+        // No key is created at revision 0 or before.
+        assert_eq!(Epoch::from_revision(0), None);
+        assert_eq!(Epoch::from_revision(-1), None);
+        // An epoch no revision can be compares equal to no key's.
+        assert_eq!(Epoch(u64::MAX).revision(), i64::MAX);
+    }
+
+    #[test]
     fn confirmation_ages() {
         let now = Instant::now();
         let mut v = LeaderView::default();
