@@ -110,7 +110,7 @@ pub enum Error {
     #[error("{0} stopped unexpectedly")]
     Stopped(&'static str),
     #[error("cannot start the forwarding thread: {0}")]
-    Runtime(std::io::Error),
+    Runtime(#[source] std::io::Error),
     #[error("sending effects from {addr}: {source}")]
     Send {
         addr: SocketAddr,

@@ -23,7 +23,7 @@ mod ship;
 
 pub use agent::{Agent, AgentError, Inbound, Parts, Settings, StepDown, ports};
 pub use buffer::{PacketBuffer, PacketId};
-pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+pub use checkpoint::{Checkpoint, CheckpointDecodeError, CheckpointError, CheckpointStore};
 pub use daemon::{DaemonError, NOTICE_QUEUE, Wired, run};
 pub use event::{EventDecodeError, PacketEvent};
 pub use reference::{ReferenceShip, Variant};

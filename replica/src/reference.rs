@@ -87,7 +87,7 @@ impl Ship for ReferenceShip {
         }
         let packet = PacketEvent::decode(event).map_err(|e| ShipError::BadEvent {
             num,
-            why: e.to_string(),
+            source: e.into(),
         })?;
         let mut chained = self.mug.get().to_be_bytes().to_vec();
         chained.extend_from_slice(event);

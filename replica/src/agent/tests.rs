@@ -15,7 +15,7 @@ use bytes::Bytes;
 use config::{Key, ReplicaId};
 use eventlog::{AppendError, ClientError, Event};
 use futures::stream;
-use leadership::{ElectionError, Epoch, EventNum, LossReason};
+use leadership::{ElectionError, Epoch, EventNum, Keyring, LossReason};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
@@ -288,7 +288,15 @@ impl Term for FakeTerm {
 
 /// Keeps what the agent sends the gatekeeper.
 #[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>);
+struct Sink(Arc<Mutex<Datagrams>>);
+
+type Datagrams = Vec<(SocketAddr, Vec<u8>)>;
+
+impl Sink {
+    fn take(&self) -> Datagrams {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
 
 impl EffectSink for Sink {
     fn send(
@@ -312,13 +320,14 @@ struct Harness {
     inbound: mpsc::Sender<Vec<(Lane, Vec<u8>)>>,
     log: MemLog,
     election: FakeElection,
+    sink: Sink,
     shutdown: CancellationToken,
 }
 
 fn harness(max_run_ahead: u64) -> Harness {
     let (agent_port, runtime) = port::port(64);
     let (inbound, inbound_rx) = mpsc::channel(16);
-    let (log, election) = (MemLog::new(), FakeElection::new());
+    let (log, election, sink) = (MemLog::new(), FakeElection::new(), Sink::default());
     let agent = Agent::new(Parts {
         settings: Settings {
             id: ReplicaId::new(1).unwrap(),
@@ -326,13 +335,13 @@ fn harness(max_run_ahead: u64) -> Harness {
             ttl: Duration::from_secs(60),
             max_run_ahead,
             buffer_packets: 64,
-            gatekeeper: "127.0.0.1:9".parse().unwrap(),
+            gatekeeper: GATEKEEPER.parse().unwrap(),
         },
         log: log.clone(),
         election: election.clone(),
         key: Key::from_bytes([1; 32]),
         inbound: inbound_rx,
-        effects: Sink::default(),
+        effects: sink.clone(),
         port: agent_port,
     });
     Harness {
@@ -341,9 +350,12 @@ fn harness(max_run_ahead: u64) -> Harness {
         inbound,
         log,
         election,
+        sink,
         shutdown: CancellationToken::new(),
     }
 }
+
+const GATEKEEPER: &str = "127.0.0.1:9";
 
 fn lane(port: u16) -> Lane {
     format!("192.0.2.1:{port}").parse().unwrap()
@@ -547,6 +559,7 @@ async fn a_new_leader_sequences_the_packets_the_old_one_did_not_commit() {
         log,
         election,
         shutdown,
+        ..
     } = harness(16);
     let (a, b, c) = (
         (lane(1), b"a".to_vec()),
@@ -610,6 +623,7 @@ async fn a_replica_behind_replays_the_log_before_it_leads() {
         mut agent,
         mut runtime,
         log,
+        sink,
         shutdown,
         ..
     } = harness(16);
@@ -639,10 +653,43 @@ async fn a_replica_behind_replays_the_log_before_it_leads() {
                 next: EventNum(4)
             }
         );
+        // Its own event's effect goes to the gatekeeper, sealed for this
+        // term; a replayed event's is not this term's to send.
+        let (num, mug, data) = (EventNum(4), mug(4), Bytes::from_static(b"e"));
+        tell(
+            &runtime,
+            Command::Plan {
+                num,
+                mug,
+                data,
+                packet: None,
+            },
+        );
+        for num in [EventNum(2), EventNum(4)] {
+            let (lane, payload) = (lane(7), b"effect".to_vec());
+            tell(&runtime, Command::Send { num, lane, payload });
+        }
+        assert_eq!(next(&mut runtime).await, Notice::Committed(EventNum(4)));
         shutdown.cancel();
     };
     let (end, ()) = tokio::join!(agent.lead(term, &shutdown), script);
     assert_eq!(end.unwrap(), End::Shutdown);
     assert!(resigned.load(Ordering::SeqCst));
     assert_eq!(log.fences(), 1);
+
+    let sent = sink.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, GATEKEEPER.parse().unwrap());
+    let mut keys = Keyring::new();
+    keys.insert(ReplicaId::new(1).unwrap(), Key::from_bytes([1; 32]));
+    let envelope = leadership::envelope::open(&sent[0].1, &keys).unwrap();
+    assert_eq!(
+        (
+            envelope.epoch,
+            envelope.event,
+            envelope.seq,
+            envelope.payload
+        ),
+        (Epoch(4), EventNum(4), 1, &b"effect"[..])
+    );
 }
