@@ -5,6 +5,10 @@
 //! gatekeeper). A runtime computes the ship: [`ShipRuntime`] runs a [`Ship`]
 //! in-process (the [`ReferenceShip`] for tests and demos); a C runtime such
 //! as vere speaks the same [`port`] through the C ABI.
+//!
+//! The agent reaches the event log, the election and the gatekeeper through
+//! [`ports`]: [`Wired`] plugs in the real ones, the agent's tests in-memory
+//! doubles.
 
 mod agent;
 mod buffer;
