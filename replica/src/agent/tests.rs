@@ -419,6 +419,47 @@ async fn steps_down_when_the_lease_is_lost() {
 }
 
 #[tokio::test]
+async fn a_leader_that_lost_its_term_rewinds_its_runtime_and_campaigns_again() {
+    let Harness {
+        agent,
+        mut runtime,
+        election,
+        shutdown,
+        ..
+    } = harness(16);
+    let script = async {
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        let lose = election.grant(Epoch(5));
+        assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
+        lose.send_replace(Some(LossReason::KeyLost));
+        assert_eq!(next(&mut runtime).await, Notice::Rewind);
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        let _lose = election.grant(Epoch(9));
+        assert_eq!(
+            next(&mut runtime).await,
+            Notice::Lead {
+                epoch: Epoch(9),
+                next: EventNum(1)
+            }
+        );
+        assert_eq!(election.campaigns(), 2);
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
+}
+
+#[tokio::test]
 async fn steps_down_when_a_newer_leader_fenced_the_log() {
     let Harness {
         mut agent,
