@@ -13,17 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Config, KeyError, Optimism};
-use etcd_client::Client;
-use eventlog::CommitState;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use udp::raw::{self, Family, Outgoing, PayloadSum};
 use udp::{BatchSocket, RecvBatch, Socket, SocketOptions};
 
-use crate::election::{Election, GATEKEEPER_KEY, LeaderView};
-use crate::envelope::Keyring;
 use crate::forward::{Decision, Effect, Forwarder, Gate};
 use crate::stats::{DropReason, Stats};
+use leadership::election::{Client, GATEKEEPER_KEY};
+use leadership::{CommitState, Election, Keyring, LeaderView};
 
 /// Batches received in a row before the loop looks at etcd and timers again.
 const BATCHES_PER_TURN: usize = 16;
@@ -112,7 +110,7 @@ pub enum Error {
     #[error("{0} stopped unexpectedly")]
     Stopped(&'static str),
     #[error("cannot start the forwarding thread: {0}")]
-    Runtime(std::io::Error),
+    Runtime(#[source] std::io::Error),
     #[error("sending effects from {addr}: {source}")]
     Send {
         addr: SocketAddr,

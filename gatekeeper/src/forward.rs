@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::Optimism;
-use eventlog::CommitState;
 use tokio::time::Instant;
 
-use crate::election::{LeaderView, Term};
-use crate::envelope::{self, Keyring, OpenError};
 use crate::hold::{Held, HoldQueue, Verdict, verdict};
 use crate::replay::ReplayWindows;
 use crate::stats::{DropReason, Stats};
+use leadership::envelope::{self, Keyring, OpenError};
+use leadership::{CommitState, LeaderView, Term};
 
 /// Replay windows kept: the current term's, and a few before it in case a
 /// term comes back after an etcd outage.
@@ -307,9 +306,7 @@ impl Forwarder {
 mod tests {
     use super::*;
     use config::{Key, ReplicaId};
-    use eventlog::{Epoch, EventNum};
-
-    use crate::envelope::Sealer;
+    use leadership::{Epoch, EventNum, Sealer};
 
     fn id(n: u32) -> ReplicaId {
         ReplicaId::new(n).unwrap()
@@ -361,7 +358,7 @@ mod tests {
                 leader: id(leader),
                 epoch: Epoch(epoch),
             }),
-            revision: epoch as i64,
+            revision: Epoch(epoch).revision(),
             confirmed_at: Some(at),
         }
     }

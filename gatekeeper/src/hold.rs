@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use config::Optimism;
-use eventlog::{CommitState, Epoch, EventNum};
+use leadership::{CommitState, Epoch, EventNum};
 use tokio::time::Instant;
 
 /// What the commit watch says about one effect.

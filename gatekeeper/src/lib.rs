@@ -1,9 +1,8 @@
-//! The edge box's effect gatekeeper, and the leader election it enforces.
+//! The edge box's effect gatekeeper (docs/SPEC.md §6.4, §7): it forwards
+//! only the elected leader's effects, and only once their events are
+//! durable. The election it follows and the envelopes it opens are the
+//! `leadership` crate's.
 //!
-//! - [`election`]: campaigning for, observing and resigning leadership in
-//!   etcd; replicas campaign with it and the gatekeeper observes it.
-//! - [`envelope`]: the authenticated datagram a replica sends for each
-//!   effect ([`envelope::Sealer`] on the replica, [`envelope::open`] here).
 //! - [`replay`], [`hold`]: each effect at most once, and only once durable.
 //! - [`forward`]: the decision for each envelope; [`daemon`]: the
 //!   gatekeeper that receives envelopes and sends effects from the ship's
@@ -12,14 +11,10 @@
 //!   it counts.
 
 pub mod daemon;
-pub mod election;
-pub mod envelope;
 pub mod forward;
 pub mod hold;
 pub mod replay;
 pub mod stats;
 
 pub use daemon::{Error, Gatekeeper, Settings};
-pub use election::{Election, LeaderView, Leadership, Term};
-pub use envelope::{Envelope, Keyring, Sealer};
 pub use stats::{DropReason, Stats};

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use config::ReplicaId;
-use eventlog::Epoch;
+use leadership::Epoch;
 
 /// Bits in a window: how far below the highest sequence number seen an
 /// envelope may still arrive (reordered) and be accepted.

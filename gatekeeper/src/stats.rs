@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use metrics::{Counter, Gauge, Unit};
 
-use crate::election::Term;
+use leadership::Term;
 
 /// Why an envelope did not leave. Each is one `reason` label of
 /// `seguro_gatekeeper_dropped_total`.

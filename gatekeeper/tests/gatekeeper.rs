@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Key, Optimism, ReplicaId};
-use eventlog::{CommitState, Epoch, EventNum};
+use leadership::{CommitState, Epoch, EventNum};
+use leadership::{Election, Keyring, Sealer};
 use seguro_gatekeeper::stats::Snapshot;
-use seguro_gatekeeper::{DropReason, Election, Gatekeeper, Keyring, Sealer, Settings, Stats};
+use seguro_gatekeeper::{DropReason, Gatekeeper, Settings, Stats};
 use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -26,7 +27,7 @@ fn id(n: u32) -> ReplicaId {
 /// that envelopes come from.
 struct Rig {
     etcd: testkit::Etcd,
-    client: etcd_client::Client,
+    client: leadership::election::Client,
     keys: Vec<Key>,
     stats: Arc<Stats>,
     listen: SocketAddr,
@@ -52,7 +53,7 @@ impl Rig {
         peer: &str,
     ) -> Rig {
         let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
-        let client = seguro_gatekeeper::election::connect(&[etcd.endpoint()])
+        let client = leadership::election::connect(&[etcd.endpoint()])
             .await
             .unwrap();
         let keys: Vec<Key> = (0..3).map(|_| Key::generate().unwrap()).collect();
@@ -379,7 +380,7 @@ async fn under_quorum_effects_wait_for_the_commit_index_and_leave_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_without_a_commit_watch_is_refused() {
     let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
-    let client = seguro_gatekeeper::election::connect(&[etcd.endpoint()])
+    let client = leadership::election::connect(&[etcd.endpoint()])
         .await
         .unwrap();
     let settings = Settings {

@@ -11,12 +11,14 @@ use aya::programs::{
     LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp,
     XdpMode, tc::SchedClassifierLinkId,
 };
+use aya::sys::SyscallError;
 use aya::util::KernelVersion;
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use lb_abi::{Counters, MAP_ACTIVE, MAP_COUNTERS, MAP_PLANS, PROG_TC, PROG_XDP, Plan};
 use tracing::{info, warn};
 
 use crate::Error;
+use crate::error::Cause;
 use crate::qdisc::delete_clsact;
 
 /// The compiled programs, built by build.rs from `ebpf/`.
@@ -101,7 +103,10 @@ impl Programs {
                 .ok_or_else(|| Error::Load(format!("the embedded object has no map `{name}`")))
         };
         let (active, plans, counters) = (take(MAP_ACTIVE)?, take(MAP_PLANS)?, take(MAP_COUNTERS)?);
-        let map_error = |e: aya::maps::MapError| Error::Load(format!("map layout: {e}"));
+        let map_error = |e: aya::maps::MapError| Error::Loading {
+            what: "map layout",
+            source: e.into(),
+        };
         let mut programs = Self {
             active: Array::try_from(active).map_err(map_error)?,
             plans: Array::try_from(plans).map_err(map_error)?,
@@ -119,22 +124,24 @@ impl Programs {
     /// one, whole. Replicas in both get every packet.
     pub fn publish(&mut self, plan: &Plan) -> Result<(), Error> {
         let next = self.live ^ 1;
-        self.plans
-            .set(next, plan, 0)
-            .map_err(|e| Error::Map(format!("writing the plan: {e}")))?;
-        self.active
-            .set(0, next, 0)
-            .map_err(|e| Error::Map(format!("switching plans: {e}")))?;
+        self.plans.set(next, plan, 0).map_err(|source| Error::Map {
+            what: "writing the plan",
+            source,
+        })?;
+        self.active.set(0, next, 0).map_err(|source| Error::Map {
+            what: "switching plans",
+            source,
+        })?;
         self.live = next;
         Ok(())
     }
 
     /// The counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, Error> {
-        let per_cpu = self
-            .counters
-            .get(&0, 0)
-            .map_err(|e| Error::Map(format!("reading counters: {e}")))?;
+        let per_cpu = self.counters.get(&0, 0).map_err(|source| Error::Map {
+            what: "reading counters",
+            source,
+        })?;
         let mut sum = Counters::ZERO;
         for c in per_cpu.iter() {
             sum.add(c);
@@ -154,7 +161,7 @@ impl Programs {
         hook: config::TcAttach,
     ) -> Result<(), Error> {
         if self.attached.is_some() {
-            return Err(Error::Attach("the programs are already attached".into()));
+            return Err(Error::Attach("the programs are already attached"));
         }
         let tcx = match hook {
             config::TcAttach::Tcx => true,
@@ -171,9 +178,10 @@ impl Programs {
                     info!(interface, "using the interface's existing clsact qdisc")
                 }
                 Err(e) => {
-                    return Err(Error::Attach(format!(
-                        "adding the clsact qdisc to {interface}: {e}"
-                    )));
+                    return Err(Error::Attaching {
+                        what: format!("adding the clsact qdisc to {interface}"),
+                        source: e.into(),
+                    });
                 }
             }
         }
@@ -241,8 +249,10 @@ impl Programs {
         let xdp: &Xdp = self.program_ref(PROG_XDP)?;
         let tc: &SchedClassifier = self.program_ref(PROG_TC)?;
         let id = |info: Result<aya::programs::ProgramInfo, ProgramError>| {
-            info.map(|i| i.id())
-                .map_err(|e| Error::Load(format!("reading program info: {e}")))
+            info.map(|i| i.id()).map_err(|e| Error::Loading {
+                what: "reading program info",
+                source: e.into(),
+            })
         };
         Ok((id(xdp.info())?, id(tc.info())?))
     }
@@ -364,7 +374,10 @@ pub(crate) fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
 }
 
 fn load_error(e: EbpfError) -> Error {
-    classify_os(&e).unwrap_or_else(|| Error::Load(format!("{e}")))
+    match refusal(os_error(&e)) {
+        Some(refused) => refused(e.into()),
+        None => Error::Ebpf(e),
+    }
 }
 
 fn program_error(name: &str, e: ProgramError) -> Error {
@@ -374,33 +387,40 @@ fn program_error(name: &str, e: ProgramError) -> Error {
         ));
     }
     if let ProgramError::SyscallError(s) = &e
-        && let Some(code) = s.io_error.raw_os_error()
-        && let Some(err) = classify_code(code, &format!("`{name}`: {e}"))
+        && let Some(refused) = refusal(s.io_error.raw_os_error())
     {
-        return err;
+        let name = name.to_owned();
+        return refused(Box::new(ProgramFailed { name, source: e }));
     }
-    let detail = match &e {
-        ProgramError::SyscallError(s) => format!("{}: {}", s.call, s.io_error),
-        e => e.to_string(),
-    };
-    classify_os(&e).unwrap_or_else(|| Error::Attach(format!("`{name}`: {detail}")))
+    if let Some(refused) = refusal(os_error(&e)) {
+        return refused(e.into());
+    }
+    match e {
+        ProgramError::SyscallError(SyscallError { call, io_error }) => Error::Attaching {
+            what: format!("`{name}`: {call}"),
+            source: io_error.into(),
+        },
+        e => Error::Attaching {
+            what: format!("`{name}`"),
+            source: e.into(),
+        },
+    }
 }
 
-fn classify_os(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
-    let code = os_error(e)?;
-    classify_code(code, &format!("{e}"))
+/// A program's error, with the program's name.
+#[derive(Debug, thiserror::Error)]
+#[error("`{name}`: {source}")]
+struct ProgramFailed {
+    name: String,
+    source: ProgramError,
 }
 
-fn classify_code(code: i32, what: &str) -> Option<Error> {
-    match code {
-        libc::EPERM | libc::EACCES => Some(Error::NotPermitted(format!(
-            "the kernel refused to load or attach eBPF programs ({what}): run as root, or with \
-             CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, and check kernel.unprivileged_bpf_disabled \
-             and lockdown"
-        ))),
-        libc::ENOSYS => Some(Error::BpfUnavailable(format!(
-            "this kernel has no bpf() system call ({what}); use lb.mode = \"userspace\""
-        ))),
+/// The error a refusal with the OS error `code` makes, if it says that
+/// this process may not, or this kernel cannot, run eBPF programs.
+fn refusal(code: Option<i32>) -> Option<fn(Cause) -> Error> {
+    match code? {
+        libc::EPERM | libc::EACCES => Some(|source| Error::BpfRefused { source }),
+        libc::ENOSYS => Some(|source| Error::BpfUnavailable { source }),
         _ => None,
     }
 }

@@ -88,8 +88,10 @@ impl Drop for NextHops {
 impl NextHops {
     /// Opens the netlink socket; needs a tokio runtime.
     pub fn new() -> Result<Self, Error> {
-        let (connection, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| Error::Netlink(format!("opening a socket: {e}")))?;
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| Error::Netlink {
+            what: "opening a socket".into(),
+            source: e.into(),
+        })?;
         let connection = tokio::spawn(connection);
         Ok(Self { handle, connection })
     }
@@ -173,11 +175,10 @@ impl NextHops {
     async fn link_mac(&mut self, ifindex: u32) -> Result<Option<[u8; 6]>, Error> {
         let mut links = self.handle.link().get().match_index(ifindex).execute();
         let mut mac = None;
-        while let Some(link) = links
-            .try_next()
-            .await
-            .map_err(|e| Error::Netlink(format!("reading link {ifindex}: {e}")))?
-        {
+        while let Some(link) = links.try_next().await.map_err(|e| Error::Netlink {
+            what: format!("reading link {ifindex}"),
+            source: e.into(),
+        })? {
             let link: LinkMessage = link;
             if link.header.link_layer_type != LinkLayerType::Ether {
                 return Ok(None);
@@ -194,11 +195,10 @@ impl NextHops {
     async fn neighbours(&mut self) -> Result<HashMap<(u32, IpAddr), Neighbour>, Error> {
         let mut found = HashMap::new();
         let mut dump = self.handle.neighbours().get().execute();
-        while let Some(entry) = dump
-            .try_next()
-            .await
-            .map_err(|e| Error::Netlink(format!("reading neighbours: {e}")))?
-        {
+        while let Some(entry) = dump.try_next().await.map_err(|e| Error::Netlink {
+            what: "reading neighbours".into(),
+            source: e.into(),
+        })? {
             let entry: NeighbourMessage = entry;
             let mut addr = None;
             let mut mac = None;
@@ -249,9 +249,10 @@ impl NextHops {
         message: NetlinkMessage<RouteNetlinkMessage>,
     ) -> Result<impl futures::Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + use<>, Error>
     {
-        self.handle
-            .request(message)
-            .map_err(|e| Error::Netlink(format!("sending a request: {e}")))
+        self.handle.request(message).map_err(|e| Error::Netlink {
+            what: "sending a request".into(),
+            source: e.into(),
+        })
     }
 }
 

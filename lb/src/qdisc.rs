@@ -12,10 +12,9 @@ use crate::Error;
 
 /// Deletes `interface`'s clsact qdisc and every filter under it.
 pub fn delete_clsact(interface: &str) -> Result<(), Error> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Attach(format!(
-            "removing the clsact qdisc from {interface}: {what}: {e}"
-        ))
+    let fail = |what: &str, e: std::io::Error| Error::Attaching {
+        what: format!("removing the clsact qdisc from {interface}: {what}"),
+        source: e.into(),
     };
     let index = crate::interface_index(interface)?;
     let mut tc = TcMessage::with_index(index as i32);
@@ -27,20 +26,24 @@ pub fn delete_clsact(interface: &str) -> Result<(), Error> {
     let mut buf = vec![0; request.buffer_len()];
     request.serialize(&mut buf);
 
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| fail("socket", &e))?;
-    socket.bind_auto().map_err(|e| fail("bind", &e))?;
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| fail("socket", e))?;
+    socket.bind_auto().map_err(|e| fail("bind", e))?;
     socket
         .connect(&SocketAddr::new(0, 0))
-        .map_err(|e| fail("connect", &e))?;
-    socket.send(&buf, 0).map_err(|e| fail("send", &e))?;
+        .map_err(|e| fail("connect", e))?;
+    socket.send(&buf, 0).map_err(|e| fail("send", e))?;
     let mut reply = vec![0u8; 8192];
     let n = socket
         .recv(&mut &mut reply[..], 0)
-        .map_err(|e| fail("recv", &e))?;
-    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[..n])
-        .map_err(|e| fail("reply", &e))?;
+        .map_err(|e| fail("recv", e))?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[..n]).map_err(|e| {
+        Error::Attaching {
+            what: format!("removing the clsact qdisc from {interface}: reply"),
+            source: e.into(),
+        }
+    })?;
     match reply.payload {
-        NetlinkPayload::Error(e) if e.code.is_some() => Err(fail("kernel", &e.to_io())),
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(fail("kernel", e.to_io())),
         _ => Ok(()),
     }
 }

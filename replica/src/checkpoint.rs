@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use eventlog::EventNum;
+use leadership::EventNum;
 
 const MAGIC: &[u8; 4] = b"SGCK";
 const VERSION: u8 = 1;
@@ -28,8 +28,24 @@ pub enum CheckpointError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("{path} is not a checkpoint: {why}")]
-    Corrupt { path: PathBuf, why: String },
+    #[error("{path} is not a checkpoint: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: CheckpointDecodeError,
+    },
+}
+
+/// Why bytes are not a checkpoint [`Checkpoint::encode`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointDecodeError {
+    #[error("{len} bytes, shorter than the {HEADER_LEN}-byte header")]
+    Short { len: usize },
+    #[error("wrong magic or version")]
+    Magic,
+    #[error("holds {state} bytes of state, its header says {header}")]
+    Length { state: usize, header: u64 },
+    #[error("its state does not match its hash")]
+    Hash,
 }
 
 impl Checkpoint {
@@ -46,27 +62,24 @@ impl Checkpoint {
     }
 
     /// Reads [`Checkpoint::encode`]'s bytes, checking length and hash.
-    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-        let header = bytes.first_chunk::<HEADER_LEN>().ok_or_else(|| {
-            format!(
-                "{} bytes, shorter than the {HEADER_LEN}-byte header",
-                bytes.len()
-            )
-        })?;
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointDecodeError> {
+        let header = bytes
+            .first_chunk::<HEADER_LEN>()
+            .ok_or(CheckpointDecodeError::Short { len: bytes.len() })?;
         if &header[..4] != MAGIC || header[4] != VERSION {
-            return Err("wrong magic or version".into());
+            return Err(CheckpointDecodeError::Magic);
         }
         let last = u64::from_be_bytes(header[5..13].try_into().expect("8 bytes"));
         let len = u64::from_be_bytes(header[13..21].try_into().expect("8 bytes"));
         let state = &bytes[HEADER_LEN..];
         if state.len() as u64 != len {
-            return Err(format!(
-                "holds {} bytes of state, its header says {len}",
-                state.len()
-            ));
+            return Err(CheckpointDecodeError::Length {
+                state: state.len(),
+                header: len,
+            });
         }
         if blake3::hash(state).as_bytes()[..] != header[21..] {
-            return Err("its state does not match its hash".into());
+            return Err(CheckpointDecodeError::Hash);
         }
         Ok(Checkpoint {
             last: EventNum(last),
@@ -96,7 +109,7 @@ impl CheckpointStore {
         match fs::read(&path) {
             Ok(bytes) => Checkpoint::decode(&bytes)
                 .map(Some)
-                .map_err(|why| CheckpointError::Corrupt { path, why }),
+                .map_err(|source| CheckpointError::Corrupt { path, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error("read", &path)(e)),
         }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 
 use config::{Config, Key, KeyError, ReplicaId};
-use eventlog::auth::{Signer, Verifier};
+use eventlog_client::auth::{Signer, Verifier};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -31,9 +31,12 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error("cannot serve metrics: {0}")]
-    Metrics(String),
-    #[error("cannot use etcd at {endpoints}: {why}")]
-    Etcd { endpoints: String, why: String },
+    Metrics(#[source] telemetry::Error),
+    #[error("cannot use etcd at {endpoints}: {source}")]
+    Etcd {
+        endpoints: String,
+        source: leadership::ElectionError,
+    },
     #[error(transparent)]
     Agent(#[from] AgentError),
     #[error(transparent)]
@@ -141,13 +144,13 @@ impl Wired {
                 source,
             })?;
 
-        let etcd = gatekeeper::election::connect(&config.etcd.endpoints)
+        let etcd = leadership::election::connect(&config.etcd.endpoints)
             .await
-            .map_err(|e| DaemonError::Etcd {
+            .map_err(|source| DaemonError::Etcd {
                 endpoints: config.etcd.endpoints.join(","),
-                why: e.to_string(),
+                source,
             })?;
-        let election = gatekeeper::Election::new(etcd, &config.etcd_root(), config.etcd.lease_ttl);
+        let election = leadership::Election::new(etcd, &config.etcd_root(), config.etcd.lease_ttl);
 
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         let receiving = tokio::spawn(inbound::receive(ames, inbound_tx));
@@ -159,7 +162,7 @@ impl Wired {
                 buffer_packets: config.agent.buffer_packets,
                 gatekeeper: config.gatekeeper.listen,
             },
-            log: eventlog::Client::new(config, secret.clone()),
+            log: eventlog_client::Client::new(config, secret.clone()),
             election,
             key,
             inbound: inbound_rx,
@@ -191,7 +194,6 @@ fn recorder() -> Result<PrometheusHandle, DaemonError> {
     if let Some(handle) = RECORDER.get() {
         return Ok(handle.clone());
     }
-    let handle = telemetry::install(Default::default(), "replica")
-        .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+    let handle = telemetry::install(Default::default(), "replica").map_err(DaemonError::Metrics)?;
     Ok(RECORDER.get_or_init(|| handle).clone())
 }

@@ -5,6 +5,10 @@
 //! gatekeeper). A runtime computes the ship: [`ShipRuntime`] runs a [`Ship`]
 //! in-process (the [`ReferenceShip`] for tests and demos); a C runtime such
 //! as vere speaks the same [`port`] through the C ABI.
+//!
+//! The agent reaches the event log, the election and the gatekeeper through
+//! [`ports`]: [`Wired`] plugs in the real ones, the agent's tests in-memory
+//! doubles.
 
 mod agent;
 mod buffer;
@@ -21,9 +25,9 @@ mod reference;
 mod runtime;
 mod ship;
 
-pub use agent::{Agent, AgentError, Inbound, Parts, Settings};
+pub use agent::{Agent, AgentError, Inbound, Parts, Settings, StepDown, ports};
 pub use buffer::{PacketBuffer, PacketId};
-pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+pub use checkpoint::{Checkpoint, CheckpointDecodeError, CheckpointError, CheckpointStore};
 pub use daemon::{DaemonError, NOTICE_QUEUE, Wired, run};
 pub use event::{EventDecodeError, PacketEvent};
 pub use reference::{ReferenceShip, Variant};

@@ -2,6 +2,8 @@
 
 use metrics::{counter, gauge};
 
+use crate::agent::StepDown;
+
 pub const LEADER: &str = "seguro_replica_leader";
 pub const EPOCH: &str = "seguro_replica_epoch";
 pub const APPLIED: &str = "seguro_replica_applied_event";
@@ -22,16 +24,6 @@ pub const STEP_DOWNS: &str = "seguro_replica_step_downs_total";
 pub const CHECKPOINT: &str = "seguro_replica_checkpoint_event";
 pub const CHECKPOINTS: &str = "seguro_replica_checkpoints_total";
 pub const RESTORES: &str = "seguro_replica_restores_total";
-
-/// Why a leader stopped leading, as the `reason` label says it.
-pub const STEP_DOWN_REASONS: &[&str] = &[
-    "lease_lost",
-    "fenced",
-    "append_failed",
-    "commit_stalled",
-    "fence_failed",
-    "shutdown",
-];
 
 /// Registers every series at zero, so that dashboards and alerts see zeros
 /// rather than gaps from the start.
@@ -55,8 +47,8 @@ pub fn register() {
     ] {
         counter!(c).absolute(0);
     }
-    for reason in STEP_DOWN_REASONS {
-        counter!(STEP_DOWNS, "reason" => *reason).absolute(0);
+    for reason in StepDown::ALL {
+        counter!(STEP_DOWNS, "reason" => reason.label()).absolute(0);
     }
     for source in ["local", "peer"] {
         counter!(RESTORES, "source" => source).absolute(0);

@@ -10,11 +10,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use bytes::Bytes;
-use eventlog::auth::{self, Signer, Verifier};
+use eventlog_client::auth::{self, Signer, Verifier};
 use http_body_util::{BodyExt, Empty};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::checkpoint::{Checkpoint, CheckpointDecodeError, CheckpointStore};
 
 #[derive(Clone)]
 struct Served {
@@ -70,11 +70,13 @@ async fn checkpoint(State(s): State<Served>, headers: HeaderMap) -> impl IntoRes
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("cannot reach {0}: {1}")]
-    Connect(SocketAddr, String),
+    Connect(SocketAddr, #[source] std::io::Error),
+    #[error("cannot reach {0}: {1}")]
+    Http(SocketAddr, #[source] hyper::Error),
     #[error("{0} answered {1}")]
     Status(SocketAddr, StatusCode),
     #[error("{0} sent a damaged checkpoint: {1}")]
-    Corrupt(SocketAddr, String),
+    Corrupt(SocketAddr, #[source] CheckpointDecodeError),
     #[error("{0} did not answer within {1:?}")]
     Timeout(SocketAddr, Duration),
 }
@@ -88,11 +90,11 @@ pub async fn fetch(
     let request = async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| FetchError::Connect(addr, e.to_string()))?;
+            .map_err(|e| FetchError::Connect(addr, e))?;
         let io = hyper_util::rt::TokioIo::new(stream);
         let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| FetchError::Connect(addr, e.to_string()))?;
+            .map_err(|e| FetchError::Http(addr, e))?;
         tokio::spawn(connection);
         let request = hyper::Request::get("/checkpoint")
             .header(hyper::header::HOST, addr.to_string())
@@ -102,7 +104,7 @@ pub async fn fetch(
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| FetchError::Connect(addr, e.to_string()))?;
+            .map_err(|e| FetchError::Http(addr, e))?;
         if response.status() != StatusCode::OK {
             return Err(FetchError::Status(addr, response.status()));
         }
@@ -110,9 +112,9 @@ pub async fn fetch(
             .into_body()
             .collect()
             .await
-            .map_err(|e| FetchError::Connect(addr, e.to_string()))?
+            .map_err(|e| FetchError::Http(addr, e))?
             .to_bytes();
-        Checkpoint::decode(&body).map_err(|why| FetchError::Corrupt(addr, why))
+        Checkpoint::decode(&body).map_err(|e| FetchError::Corrupt(addr, e))
     };
     tokio::time::timeout(limit, request)
         .await

@@ -5,7 +5,7 @@
 
 use ames::{Lane, Mug};
 use bytes::Bytes;
-use eventlog::{Epoch, EventNum};
+use leadership::{Epoch, EventNum};
 use tokio::sync::mpsc;
 
 use crate::buffer::PacketId;

@@ -2,7 +2,7 @@
 //! so that tests, demos and benchmarks can see the whole path work.
 
 use ames::{Body, Lane, Mug, Packet, Prelude};
-use eventlog::EventNum;
+use leadership::EventNum;
 
 use crate::event::PacketEvent;
 use crate::ship::{Applied, Effect, Ship, ShipError};
@@ -87,7 +87,7 @@ impl Ship for ReferenceShip {
         }
         let packet = PacketEvent::decode(event).map_err(|e| ShipError::BadEvent {
             num,
-            why: e.to_string(),
+            source: e.into(),
         })?;
         let mut chained = self.mug.get().to_be_bytes().to_vec();
         chained.extend_from_slice(event);

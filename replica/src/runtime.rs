@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use eventlog::EventNum;
-use eventlog::auth::Signer;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use eventlog_client::auth::Signer;
+use leadership::EventNum;
 use metrics::{counter, gauge};
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +27,16 @@ pub enum RuntimeError {
     #[error("told to lead from event {next}, but the ship's last event is {last}")]
     Lead { next: EventNum, last: EventNum },
 }
+
+/// Delays between rounds of asking peers for a checkpoint: from 200 ms
+/// doubling to 5 s, jittered so that replicas wiped together do not ask
+/// in step.
+const PEER_RETRY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(200))
+    .with_max_delay(Duration::from_secs(5))
+    .with_factor(2.0)
+    .with_jitter()
+    .without_max_times();
 
 /// A ship, its checkpoints, and where peers' checkpoints can be had.
 pub struct ShipRuntime {
@@ -191,7 +202,7 @@ impl ShipRuntime {
         at_least: EventNum,
         shutdown: &CancellationToken,
     ) -> Result<bool, RuntimeError> {
-        let mut backoff = Duration::from_millis(200);
+        let mut delays = PEER_RETRY.build();
         loop {
             let mut best: Option<Checkpoint> = None;
             for &peer in &self.peers {
@@ -232,8 +243,9 @@ impl ShipRuntime {
                 return Ok(true);
             }
             tracing::warn!(need = %at_least, "no peer has a recent enough checkpoint yet; retrying");
+            let delay = delays.next().unwrap_or(Duration::from_secs(5));
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(Duration::from_secs(5)),
+                _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => return Ok(false),
             }
         }

@@ -2,7 +2,7 @@
 //! state's mug and the effects.
 
 use ames::{Lane, Mug};
-use eventlog::EventNum;
+use leadership::EventNum;
 
 /// One outbound Ames packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +24,11 @@ pub struct Applied {
 pub enum ShipError {
     #[error("event {num} is out of order: the ship's last event is {last}")]
     OutOfOrder { num: EventNum, last: EventNum },
-    #[error("event {num} cannot be read: {why}")]
-    BadEvent { num: EventNum, why: String },
+    #[error("event {num} cannot be read: {source}")]
+    BadEvent {
+        num: EventNum,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("checkpoint cannot be restored: {0}")]
     BadCheckpoint(String),
 }

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use config::{Key, KeyCheck};
-use gatekeeper::{Gatekeeper, Settings, election};
+use gatekeeper::{Gatekeeper, Settings};
+use leadership::election;
 
 use crate::cli::GatekeeperArgs;
 use crate::cmd::{EXIT_NOPERM, load_config, serve_metrics, shutdown_signal};

@@ -277,7 +277,7 @@ async fn gather(config: &Config, probe: Option<&Path>) -> Status {
 /// The leader key in etcd: the replica and the epoch (its creation
 /// revision).
 async fn leader(config: &Config) -> Reading<Leader> {
-    use gatekeeper::election::{Election, connect};
+    use leadership::election::{Election, connect};
     let limit = PART_TIMEOUT * 2;
     let ask = async {
         let client = connect(&config.etcd.endpoints).await?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ames::{Body, Packet, Prelude, Ship};
 use config::{Key, LbMode, Optimism, ReplicaId};
-use gatekeeper::{Election, Sealer};
+use leadership::{Election, Sealer};
 use testkit::{Daemon, Lab};
 use tokio::net::UdpSocket;
 use tokio::task::block_in_place;
@@ -74,7 +74,7 @@ async fn the_relay_and_the_gatekeeper_share_the_ships_address() {
     // The replica leads, fences the log, commits an event and sends its
     // effect to the gatekeeper: the peer gets it from the ship's address.
     let etcd = lab.etcd().endpoint();
-    let client = gatekeeper::election::connect(&[etcd]).await.unwrap();
+    let client = leadership::election::connect(&[etcd]).await.unwrap();
     let election = Election::new(client, &format!("/seguro/{CLUSTER}"), TTL);
     let leadership = election.campaign(ReplicaId::new(1).unwrap()).await;
     let epoch = leadership.epoch();

@@ -423,9 +423,9 @@ async fn a_c_ship_that_loses_its_term_rewinds_to_its_snapshot_and_carries_on() {
     let key = format!(
         "{}/{}",
         config.etcd_root(),
-        gatekeeper::election::LEADER_KEY
+        leadership::election::LEADER_KEY
     );
-    let mut etcd_client = gatekeeper::election::connect(&[c.etcd().endpoint()])
+    let mut etcd_client = leadership::election::connect(&[c.etcd().endpoint()])
         .await
         .unwrap();
     let deleted = etcd_client.delete(key.as_str(), None).await.unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use config::{Key, Optimism, ReplicaId};
 use eventlog::EventNum;
-use gatekeeper::{Election, Sealer};
+use leadership::{Election, Sealer};
 use testkit::{Daemon, Lab};
 use tokio::net::UdpSocket;
 use tokio::task::block_in_place;
@@ -108,7 +108,7 @@ async fn one_gatekeeper_forwards_and_the_standby_takes_over_within_ttl_plus_1s()
     wait_metric(&mut lab, &b, "seguro_gatekeeper_active", 0.0);
 
     // This test is replica 1, and leads.
-    let client = gatekeeper::election::connect(&[lab.etcd().endpoint()])
+    let client = leadership::election::connect(&[lab.etcd().endpoint()])
         .await
         .unwrap();
     let election = Election::new(client.clone(), "/seguro/gk-test", TTL);
@@ -221,7 +221,7 @@ async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
     block_in_place(|| lab.start(a.daemon.clone())).unwrap();
     wait_metric(&mut lab, &a, "seguro_gatekeeper_active", 1.0);
 
-    let etcd_client = gatekeeper::election::connect(&[lab.etcd().endpoint()])
+    let etcd_client = leadership::election::connect(&[lab.etcd().endpoint()])
         .await
         .unwrap();
     let election = Election::new(etcd_client, "/seguro/gk-test", TTL);

@@ -70,10 +70,7 @@ impl Relay {
 
         let raw = raw::socket(Family::of(ship.ip()), SOCKET_BUFFER).map_err(|e| {
             if e.kind() == io::ErrorKind::PermissionDenied {
-                Error::NotPermitted(format!(
-                    "lb.mode = \"userspace\" sends copies with the peer's source from a raw socket, \
-                     which needs root or CAP_NET_RAW: {e}"
-                ))
+                Error::RawRefused { source: e }
             } else {
                 Error::io("creating the relay's raw socket")(e)
             }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use config::{Config, KeyCheck, Overrides, ReplicaId};
-use eventlog::EventNum;
+use leadership::EventNum;
 use replica::port::{self, Command, Notice};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use ames::Mug;
 use bytes::Bytes;
-use eventlog::EventNum;
+use leadership::EventNum;
 use replica::PacketId;
 use replica::port::Command;
 

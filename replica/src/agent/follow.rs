@@ -3,28 +3,26 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use eventlog::{Event, ReadError};
-use futures::{Stream, StreamExt};
-use gatekeeper::Leadership;
+use eventlog_client::ReadError;
+use futures::StreamExt;
 use metrics::{counter, gauge};
 use tokio_util::sync::CancellationToken;
 
+use super::ports::{Committed, EffectSink, Elector, EventLog};
 use super::{Agent, AgentError};
 use crate::metrics as m;
 use crate::port::Notice;
 
-type Committed = Pin<Box<dyn Stream<Item = Result<Event, ReadError>> + Send>>;
-
-impl Agent {
+impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
     /// Follows until this replica is elected (`Some`) or shut down.
     pub(super) async fn follow(
         &mut self,
         shutdown: &CancellationToken,
-    ) -> Result<Option<Leadership>, AgentError> {
+    ) -> Result<Option<E::Term>, AgentError> {
         gauge!(m::LEADER).set(0.0);
         let mut committed = self.committed_from_here();
         let mut campaigning = !self.diverged;
-        let mut campaign: Pin<Box<dyn Future<Output = Leadership> + Send>> = if self.diverged {
+        let mut campaign: Pin<Box<dyn Future<Output = E::Term> + Send>> = if self.diverged {
             Box::pin(std::future::pending())
         } else {
             let (election, id) = (self.election.clone(), self.settings.id);
@@ -76,6 +74,6 @@ impl Agent {
 
     /// Committed events from the one after the runtime's last, as they commit.
     fn committed_from_here(&self) -> Committed {
-        Box::pin(self.log.follow(self.runtime_last.next()))
+        self.log.follow(self.runtime_last.next())
     }
 }

@@ -2,16 +2,18 @@
 //! packets the old leader never committed, then append what the runtime
 //! plans and send its effects (docs/SPEC.md §2, §3, §6.3).
 
+use std::fmt;
 use std::time::Duration;
 
-use eventlog::{AppendError, AppendFuture, Appender, EventNum, ReadError};
+use eventlog_client::{AppendError, ReadError};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use gatekeeper::{Leadership, Sealer};
+use leadership::{EventNum, Sealer};
 use metrics::{counter, gauge};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::ports::{EffectSink, Elector, EventLog, LogWriter, Term};
 use super::{Agent, AgentError};
 use crate::buffer::PacketId;
 use crate::frame;
@@ -19,18 +21,65 @@ use crate::metrics as m;
 use crate::port::{Command, Notice};
 
 /// How a term ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum End {
     Shutdown,
-    /// With the `reason` label of `seguro_replica_step_downs_total`.
-    StepDown(&'static str),
+    StepDown(StepDown),
+}
+
+/// Why a term ended: the `reason` label of
+/// `seguro_replica_step_downs_total` (docs/METRICS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepDown {
+    /// The lease could not be kept alive, or the key was lost.
+    LeaseLost,
+    /// A newer leader fenced the log.
+    Fenced,
+    /// An append failed for another reason than a newer fence.
+    AppendFailed,
+    /// No commit for a lease TTL: the log may have lost its quorum.
+    CommitStalled,
+    /// The log could not be fenced at the new epoch.
+    FenceFailed,
+    /// The agent was stopped and resigned.
+    Shutdown,
+}
+
+impl StepDown {
+    pub const ALL: [StepDown; 6] = [
+        StepDown::LeaseLost,
+        StepDown::Fenced,
+        StepDown::AppendFailed,
+        StepDown::CommitStalled,
+        StepDown::FenceFailed,
+        StepDown::Shutdown,
+    ];
+
+    /// The metric label, as dashboards and alerts know it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            StepDown::LeaseLost => "lease_lost",
+            StepDown::Fenced => "fenced",
+            StepDown::AppendFailed => "append_failed",
+            StepDown::CommitStalled => "commit_stalled",
+            StepDown::FenceFailed => "fence_failed",
+            StepDown::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for StepDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 /// The leader's pipeline.
-struct Term {
-    appender: Appender,
+struct Pipeline<W: LogWriter> {
+    writer: W,
     sealer: Sealer,
     /// Appends not yet committed, oldest first.
-    in_flight: FuturesOrdered<AppendFuture>,
+    in_flight: FuturesOrdered<W::Append>,
     committed: EventNum,
     /// The first event of this term: effects of earlier (replayed) events
     /// are not this term's to send (SPEC §6.3.1).
@@ -44,10 +93,10 @@ struct Term {
 /// Most commands handled before sealed effects are flushed.
 const COMMAND_BATCH: usize = 256;
 
-impl Agent {
+impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
     pub(super) async fn lead(
         &mut self,
-        leadership: Leadership,
+        leadership: E::Term,
         shutdown: &CancellationToken,
     ) -> Result<End, AgentError> {
         let epoch = leadership.epoch();
@@ -61,14 +110,14 @@ impl Agent {
                 Ok(last) => last,
                 Err(AppendError::StaleEpoch { highest }) => {
                     tracing::warn!(%highest, "a newer leader already fenced the log");
-                    return Ok(End::StepDown("fenced"));
+                    return Ok(End::StepDown(StepDown::Fenced));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot fence the event log");
-                    return Ok(End::StepDown("fence_failed"));
+                    return Ok(End::StepDown(StepDown::FenceFailed));
                 }
             },
-            _ = leadership.lost() => return Ok(End::StepDown("lease_lost")),
+            _ = leadership.lost() => return Ok(End::StepDown(StepDown::LeaseLost)),
             _ = shutdown.cancelled() => return Ok(resign(leadership).await),
         };
         if !self.catch_up(last, shutdown).await? {
@@ -83,8 +132,8 @@ impl Agent {
         gauge!(m::COMMITTED).set(last.get() as f64);
         tracing::info!(%epoch, %last, "leading");
 
-        let mut term = Term {
-            appender: self.log.appender(epoch, last.next()),
+        let mut term = Pipeline {
+            writer: self.log.writer(epoch, last.next()),
             sealer: Sealer::new(self.settings.id, epoch, self.key.clone()),
             in_flight: FuturesOrdered::new(),
             committed: last,
@@ -116,7 +165,7 @@ impl Agent {
                 _ = shutdown.cancelled() => return Ok(resign(leadership).await),
                 reason = leadership.lost() => {
                     tracing::warn!(?reason, "lost the leadership");
-                    return Ok(End::StepDown("lease_lost"));
+                    return Ok(End::StepDown(StepDown::LeaseLost));
                 }
                 Some(done) = term.in_flight.next(), if !term.in_flight.is_empty() => match done {
                     Ok(n) => {
@@ -128,11 +177,11 @@ impl Agent {
                     }
                     Err(AppendError::StaleEpoch { highest }) => {
                         tracing::warn!(%highest, "the event log was fenced by a newer leader");
-                        return Ok(End::StepDown("fenced"));
+                        return Ok(End::StepDown(StepDown::Fenced));
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "an append failed");
-                        return Ok(End::StepDown("append_failed"));
+                        return Ok(End::StepDown(StepDown::AppendFailed));
                     }
                 },
                 command = self.port.commands.recv() => {
@@ -160,7 +209,7 @@ impl Agent {
                 _ = tick.tick() => {
                     if !term.in_flight.is_empty() && term.progress_at.elapsed() > self.settings.ttl {
                         tracing::error!(ttl = ?self.settings.ttl, "no commit for a lease TTL: the event log may have lost its quorum");
-                        return Ok(End::StepDown("commit_stalled"));
+                        return Ok(End::StepDown(StepDown::CommitStalled));
                     }
                 }
             }
@@ -174,7 +223,7 @@ impl Agent {
         shutdown: &CancellationToken,
     ) -> Result<bool, AgentError> {
         while self.runtime_last < last {
-            let mut events = Box::pin(self.log.read(self.runtime_last.next(), Some(last)));
+            let mut events = self.log.read(self.runtime_last.next(), last);
             loop {
                 let item = tokio::select! {
                     item = events.next() => item,
@@ -203,7 +252,11 @@ impl Agent {
     }
 
     /// A command from the runtime while leading.
-    fn as_leader(&mut self, term: &mut Term, command: Command) -> Result<(), AgentError> {
+    fn as_leader(
+        &mut self,
+        term: &mut Pipeline<L::Writer>,
+        command: Command,
+    ) -> Result<(), AgentError> {
         match command {
             Command::Plan {
                 num,
@@ -218,9 +271,9 @@ impl Agent {
                 if term.in_flight.is_empty() {
                     term.progress_at = Instant::now();
                 }
-                term.in_flight.push_back(term.appender.append(
+                term.in_flight.push_back(term.writer.append(
                     num,
-                    mug.get(),
+                    mug,
                     frame::encode(&data, packet),
                 ));
                 self.runtime_last = num;
@@ -249,7 +302,7 @@ impl Agent {
     }
 
     /// Sends the sealed effects to the gatekeeper in one batch.
-    async fn flush(&mut self, term: &mut Term) -> Result<(), AgentError> {
+    async fn flush(&mut self, term: &mut Pipeline<L::Writer>) -> Result<(), AgentError> {
         if term.outgoing.is_empty() {
             return Ok(());
         }
@@ -268,13 +321,13 @@ impl Agent {
 }
 
 /// Ends the term at once so that the next leader need not wait a TTL.
-async fn resign(leadership: Leadership) -> End {
+async fn resign(leadership: impl Term) -> End {
     gauge!(m::LEADER).set(0.0);
     match tokio::time::timeout(Duration::from_secs(2), leadership.resign()).await {
         Ok(Ok(())) => tracing::info!("resigned the leadership"),
         Ok(Err(e)) => tracing::warn!(error = %e, "resigning failed; the lease will expire"),
         Err(_) => tracing::warn!("resigning timed out; the lease will expire"),
     }
-    counter!(m::STEP_DOWNS, "reason" => "shutdown").increment(1);
+    counter!(m::STEP_DOWNS, "reason" => StepDown::Shutdown.label()).increment(1);
     End::Shutdown
 }

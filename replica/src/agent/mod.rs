@@ -5,15 +5,18 @@
 
 mod follow;
 mod lead;
+pub mod ports;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ames::Lane;
+use ames::{Lane, Mug};
 use config::{Key, ReplicaId};
-use eventlog::{Event, EventNum};
-use gatekeeper::Election;
+use eventlog_client::Event;
+use leadership::EventNum;
 use metrics::{counter, gauge};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +25,9 @@ use crate::buffer::PacketBuffer;
 use crate::frame;
 use crate::metrics as m;
 use crate::port::{AgentPort, Command, Notice};
+
+pub use lead::StepDown;
+use ports::{EffectSink, Elector, EventLog};
 
 /// What an agent needs to know of its cluster.
 #[derive(Debug, Clone)]
@@ -48,43 +54,46 @@ pub enum AgentError {
     #[error("the runtime planned event {got} where {expected} was next")]
     OutOfOrderPlan { expected: EventNum, got: EventNum },
     #[error("cannot send effects to the gatekeeper: {0}")]
-    Effects(std::io::Error),
+    Effects(#[source] std::io::Error),
 }
 
-/// The parts an agent runs with.
-pub struct Parts {
+/// The parts an agent runs with: by default the real event log, etcd
+/// election and effects socket; any [`ports`] implementations otherwise.
+pub struct Parts<L = eventlog_client::Client, E = leadership::Election, S = udp::BatchSocket> {
     pub settings: Settings,
-    pub log: eventlog::Client,
-    pub election: Election,
+    pub log: L,
+    pub election: E,
     /// This replica's effect-signing key.
     pub key: Key,
     pub inbound: Inbound,
-    pub effects: udp::BatchSocket,
+    pub effects: S,
     pub port: AgentPort,
 }
 
 /// One replica's agent.
-pub struct Agent {
+pub struct Agent<L = eventlog_client::Client, E = leadership::Election, S = udp::BatchSocket> {
     settings: Settings,
-    log: eventlog::Client,
-    election: Election,
+    log: L,
+    election: E,
     key: Key,
     inbound: Inbound,
-    effects: udp::BatchSocket,
+    effects: S,
     port: AgentPort,
     buffer: PacketBuffer,
     /// The last event the runtime has (replayed to it, or planned by it).
     runtime_last: EventNum,
-    /// The mugs the log recorded for replays the runtime has not answered.
-    pending: VecDeque<(EventNum, u32)>,
+    /// The mugs the log recorded for replays the runtime has not answered:
+    /// `None` where the log holds a word no ship computes, which no
+    /// runtime's mug matches.
+    pending: VecDeque<(EventNum, Option<Mug>)>,
     watermark: watch::Sender<EventNum>,
     /// Set once the runtime computed a mug other than the log's: this
     /// replica never campaigns again until an operator restores it.
     diverged: bool,
 }
 
-impl Agent {
-    pub fn new(parts: Parts) -> Agent {
+impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
+    pub fn new(parts: Parts<L, E, S>) -> Self {
         let Parts {
             settings,
             log,
@@ -126,10 +135,10 @@ impl Agent {
             match self.lead(leadership, &shutdown).await? {
                 lead::End::Shutdown => return Ok(()),
                 lead::End::StepDown(reason) => {
-                    counter!(m::STEP_DOWNS, "reason" => reason).increment(1);
+                    counter!(m::STEP_DOWNS, "reason" => reason.label()).increment(1);
                     gauge!(m::LEADER).set(0.0);
                     tracing::warn!(
-                        reason,
+                        %reason,
                         "stepped down; the runtime goes back to its checkpoint"
                     );
                     self.notify(Notice::Rewind).await?;
@@ -203,7 +212,8 @@ impl Agent {
                 event.data.clone()
             }
         };
-        self.pending.push_back((event.num, event.mug));
+        self.pending
+            .push_back((event.num, Mug::from_stored(event.mug)));
         self.notify(Notice::Replay {
             num: event.num,
             data,
@@ -219,7 +229,7 @@ impl Agent {
     /// outside a term are stale and dropped.
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Applied { num, mug } => self.check(num, mug.get()),
+            Command::Applied { num, mug } => self.check(num, mug),
             Command::Checkpointed(num) => {
                 self.watermark.send_if_modified(|w| {
                     let newer = num > *w;
@@ -240,7 +250,7 @@ impl Agent {
 
     /// The determinism check: the runtime's mug after a replayed event must
     /// be the one the leader recorded.
-    fn check(&mut self, num: EventNum, mug: u32) {
+    fn check(&mut self, num: EventNum, mug: Mug) {
         while let Some(&(pending, recorded)) = self.pending.front() {
             if pending > num {
                 break;
@@ -250,12 +260,13 @@ impl Agent {
                 continue;
             }
             gauge!(m::APPLIED).set(num.get() as f64);
-            if mug != recorded {
+            if recorded != Some(mug) {
                 counter!(m::MISMATCHES).increment(1);
+                let recorded = recorded.map_or_else(|| "not a mug".to_owned(), |m| m.to_string());
                 tracing::error!(
                     event = %num,
-                    recorded = format_args!("{recorded:#010x}"),
-                    computed = format_args!("{mug:#010x}"),
+                    %recorded,
+                    computed = %mug,
                     "the ship is not deterministic: its state after this event differs from the \
                      leader's; this replica will not lead until it is restored from a healthy peer"
                 );

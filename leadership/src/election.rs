@@ -8,9 +8,9 @@
 //! same mechanism on another key ([`Election::on_key`], [`Election::campaign_as`]).
 //!
 //! ```no_run
-//! # async fn f(endpoints: Vec<String>, id: config::ReplicaId) -> Result<(), seguro_gatekeeper::election::ElectionError> {
+//! # async fn f(endpoints: Vec<String>, id: config::ReplicaId) -> Result<(), seguro_leadership::ElectionError> {
 //! use std::time::Duration;
-//! use seguro_gatekeeper::election::{self, Election};
+//! use seguro_leadership::election::{self, Election};
 //!
 //! let client = election::connect(&endpoints).await?;
 //! let election = Election::new(client, "/seguro/sampel-palnet", Duration::from_secs(2));
@@ -25,19 +25,24 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use config::ReplicaId;
+/// The etcd client the election runs on: what [`connect`] returns.
+pub use etcd_client::Client;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, KeyValue, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
+    Compare, CompareOp, ConnectOptions, EventType, KeyValue, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
-use eventlog::Epoch;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout};
+
+use crate::Epoch;
 
 /// The leader key's name under the cluster's root.
 pub const LEADER_KEY: &str = "leader";
@@ -66,6 +71,27 @@ pub async fn connect(endpoints: &[String]) -> Result<Client, ElectionError> {
     Ok(Client::connect(endpoints, Some(options)).await?)
 }
 
+impl Epoch {
+    /// The epoch of a term whose leader key etcd created at `revision`: the
+    /// one place an etcd revision becomes an epoch. `None` for a revision
+    /// no key can have (etcd's start at 1).
+    pub fn from_revision(revision: i64) -> Option<Epoch> {
+        u64::try_from(revision).ok().filter(|&r| r > 0).map(Epoch)
+    }
+
+    /// The etcd revision this epoch's leader key was created at. An epoch
+    /// past etcd's range (from a bad envelope, say) is `i64::MAX`, which
+    /// no key's creation revision equals.
+    pub fn revision(self) -> i64 {
+        i64::try_from(self.get()).unwrap_or(i64::MAX)
+    }
+}
+
+/// The epoch of the term a leader key `kv` stands for.
+fn epoch_of(kv: &KeyValue) -> Option<Epoch> {
+    Epoch::from_revision(kv.create_revision())
+}
+
 /// One leadership term: who leads and its epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Term {
@@ -80,7 +106,7 @@ impl Term {
         let id = std::str::from_utf8(kv.value()).ok()?.parse().ok()?;
         Some(Term {
             leader: id,
-            epoch: Epoch(u64::try_from(kv.create_revision()).ok()?),
+            epoch: epoch_of(kv)?,
         })
     }
 }
@@ -190,18 +216,18 @@ impl Election {
     /// to give up, drop the future (the lease is then revoked).
     pub async fn campaign_as(&self, value: impl Into<Vec<u8>>) -> Leadership {
         let value = value.into();
-        let mut backoff = Backoff::new();
+        let mut delays = RETRY.build();
         loop {
             let lease = match self.grant().await {
                 Ok(lease) => lease,
                 Err(e) => {
                     tracing::warn!(key = %self.key, error = %e, "cannot take a lease; retrying");
-                    backoff.wait().await;
+                    pause(&mut delays).await;
                     continue;
                 }
             };
-            backoff.reset();
-            if let Some(epoch) = self.contend(&lease, &value, &mut backoff).await {
+            delays = RETRY.build();
+            if let Some(epoch) = self.contend(&lease, &value, &mut delays).await {
                 tracing::info!(key = %self.key, %epoch, lease = lease.id, "won the election");
                 let watch = tokio::spawn(guard_key(self.clone(), epoch, lease.lost_tx.clone()));
                 return Leadership {
@@ -258,7 +284,12 @@ impl Election {
 
     /// Tries to take the key with `lease` until it wins (the epoch) or the
     /// lease is lost (`None`).
-    async fn contend(&self, lease: &Lease, value: &[u8], backoff: &mut Backoff) -> Option<Epoch> {
+    async fn contend(
+        &self,
+        lease: &Lease,
+        value: &[u8],
+        delays: &mut ExponentialBackoff,
+    ) -> Option<Epoch> {
         let mut lost = lease.lost_rx.clone();
         loop {
             if lost.borrow().is_some() {
@@ -271,7 +302,7 @@ impl Election {
             match outcome {
                 Ok(Take::Won(epoch)) => return Some(epoch),
                 Ok(Take::Held { revision }) => {
-                    backoff.reset();
+                    *delays = RETRY.build();
                     tokio::select! {
                         _ = self.until_deleted(revision) => {}
                         _ = lost.changed() => return None,
@@ -279,7 +310,7 @@ impl Election {
                 }
                 Err(e) => {
                     tracing::warn!(key = %self.key, error = %e, "campaign request failed; retrying");
-                    backoff.wait().await;
+                    pause(delays).await;
                 }
             }
         }
@@ -308,7 +339,11 @@ impl Election {
         Ok(match holder {
             // Our own lease holds it: this transaction won, or an earlier one
             // whose answer was lost did.
-            Some(kv) if kv.lease() == lease => Take::Won(Epoch(kv.create_revision() as u64)),
+            Some(kv) if kv.lease() == lease => match epoch_of(&kv) {
+                Some(epoch) => Take::Won(epoch),
+                // No key etcd created has such a revision: ask again.
+                None => Take::Held { revision },
+            },
             Some(_) => Take::Held { revision },
             // Deleted between the compare and the read: impossible in one
             // transaction, but harmless: try again.
@@ -356,6 +391,46 @@ impl Election {
                 .await
                 .map_err(|_| ElectionError::Timeout(limit))??,
         )
+    }
+
+    /// Watches the key from revision `from` on, and again whenever the
+    /// watch breaks (etcd restarted, the connection dropped, the watch was
+    /// cancelled): `on_event` sees each change in order and ends the whole
+    /// thing with `Break`; after a break and a retry delay, `resume` gets
+    /// the revision after the last change seen and says where to watch
+    /// from again (or ends it).
+    async fn follow_key<T, F>(
+        &self,
+        mut from: i64,
+        mut on_event: impl FnMut(EventType, &KeyValue) -> ControlFlow<T>,
+        mut resume: impl FnMut(i64) -> F,
+    ) -> T
+    where
+        F: Future<Output = ControlFlow<T, i64>>,
+    {
+        let mut delays = RETRY.build();
+        loop {
+            if let Ok(mut stream) = self.watch_from(from).await {
+                delays = RETRY.build();
+                while let Ok(Some(resp)) = stream.message().await {
+                    if resp.canceled() {
+                        break;
+                    }
+                    for e in resp.events() {
+                        let Some(kv) = e.kv() else { continue };
+                        if let ControlFlow::Break(end) = on_event(e.event_type(), kv) {
+                            return end;
+                        }
+                        from = kv.mod_revision() + 1;
+                    }
+                }
+            }
+            pause(&mut delays).await;
+            from = match resume(from).await {
+                ControlFlow::Continue(from) => from,
+                ControlFlow::Break(end) => return end,
+            };
+        }
     }
 
     /// The current term, read once (linearizable) within `limit`: `None`
@@ -412,16 +487,20 @@ impl Drop for Lease {
 /// Revokes a lease, retrying for up to `patience`: after an etcd outage
 /// the lease can outlive our giving up on it, and until it is revoked the
 /// key it holds keeps the next leader out.
-async fn revoke(mut client: Client, id: i64, patience: Duration) {
-    let deadline = Instant::now() + patience;
-    let mut backoff = Backoff::new();
-    while Instant::now() < deadline {
-        match timeout(Duration::from_secs(1), client.lease_revoke(id)).await {
-            Ok(Ok(_)) => return,
-            Ok(Err(e)) if is_lease_not_found(&e) => return,
-            _ => backoff.wait().await,
+async fn revoke(client: Client, id: i64, patience: Duration) {
+    let once = || {
+        let mut client = client.clone();
+        async move {
+            match timeout(Duration::from_secs(1), client.lease_revoke(id)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) if is_lease_not_found(&e) => Ok(()),
+                Ok(Err(e)) => Err(ElectionError::Etcd(e)),
+                Err(_) => Err(ElectionError::Timeout(Duration::from_secs(1))),
+            }
         }
-    }
+    };
+    // Best effort: giving up leaves the lease to expire by itself.
+    let _ = timeout(patience, once.retry(RETRY)).await;
 }
 
 fn is_lease_not_found(e: &etcd_client::Error) -> bool {
@@ -517,37 +596,26 @@ async fn keep_alive(
 /// Watches the leader's own key and declares the term lost when the key is
 /// deleted or re-created (another term).
 async fn guard_key(election: Election, epoch: Epoch, lost: Arc<watch::Sender<Option<LossReason>>>) {
-    let mut from = epoch.get() as i64 + 1;
-    let mut backoff = Backoff::new();
-    loop {
-        if let Ok(mut stream) = election.watch_from(from).await {
-            backoff.reset();
-            while let Ok(Some(resp)) = stream.message().await {
-                if resp.canceled() {
-                    break;
+    let ours = move |kv: &KeyValue| epoch_of(kv) == Some(epoch);
+    let reader = &election;
+    election
+        .follow_key(
+            epoch.revision().saturating_add(1),
+            |kind, kv| match kind {
+                EventType::Put if ours(kv) => ControlFlow::Continue(()),
+                _ => ControlFlow::Break(()),
+            },
+            // The watch broke: read the key before watching again.
+            |from| async move {
+                match reader.read().await {
+                    Ok((kv, _)) if !kv.as_ref().is_some_and(ours) => ControlFlow::Break(()),
+                    Ok((_, revision)) => ControlFlow::Continue(from.max(revision + 1)),
+                    Err(_) => ControlFlow::Continue(from),
                 }
-                for e in resp.events() {
-                    let Some(kv) = e.kv() else { continue };
-                    if e.event_type() == EventType::Delete
-                        || kv.create_revision() as u64 != epoch.get()
-                    {
-                        lost.send_if_modified(|r| r.replace(LossReason::KeyLost).is_none());
-                        return;
-                    }
-                    from = kv.mod_revision() + 1;
-                }
-            }
-        }
-        backoff.wait().await;
-        // The watch broke: read the key before watching again.
-        if let Ok((kv, revision)) = election.read().await {
-            if kv.is_none_or(|kv| kv.create_revision() as u64 != epoch.get()) {
-                lost.send_if_modified(|r| r.replace(LossReason::KeyLost).is_none());
-                return;
-            }
-            from = from.max(revision + 1);
-        }
-    }
+            },
+        )
+        .await;
+    lost.send_if_modified(|r| r.replace(LossReason::KeyLost).is_none());
 }
 
 /// The observer: a watch for changes as they happen and a read every TTL/4
@@ -597,40 +665,41 @@ async fn observe(election: Election, tx: watch::Sender<LeaderView>) {
         }
     };
     let follow = async {
-        let mut backoff = Backoff::new();
-        loop {
-            // Watch from just after what the reads have seen.
+        // Watch from just after what the reads have seen, first and after
+        // every break.
+        let tx = &tx;
+        let seen = |_| async move {
             let mut rx = tx.subscribe();
-            let from = match rx.wait_for(|v| v.confirmed_at.is_some()).await {
-                Ok(v) => v.revision + 1,
-                Err(_) => return,
-            };
-            if let Ok(mut stream) = election.watch_from(from).await {
-                backoff.reset();
-                while let Ok(Some(resp)) = stream.message().await {
-                    if resp.canceled() {
-                        break;
-                    }
-                    for e in resp.events() {
-                        let Some(kv) = e.kv() else { continue };
-                        let term = match e.event_type() {
-                            EventType::Put => Term::from_kv(kv),
-                            EventType::Delete => None,
-                        };
-                        let revision = kv.mod_revision();
-                        tx.send_if_modified(|v| {
-                            if revision <= v.revision {
-                                return false;
-                            }
-                            v.term = term;
-                            v.revision = revision;
-                            true
-                        });
-                    }
-                }
+            match rx.wait_for(|v| v.confirmed_at.is_some()).await {
+                Ok(v) => ControlFlow::Continue(v.revision + 1),
+                Err(_) => ControlFlow::Break(()),
             }
-            backoff.wait().await;
-        }
+        };
+        let ControlFlow::Continue(from) = seen(0).await else {
+            return;
+        };
+        election
+            .follow_key(
+                from,
+                |kind, kv| {
+                    let term = match kind {
+                        EventType::Put => Term::from_kv(kv),
+                        EventType::Delete => None,
+                    };
+                    let revision = kv.mod_revision();
+                    tx.send_if_modified(|v| {
+                        if revision <= v.revision {
+                            return false;
+                        }
+                        v.term = term;
+                        v.revision = revision;
+                        true
+                    });
+                    ControlFlow::Continue(())
+                },
+                seen,
+            )
+            .await
     };
     tokio::select! {
         _ = confirm => {}
@@ -706,7 +775,7 @@ impl Leadership {
             .when([Compare::create_revision(
                 key,
                 CompareOp::Equal,
-                self.epoch.get() as i64,
+                self.epoch.revision(),
             )])
             .and_then([TxnOp::delete(key, None)]);
         let mut client = self.election.client.clone();
@@ -736,30 +805,39 @@ impl Drop for Leadership {
     }
 }
 
-/// Retry delays from 50 ms doubling to 1 s.
-struct Backoff(Duration);
+/// Delays between retries of etcd requests: from 50 ms doubling to 1 s,
+/// each with up to as much again of jitter, so that replicas and
+/// gatekeepers that lost etcd together do not retry in step.
+const RETRY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(50))
+    .with_max_delay(Duration::from_secs(1))
+    .with_factor(2.0)
+    .with_jitter()
+    .without_max_times();
 
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_secs(1);
-
-    fn new() -> Self {
-        Self(Self::MIN)
-    }
-
-    fn reset(&mut self) {
-        self.0 = Self::MIN;
-    }
-
-    async fn wait(&mut self) {
-        sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Self::MAX);
-    }
+/// Waits for the next of `delays` (never ending: [`RETRY`] has no limit).
+async fn pause(delays: &mut ExponentialBackoff) {
+    sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revisions_and_epochs_convert_both_ways() {
+        assert_eq!(Epoch::from_revision(7), Some(Epoch(7)));
+        assert_eq!(Epoch(7).revision(), 7);
+        assert_eq!(
+            Epoch::from_revision(i64::MAX).map(Epoch::revision),
+            Some(i64::MAX)
+        );
+        // No key is created at revision 0 or before.
+        assert_eq!(Epoch::from_revision(0), None);
+        assert_eq!(Epoch::from_revision(-1), None);
+        // An epoch no revision can be compares equal to no key's.
+        assert_eq!(Epoch(u64::MAX).revision(), i64::MAX);
+    }
 
     #[test]
     fn confirmation_ages() {

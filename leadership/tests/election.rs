@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use config::ReplicaId;
-use seguro_gatekeeper::election::{self, Election, LeaderView, LossReason, Term};
+use seguro_leadership::election::{self, Election, LeaderView, LossReason, Term};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
 

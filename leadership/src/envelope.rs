@@ -21,9 +21,9 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::{Epoch, EventNum};
 use ames::Lane;
 use config::{Config, Key, KeyError, ReplicaId};
-use eventlog::{Epoch, EventNum};
 
 /// The first four bytes of every envelope.
 pub const MAGIC: [u8; 4] = *b"SGEF";

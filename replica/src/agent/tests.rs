@@ -1,0 +1,736 @@
+//! The agent against in-memory doubles of its ports (no network, no etcd),
+//! with each test playing the runtime's side of the port by hand.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ames::{Lane, Mug};
+use bytes::Bytes;
+use config::{Key, ReplicaId};
+use eventlog_client::{AppendError, ClientError, Event};
+use futures::stream;
+use leadership::{ElectionError, Epoch, EventNum, Keyring, LossReason};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep, timeout};
+use tokio_util::sync::CancellationToken;
+
+use super::lead::{End, StepDown};
+use super::ports::{Committed, EffectSink, Elector, EventLog, LogWriter, Term};
+use super::{Agent, Parts, Settings};
+use crate::buffer::PacketId;
+use crate::frame;
+use crate::port::{self, Command, Notice, RuntimePort};
+
+type Appended = oneshot::Sender<Result<EventNum, AppendError>>;
+
+/// An event log in memory: commits at once, or holds appends until the
+/// test commits them.
+#[derive(Clone)]
+struct MemLog(Arc<Mutex<LogState>>);
+
+struct LogState {
+    /// Committed: `events[i]` is event `i + 1`.
+    events: Vec<Event>,
+    fenced: Epoch,
+    fences: usize,
+    hold: bool,
+    held: VecDeque<(Event, Appended)>,
+    last: watch::Sender<EventNum>,
+}
+
+impl MemLog {
+    fn new() -> MemLog {
+        MemLog(Arc::new(Mutex::new(LogState {
+            events: Vec::new(),
+            fenced: Epoch(0),
+            fences: 0,
+            hold: false,
+            held: VecDeque::new(),
+            last: watch::channel(EventNum::NONE).0,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.0.lock().unwrap()
+    }
+
+    /// Commits `event` as the fence allows, as the real log's state
+    /// machine would.
+    fn commit(&self, event: Event) -> Result<EventNum, AppendError> {
+        let mut s = self.state();
+        if event.epoch < s.fenced {
+            return Err(AppendError::StaleEpoch { highest: s.fenced });
+        }
+        let expected = EventNum(s.events.len() as u64).next();
+        if event.num != expected {
+            return Err(AppendError::Gap { expected });
+        }
+        let num = event.num;
+        s.events.push(event);
+        s.last.send_replace(num);
+        Ok(num)
+    }
+
+    /// Another leader fences the log.
+    fn fence_by_another(&self, epoch: Epoch) {
+        self.state().fenced = epoch;
+    }
+
+    /// Holds appends uncommitted until [`MemLog::release`].
+    fn hold(&self) {
+        self.state().hold = true;
+    }
+
+    fn held(&self) -> usize {
+        self.state().held.len()
+    }
+
+    /// Commits every held append, in order.
+    fn release(&self) {
+        let held = std::mem::take(&mut self.state().held);
+        for (event, done) in held {
+            let _ = done.send(self.commit(event));
+        }
+    }
+
+    fn fences(&self) -> usize {
+        self.state().fences
+    }
+}
+
+impl EventLog for MemLog {
+    type Writer = MemWriter;
+
+    fn fence(&self, epoch: Epoch) -> impl Future<Output = Result<EventNum, AppendError>> + Send {
+        let mut s = self.state();
+        let result = if epoch < s.fenced {
+            Err(AppendError::StaleEpoch { highest: s.fenced })
+        } else {
+            s.fenced = epoch;
+            s.fences += 1;
+            Ok(EventNum(s.events.len() as u64))
+        };
+        std::future::ready(result)
+    }
+
+    fn writer(&self, epoch: Epoch, _next: EventNum) -> MemWriter {
+        MemWriter {
+            log: self.clone(),
+            epoch,
+        }
+    }
+
+    fn read(&self, from: EventNum, to: EventNum) -> Committed {
+        let s = self.state();
+        let events: Vec<_> = s
+            .events
+            .iter()
+            .filter(|e| (from..=to).contains(&e.num))
+            .cloned()
+            .map(Ok)
+            .collect();
+        Box::pin(stream::iter(events))
+    }
+
+    fn follow(&self, from: EventNum) -> Committed {
+        let last = self.state().last.subscribe();
+        Box::pin(stream::unfold(
+            (self.clone(), from, last),
+            |(log, next, mut last)| async move {
+                loop {
+                    let event = log.state().events.get(next.get() as usize - 1).cloned();
+                    if let Some(event) = event {
+                        return Some((Ok(event), (log, next.next(), last)));
+                    }
+                    last.changed().await.ok()?;
+                }
+            },
+        ))
+    }
+
+    fn set_watermark(
+        &self,
+        _replica: ReplicaId,
+        _event: EventNum,
+    ) -> impl Future<Output = Result<EventNum, ClientError>> + Send {
+        std::future::ready(Ok(EventNum::NONE))
+    }
+}
+
+struct MemWriter {
+    log: MemLog,
+    epoch: Epoch,
+}
+
+impl LogWriter for MemWriter {
+    type Append = Pin<Box<dyn Future<Output = Result<EventNum, AppendError>> + Send>>;
+
+    fn append(&self, num: EventNum, mug: Mug, data: Bytes) -> Self::Append {
+        let event = Event {
+            num,
+            epoch: self.epoch,
+            mug: mug.get(),
+            data,
+        };
+        let mut s = self.log.state();
+        if !s.hold {
+            drop(s);
+            return Box::pin(std::future::ready(self.log.commit(event)));
+        }
+        let (done, committed) = oneshot::channel();
+        s.held.push_back((event, done));
+        Box::pin(async move {
+            committed
+                .await
+                .unwrap_or(Err(AppendError::Unavailable("dropped".into())))
+        })
+    }
+}
+
+/// An election the test decides: each campaign wins the next granted term.
+#[derive(Clone)]
+struct FakeElection(Arc<ElectionState>);
+
+struct ElectionState {
+    grant: mpsc::UnboundedSender<FakeTerm>,
+    grants: tokio::sync::Mutex<mpsc::UnboundedReceiver<FakeTerm>>,
+    campaigns: AtomicUsize,
+}
+
+impl FakeElection {
+    fn new() -> FakeElection {
+        let (grant, grants) = mpsc::unbounded_channel();
+        FakeElection(Arc::new(ElectionState {
+            grant,
+            grants: tokio::sync::Mutex::new(grants),
+            campaigns: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Makes the next campaign win term `epoch`; the sender ends it.
+    fn grant(&self, epoch: Epoch) -> watch::Sender<Option<LossReason>> {
+        let (term, lose) = FakeTerm::new(epoch);
+        self.0.grant.send(term).unwrap();
+        lose
+    }
+
+    /// Whether a granted term is still waiting for a campaign.
+    fn unclaimed(&self) -> bool {
+        self.0.grants.try_lock().is_ok_and(|g| !g.is_empty())
+    }
+
+    fn campaigns(&self) -> usize {
+        self.0.campaigns.load(Ordering::SeqCst)
+    }
+}
+
+impl Elector for FakeElection {
+    type Term = FakeTerm;
+
+    fn campaign(&self, _id: ReplicaId) -> impl Future<Output = FakeTerm> + Send {
+        let state = self.0.clone();
+        async move {
+            state.campaigns.fetch_add(1, Ordering::SeqCst);
+            let mut grants = state.grants.lock().await;
+            match grants.recv().await {
+                Some(term) => term,
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+struct FakeTerm {
+    epoch: Epoch,
+    lost: watch::Receiver<Option<LossReason>>,
+    resigned: Arc<AtomicBool>,
+}
+
+impl FakeTerm {
+    fn new(epoch: Epoch) -> (FakeTerm, watch::Sender<Option<LossReason>>) {
+        let (lose, lost) = watch::channel(None);
+        let term = FakeTerm {
+            epoch,
+            lost,
+            resigned: Arc::new(AtomicBool::new(false)),
+        };
+        (term, lose)
+    }
+}
+
+impl Term for FakeTerm {
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    fn lost(&self) -> impl Future<Output = LossReason> + Send {
+        let mut lost = self.lost.clone();
+        async move {
+            let reason = lost.wait_for(Option::is_some).await.ok().and_then(|r| *r);
+            match reason {
+                Some(reason) => reason,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn resign(self) -> impl Future<Output = Result<(), ElectionError>> + Send {
+        self.resigned.store(true, Ordering::SeqCst);
+        std::future::ready(Ok(()))
+    }
+}
+
+/// Keeps what the agent sends the gatekeeper.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Datagrams>>);
+
+type Datagrams = Vec<(SocketAddr, Vec<u8>)>;
+
+impl Sink {
+    fn take(&self) -> Datagrams {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+impl EffectSink for Sink {
+    fn send(
+        &self,
+        datagrams: &[(SocketAddr, &[u8])],
+    ) -> impl Future<Output = io::Result<udp::Sent>> + Send {
+        let mut sent = self.0.lock().unwrap();
+        sent.extend(datagrams.iter().map(|&(to, d)| (to, d.to_vec())));
+        std::future::ready(Ok(udp::Sent {
+            sent: datagrams.len(),
+            failed: 0,
+        }))
+    }
+}
+
+type TestAgent = Agent<MemLog, FakeElection, Sink>;
+
+struct Harness {
+    agent: TestAgent,
+    runtime: RuntimePort,
+    inbound: mpsc::Sender<Vec<(Lane, Vec<u8>)>>,
+    log: MemLog,
+    election: FakeElection,
+    sink: Sink,
+    shutdown: CancellationToken,
+}
+
+fn harness(max_run_ahead: u64) -> Harness {
+    let (agent_port, runtime) = port::port(64);
+    let (inbound, inbound_rx) = mpsc::channel(16);
+    let (log, election, sink) = (MemLog::new(), FakeElection::new(), Sink::default());
+    let agent = Agent::new(Parts {
+        settings: Settings {
+            id: ReplicaId::new(1).unwrap(),
+            // Long enough that no test sees a commit stall.
+            ttl: Duration::from_secs(60),
+            max_run_ahead,
+            buffer_packets: 64,
+            gatekeeper: GATEKEEPER.parse().unwrap(),
+        },
+        log: log.clone(),
+        election: election.clone(),
+        key: Key::from_bytes([1; 32]),
+        inbound: inbound_rx,
+        effects: sink.clone(),
+        port: agent_port,
+    });
+    Harness {
+        agent,
+        runtime,
+        inbound,
+        log,
+        election,
+        sink,
+        shutdown: CancellationToken::new(),
+    }
+}
+
+const GATEKEEPER: &str = "127.0.0.1:9";
+
+fn lane(port: u16) -> Lane {
+    format!("192.0.2.1:{port}").parse().unwrap()
+}
+
+fn mug(n: u64) -> Mug {
+    Mug::of(&n.to_be_bytes())
+}
+
+/// Event `n` of epoch 1, as a leader that planned it from `packet` wrote it.
+fn event(n: u64, packet: Option<PacketId>) -> Event {
+    Event {
+        num: EventNum(n),
+        epoch: Epoch(1),
+        mug: mug(n).get(),
+        data: frame::encode(format!("event {n}").as_bytes(), packet),
+    }
+}
+
+/// The next notice, within a generous bound.
+async fn next(runtime: &mut RuntimePort) -> Notice {
+    timeout(Duration::from_secs(10), runtime.notices.recv())
+        .await
+        .expect("no notice within 10 s")
+        .expect("the agent dropped its port")
+}
+
+/// Asserts that the agent says nothing for a while.
+async fn quiet(runtime: &mut RuntimePort) {
+    if let Ok(notice) = timeout(Duration::from_millis(300), runtime.notices.recv()).await {
+        panic!("expected no notice, got {notice:?}");
+    }
+}
+
+fn tell(runtime: &RuntimePort, command: Command) {
+    runtime.commands.send(command).unwrap();
+}
+
+#[tokio::test]
+async fn steps_down_when_the_lease_is_lost() {
+    let Harness {
+        mut agent,
+        mut runtime,
+        shutdown,
+        ..
+    } = harness(16);
+    let (term, lose) = FakeTerm::new(Epoch(5));
+    let script = async {
+        let lead = next(&mut runtime).await;
+        assert_eq!(
+            lead,
+            Notice::Lead {
+                epoch: Epoch(5),
+                next: EventNum(1)
+            }
+        );
+        lose.send_replace(Some(LossReason::KeepAliveTimeout));
+    };
+    let (end, ()) = tokio::join!(agent.lead(term, &shutdown), script);
+    assert_eq!(end.unwrap(), End::StepDown(StepDown::LeaseLost));
+}
+
+#[tokio::test]
+async fn a_leader_that_lost_its_term_rewinds_its_runtime_and_campaigns_again() {
+    let Harness {
+        agent,
+        mut runtime,
+        election,
+        shutdown,
+        ..
+    } = harness(16);
+    let script = async {
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        let lose = election.grant(Epoch(5));
+        assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
+        lose.send_replace(Some(LossReason::KeyLost));
+        assert_eq!(next(&mut runtime).await, Notice::Rewind);
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        let _lose = election.grant(Epoch(9));
+        assert_eq!(
+            next(&mut runtime).await,
+            Notice::Lead {
+                epoch: Epoch(9),
+                next: EventNum(1)
+            }
+        );
+        assert_eq!(election.campaigns(), 2);
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn steps_down_when_a_newer_leader_fenced_the_log() {
+    let Harness {
+        mut agent,
+        mut runtime,
+        inbound,
+        log,
+        shutdown,
+        ..
+    } = harness(16);
+    let (term, _lose) = FakeTerm::new(Epoch(5));
+    let script = async {
+        assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
+        // A newer leader fences between this term's fence and its first
+        // append: the log refuses the append.
+        log.fence_by_another(Epoch(6));
+        inbound.send(vec![(lane(1), b"p".to_vec())]).await.unwrap();
+        let Notice::Packet { id, .. } = next(&mut runtime).await else {
+            panic!("expected the packet");
+        };
+        tell(
+            &runtime,
+            Command::Plan {
+                num: EventNum(1),
+                mug: mug(1),
+                data: Bytes::from_static(b"e"),
+                packet: Some(id),
+            },
+        );
+    };
+    let (end, ()) = tokio::join!(agent.lead(term, &shutdown), script);
+    assert_eq!(end.unwrap(), End::StepDown(StepDown::Fenced));
+
+    // A term older than the log's fence steps down at its own fence.
+    let (older, _lose) = FakeTerm::new(Epoch(4));
+    let end = agent.lead(older, &shutdown).await.unwrap();
+    assert_eq!(end, End::StepDown(StepDown::Fenced));
+    quiet(&mut runtime).await;
+}
+
+#[tokio::test]
+async fn stops_taking_packets_at_the_run_ahead_limit() {
+    let Harness {
+        mut agent,
+        mut runtime,
+        inbound,
+        log,
+        shutdown,
+        ..
+    } = harness(2);
+    log.hold();
+    let (term, _lose) = FakeTerm::new(Epoch(5));
+    let script = async {
+        assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
+        for n in 1..=2 {
+            inbound.send(vec![(lane(1), vec![n as u8])]).await.unwrap();
+            let Notice::Packet { id, .. } = next(&mut runtime).await else {
+                panic!("expected packet {n}");
+            };
+            let data = Bytes::from(vec![n as u8]);
+            let (num, mug, packet) = (EventNum(n), mug(n), Some(id));
+            tell(
+                &runtime,
+                Command::Plan {
+                    num,
+                    mug,
+                    data,
+                    packet,
+                },
+            );
+        }
+        // Two events planned, none committed: the third packet waits.
+        inbound.send(vec![(lane(1), vec![3])]).await.unwrap();
+        quiet(&mut runtime).await;
+        assert_eq!(log.held(), 2);
+
+        log.release();
+        assert_eq!(next(&mut runtime).await, Notice::Committed(EventNum(1)));
+        assert_eq!(next(&mut runtime).await, Notice::Committed(EventNum(2)));
+        match next(&mut runtime).await {
+            Notice::Packet { packet, .. } => assert_eq!(packet, vec![3]),
+            other => panic!("expected the third packet, got {other:?}"),
+        }
+        shutdown.cancel();
+    };
+    let (end, ()) = tokio::join!(agent.lead(term, &shutdown), script);
+    assert_eq!(end.unwrap(), End::Shutdown);
+}
+
+#[tokio::test]
+async fn a_replica_whose_mug_differs_never_campaigns_again() {
+    let Harness {
+        agent,
+        mut runtime,
+        log,
+        election,
+        shutdown,
+        ..
+    } = harness(16);
+    for n in 1..=2 {
+        log.commit(event(n, None)).unwrap();
+    }
+    let script = async {
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        for n in 1..=2 {
+            let Notice::Replay { num, .. } = next(&mut runtime).await else {
+                panic!("expected a replay");
+            };
+            assert_eq!(num, EventNum(n));
+            // Event 2 leaves this ship in another state than the leader's.
+            let computed = if n == 2 { Mug::of(b"other") } else { mug(n) };
+            tell(&runtime, Command::Applied { num, mug: computed });
+        }
+        // Let the agent take the answer before a term is on offer.
+        sleep(Duration::from_millis(50)).await;
+        assert_eq!(election.campaigns(), 1, "it campaigned while it agreed");
+        let _lose = election.grant(Epoch(2));
+        quiet(&mut runtime).await;
+        assert!(election.unclaimed(), "a diverged replica took a term");
+        assert_eq!(log.fences(), 0);
+        assert_eq!(election.campaigns(), 1);
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_leader_sequences_the_packets_the_old_one_did_not_commit() {
+    let Harness {
+        agent,
+        mut runtime,
+        inbound,
+        log,
+        election,
+        shutdown,
+        ..
+    } = harness(16);
+    let (a, b, c) = (
+        (lane(1), b"a".to_vec()),
+        (lane(2), b"b".to_vec()),
+        (lane(3), b"c".to_vec()),
+    );
+    let script = async {
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        // Heard as a follower, `a` twice.
+        let batch = vec![a.clone(), b.clone(), a.clone(), c.clone()];
+        inbound.send(batch).await.unwrap();
+        sleep(Duration::from_millis(50)).await;
+        // The old leader committed `b` only.
+        log.commit(event(1, Some(PacketId::of(b.0, &b.1)))).unwrap();
+        let replay = next(&mut runtime).await;
+        assert_eq!(
+            replay,
+            Notice::Replay {
+                num: EventNum(1),
+                data: Bytes::from_static(b"event 1")
+            }
+        );
+        tell(
+            &runtime,
+            Command::Applied {
+                num: EventNum(1),
+                mug: mug(1),
+            },
+        );
+        sleep(Duration::from_millis(50)).await;
+        let _lose = election.grant(Epoch(2));
+        assert_eq!(
+            next(&mut runtime).await,
+            Notice::Lead {
+                epoch: Epoch(2),
+                next: EventNum(2)
+            }
+        );
+        for (lane, packet) in [a, c] {
+            let id = PacketId::of(lane, &packet);
+            assert_eq!(
+                next(&mut runtime).await,
+                Notice::Packet { lane, packet, id }
+            );
+        }
+        quiet(&mut runtime).await;
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn a_replica_behind_replays_the_log_before_it_leads() {
+    let Harness {
+        mut agent,
+        mut runtime,
+        log,
+        sink,
+        shutdown,
+        ..
+    } = harness(16);
+    for n in 1..=3 {
+        log.commit(event(n, None)).unwrap();
+    }
+    let (term, _lose) = FakeTerm::new(Epoch(4));
+    let resigned = term.resigned.clone();
+    let script = async {
+        for n in 1..=3 {
+            let replay = next(&mut runtime).await;
+            let data = Bytes::from(format!("event {n}"));
+            assert_eq!(
+                replay,
+                Notice::Replay {
+                    num: EventNum(n),
+                    data
+                }
+            );
+            let (num, mug) = (EventNum(n), mug(n));
+            tell(&runtime, Command::Applied { num, mug });
+        }
+        assert_eq!(
+            next(&mut runtime).await,
+            Notice::Lead {
+                epoch: Epoch(4),
+                next: EventNum(4)
+            }
+        );
+        // Its own event's effect goes to the gatekeeper, sealed for this
+        // term; a replayed event's is not this term's to send.
+        let (num, mug, data) = (EventNum(4), mug(4), Bytes::from_static(b"e"));
+        tell(
+            &runtime,
+            Command::Plan {
+                num,
+                mug,
+                data,
+                packet: None,
+            },
+        );
+        for num in [EventNum(2), EventNum(4)] {
+            let (lane, payload) = (lane(7), b"effect".to_vec());
+            tell(&runtime, Command::Send { num, lane, payload });
+        }
+        assert_eq!(next(&mut runtime).await, Notice::Committed(EventNum(4)));
+        shutdown.cancel();
+    };
+    let (end, ()) = tokio::join!(agent.lead(term, &shutdown), script);
+    assert_eq!(end.unwrap(), End::Shutdown);
+    assert!(resigned.load(Ordering::SeqCst));
+    assert_eq!(log.fences(), 1);
+
+    let sent = sink.take();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, GATEKEEPER.parse().unwrap());
+    let mut keys = Keyring::new();
+    keys.insert(ReplicaId::new(1).unwrap(), Key::from_bytes([1; 32]));
+    let envelope = leadership::envelope::open(&sent[0].1, &keys).unwrap();
+    assert_eq!(
+        (
+            envelope.epoch,
+            envelope.event,
+            envelope.seq,
+            envelope.payload
+        ),
+        (Epoch(4), EventNum(4), 1, &b"effect"[..])
+    );
+}
