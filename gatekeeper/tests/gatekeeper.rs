@@ -129,15 +129,12 @@ impl Rig {
     }
 
     async fn wait_stats(&self, what: &str, f: impl Fn(&Snapshot) -> bool) -> Snapshot {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        testkit::wait::until_async(Duration::from_secs(15), what, || async {
             let s = self.stats.snapshot();
-            if f(&s) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "never {what}: {s:?}");
-            sleep(Duration::from_millis(10)).await;
-        }
+            if f(&s) { Ok(s) } else { Err(format!("{s:?}")) }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Active, confirmed, and following `replica` in `epoch`.

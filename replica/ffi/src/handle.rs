@@ -544,14 +544,17 @@ mod tests {
         let (replica, notices, _commands, _end) = fake();
         // Fill both queues: the forwarder is stuck handing one over.
         let mut sent = 0;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match notices.try_send(Notice::Committed(EventNum(sent + 1))) {
-                Ok(()) => sent += 1,
-                Err(_) if sent > HANDED_OVER as u64 => break,
-                Err(_) => std::thread::sleep(Duration::from_millis(1)),
-            }
-        }
+        let _ = testkit::wait::every(
+            Duration::from_millis(1),
+            Duration::from_secs(5),
+            "both queues to fill",
+            || loop {
+                match notices.try_send(Notice::Committed(EventNum(sent + 1))) {
+                    Ok(()) => sent += 1,
+                    Err(_) => return sent > HANDED_OVER as u64,
+                }
+            },
+        );
         assert!(sent > HANDED_OVER as u64, "{sent} notices queued");
         assert_stops_before_its_grace(replica);
     }

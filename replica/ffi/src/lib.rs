@@ -403,6 +403,10 @@ pub unsafe extern "C" fn seguro_replica_stop(h: *mut seguro_replica) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use testkit::config_file::{ClusterFile, Replica};
+
     use super::*;
 
     fn last_error() -> String {
@@ -470,14 +474,6 @@ mod tests {
         assert_eq!(last_error(), "config_path is not UTF-8");
     }
 
-    /// A free loopback port (nothing listens on it once this returns).
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port()
-    }
-
     #[test]
     fn start_names_a_taken_port_and_may_be_called_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -487,33 +483,19 @@ mod tests {
                 .save_new(&dir.path().join(key))
                 .unwrap();
         }
-        let ports: Vec<u16> = (0..7).map(|_| free_port()).collect();
-        let text = format!(
-            r#"cluster = "ffi-unit"
-[ship]
-public = "127.0.0.1:{}"
-[[replicas]]
-id = 1
-ames = "127.0.0.1:{}"
-eventlog = "127.0.0.1:{}"
-eventlog_metrics = "127.0.0.1:{}"
-metrics = "127.0.0.1:{}"
-key_file = "replica-1.key"
-[lb]
-interface = "lo"
-[gatekeeper]
-listen = "127.0.0.1:{}"
-[etcd]
-endpoints = ["http://127.0.0.1:{}"]
-[replica]
-data_dir = "agent"
-[keys]
-eventlog = "eventlog.key"
-"#,
-            ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6]
-        );
-        let path = dir.path().join("cluster.toml");
-        std::fs::write(&path, text).unwrap();
+        let local = || SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+        let mut file =
+            ClusterFile::new("ffi-unit", local(), local(), format!("http://{}", local()));
+        let ames = local();
+        let mut replica = Replica::new(1, ames);
+        replica.eventlog = Some(local());
+        replica.eventlog_metrics = Some(local());
+        replica.metrics = Some(local());
+        replica.key_file = Some("replica-1.key".into());
+        file.replicas.push(replica);
+        file.replica.data_dir = Some("agent".into());
+        file.keys.eventlog = Some("eventlog.key".into());
+        let path = file.write(dir.path().join("cluster.toml")).unwrap();
         let path = CString::new(path.to_str().unwrap()).unwrap();
         let start = || {
             let mut err = SEGURO_OK;
@@ -523,16 +505,13 @@ eventlog = "eventlog.key"
         };
 
         // A taken Ames port is named.
-        let taken = std::net::UdpSocket::bind(("127.0.0.1", ports[1])).unwrap();
+        let taken = std::net::UdpSocket::bind(ames).unwrap();
         let (h, err) = start();
         assert!(h.is_null());
         assert_eq!(err, SEGURO_ERR_START);
         let message = last_error();
         assert!(
-            message.contains(&format!(
-                "cannot bind the Ames socket on 127.0.0.1:{}",
-                ports[1]
-            )),
+            message.contains(&format!("cannot bind the Ames socket on {ames}")),
             "{message}"
         );
         drop(taken);
