@@ -360,24 +360,6 @@ impl Lab {
         self.scrape(daemon).ok()?.value(series)
     }
 
-    /// Waits up to `limit` until `series` of `daemon` satisfies `ok`; on
-    /// time-out, the error carries the daemons' logs.
-    pub fn wait_metric(
-        &mut self,
-        daemon: &Daemon,
-        series: &str,
-        limit: Duration,
-        ok: impl Fn(f64) -> bool,
-    ) -> io::Result<f64> {
-        let addr = self.metrics_addr(daemon);
-        crate::metrics::wait_metric(addr, series, limit, ok).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("{daemon}: {e}\n{}", self.logs_tail(30)),
-            )
-        })
-    }
-
     /// Waits up to `limit` for `probe`; fails the test with every daemon's
     /// log if it times out, or as soon as a daemon exits by itself.
     pub fn wait<T, O: wait::Outcome<T>>(

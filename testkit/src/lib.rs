@@ -14,7 +14,6 @@ pub mod edge;
 pub mod etcd;
 pub mod frame;
 pub mod lab;
-pub mod metrics;
 pub mod metrics_doc;
 pub mod netns;
 pub mod port;
