@@ -9,6 +9,7 @@
 
 mod check;
 mod diag;
+mod identity;
 mod key;
 mod load;
 mod raw;
@@ -18,6 +19,7 @@ mod types;
 mod unknown;
 
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
+pub use identity::{DOMAIN, Identity, IdentityError, Role};
 pub use key::{Key, KeyError};
 pub use load::{KeyCheck, Overrides};
 pub use types::{
