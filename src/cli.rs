@@ -95,6 +95,11 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
+    /// Whose certificate to present to the event log and etcd: `edge` (the
+    /// edge box's, where this usually runs), `admin`, or `replica-N`.
+    #[arg(long = "as", value_name = "ROLE", default_value = "edge")]
+    pub identity: config::Role,
+
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -152,6 +157,10 @@ pub struct EventlogStatusArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
+    /// Whose certificate to present: `admin`, `edge`, or `replica-N`.
+    #[arg(long = "as", value_name = "ROLE", default_value = "admin")]
+    pub identity: config::Role,
+
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -171,6 +180,11 @@ pub struct EventlogReplicaArgs {
 pub struct EventlogWatermarkArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
+
+    /// Whose certificate to present: `admin`, or the replica itself
+    /// (`replica-N`); no one else may.
+    #[arg(long = "as", value_name = "ROLE", default_value = "admin")]
+    pub identity: config::Role,
 
     /// The replica whose ship checkpointed.
     #[arg(long, value_name = "N")]

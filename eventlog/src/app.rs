@@ -9,6 +9,7 @@ use config::ReplicaId;
 use openraft::rt::WatchReceiver;
 use tokio::sync::watch;
 
+use crate::authz::Authz;
 use crate::ids::NodeId;
 use crate::raft::Raft;
 use crate::sm::StateMachine;
@@ -52,6 +53,8 @@ pub(crate) struct Ctx {
     /// The config's replicas: addresses for leader hints before the
     /// membership is known.
     pub peers: Arc<BTreeMap<NodeId, String>>,
+    /// Who may do what.
+    pub authz: Authz,
 }
 
 impl Ctx {

@@ -10,6 +10,7 @@
 //!   to the log depends on that one alone.
 
 mod app;
+mod authz;
 mod command;
 mod fence;
 mod ids;
@@ -26,7 +27,8 @@ use eventlog_client::{proto, types};
 
 pub use eventlog_client::{
     AppendError, AppendFuture, Appender, Client, ClientError, ClientOptions, CommitState, Epoch,
-    Event, EventNum, LogIndex, Member, NodeStatus, Progress, ReadError, Role, auth,
+    Event, EventNum, LogIndex, Member, NodeStatus, Progress, ReadError, Role,
 };
+pub use authz::{Epochs, EtcdEpochs};
 pub use node::{NodeError, NodeOptions};
 pub use storage::{LogOptions, OpenError};

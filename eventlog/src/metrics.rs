@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use eventlog_client::LogIndex;
-use eventlog_client::auth::{self, Refusal};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
@@ -14,6 +13,8 @@ use crate::types::EventNum;
 
 pub const LOG_FLUSH_SECONDS: &str = "seguro_eventlog_log_flush_seconds";
 pub const COMMIT_SECONDS: &str = "seguro_eventlog_commit_seconds";
+/// Connections and requests refused, by reason (docs/METRICS.md).
+pub const REFUSED_TOTAL: &str = "seguro_eventlog_auth_refused_total";
 
 /// Why the node's metrics are not served.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +62,10 @@ fn zero() {
     ] {
         counter!("seguro_eventlog_append_rejected_total", "reason" => reason).absolute(0);
     }
-    for refusal in Refusal::ALL {
-        counter!(auth::REFUSED_TOTAL, "reason" => refusal.reason()).absolute(0);
+    let handshakes = trust::server::Refused::ALL.map(|r| r.label());
+    let requests = crate::authz::Denied::ALL.map(|d| d.label());
+    for reason in handshakes.iter().chain(&requests) {
+        counter!(REFUSED_TOTAL, "reason" => *reason).absolute(0);
     }
     for name in [
         "seguro_eventlog_append_batches_total",
@@ -102,6 +105,12 @@ pub(crate) fn stored(events: u64, bytes: u64) {
 
 pub(crate) fn rejected(reason: &'static str) {
     counter!("seguro_eventlog_append_rejected_total", "reason" => reason).increment(1);
+}
+
+/// A connection or request refused: a TLS handshake's reason or an
+/// authorisation's.
+pub(crate) fn refused(reason: &'static str) {
+    counter!(REFUSED_TOTAL, "reason" => reason).increment(1);
 }
 
 pub(crate) fn snapshot_built() {

@@ -6,9 +6,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use eventlog_client::Channels;
-use eventlog_client::auth::Signer;
 use eventlog_client::proto::raft_client::RaftClient;
+use eventlog_client::{BadAddress, Channels};
 use eventlog_client::proto::{RaftMessage, SnapshotChunk};
 use futures::StreamExt;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -20,14 +19,14 @@ use openraft::raft::{
 use openraft::{BasicNode, OptionalSend};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::ids::NodeId;
+use config::ReplicaId;
 use crate::raft::{SnapshotMeta, TypeConfig, Vote};
 use crate::sm::SnapshotData;
 
-type Client = RaftClient<InterceptedService<Channel, Signer>>;
+type Client = RaftClient<Channel>;
 
 /// Snapshot data travels in chunks of this size.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -44,7 +43,6 @@ pub(crate) fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, postca
 
 /// Makes a [`Peer`] for each node Raft replicates to.
 pub(crate) struct Network {
-    pub signer: Signer,
     pub channels: Channels,
 }
 
@@ -52,11 +50,15 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        let client = self
-            .channels
-            .get(&node.addr)
+        let client = ReplicaId::try_from(target)
+            .map_err(PeerError::Id)
+            .and_then(|id| {
+                self.channels
+                    .get(&node.addr, id)
+                    .map_err(PeerError::Address)
+            })
             .map(|c| {
-                RaftClient::with_interceptor(c, self.signer.clone())
+                RaftClient::new(c)
                     .max_decoding_message_size(usize::MAX)
                     .max_encoding_message_size(usize::MAX)
             })
@@ -65,12 +67,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// Why a member of the membership cannot be reached at all.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerError {
+    #[error(transparent)]
+    Id(crate::ids::NotAReplica),
+    #[error(transparent)]
+    Address(BadAddress),
+}
+
 /// One remote node.
 pub(crate) struct Peer {
     target: NodeId,
-    /// The peer's stub, or why its address makes none (kept to report on
-    /// every call: the address comes from the membership).
-    client: Result<Client, Arc<tonic::transport::Error>>,
+    /// The peer's stub, or why the membership's entry makes none (kept to
+    /// report on every call).
+    client: Result<Client, Arc<PeerError>>,
 }
 
 fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {

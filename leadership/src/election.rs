@@ -42,6 +42,9 @@ use tokio::task::JoinHandle;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until, timeout};
 
+use config::{Identity, Role};
+use trust::Credentials;
+
 use crate::Epoch;
 
 /// The leader key's name under the cluster's root.
@@ -59,16 +62,31 @@ pub enum ElectionError {
     Timeout(Duration),
 }
 
-/// A client for `endpoints` (`http://host:port`). It connects lazily and
-/// reconnects by itself; every request the election makes has its own
-/// deadline.
-pub async fn connect(endpoints: &[String]) -> Result<Client, ElectionError> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(1))
-        // etcd refuses client pings more often than every 5 s by default.
-        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-        .with_keep_alive_while_idle(false);
-    Ok(Client::connect(endpoints, Some(options)).await?)
+/// A client for `endpoints` (`https://host:port`, the first that answers),
+/// over mutual TLS: it presents `credentials` (etcd takes the certificate's
+/// name as its user) and expects etcd's own certificate
+/// (`etcd.<cluster>.seguro`). It connects lazily and reconnects by itself,
+/// with the credentials as they are at each connection (they reload on
+/// SIGHUP); every request the election makes has its own deadline.
+pub async fn connect(
+    endpoints: &[String],
+    credentials: &Credentials,
+) -> Result<Client, ElectionError> {
+    let targets = endpoints
+        .iter()
+        .map(|e| e.strip_prefix("https://").unwrap_or(e).to_owned())
+        .collect();
+    let etcd = Identity::new(credentials.identity().cluster.clone(), Role::Etcd);
+    let channel = trust::client::failover_channel(targets, &etcd, credentials, |e| {
+        e.connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            // etcd refuses client pings more often than every 5 s by default.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(false)
+    });
+    let channel = etcd_client::Channel::Tonic(channel);
+    Ok(Client::from_channel(channel, Some(ConnectOptions::new())).await?)
 }
 
 impl Epoch {

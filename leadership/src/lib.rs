@@ -9,7 +9,10 @@
 //! - [`envelope`]: the authenticated datagram a replica sends for each
 //!   effect ([`Sealer`] on the replica, [`envelope::open`] on the
 //!   gatekeeper).
+//! - [`access`]: etcd's users and roles for a cluster, each identity allowed
+//!   only its own keys.
 
+pub mod access;
 pub mod election;
 pub mod envelope;
 mod types;

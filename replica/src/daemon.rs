@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 
 use config::{Config, Key, KeyError, ReplicaId};
-use eventlog_client::auth::{Signer, Verifier};
 use metrics_exporter_prometheus::PrometheusHandle;
+use trust::Credentials;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,8 @@ use crate::checkpoint::CheckpointStore;
 use crate::port::AgentPort;
 use crate::runtime::{RuntimeError, ShipRuntime};
 use crate::ship::Ship;
-use crate::{inbound, peer, port};
+use crate::peer::PeerCheckpoint;
+use crate::{http, inbound, peer, port};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -46,20 +47,26 @@ pub enum DaemonError {
 /// Notices the runtime may have queued: a slow runtime slows the agent.
 pub const NOTICE_QUEUE: usize = 4096;
 
-/// Runs replica `id`'s agent with `ship` until `shutdown` is cancelled.
+/// Runs replica `id`'s agent with `ship` until `shutdown` is cancelled,
+/// presenting `credentials` (replica `id`'s certificate) to the event log,
+/// etcd and its peers.
 pub async fn run(
     config: &Config,
     id: ReplicaId,
+    credentials: Credentials,
     ship: Box<dyn Ship>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let (agent_port, runtime_port) = port::port(NOTICE_QUEUE);
-    let wired = Wired::new(config, id, agent_port).await?;
+    let wired = Wired::new(config, id, credentials.clone(), agent_port).await?;
     let peers = config
         .replicas
         .iter()
         .filter(|r| r.id != id)
-        .map(|r| r.metrics)
+        .map(|r| PeerCheckpoint {
+            id: r.id,
+            addr: r.checkpoint,
+        })
         .collect();
     let runtime = ShipRuntime::new(
         ship,
@@ -67,7 +74,8 @@ pub async fn run(
         runtime_port,
         config.agent.checkpoint_every,
         peers,
-        Signer::new(wired.secret.clone(), 0),
+        credentials,
+        config.agent.max_checkpoint_bytes,
     );
     // The agent stops first (a leader resigns), then the runtime: stopped
     // together, the agent could find its runtime gone and fail.
@@ -89,9 +97,8 @@ pub async fn run(
 pub struct Wired {
     agent: Agent,
     receiving: tokio::task::JoinHandle<()>,
+    serving: Vec<tokio::task::JoinHandle<()>>,
     store: CheckpointStore,
-    /// The event log secret, which also authenticates peers' HTTP requests.
-    secret: Key,
 }
 
 impl Wired {
@@ -100,27 +107,29 @@ impl Wired {
     pub async fn new(
         config: &Config,
         id: ReplicaId,
+        credentials: Credentials,
         port: AgentPort,
     ) -> Result<Wired, DaemonError> {
         let me = config.replica(id).ok_or(DaemonError::UnknownReplica(id))?;
         let key = Key::load(&me.key_file)?;
-        let secret = Key::load(&config.eventlog.secret_file)?;
 
         let metrics = recorder()?;
-        let http = tokio::net::TcpListener::bind(me.metrics)
-            .await
-            .map_err(|source| DaemonError::Bind {
-                what: "the metrics endpoint",
-                addr: me.metrics,
-                source,
-            })?;
+        let bind = |what, addr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Bind { what, addr, source })
+        };
+        let http = bind("the metrics endpoint", me.metrics).await?;
+        let sharing = bind("the checkpoint listener", me.checkpoint).await?;
         let store = CheckpointStore::new(config.agent.node_dir(id));
-        tokio::spawn(peer::serve(
-            http,
-            metrics,
-            store.clone(),
-            Verifier::new(secret.clone()),
-        ));
+        let serving = vec![
+            tokio::spawn(async move {
+                if let Err(e) = http::serve(http, metrics).await {
+                    tracing::error!(error = %e, "the metrics endpoint stopped");
+                }
+            }),
+            tokio::spawn(peer::serve(sharing, credentials.clone(), store.clone())),
+        ];
 
         let opts = udp::SocketOptions {
             freebind: false,
@@ -144,7 +153,7 @@ impl Wired {
                 source,
             })?;
 
-        let etcd = leadership::election::connect(&config.etcd.endpoints)
+        let etcd = leadership::election::connect(&config.etcd.endpoints, &credentials)
             .await
             .map_err(|source| DaemonError::Etcd {
                 endpoints: config.etcd.endpoints.join(","),
@@ -162,19 +171,19 @@ impl Wired {
                 buffer_packets: config.agent.buffer_packets,
                 gatekeeper: config.gatekeeper.listen,
             },
-            log: eventlog_client::Client::new(config, secret.clone()),
+            log: eventlog_client::Client::new(config, credentials.clone()),
             election,
             key,
             inbound: inbound_rx,
             effects,
             port,
         });
-        tracing::info!(%id, ames = %me.ames, metrics = %me.metrics, "replica agent starting");
+        tracing::info!(%id, ames = %me.ames, metrics = %me.metrics, checkpoint = %me.checkpoint, "replica agent starting");
         Ok(Wired {
             agent,
             receiving,
+            serving,
             store,
-            secret,
         })
     }
 
@@ -183,6 +192,9 @@ impl Wired {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
         let result = self.agent.run(shutdown).await;
         self.receiving.abort();
+        for task in self.serving {
+            task.abort();
+        }
         Ok(result?)
     }
 }

@@ -24,6 +24,9 @@ pub const STEP_DOWNS: &str = "seguro_replica_step_downs_total";
 pub const CHECKPOINT: &str = "seguro_replica_checkpoint_event";
 pub const CHECKPOINTS: &str = "seguro_replica_checkpoints_total";
 pub const RESTORES: &str = "seguro_replica_restores_total";
+/// Checkpoint requests refused, by reason: a TLS handshake's, or
+/// `not_a_replica` (docs/METRICS.md).
+pub const CHECKPOINT_REFUSED: &str = "seguro_replica_checkpoint_refused_total";
 
 /// Registers every series at zero, so that dashboards and alerts see zeros
 /// rather than gaps from the start.
@@ -52,5 +55,9 @@ pub fn register() {
     }
     for source in ["local", "peer"] {
         counter!(RESTORES, "source" => source).absolute(0);
+    }
+    let handshakes = trust::server::Refused::ALL.map(|r| r.label());
+    for reason in handshakes.iter().chain(&["not_a_replica"]) {
+        counter!(CHECKPOINT_REFUSED, "reason" => *reason).absolute(0);
     }
 }

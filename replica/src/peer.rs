@@ -1,122 +1,149 @@
-//! What a replica agent serves over HTTP (its metrics, and its latest
-//! checkpoint for a wiped peer), and how it fetches a peer's checkpoint.
+//! Checkpoints between agents, over mutual TLS only: this agent serves its
+//! latest checkpoint to the other replicas of its cluster (on its
+//! `checkpoint` address; a ship's state holds its private keys), and a
+//! wiped agent fetches one from its peers, bounded in size.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use bytes::Bytes;
-use eventlog_client::auth::{self, Signer, Verifier};
-use http_body_util::{BodyExt, Empty};
-use metrics_exporter_prometheus::PrometheusHandle;
+use config::{Identity, ReplicaId, Role};
+use futures::StreamExt as _;
+use http_body_util::{BodyExt as _, Empty, Full, Limited};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics::counter;
+use tower_service::Service as _;
+use trust::Credentials;
 
 use crate::checkpoint::{Checkpoint, CheckpointDecodeError, CheckpointStore};
+use crate::metrics as m;
 
-#[derive(Clone)]
-struct Served {
-    metrics: PrometheusHandle,
-    store: CheckpointStore,
-    verifier: Verifier,
-}
-
-/// Serves `GET /metrics` (Prometheus) and `GET /checkpoint` (this agent's
-/// latest checkpoint, to holders of the event log secret only: a ship's
-/// state holds its private keys).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: PrometheusHandle,
-    store: CheckpointStore,
-    verifier: Verifier,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): State<Served>| async move { s.metrics.render() }),
-        )
-        .route("/checkpoint", get(checkpoint))
-        .with_state(Served {
-            metrics,
-            store,
-            verifier,
+/// Serves `GET /checkpoint` on `listener` to the other replicas of this
+/// cluster until the listener's task is dropped. Connections without a
+/// certificate of the cluster's CA never reach it; an edge box's or the
+/// admin's certificate is refused. Refusals are counted by reason.
+pub async fn serve(listener: tokio::net::TcpListener, credentials: Credentials, store: CheckpointStore) {
+    let me = credentials.identity().clone();
+    let mut incoming = Box::pin(trust::server::incoming(listener, credentials, |refusal| {
+        counter!(m::CHECKPOINT_REFUSED, "reason" => refusal.reason.label()).increment(1)
+    }));
+    while let Some(Ok(tls)) = incoming.next().await {
+        let peer = trust::peer::identity_of(tls.get_ref().1.peer_certificates().unwrap_or_default());
+        let store = store.clone();
+        let me = me.clone();
+        tokio::spawn(async move {
+            let answer = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                let (peer, store, me) = (peer.clone(), store.clone(), me.clone());
+                async move { Ok::<_, std::convert::Infallible>(answer(request, peer, &me, store).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), answer)
+                .await;
         });
-    axum::serve(listener, app).await
+    }
 }
 
-async fn checkpoint(State(s): State<Served>, headers: HeaderMap) -> impl IntoResponse {
-    let credential = headers.get(auth::HEADER).and_then(|v| v.to_str().ok());
-    if let Err(refusal) = s.verifier.verify(credential, auth::now_millis()) {
-        tracing::warn!(
-            ?refusal,
-            "refused a checkpoint request without a valid credential"
-        );
-        return (StatusCode::UNAUTHORIZED, Vec::new());
+async fn answer(
+    request: Request<hyper::body::Incoming>,
+    peer: Option<Identity>,
+    me: &Identity,
+    store: CheckpointStore,
+) -> Response<Full<Bytes>> {
+    let reply = |status, body: Vec<u8>| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r
+    };
+    if request.uri().path() != "/checkpoint" {
+        return reply(StatusCode::NOT_FOUND, Vec::new());
     }
-    match tokio::task::spawn_blocking(move || s.store.load()).await {
-        Ok(Ok(Some(c))) => (StatusCode::OK, c.encode()),
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, Vec::new()),
+    match peer.map(|p| p.role) {
+        Some(Role::Replica(id)) if Role::Replica(id) != me.role => {}
+        other => {
+            let who = other.map_or_else(|| "an unidentified peer".to_owned(), |r| r.to_string());
+            tracing::warn!(peer = %who, "refused a checkpoint request: only the other replicas may have it");
+            counter!(m::CHECKPOINT_REFUSED, "reason" => "not_a_replica").increment(1);
+            return reply(StatusCode::FORBIDDEN, Vec::new());
+        }
+    }
+    match tokio::task::spawn_blocking(move || store.load()).await {
+        Ok(Ok(Some(c))) => reply(StatusCode::OK, c.encode()),
+        Ok(Ok(None)) => reply(StatusCode::NOT_FOUND, Vec::new()),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot read the checkpoint a peer asked for");
-            (StatusCode::INTERNAL_SERVER_ERROR, Vec::new())
+            reply(StatusCode::INTERNAL_SERVER_ERROR, Vec::new())
         }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, Vec::new()),
+        Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, Vec::new()),
     }
 }
 
 /// Why a peer's checkpoint could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("cannot reach {0}: {1}")]
-    Connect(SocketAddr, #[source] std::io::Error),
-    #[error("cannot reach {0}: {1}")]
-    Http(SocketAddr, #[source] hyper::Error),
-    #[error("{0} answered {1}")]
-    Status(SocketAddr, StatusCode),
-    #[error("{0} sent a damaged checkpoint: {1}")]
-    Corrupt(SocketAddr, #[source] CheckpointDecodeError),
-    #[error("{0} did not answer within {1:?}")]
-    Timeout(SocketAddr, Duration),
+    #[error("cannot reach replica {0} at {1}: {2}")]
+    Connect(ReplicaId, SocketAddr, #[source] std::io::Error),
+    #[error("replica {0} at {1}: {2}")]
+    Http(ReplicaId, SocketAddr, #[source] hyper::Error),
+    #[error("replica {0} at {1} answered {2}")]
+    Status(ReplicaId, SocketAddr, StatusCode),
+    #[error("replica {0} at {1} sent more than {2} bytes")]
+    TooLarge(ReplicaId, SocketAddr, u64),
+    #[error("replica {0} at {1} sent a damaged checkpoint: {2}")]
+    Corrupt(ReplicaId, SocketAddr, #[source] CheckpointDecodeError),
+    #[error("replica {0} at {1} did not answer within {2:?}")]
+    Timeout(ReplicaId, SocketAddr, Duration),
 }
 
-/// Asks the agent at `addr` for its latest checkpoint.
+/// Where a peer's checkpoint can be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCheckpoint {
+    pub id: ReplicaId,
+    pub addr: SocketAddr,
+}
+
+/// Asks replica `peer`'s agent for its latest checkpoint, over mutual TLS
+/// (it must prove it is that replica), reading at most `max_bytes`.
 pub async fn fetch(
-    addr: SocketAddr,
-    signer: &Signer,
+    peer: PeerCheckpoint,
+    credentials: &Credentials,
+    max_bytes: u64,
     limit: Duration,
 ) -> Result<Checkpoint, FetchError> {
+    let PeerCheckpoint { id, addr } = peer;
+    let server = Identity::new(credentials.identity().cluster.clone(), Role::Replica(id));
     let request = async {
-        let stream = tokio::net::TcpStream::connect(addr)
+        let mut connector = trust::client::Connector::new(credentials.clone(), &server);
+        let uri: hyper::Uri = format!("http://{addr}/checkpoint")
+            .parse()
+            .expect("a socket address makes a valid URI");
+        let io = connector
+            .call(uri)
             .await
-            .map_err(|e| FetchError::Connect(addr, e))?;
-        let io = hyper_util::rt::TokioIo::new(stream);
+            .map_err(|e| FetchError::Connect(id, addr, e))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| FetchError::Http(addr, e))?;
-        tokio::spawn(connection);
-        let request = hyper::Request::get("/checkpoint")
+            .map_err(|e| FetchError::Http(id, addr, e))?;
+        let connection = tokio::spawn(connection);
+        let request = Request::get("/checkpoint")
             .header(hyper::header::HOST, addr.to_string())
-            .header(auth::HEADER, signer.credential())
             .body(Empty::<Bytes>::new())
             .expect("a request built from valid parts");
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| FetchError::Http(addr, e))?;
+            .map_err(|e| FetchError::Http(id, addr, e))?;
         if response.status() != StatusCode::OK {
-            return Err(FetchError::Status(addr, response.status()));
+            connection.abort();
+            return Err(FetchError::Status(id, addr, response.status()));
         }
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| FetchError::Http(addr, e))?
-            .to_bytes();
-        Checkpoint::decode(&body).map_err(|e| FetchError::Corrupt(addr, e))
+        let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let body = Limited::new(response.into_body(), limit).collect().await;
+        connection.abort();
+        let body = body.map_err(|_| FetchError::TooLarge(id, addr, max_bytes))?.to_bytes();
+        Checkpoint::decode(&body).map_err(|e| FetchError::Corrupt(id, addr, e))
     };
     tokio::time::timeout(limit, request)
         .await
-        .map_err(|_| FetchError::Timeout(addr, limit))?
+        .map_err(|_| FetchError::Timeout(id, addr, limit))?
 }

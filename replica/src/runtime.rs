@@ -1,15 +1,15 @@
 //! The in-process runtime: a [`Ship`] driven by the agent's notices, with
 //! its checkpoints on disk and, for a wiped replica, a peer's checkpoint.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use eventlog_client::auth::Signer;
+use trust::Credentials;
 use leadership::EventNum;
 use metrics::{counter, gauge};
 use tokio_util::sync::CancellationToken;
 
+use crate::peer::PeerCheckpoint;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::clock::Clock;
 use crate::event::PacketEvent;
@@ -48,8 +48,10 @@ pub struct ShipRuntime {
     checkpointed: EventNum,
     leading: bool,
     /// Other agents' HTTP addresses, and the credential to ask them with.
-    peers: Vec<SocketAddr>,
-    signer: Signer,
+    peers: Vec<PeerCheckpoint>,
+    credentials: Credentials,
+    /// The largest checkpoint a peer may send.
+    max_checkpoint_bytes: u64,
 }
 
 impl ShipRuntime {
@@ -58,8 +60,9 @@ impl ShipRuntime {
         store: CheckpointStore,
         port: RuntimePort,
         checkpoint_every: u64,
-        peers: Vec<SocketAddr>,
-        signer: Signer,
+        peers: Vec<PeerCheckpoint>,
+        credentials: Credentials,
+        max_checkpoint_bytes: u64,
     ) -> Self {
         ShipRuntime {
             ship,
@@ -70,7 +73,8 @@ impl ShipRuntime {
             checkpointed: EventNum::NONE,
             leading: false,
             peers,
-            signer,
+            credentials,
+            max_checkpoint_bytes,
         }
     }
 
@@ -206,14 +210,21 @@ impl ShipRuntime {
         loop {
             let mut best: Option<Checkpoint> = None;
             for &peer in &self.peers {
-                match peer::fetch(peer, &self.signer, Duration::from_secs(10)).await {
+                let fetched = peer::fetch(
+                    peer,
+                    &self.credentials,
+                    self.max_checkpoint_bytes,
+                    Duration::from_secs(10),
+                )
+                .await;
+                match fetched {
                     Ok(c)
                         if c.last >= at_least && best.as_ref().is_none_or(|b| c.last > b.last) =>
                     {
                         best = Some(c)
                     }
                     Ok(c) => {
-                        tracing::info!(%peer, event = %c.last, "this peer's checkpoint is too old")
+                        tracing::info!(peer = %peer.id, event = %c.last, "this peer's checkpoint is too old")
                     }
                     Err(e) => tracing::info!(error = %e, "no checkpoint from this peer"),
                 }

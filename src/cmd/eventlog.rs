@@ -4,8 +4,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use config::{Config, Key, KeyCheck};
-use eventlog::{Client, ClientError, EventNum, LogIndex, NodeError, NodeOptions, NodeStatus, Role};
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::{Config, KeyCheck, Role as Identity};
+use eventlog::{
+    Client, ClientError, EtcdEpochs, EventNum, LogIndex, NodeError, NodeOptions, NodeStatus, Role,
+};
 
 use super::UsageError;
 use crate::cli::{
@@ -30,13 +35,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn load(cluster: &ClusterArgs) -> anyhow::Result<Config> {
-    // The event log needs only its own secret, checked below.
-    super::load_config(&cluster.config, &cluster.overrides, KeyCheck::Skip)
-}
-
-fn secret(config: &Config) -> anyhow::Result<Key> {
-    Key::load(&config.eventlog.secret_file).map_err(|e| UsageError(e.to_string()).into())
+fn load(cluster: &ClusterArgs, keys: KeyCheck) -> anyhow::Result<Config> {
+    super::load_config(&cluster.config, &cluster.overrides, keys)
 }
 
 async fn terminated() {
@@ -51,29 +51,52 @@ async fn terminated() {
 
 fn node(args: EventlogNodeArgs) -> anyhow::Result<ExitCode> {
     let id = args.id.expect("clap requires --id without a subcommand");
-    let config = load(&args.cluster)?;
+    let config = load(&args.cluster, KeyCheck::Replica(id))?;
     super::known_replica(&config, id)?;
-    secret(&config)?;
-    let mut opts = NodeOptions::new(config, id);
-    opts.data_dir = args.data_dir;
+    let credentials = super::credentials(&config, Identity::Replica(id))?;
     runtime()?
-        .block_on(eventlog::node::run(opts, terminated()))
-        .map_err(|e| match e {
-            NodeError::Key(_) | NodeError::UnknownReplica(_) => UsageError(e.to_string()).into(),
-            other => anyhow::Error::new(other).context(format!("event log node {id}")),
+        .block_on(async {
+            super::reload_on_sighup(credentials.clone());
+            // Only the replica that holds an epoch in etcd may fence the
+            // log at it: the node asks etcd's leader key (SPEC §6.5).
+            let etcd = leadership::election::connect(&config.etcd.endpoints, &credentials)
+                .await
+                .with_context(|| {
+                    format!("cannot use etcd at {}", config.etcd.endpoints.join(","))
+                })?;
+            let election =
+                leadership::Election::new(etcd, &config.etcd_root(), config.etcd.lease_ttl);
+            let epochs = Arc::new(EtcdEpochs {
+                election,
+                limit: Duration::from_secs(2),
+            });
+            let mut opts = NodeOptions::new(config, id, credentials, epochs);
+            opts.data_dir = args.data_dir;
+            eventlog::node::run(opts, terminated())
+                .await
+                .map_err(|e| match e {
+                    NodeError::UnknownReplica(_) => UsageError(e.to_string()).into(),
+                    other => anyhow::Error::new(other).context(format!("event log node {id}")),
+                })
         })?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn client(cluster: &ClusterArgs) -> anyhow::Result<(Config, Client)> {
-    let config = load(cluster)?;
-    let key = secret(&config)?;
-    let client = Client::new(&config, key);
+/// A client of the log presenting `identity`'s certificate.
+fn client(cluster: &ClusterArgs, identity: Identity) -> anyhow::Result<(Config, Client)> {
+    let keys = match identity {
+        Identity::Replica(id) => KeyCheck::Replica(id),
+        Identity::Edge => KeyCheck::Edge,
+        _ => KeyCheck::Admin,
+    };
+    let config = load(cluster, keys)?;
+    let credentials = super::credentials(&config, identity)?;
+    let client = Client::new(&config, credentials);
     Ok((config, client))
 }
 
 fn add_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
-    let (config, client) = client(&args.cluster)?;
+    let (config, client) = client(&args.cluster, Identity::Admin)?;
     let addr = super::known_replica(&config, args.id)?.eventlog;
     runtime()?
         .block_on(client.add_replica(args.id, addr))
@@ -83,7 +106,7 @@ fn add_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn remove_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
-    let (_, client) = client(&args.cluster)?;
+    let (_, client) = client(&args.cluster, Identity::Admin)?;
     runtime()?
         .block_on(client.remove_replica(args.id))
         .with_context(|| format!("cannot remove replica {}", args.id))?;
@@ -92,7 +115,7 @@ fn remove_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn set_watermark(args: EventlogWatermarkArgs) -> anyhow::Result<ExitCode> {
-    let (_, client) = client(&args.cluster)?;
+    let (_, client) = client(&args.cluster, args.identity)?;
     let purge = runtime()?
         .block_on(client.set_watermark(args.replica, EventNum(args.event)))
         .with_context(|| format!("cannot set replica {}'s watermark", args.replica))?;
@@ -141,7 +164,7 @@ pub(crate) fn summarize(nodes: &[(String, Result<NodeStatus, ClientError>)]) -> 
 }
 
 fn status(args: EventlogStatusArgs) -> anyhow::Result<ExitCode> {
-    let (config, client) = client(&args.cluster)?;
+    let (config, client) = client(&args.cluster, args.identity)?;
     let nodes = runtime()?.block_on(client.cluster_status());
     let s = summarize(&nodes);
     let (healthy, usable) = (s.healthy(), s.usable());

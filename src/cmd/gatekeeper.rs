@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use config::{Key, KeyCheck};
+use config::{KeyCheck, Role};
 use gatekeeper::{Gatekeeper, Settings};
 use leadership::election;
 
@@ -17,6 +17,7 @@ pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
         KeyCheck::Edge,
     )?;
     let settings = Settings::from_config(&config)?;
+    let credentials = super::credentials(&config, Role::Edge)?;
     // etcd, the metrics endpoint and signals; the forwarding loop gets a
     // thread of its own (see `Gatekeeper::run`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -35,13 +36,13 @@ pub fn run(args: GatekeeperArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         };
-        let client = election::connect(&config.etcd.endpoints)
+        super::reload_on_sighup(credentials.clone());
+        let client = election::connect(&config.etcd.endpoints, &credentials)
             .await
             .with_context(|| format!("cannot use etcd at {}", config.etcd.endpoints.join(",")))?;
         // Every policy checks the commit watch's epoch (SPEC §6.4 rule 4);
         // `quorum` and `all` also wait on its event numbers.
-        let secret = Key::load(&config.eventlog.secret_file)?;
-        let commits = eventlog::Client::new(&config, secret).commit_watch();
+        let commits = eventlog::Client::new(&config, credentials).commit_watch();
         tracing::info!(metrics = %config.gatekeeper.metrics, "serving metrics");
         gatekeeper
             .run(client, Some(commits), shutdown_signal())

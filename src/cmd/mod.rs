@@ -65,6 +65,45 @@ pub fn load_config(
     Ok(config)
 }
 
+/// `role`'s credentials from the files the config names (the CA bundle and
+/// the role's certificate pair), checked; a usage error (exit 2) if they do
+/// not load.
+pub fn credentials(config: &Config, role: ::config::Role) -> anyhow::Result<trust::Credentials> {
+    match trust::Credentials::of(config, role) {
+        Some(Ok(c)) => Ok(c),
+        Some(Err(e)) => Err(UsageError(e.to_string()).into()),
+        None => Err(UsageError(format!("the config names no certificate for {role}")).into()),
+    }
+}
+
+/// Reads `credentials`' files again on every SIGHUP, from a task of the
+/// current runtime: new connections use the renewed certificate and CA
+/// bundle; if they do not load, the old ones stay and the error is logged.
+pub fn reload_on_sighup(credentials: trust::Credentials) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for SIGHUP: certificates reload only on restart");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match credentials.reload() {
+                Ok(()) => tracing::info!(
+                    identity = %credentials.identity(),
+                    "SIGHUP: reloaded the certificate and the CA bundle"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: cannot reload the certificate; keeping the one in use"
+                ),
+            }
+        }
+    });
+}
+
 /// Serves Prometheus metrics on `addr` (`GET /metrics`) from the current
 /// tokio runtime. Install it before the daemon registers its metrics.
 pub fn serve_metrics(addr: SocketAddr, component: &'static str) -> anyhow::Result<()> {

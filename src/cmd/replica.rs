@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use config::KeyCheck;
+use config::{KeyCheck, Role};
 use replica::{ReferenceShip, Ship, Variant};
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +17,7 @@ pub fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         KeyCheck::Replica(args.id),
     )?;
     super::known_replica(&config, args.id)?;
+    let credentials = super::credentials(&config, Role::Replica(args.id))?;
     let ship: Box<dyn Ship> = Box::new(ReferenceShip::new(match args.ship {
         ShipKind::Reference => Variant::Deterministic,
         ShipKind::Nondeterministic => Variant::NonDeterministic {
@@ -30,13 +31,14 @@ pub fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        super::reload_on_sighup(credentials.clone());
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             stop.cancel();
         });
-        replica::run(&config, args.id, ship, shutdown)
+        replica::run(&config, args.id, credentials, ship, shutdown)
             .await
             .context("the replica agent stopped")?;
         Ok(ExitCode::SUCCESS)

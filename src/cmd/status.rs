@@ -13,10 +13,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use config::{Config, Key, KeyCheck};
+use config::{Config, KeyCheck};
 use eventlog::{LogIndex, Role};
 use serde::Serialize;
 use telemetry::{Exposition, ProbeStats};
+use trust::Credentials;
 
 use crate::cli::StatusArgs;
 use crate::cmd::{UsageError, load_config};
@@ -25,13 +26,15 @@ use crate::cmd::{UsageError, load_config};
 const PART_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    // Only addresses and the event log secret are needed, and the secret is
-    // checked as the event log part (a host without it still sees the rest).
+    // Only addresses and a certificate are needed, and the certificate is
+    // checked as the etcd and event log parts (a host without it still sees
+    // the rest).
     let config = load_config(
         &args.cluster.config,
         &args.cluster.overrides,
         KeyCheck::Skip,
     )?;
+    let credentials = super::credentials(&config, args.identity).map_err(|e| format!("{e:#}"));
     if args.watch.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
         return Err(UsageError("--watch takes a positive number of seconds".into()).into());
     }
@@ -41,7 +44,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let Some(every) = args.watch else {
-            let status = gather(&config, args.probe.as_deref()).await;
+            let status = gather(&config, &credentials, args.probe.as_deref()).await;
             print(&status, args.json)?;
             return Ok(status.exit_code());
         };
@@ -52,7 +55,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         tokio::pin!(stop);
         loop {
             let status = tokio::select! {
-                status = gather(&config, args.probe.as_deref()) => status,
+                status = gather(&config, &credentials, args.probe.as_deref()) => status,
                 _ = &mut stop => return Ok(ExitCode::SUCCESS),
             };
             if !args.json {
@@ -226,12 +229,17 @@ impl Status {
     }
 }
 
-/// Every part at once, each within its own time limit.
-async fn gather(config: &Config, probe: Option<&Path>) -> Status {
+/// Every part at once, each within its own time limit. Without
+/// `credentials`, etcd and the event log are shown as unreachable, and why.
+async fn gather(
+    config: &Config,
+    credentials: &Result<Credentials, String>,
+    probe: Option<&Path>,
+) -> Status {
     let agents = futures::future::join_all(config.replicas.iter().map(|r| agent(r.metrics)));
     let (leader, eventlog, lb, gatekeeper, agents) = tokio::join!(
-        leader(config),
-        eventlog(config),
+        leader(config, credentials),
+        eventlog(config, credentials),
         lb(config.lb.metrics),
         gatekeeper(config.gatekeeper.metrics),
         agents,
@@ -276,11 +284,15 @@ async fn gather(config: &Config, probe: Option<&Path>) -> Status {
 
 /// The leader key in etcd: the replica and the epoch (its creation
 /// revision).
-async fn leader(config: &Config) -> Reading<Leader> {
+async fn leader(config: &Config, credentials: &Result<Credentials, String>) -> Reading<Leader> {
     use leadership::election::{Election, connect};
+    let credentials = match credentials {
+        Ok(c) => c,
+        Err(e) => return Reading::failed(e),
+    };
     let limit = PART_TIMEOUT * 2;
     let ask = async {
-        let client = connect(&config.etcd.endpoints).await?;
+        let client = connect(&config.etcd.endpoints, credentials).await?;
         Election::new(client, &config.etcd_root(), config.etcd.lease_ttl)
             .current(limit)
             .await
@@ -302,24 +314,20 @@ async fn leader(config: &Config) -> Reading<Leader> {
 }
 
 /// The event log as its nodes see it.
-async fn eventlog(config: &Config) -> EventlogPart {
-    let key = match Key::load(&config.eventlog.secret_file) {
-        Ok(k) => k,
+async fn eventlog(config: &Config, credentials: &Result<Credentials, String>) -> EventlogPart {
+    let credentials = match credentials {
+        Ok(c) => c.clone(),
         Err(e) => {
             return EventlogPart::Failed {
-                error: e.to_string(),
+                error: e.clone(),
                 usable: false,
             };
         }
     };
     let mut opts = eventlog::ClientOptions::from_config(config);
     opts.request_timeout = PART_TIMEOUT;
-    let endpoints = config
-        .replicas
-        .iter()
-        .map(|r| r.eventlog.to_string())
-        .collect();
-    let client = eventlog::Client::with_options(endpoints, key, opts);
+    let nodes = config.replicas.iter().map(|r| (r.id, r.eventlog)).collect();
+    let client = eventlog::Client::with_options(nodes, credentials, opts);
     let nodes = client.cluster_status().await;
     let summary = super::eventlog::summarize(&nodes);
     let leader = summary.leader;

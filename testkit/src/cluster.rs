@@ -30,13 +30,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use config::{Key, LbMode, Optimism};
+use config::{Key, LbMode, Optimism, ReplicaId};
 use telemetry::Exposition;
 
 use crate::config_file::{ClusterFile, Replica};
 use crate::daemon::{self, Daemon};
 use crate::edge::{EDGE_IF, EdgeLab, Family};
 use crate::etcd::Etcd;
+use crate::pki::Pki;
 use crate::netns::{self, Netns, veth};
 use crate::probe::{Probe, ProbeConfig};
 use crate::process::Supervisor;
@@ -164,7 +165,15 @@ impl ClusterLab {
             fresh_key(dir.join(format!("keys/replica-{i}.key")))?;
         }
         cluster_file(&lab, opts).write(dir.join("seguro.toml"))?;
-        let etcd = Etcd::start_in(&lab.edge, SocketAddr::new(EDGE_BACKEND.into(), ETCD_PORT))?;
+        let pki = Pki::new(dir.join("tls"), "demo")?;
+        let ids: Vec<ReplicaId> = (1..=opts.replicas).filter_map(|i| ReplicaId::new(i.into())).collect();
+        let etcd = Etcd::start_tls_in(
+            &lab.edge,
+            SocketAddr::new(EDGE_BACKEND.into(), ETCD_PORT),
+            &pki,
+            "/seguro/demo",
+            &ids,
+        )?;
         Ok(ClusterLab {
             lab,
             backend,

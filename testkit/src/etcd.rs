@@ -1,5 +1,7 @@
 //! A real etcd server on loopback (or on an address inside a network
-//! namespace), in its own data directory, for one test.
+//! namespace), in its own data directory, for one test: as Seguro runs it
+//! (TLS, client certificates required, and etcd's own authentication with a
+//! role per identity), or plain (the peer the event log benchmark measures).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -7,9 +9,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use config::{ReplicaId, Role};
+use trust::Files;
+
 use crate::netns::{Netns, command_in, run_in};
+use crate::pki::Pki;
 use crate::process::{self, spawn_logged};
 use crate::{free_port, wait};
+
+/// etcd's root password in tests.
+pub const ROOT_PASSWORD: &str = "seguro-test-root";
 
 /// A single-member etcd cluster listening on free loopback ports. It is
 /// killed and its data removed when dropped.
@@ -20,8 +29,14 @@ pub struct Etcd {
     ip: IpAddr,
     client_port: u16,
     peer_port: u16,
+    /// Where it answers `/health` in plain HTTP (beside the client port,
+    /// which may require a client certificate).
+    metrics_port: u16,
     /// The network namespace it runs in, if not the caller's.
     netns: Option<String>,
+    /// Its certificate and the CA it trusts: clients must present one of
+    /// that CA's certificates.
+    tls: Option<Files>,
 }
 
 impl Etcd {
@@ -30,7 +45,8 @@ impl Etcd {
         std::env::var_os("SEGURO_ETCD").map_or_else(|| PathBuf::from("etcd"), PathBuf::from)
     }
 
-    /// Starts etcd and waits until it reports healthy.
+    /// Starts a plain etcd (no TLS, no authentication) on loopback and
+    /// waits until it reports healthy.
     pub fn start() -> io::Result<Self> {
         let mut etcd = Etcd {
             child: None,
@@ -38,15 +54,42 @@ impl Etcd {
             ip: Ipv4Addr::LOCALHOST.into(),
             client_port: free_port(),
             peer_port: free_port(),
+            metrics_port: free_port(),
             netns: None,
+            tls: None,
         };
         etcd.spawn()?;
         Ok(etcd)
     }
 
-    /// Starts etcd inside `ns`, serving clients on `client` (an address of
-    /// that namespace), and waits until it reports healthy.
-    pub fn start_in(ns: &Netns, client: SocketAddr) -> io::Result<Self> {
+    /// Starts etcd as Seguro runs it, on loopback: TLS with `pki`'s etcd
+    /// certificate, clients' certificates required and checked against its
+    /// CA, and etcd's authentication on with [`Etcd::grant`]'s roles.
+    pub fn start_tls(pki: &Pki, etcd_root: &str, replicas: &[ReplicaId]) -> io::Result<Self> {
+        let mut etcd = Etcd {
+            child: None,
+            dir: tempfile::tempdir()?,
+            ip: Ipv4Addr::LOCALHOST.into(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            metrics_port: free_port(),
+            netns: None,
+            tls: Some(pki.issue(Role::Etcd)?),
+        };
+        etcd.spawn()?;
+        etcd.grant(pki, etcd_root, replicas)?;
+        Ok(etcd)
+    }
+
+    /// [`Etcd::start_tls`] inside `ns`, serving clients on `client` (an
+    /// address of that namespace).
+    pub fn start_tls_in(
+        ns: &Netns,
+        client: SocketAddr,
+        pki: &Pki,
+        etcd_root: &str,
+        replicas: &[ReplicaId],
+    ) -> io::Result<Self> {
         let mut etcd = Etcd {
             child: None,
             dir: tempfile::tempdir()?,
@@ -54,15 +97,43 @@ impl Etcd {
             client_port: client.port(),
             // The namespace's own loopback: nothing else uses it.
             peer_port: 2380,
+            metrics_port: 2381,
             netns: Some(ns.name().to_owned()),
+            tls: Some(pki.issue(Role::Etcd)?),
         };
         etcd.spawn()?;
+        etcd.grant(pki, etcd_root, replicas)?;
         Ok(etcd)
     }
 
-    /// The client URL, `http://IP:PORT`.
+    /// Creates the cluster's etcd roles and users (`leadership::access`)
+    /// as the admin identity, with [`ROOT_PASSWORD`] for etcd's root, and
+    /// turns etcd's authentication on.
+    fn grant(&self, pki: &Pki, etcd_root: &str, replicas: &[ReplicaId]) -> io::Result<()> {
+        let admin = pki.credentials(Role::Admin)?;
+        let cluster = admin.identity().cluster.clone();
+        let endpoints = vec![self.endpoint()];
+        let ask = || -> io::Result<()> {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let mut client = leadership::election::connect(&endpoints, &admin).await?;
+                    leadership::access::grant(&mut client, &cluster, etcd_root, replicas, ROOT_PASSWORD)
+                        .await
+                })
+                .map_err(io::Error::other)
+        };
+        match &self.netns {
+            Some(ns) => run_in(ns, ask),
+            None => ask(),
+        }
+    }
+
+    /// The client URL: `https://IP:PORT` (`http://` for a plain etcd).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", SocketAddr::new(self.ip, self.client_port))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", SocketAddr::new(self.ip, self.client_port))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -108,7 +179,18 @@ impl Etcd {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!(
+                "--listen-metrics-urls=http://{}",
+                SocketAddr::new(self.ip, self.metrics_port)
+            ))
             .arg("--log-level=warn");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", tls.cert.display()))
+                .arg(format!("--key-file={}", tls.key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                .arg("--client-cert-auth");
+        }
         let child = spawn_logged(&mut command, log).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -122,7 +204,7 @@ impl Etcd {
     fn wait_healthy(&mut self, limit: Duration) -> io::Result<()> {
         let log = self.dir.path().join("etcd.log");
         let child = self.child.as_mut().expect("etcd was just spawned");
-        let addr = SocketAddr::new(self.ip, self.client_port);
+        let addr = SocketAddr::new(self.ip, self.metrics_port);
         let netns = self.netns.clone();
         let healthy = || is_healthy(addr, netns.as_deref());
         wait::until(limit, "etcd to report healthy", || {
@@ -175,6 +257,52 @@ impl Drop for Etcd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_etcd_lets_each_identity_touch_only_its_own_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path().join("tls"), "c").unwrap();
+        let ids: Vec<ReplicaId> = (1..=2).filter_map(ReplicaId::new).collect();
+        let etcd = Etcd::start_tls(&pki, "/seguro/c", &ids).unwrap();
+        assert!(etcd.endpoint().starts_with("https://"));
+        let endpoints = vec![etcd.endpoint()];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let replica = pki.credentials(Role::Replica(ids[0])).unwrap();
+            let mut client = leadership::election::connect(&endpoints, &replica).await.unwrap();
+            client
+                .put("/seguro/c/leader", "1", None)
+                .await
+                .expect("a replica writes the leader key");
+            let err = client.put("/seguro/c/gatekeeper", "1", None).await.unwrap_err();
+            assert!(err.to_string().contains("permission denied"), "{err}");
+
+            let edge = pki.credentials(Role::Edge).unwrap();
+            let mut client = leadership::election::connect(&endpoints, &edge).await.unwrap();
+            let got = client.get("/seguro/c/leader", None).await.unwrap();
+            assert_eq!(got.kvs()[0].value(), b"1");
+            let err = client.put("/seguro/c/leader", "2", None).await.unwrap_err();
+            assert!(err.to_string().contains("permission denied"), "{err}");
+            client
+                .put("/seguro/c/gatekeeper", "x", None)
+                .await
+                .expect("the edge box writes its own key");
+
+            // Another CA's certificate gets no connection at all.
+            let other = Pki::new(dir.path().join("other"), "c").unwrap();
+            let stranger = other.credentials(Role::Replica(ids[0])).unwrap();
+            let refused = async {
+                let mut c = leadership::election::connect(&endpoints, &stranger)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                c.get("/seguro/c/leader", None).await.map_err(|e| e.to_string())
+            };
+            assert!(refused.await.is_err());
+        });
+    }
 
     #[test]
     fn starts_answers_and_restarts() {

@@ -16,6 +16,7 @@ pub mod frame;
 pub mod lab;
 pub mod metrics_doc;
 pub mod netns;
+pub mod pki;
 pub mod port;
 pub mod probe;
 pub mod process;
@@ -25,6 +26,7 @@ pub mod wait;
 pub use daemon::Daemon;
 pub use etcd::Etcd;
 pub use lab::Lab;
+pub use pki::Pki;
 pub use port::free_port;
 pub use process::{KillOnDrop, terminate};
 

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use config::Identity;
@@ -17,11 +18,14 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::credentials::Credentials;
 
-/// Connects to one server, expected to be `server`.
+/// Connects to a server expected to be `server`: at the address of the
+/// URI it is asked for, or at the first of its own `targets` that answers.
 #[derive(Clone)]
 pub struct Connector {
     credentials: Credentials,
     server: ServerName<'static>,
+    /// `host:port`s to try in turn, whatever the URI says.
+    targets: Option<Arc<[String]>>,
 }
 
 impl Connector {
@@ -29,7 +33,15 @@ impl Connector {
         Connector {
             credentials,
             server: ServerName::try_from(server.dns_name()).expect("identities are DNS names"),
+            targets: None,
         }
+    }
+
+    /// A connector that tries `targets` (`host:port`) in turn, for a
+    /// service several servers answer as one (etcd's members).
+    pub fn with_targets(mut self, targets: Vec<String>) -> Connector {
+        self.targets = Some(targets.into());
+        self
     }
 }
 
@@ -45,14 +57,31 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connector = TlsConnector::from(self.credentials.client_config());
         let server = self.server.clone();
+        let targets = self.targets.clone();
         Box::pin(async move {
-            let authority = uri.authority().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} has no host"))
-            })?;
-            let tcp = TcpStream::connect(authority.as_str()).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(server, tcp).await?;
-            Ok(TokioIo::new(tls))
+            let targets: Vec<String> = match targets {
+                Some(t) => t.to_vec(),
+                None => vec![
+                    uri.authority()
+                        .ok_or_else(|| {
+                            io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} has no host"))
+                        })?
+                        .to_string(),
+                ],
+            };
+            let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+            for target in &targets {
+                let attempt = async {
+                    let tcp = TcpStream::connect(target.as_str()).await?;
+                    tcp.set_nodelay(true)?;
+                    connector.connect(server.clone(), tcp).await
+                };
+                match attempt.await {
+                    Ok(tls) => return Ok(TokioIo::new(tls)),
+                    Err(e) => last = io::Error::new(e.kind(), format!("{target}: {e}")),
+                }
+            }
+            Err(last)
         })
     }
 }
@@ -70,4 +99,18 @@ pub fn channel(
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .expect("a socket address makes a valid URI");
     configure(endpoint).connect_with_connector_lazy(Connector::new(credentials.clone(), server))
+}
+
+/// A lazily connecting channel to whichever of `targets` (`host:port`)
+/// answers first, each expected to be `server`.
+pub fn failover_channel(
+    targets: Vec<String>,
+    server: &Identity,
+    credentials: &Credentials,
+    configure: impl FnOnce(Endpoint) -> Endpoint,
+) -> Channel {
+    let endpoint = Endpoint::from_static("http://failover.invalid");
+    configure(endpoint).connect_with_connector_lazy(
+        Connector::new(credentials.clone(), server).with_targets(targets),
+    )
 }

@@ -118,6 +118,19 @@ impl Credentials {
         })
     }
 
+    /// `role`'s credentials from the files `config` names for it (the CA
+    /// bundle and the role's certificate pair); `None` for a role the
+    /// config names no pair for (etcd's are etcd's own).
+    pub fn of(config: &config::Config, role: Role) -> Option<Result<Credentials, TlsError>> {
+        let pair = config.cert_pair(role)?;
+        let files = Files {
+            ca: config.tls.ca.clone(),
+            cert: pair.cert.clone(),
+            key: pair.key.clone(),
+        };
+        Some(Credentials::load(config.identity(role), files))
+    }
+
     /// Reads the files again (after a renewal or a CA rotation): new
     /// connections use what they hold now. On error the credentials in use
     /// stay as they were.
@@ -267,8 +280,9 @@ fn client_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ClientConfig, TlsError> {
+    // Seguro's own servers speak TLS 1.3 only; etcd 3.5 tops out at 1.2.
     let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Config)?
         .with_root_certificates(roots.clone())
         .with_client_auth_cert(chain, key)

@@ -40,7 +40,7 @@ impl Client {
     /// Adds a replica: it catches up as a learner, then becomes a voter.
     pub async fn add_replica(&self, id: ReplicaId, addr: SocketAddr) -> Result<(), ClientError> {
         let addr = addr.to_string();
-        self.learn(&addr);
+        self.learn(id.get(), &addr);
         self.admin(move |mut api| {
             let req = proto::AddReplicaRequest {
                 id: id.get(),

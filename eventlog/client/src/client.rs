@@ -1,23 +1,22 @@
 //! [`Client`], a handle on the event log cluster, and the options it runs
 //! with; its calls are in the modules beside this one, one per concern.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use config::{BatchLimits, Config, Key};
-use tonic::service::interceptor::InterceptedService;
+use config::{BatchLimits, Config, ReplicaId};
 use tonic::transport::Channel;
+use trust::Credentials;
 
-use crate::auth::Signer;
 use crate::channels::Channels;
 use crate::error::ClientError;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::event_log_client::EventLogClient;
 
-/// The authenticated channel every call goes through.
-type Authed = InterceptedService<Channel, Signer>;
-pub(crate) type Api = EventLogClient<Authed>;
-pub(crate) type AdminApi = AdminClient<Authed>;
+pub(crate) type Api = EventLogClient<Channel>;
+pub(crate) type AdminApi = AdminClient<Channel>;
 
 /// How a client batches, waits and retries.
 #[derive(Debug, Clone)]
@@ -59,9 +58,11 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    /// Every node address known: the config's, then members learnt.
+    /// Every node known, by address: the config's, then members learnt.
     pub endpoints: Mutex<Vec<String>>,
-    pub signer: Signer,
+    /// Which replica each known address is: the identity its certificate
+    /// must name.
+    pub nodes: Mutex<HashMap<String, ReplicaId>>,
     pub channels: Channels,
     /// The leader's address, while it is believed.
     pub leader: Mutex<Option<String>>,
@@ -69,23 +70,24 @@ pub(crate) struct Inner {
 }
 
 impl Client {
-    /// A client of the cluster the config describes, authenticating with the
-    /// event log secret.
-    pub fn new(config: &Config, key: Key) -> Client {
-        let endpoints = config
-            .replicas
-            .iter()
-            .map(|r| r.eventlog.to_string())
-            .collect();
-        Client::with_options(endpoints, key, ClientOptions::from_config(config))
+    /// A client of the cluster the config describes, presenting
+    /// `credentials` to its nodes.
+    pub fn new(config: &Config, credentials: Credentials) -> Client {
+        let nodes = config.replicas.iter().map(|r| (r.id, r.eventlog)).collect();
+        Client::with_options(nodes, credentials, ClientOptions::from_config(config))
     }
 
-    pub fn with_options(endpoints: Vec<String>, key: Key, opts: ClientOptions) -> Client {
+    /// A client of the nodes `nodes` (each replica's event log address).
+    pub fn with_options(
+        nodes: Vec<(ReplicaId, SocketAddr)>,
+        credentials: Credentials,
+        opts: ClientOptions,
+    ) -> Client {
         Client {
             inner: Arc::new(Inner {
-                endpoints: Mutex::new(endpoints),
-                signer: Signer::new(key, 0),
-                channels: Channels::default(),
+                endpoints: Mutex::new(nodes.iter().map(|(_, a)| a.to_string()).collect()),
+                nodes: Mutex::new(nodes.iter().map(|(id, a)| (a.to_string(), *id)).collect()),
+                channels: Channels::new(credentials),
                 leader: Mutex::new(None),
                 opts,
             }),
@@ -96,24 +98,27 @@ impl Client {
         &self.inner.opts
     }
 
-    fn authed(&self, addr: &str) -> Result<Authed, ClientError> {
-        let channel = self
-            .inner
+    /// The channel to the node at `addr`, which must be a node this client
+    /// knows (the config's, or one a node named).
+    fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let id = self.inner.nodes.lock().unwrap().get(addr).copied().ok_or_else(|| {
+            ClientError::Unavailable(format!("{addr} is no event log node this client knows"))
+        })?;
+        self.inner
             .channels
-            .get(addr)
-            .map_err(|e| ClientError::Unavailable(format!("bad address {addr}: {e}")))?;
-        Ok(InterceptedService::new(channel, self.inner.signer.clone()))
+            .get(addr, id)
+            .map_err(|e| ClientError::Unavailable(e.to_string()))
     }
 
     /// The event log API of the node at `addr`.
     pub(crate) fn api(&self, addr: &str) -> Result<Api, ClientError> {
-        Ok(EventLogClient::new(self.authed(addr)?)
+        Ok(EventLogClient::new(self.channel(addr)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
     }
 
     /// The admin API of the node at `addr`.
     pub(crate) fn admin_api(&self, addr: &str) -> Result<AdminApi, ClientError> {
-        Ok(AdminClient::new(self.authed(addr)?))
+        Ok(AdminClient::new(self.channel(addr)?))
     }
 }

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use config::ReplicaId;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
@@ -23,19 +24,31 @@ pub(crate) enum Attempt<T> {
 }
 
 impl Client {
-    /// Remembers a node address, from a leader hint or the membership.
-    pub(crate) fn learn(&self, addr: &str) {
+    /// Remembers replica `id`'s node address, from a leader hint or the
+    /// membership.
+    pub(crate) fn learn(&self, id: u32, addr: &str) {
+        let Some(id) = ReplicaId::new(id) else {
+            return;
+        };
+        if addr.is_empty() {
+            return;
+        }
+        self.inner
+            .nodes
+            .lock()
+            .unwrap()
+            .insert(addr.to_owned(), id);
         let mut eps = self.inner.endpoints.lock().unwrap();
-        if !addr.is_empty() && !eps.iter().any(|e| e == addr) {
+        if !eps.iter().any(|e| e == addr) {
             eps.push(addr.to_string());
         }
     }
 
     pub(crate) fn follow_hint(&self, hint: &proto::LeaderHint) {
-        if hint.addr.is_empty() {
+        if hint.addr.is_empty() || ReplicaId::new(hint.leader).is_none() {
             self.forget_leader();
         } else {
-            self.learn(&hint.addr);
+            self.learn(hint.leader, &hint.addr);
             *self.inner.leader.lock().unwrap() = Some(hint.addr.clone());
         }
     }
@@ -71,13 +84,16 @@ impl Client {
                 Err(_) => continue,
             };
             for m in &s.members {
-                self.learn(&m.addr);
+                self.learn(m.id, &m.addr);
             }
             if s.role == Role::Leader {
                 *self.inner.leader.lock().unwrap() = Some(addr.clone());
                 return Ok(addr);
             }
-            if !s.leader_addr.is_empty() {
+            if let Some(leader) = s.leader
+                && !s.leader_addr.is_empty()
+            {
+                self.learn(leader, &s.leader_addr);
                 hinted = Some(s.leader_addr.clone());
             }
         }

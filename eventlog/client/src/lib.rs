@@ -10,7 +10,6 @@
 
 mod admin;
 mod appender;
-pub mod auth;
 mod backoff;
 mod channels;
 mod client;
@@ -26,7 +25,7 @@ mod watch;
 
 pub use appender::{AppendFuture, Appender};
 pub use backoff::Backoff;
-pub use channels::Channels;
+pub use channels::{BadAddress, Channels};
 pub use client::{Client, ClientOptions};
 pub use error::{AppendError, ClientError, ReadError};
 pub use index::LogIndex;

@@ -55,7 +55,7 @@ impl Client {
             for (addr, r) in futures::future::join_all(asks).await {
                 if let Ok(s) = &r {
                     for m in &s.members {
-                        self.learn(&m.addr);
+                        self.learn(m.id, &m.addr);
                     }
                 }
                 seen.push(addr.clone());

@@ -23,10 +23,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use config::{Config, Key, ReplicaId};
+use config::{Config, ReplicaId};
 use tokio::sync::{oneshot, watch};
+use trust::Credentials;
 
 use crate::app::{Ctx, Limits};
+use crate::authz::{Authz, Epochs};
 use crate::ids::NodeId;
 use crate::metrics as m;
 pub use crate::metrics::MetricsError;
@@ -34,10 +36,15 @@ use crate::sm::BadSnapshot;
 use crate::storage::{LogOptions, OpenError};
 
 /// What a node needs to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeOptions {
     pub id: ReplicaId,
     pub config: Config,
+    /// The replica's certificate: its node serves with it and presents it to
+    /// its peers.
+    pub credentials: Credentials,
+    /// Who holds which epoch (etcd's leader key).
+    pub epochs: Arc<dyn Epochs>,
     /// Overrides `eventlog.data_dir`.
     pub data_dir: Option<PathBuf>,
     pub log: LogOptions,
@@ -46,10 +53,17 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
-    pub fn new(config: Config, id: ReplicaId) -> Self {
+    pub fn new(
+        config: Config,
+        id: ReplicaId,
+        credentials: Credentials,
+        epochs: Arc<dyn Epochs>,
+    ) -> Self {
         NodeOptions {
             id,
             config,
+            credentials,
+            epochs,
             data_dir: None,
             log: LogOptions::default(),
             serve_metrics: true,
@@ -70,8 +84,6 @@ impl NodeOptions {
 pub enum NodeError {
     #[error("replica {0} is not in the config's [[replicas]]")]
     UnknownReplica(ReplicaId),
-    #[error(transparent)]
-    Key(#[from] config::KeyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -120,7 +132,6 @@ pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Resul
         .replica(opts.id)
         .ok_or(NodeError::UnknownReplica(opts.id))?
         .clone();
-    let key = Key::load(&opts.config.eventlog.secret_file)?;
     if opts.serve_metrics {
         m::serve(me.eventlog_metrics)?;
     }
@@ -135,7 +146,7 @@ pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Resul
 
     // The first start must succeed: a damaged log or snapshot stops the node
     // before it serves anything.
-    let raft = supervisor::Supervisor::new(&opts, node_dir, key.clone());
+    let raft = supervisor::Supervisor::new(&opts, node_dir);
     let first = raft.start().await?;
 
     let (current_tx, current_rx) = watch::channel(None);
@@ -155,9 +166,10 @@ pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Resul
                 .map(|r| (NodeId::from(r.id), r.eventlog.to_string()))
                 .collect::<BTreeMap<_, _>>(),
         ),
+        authz: Authz::new(opts.epochs.clone()),
     };
     let (stop_server, stopped) = oneshot::channel();
-    let server = server::spawn(listener, &ctx, &key, stopped);
+    let server = server::spawn(listener, &ctx, &opts.credentials, stopped);
 
     raft.run(first, current_tx, down_tx, shutdown).await;
 

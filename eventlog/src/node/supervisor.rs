@@ -8,8 +8,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use config::Key;
-use eventlog_client::auth::Signer;
 use eventlog_client::{Backoff, Channels, Client};
 use openraft::rt::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
@@ -47,18 +45,16 @@ fn raft_config(cluster: &str) -> openraft::Config {
 pub(super) struct Supervisor<'a> {
     opts: &'a NodeOptions,
     node_dir: PathBuf,
-    key: Key,
     /// Raft traffic's connections to peers, kept across restarts.
     channels: Channels,
 }
 
 impl<'a> Supervisor<'a> {
-    pub fn new(opts: &'a NodeOptions, node_dir: PathBuf, key: Key) -> Self {
+    pub fn new(opts: &'a NodeOptions, node_dir: PathBuf) -> Self {
         Supervisor {
             opts,
             node_dir,
-            key,
-            channels: Channels::default(),
+            channels: Channels::new(opts.credentials.clone()),
         }
     }
 
@@ -82,7 +78,6 @@ impl<'a> Supervisor<'a> {
         sm.attach_log(log.clone());
 
         let network = Network {
-            signer: Signer::new(self.key.clone(), self.opts.id.get()),
             channels: self.channels.clone(),
         };
         let config = raft_config(&self.opts.config.cluster)
@@ -118,7 +113,7 @@ impl<'a> Supervisor<'a> {
         down: watch::Sender<Option<String>>,
         shutdown: impl Future<Output = ()>,
     ) {
-        let client = Client::new(&self.opts.config, self.key.clone());
+        let client = Client::new(&self.opts.config, self.opts.credentials.clone());
         let mut shutdown = std::pin::pin!(shutdown);
         let mut next = Some(first);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));

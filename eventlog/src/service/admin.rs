@@ -10,6 +10,7 @@ use openraft::{BasicNode, ChangeMembers};
 use tonic::{Request, Response, Status};
 
 use super::hint;
+use crate::authz::Action;
 use crate::app::{Ctx, Running};
 use crate::command::{Command, Outcome};
 use crate::ids::NodeId;
@@ -83,6 +84,7 @@ impl admin_server::Admin for AdminService {
         &self,
         req: Request<proto::AddReplicaRequest>,
     ) -> Result<Response<proto::AdminResponse>, Status> {
+        self.ctx.authz.allow(&req, Action::ChangeMembership).await?;
         let req = req.into_inner();
         self.serve(|running| async move {
             let id = ReplicaId::new(req.id)
@@ -106,6 +108,7 @@ impl admin_server::Admin for AdminService {
         &self,
         req: Request<proto::RemoveReplicaRequest>,
     ) -> Result<Response<proto::AdminResponse>, Status> {
+        self.ctx.authz.allow(&req, Action::ChangeMembership).await?;
         let id = req.get_ref().id;
         self.serve(|running| async move {
             let id = ReplicaId::new(id)
@@ -133,6 +136,8 @@ impl admin_server::Admin for AdminService {
         &self,
         req: Request<proto::SetWatermarkRequest>,
     ) -> Result<Response<proto::AdminResponse>, Status> {
+        let replica = req.get_ref().replica;
+        self.ctx.authz.allow(&req, Action::SetWatermark(replica)).await?;
         let req = req.into_inner();
         self.serve(|running| async move {
             let cmd = Command::Watermark {

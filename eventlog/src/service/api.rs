@@ -17,6 +17,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::hint;
+use crate::authz::Action;
 use crate::app::{CommitView, Ctx, Limits};
 use crate::command::{Batch, Command, NewEvent, Outcome};
 use crate::ids::NodeId;
@@ -224,19 +225,35 @@ impl event_log_server::EventLog for ApiService {
         &self,
         req: Request<Streaming<proto::AppendRequest>>,
     ) -> Result<Response<Self::AppendStream>, Status> {
+        let peer = trust::peer_of(&req);
         let mut input = req.into_inner();
         let ctx = self.ctx.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         // Batches are proposed in the order they arrive and answered in the
-        // same order: Raft applies them in log order.
+        // same order: Raft applies them in log order. Each is allowed on its
+        // own: only the holder of its epoch may write at it.
         tokio::spawn(async move {
             while let Some(Ok(req)) = input.next().await {
-                if tx.send(submit(&ctx, req).await).is_err() {
+                let allowed = ctx
+                    .authz
+                    .allow_peer(peer.clone(), Action::Write(Epoch(req.epoch)))
+                    .await;
+                let next = match allowed {
+                    Ok(_) => Ok(submit(&ctx, req).await),
+                    Err(refused) => Err(refused),
+                };
+                let refused = next.is_err();
+                if tx.send(next).is_err() || refused {
                     break;
                 }
             }
         });
-        let out = UnboundedReceiverStream::new(rx).then(|p| async move { Ok(p.resolve().await) });
+        let out = UnboundedReceiverStream::new(rx).then(|next| async move {
+            match next {
+                Ok(pending) => Ok(pending.resolve().await),
+                Err(refused) => Err(refused),
+            }
+        });
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -244,6 +261,8 @@ impl event_log_server::EventLog for ApiService {
         &self,
         req: Request<proto::FenceRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
+        let epoch = Epoch(req.get_ref().epoch);
+        self.ctx.authz.allow(&req, Action::Write(epoch)).await?;
         let req = proto::AppendRequest {
             seq: 0,
             epoch: req.get_ref().epoch,
@@ -260,6 +279,7 @@ impl event_log_server::EventLog for ApiService {
         &self,
         req: Request<proto::ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
+        self.ctx.authz.allow(&req, Action::Read).await?;
         let req = req.into_inner();
         let ctx = self.ctx.clone();
         let (tx, rx) = mpsc::channel(4);
@@ -351,8 +371,9 @@ impl event_log_server::EventLog for ApiService {
 
     async fn watch_commits(
         &self,
-        _req: Request<proto::WatchRequest>,
+        req: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchCommitsStream>, Status> {
+        self.ctx.authz.allow(&req, Action::WatchCommits).await?;
         let ctx = self.ctx.clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -420,8 +441,9 @@ impl event_log_server::EventLog for ApiService {
 
     async fn status(
         &self,
-        _req: Request<proto::StatusRequest>,
+        req: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::NodeStatus>, Status> {
+        self.ctx.authz.allow(&req, Action::Status).await?;
         let ctx = &self.ctx;
         let running = match ctx.running() {
             Ok(r) => r,

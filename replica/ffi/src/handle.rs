@@ -153,6 +153,16 @@ impl Replica {
                 format!("{} has no replica with id {id}", config_path.display()),
             ));
         }
+        let credentials = match trust::Credentials::of(&config, config::Role::Replica(id)) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return Err(Failure::new(seguro_error::SEGURO_ERR_CONFIG, e.to_string())),
+            None => {
+                return Err(Failure::new(
+                    seguro_error::SEGURO_ERR_CONFIG,
+                    format!("{} names no certificate for replica {id}", config_path.display()),
+                ));
+            }
+        };
         let start =
             |e: &dyn std::fmt::Display| Failure::new(seguro_error::SEGURO_ERR_START, e.to_string());
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -165,7 +175,7 @@ impl Replica {
         let slot = Slot::take()?;
         let (agent_port, runtime_port) = port::port(replica::NOTICE_QUEUE);
         let wired = runtime
-            .block_on(replica::Wired::new(&config, id, agent_port))
+            .block_on(replica::Wired::new(&config, id, credentials, agent_port))
             .map_err(|e| start(&e))?;
         // The runtime's state at start, as the protocol opens (SPEC §6.3.1).
         let _ = runtime_port.commands.send(Command::Restored { last });

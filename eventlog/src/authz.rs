@@ -1,0 +1,350 @@
+//! Who may do what on an event log node. Every connection already proved an
+//! identity of this cluster (mutual TLS, `trust::server`); each request is
+//! then allowed by the role of that identity (docs/SPEC.md §6.5):
+//!
+//! | request | who |
+//! |---|---|
+//! | Raft (vote, append entries, snapshots...) | any replica's node |
+//! | append, fence | the replica that holds the epoch in etcd |
+//! | read | any replica |
+//! | commit watch | any replica, the edge box |
+//! | status | anyone of the cluster |
+//! | set watermark | a replica, for itself; the admin |
+//! | add or remove a replica | the admin |
+//!
+//! Every refusal is counted by reason and logged with the peer's identity.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use config::{ReplicaId, Role};
+use tonic::Status;
+use trust::Peer;
+
+use crate::metrics as m;
+use crate::types::Epoch;
+
+/// Which replica holds an epoch now: the leader key in etcd, whose creation
+/// revision is the epoch and whose value is the replica. Only the holder
+/// may fence the log at its epoch and append in it, so no replica can fence
+/// at an epoch etcd never gave it (a huge one, say, that would refuse every
+/// later leader).
+pub trait Epochs: Send + Sync + 'static {
+    /// The replica whose leader key has creation revision `epoch`, if that
+    /// key exists now; an error if etcd cannot say.
+    fn holder(
+        &self,
+        epoch: Epoch,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<ReplicaId>, String>> + Send + '_>>;
+}
+
+/// The epochs held by the leader key of `election`'s cluster.
+pub struct EtcdEpochs {
+    pub election: leadership::Election,
+    /// How long one look at etcd may take.
+    pub limit: std::time::Duration,
+}
+
+impl Epochs for EtcdEpochs {
+    fn holder(
+        &self,
+        epoch: Epoch,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<ReplicaId>, String>> + Send + '_>> {
+        Box::pin(async move {
+            let term = self
+                .election
+                .current(self.limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(term.filter(|t| t.epoch == epoch).map(|t| t.leader))
+        })
+    }
+}
+
+/// What a request asks to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Raft,
+    /// Append or fence at an epoch.
+    Write(Epoch),
+    Read,
+    WatchCommits,
+    Status,
+    SetWatermark(u32),
+    ChangeMembership,
+}
+
+/// Why a request was refused (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Denied {
+    /// It carries no identity (it did not come over the TLS listener).
+    Unauthenticated,
+    /// Its identity's role may not make this request.
+    NotAllowed,
+    /// A replica asked to set another replica's watermark.
+    OtherReplica,
+    /// A replica wrote at an epoch etcd does not say it holds.
+    NotEpochHolder,
+    /// etcd could not say who holds the epoch: refused, to be retried.
+    EpochUnverified,
+}
+
+impl Denied {
+    pub(crate) const ALL: [Denied; 5] = [
+        Denied::Unauthenticated,
+        Denied::NotAllowed,
+        Denied::OtherReplica,
+        Denied::NotEpochHolder,
+        Denied::EpochUnverified,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Denied::Unauthenticated => "unauthenticated",
+            Denied::NotAllowed => "not_allowed",
+            Denied::OtherReplica => "other_replica",
+            Denied::NotEpochHolder => "not_epoch_holder",
+            Denied::EpochUnverified => "epoch_unverified",
+        }
+    }
+}
+
+/// The node's authorisation: the rules above, and the epochs it has seen
+/// held (a leader's appends do not each ask etcd).
+#[derive(Clone)]
+pub(crate) struct Authz {
+    epochs: Arc<dyn Epochs>,
+    held: Arc<Mutex<HashSet<(ReplicaId, Epoch)>>>,
+}
+
+impl Authz {
+    pub(crate) fn new(epochs: Arc<dyn Epochs>) -> Authz {
+        Authz {
+            epochs,
+            held: Arc::default(),
+        }
+    }
+
+    /// Allows `request` to do `action`, or refuses it: counted, logged, and
+    /// answered with `PermissionDenied` (or `Unauthenticated`, or
+    /// `Unavailable` while etcd cannot be asked).
+    pub(crate) async fn allow<T>(
+        &self,
+        request: &tonic::Request<T>,
+        action: Action,
+    ) -> Result<Peer, Status> {
+        self.allow_peer(trust::peer_of(request), action).await
+    }
+
+    /// [`Authz::allow`] for a peer already read off its request (each
+    /// message of a stream is allowed on its own).
+    pub(crate) async fn allow_peer(&self, peer: Option<Peer>, action: Action) -> Result<Peer, Status> {
+        let decided = self.judge(peer.as_ref(), action).await;
+        refuse_unless(peer, action, decided)
+    }
+
+    /// The decision for `peer` doing `action`.
+    async fn judge(&self, peer: Option<&Peer>, action: Action) -> Result<(), Denied> {
+        match (peer, action) {
+            (Some(p), Action::Write(epoch)) => match p.identity.role {
+                Role::Replica(me) => self.holds(me, epoch).await,
+                _ => Err(Denied::NotAllowed),
+            },
+            _ => decide(peer, action),
+        }
+    }
+
+    /// [`Authz::allow`] for what needs no look at etcd (everything but
+    /// writes), from a synchronous interceptor.
+    pub(crate) fn allow_now<T>(
+        &self,
+        request: &tonic::Request<T>,
+        action: Action,
+    ) -> Result<Peer, Status> {
+        let peer = trust::peer_of(request);
+        let decided = match action {
+            Action::Write(_) => Err(Denied::NotAllowed),
+            _ => decide(peer.as_ref(), action),
+        };
+        refuse_unless(peer, action, decided)
+    }
+
+    /// Whether `replica` holds `epoch`: remembered once etcd said so.
+    async fn holds(&self, replica: ReplicaId, epoch: Epoch) -> Result<(), Denied> {
+        if self.held.lock().unwrap().contains(&(replica, epoch)) {
+            return Ok(());
+        }
+        match self.epochs.holder(epoch).await {
+            Ok(Some(holder)) if holder == replica => {
+                let mut held = self.held.lock().unwrap();
+                // Old terms' entries are of no use: keep the set small.
+                held.retain(|(_, e)| *e >= epoch);
+                held.insert((replica, epoch));
+                Ok(())
+            }
+            Ok(_) => Err(Denied::NotEpochHolder),
+            Err(why) => {
+                tracing::warn!("cannot ask etcd who holds epoch {epoch}: {why}");
+                Err(Denied::EpochUnverified)
+            }
+        }
+    }
+}
+
+/// The rules, for everything but a write's epoch (see [`Authz::holds`]).
+fn decide(peer: Option<&Peer>, action: Action) -> Result<(), Denied> {
+    let role = peer.ok_or(Denied::Unauthenticated)?.identity.role;
+    match (role, action) {
+        (Role::Replica(_), Action::Raft | Action::Read | Action::WatchCommits | Action::Status) => {
+            Ok(())
+        }
+        (Role::Edge, Action::WatchCommits | Action::Status) => Ok(()),
+        (Role::Admin, Action::Status | Action::SetWatermark(_) | Action::ChangeMembership) => {
+            Ok(())
+        }
+        (Role::Replica(me), Action::SetWatermark(of)) if of == me.get() => Ok(()),
+        (Role::Replica(_), Action::SetWatermark(_)) => Err(Denied::OtherReplica),
+        _ => Err(Denied::NotAllowed),
+    }
+}
+
+/// The peer, if `decided` allows it; else the refusal, counted and logged.
+fn refuse_unless(
+    peer: Option<Peer>,
+    action: Action,
+    decided: Result<(), Denied>,
+) -> Result<Peer, Status> {
+    let denied = match decided {
+        Ok(()) => match peer {
+            Some(peer) => return Ok(peer),
+            None => Denied::Unauthenticated,
+        },
+        Err(denied) => denied,
+    };
+    let who = peer.map_or_else(|| "an unidentified peer".to_string(), |p| p.to_string());
+    tracing::warn!(peer = %who, reason = denied.label(), "refused {action:?}");
+    m::refused(denied.label());
+    Err(match denied {
+        Denied::Unauthenticated => {
+            Status::unauthenticated("no client certificate naming an identity")
+        }
+        Denied::EpochUnverified => Status::unavailable("cannot ask etcd who holds the epoch"),
+        _ => Status::permission_denied(format!("{who} may not {action:?} ({})", denied.label())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use config::Identity;
+
+    /// etcd, as a map from epoch to holder.
+    struct Fixed(Option<(Epoch, ReplicaId)>);
+
+    impl Epochs for Fixed {
+        fn holder(
+            &self,
+            epoch: Epoch,
+        ) -> Pin<Box<dyn Future<Output = Result<Option<ReplicaId>, String>> + Send + '_>> {
+            let held = self.0.filter(|(e, _)| *e == epoch).map(|(_, r)| r);
+            Box::pin(async move { Ok(held) })
+        }
+    }
+
+    struct Down;
+
+    impl Epochs for Down {
+        fn holder(
+            &self,
+            _: Epoch,
+        ) -> Pin<Box<dyn Future<Output = Result<Option<ReplicaId>, String>> + Send + '_>> {
+            Box::pin(async { Err("etcd is down".into()) })
+        }
+    }
+
+    fn peer(role: Role) -> Peer {
+        Peer {
+            identity: Identity::new("c", role),
+            addr: None,
+        }
+    }
+
+    fn replica(id: u32) -> Role {
+        Role::Replica(ReplicaId::new(id).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_role_may_do_its_own_job_only() {
+        let authz = Authz::new(Arc::new(Fixed(Some((Epoch(7), ReplicaId::new(1).unwrap())))));
+        let decide = |role, action| {
+            let authz = authz.clone();
+            async move { authz.judge(Some(&peer(role)), action).await }
+        };
+        use Action::*;
+        for action in [Raft, Read, WatchCommits, Status] {
+            assert_eq!(decide(replica(2), action).await, Ok(()), "{action:?}");
+        }
+        assert_eq!(decide(Role::Edge, WatchCommits).await, Ok(()));
+        assert_eq!(decide(Role::Edge, Status).await, Ok(()));
+        for action in [Raft, Read, Write(Epoch(7)), SetWatermark(1), ChangeMembership] {
+            assert_eq!(decide(Role::Edge, action).await, Err(Denied::NotAllowed), "{action:?}");
+        }
+        assert_eq!(decide(Role::Admin, ChangeMembership).await, Ok(()));
+        assert_eq!(decide(Role::Admin, SetWatermark(2)).await, Ok(()));
+        for action in [Raft, Read, Write(Epoch(7))] {
+            assert_eq!(decide(Role::Admin, action).await, Err(Denied::NotAllowed), "{action:?}");
+        }
+        assert_eq!(decide(replica(2), ChangeMembership).await, Err(Denied::NotAllowed));
+        assert_eq!(decide(Role::Etcd, Status).await, Err(Denied::NotAllowed));
+        assert_eq!(decide(replica(2), SetWatermark(2)).await, Ok(()));
+        assert_eq!(decide(replica(2), SetWatermark(3)).await, Err(Denied::OtherReplica));
+        assert_eq!(authz.judge(None, Status).await, Err(Denied::Unauthenticated));
+    }
+
+    #[tokio::test]
+    async fn only_the_epochs_holder_writes_at_it() {
+        let authz = Authz::new(Arc::new(Fixed(Some((Epoch(7), ReplicaId::new(1).unwrap())))));
+        let write = |id, epoch| {
+            let authz = authz.clone();
+            async move { authz.judge(Some(&peer(replica(id))), Action::Write(Epoch(epoch))).await }
+        };
+        assert_eq!(write(1, 7).await, Ok(()));
+        assert_eq!(write(2, 7).await, Err(Denied::NotEpochHolder));
+        // A huge epoch nobody holds.
+        assert_eq!(write(1, u64::MAX).await, Err(Denied::NotEpochHolder));
+        assert_eq!(write(1, 6).await, Err(Denied::NotEpochHolder));
+
+        let blind = Authz::new(Arc::new(Down));
+        let r = blind
+            .judge(Some(&peer(replica(1))), Action::Write(Epoch(7)))
+            .await;
+        assert_eq!(r, Err(Denied::EpochUnverified));
+    }
+
+    #[tokio::test]
+    async fn a_holder_seen_once_is_remembered() {
+        struct Once(std::sync::atomic::AtomicUsize);
+        impl Epochs for Once {
+            fn holder(
+                &self,
+                _: Epoch,
+            ) -> Pin<Box<dyn Future<Output = Result<Option<ReplicaId>, String>> + Send + '_>> {
+                let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Box::pin(async move {
+                    if n == 0 {
+                        Ok(ReplicaId::new(1))
+                    } else {
+                        Err("asked twice".into())
+                    }
+                })
+            }
+        }
+        let authz = Authz::new(Arc::new(Once(0.into())));
+        let me = peer(replica(1));
+        for _ in 0..3 {
+            assert_eq!(authz.judge(Some(&me), Action::Write(Epoch(9))).await, Ok(()));
+        }
+    }
+}
