@@ -5,7 +5,8 @@
 //! | request | who |
 //! |---|---|
 //! | Raft (vote, append entries, snapshots...) | any replica's node |
-//! | append, fence | the replica that holds the epoch in etcd |
+//! | append, fence at or above the log's highest epoch | the replica that holds the epoch in etcd |
+//! | append, fence below it (the fence refuses them anyway) | any replica |
 //! | read | any replica |
 //! | commit watch | any replica, the edge box |
 //! | status | anyone of the cluster |
@@ -67,8 +68,11 @@ impl Epochs for EtcdEpochs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
     Raft,
-    /// Append or fence at an epoch.
+    /// Append or fence at an epoch at or above the log's highest.
     Write(Epoch),
+    /// Append or fence at an epoch below the log's highest: the fence
+    /// refuses it, and says so (`StaleEpoch`) to a leader that lost its term.
+    WriteStale,
     Read,
     WatchCommits,
     Status,
@@ -197,9 +201,10 @@ impl Authz {
 fn decide(peer: Option<&Peer>, action: Action) -> Result<(), Denied> {
     let role = peer.ok_or(Denied::Unauthenticated)?.identity.role;
     match (role, action) {
-        (Role::Replica(_), Action::Raft | Action::Read | Action::WatchCommits | Action::Status) => {
-            Ok(())
-        }
+        (
+            Role::Replica(_),
+            Action::Raft | Action::Read | Action::WatchCommits | Action::Status | Action::WriteStale,
+        ) => Ok(()),
         (Role::Edge, Action::WatchCommits | Action::Status) => Ok(()),
         (Role::Admin, Action::Status | Action::SetWatermark(_) | Action::ChangeMembership) => {
             Ok(())

@@ -32,9 +32,9 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use config::ReplicaId;
 /// The etcd client the election runs on: what [`connect`] returns.
-pub use etcd_client::Client;
+pub use etcd_client::{Client, ConnectOptions};
 use etcd_client::{
-    Compare, CompareOp, ConnectOptions, EventType, KeyValue, LeaseKeepAliveStream, LeaseKeeper,
+    Compare, CompareOp, EventType, KeyValue, LeaseKeepAliveStream, LeaseKeeper,
     PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use tokio::sync::watch;
@@ -72,6 +72,16 @@ pub async fn connect(
     endpoints: &[String],
     credentials: &Credentials,
 ) -> Result<Client, ElectionError> {
+    connect_with(endpoints, credentials, ConnectOptions::new()).await
+}
+
+/// [`connect`] with etcd-client's options (a user and password, for
+/// [`crate::access`]'s root).
+pub async fn connect_with(
+    endpoints: &[String],
+    credentials: &Credentials,
+    options: ConnectOptions,
+) -> Result<Client, ElectionError> {
     let targets = endpoints
         .iter()
         .map(|e| e.strip_prefix("https://").unwrap_or(e).to_owned())
@@ -86,7 +96,7 @@ pub async fn connect(
             .keep_alive_while_idle(false)
     });
     let channel = etcd_client::Channel::Tonic(channel);
-    Ok(Client::from_channel(channel, Some(ConnectOptions::new())).await?)
+    Ok(Client::from_channel(channel, Some(options)).await?)
 }
 
 impl Epoch {

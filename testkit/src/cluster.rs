@@ -18,7 +18,7 @@
 //! | who | backend address | listens there |
 //! |---|---|---|
 //! | edge | 10.98.0.254 | etcd :2379, gatekeeper :4720 (lb and gatekeeper metrics on the edge's 127.0.0.1 :9460, :9461) |
-//! | replica i | 10.98.0.i | event log :4710, its metrics :9471, the agent's metrics :9470 |
+//! | replica i | 10.98.0.i | event log :4710, its metrics :9471, the agent's metrics :9470, its checkpoint (mutual TLS) :4712 |
 //!
 //! Every metrics endpoint is reachable from the edge namespace
 //! ([`ClusterLab::metrics_targets`]), where a Prometheus would run.
@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use config::{Key, LbMode, Optimism, ReplicaId};
+use config::{Key, LbMode, Optimism, ReplicaId, Role};
 use telemetry::Exposition;
 
 use crate::config_file::{ClusterFile, Replica};
@@ -52,6 +52,8 @@ pub const GATEKEEPER_PORT: u16 = 4720;
 pub const EVENTLOG_PORT: u16 = 4710;
 pub const EVENTLOG_METRICS_PORT: u16 = 9471;
 pub const REPLICA_METRICS_PORT: u16 = 9470;
+/// Where each agent serves its checkpoint to its peers (mutual TLS).
+pub const CHECKPOINT_PORT: u16 = 4712;
 /// In the edge namespace, whose loopback is its own.
 pub const LB_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9460);
 pub const GATEKEEPER_METRICS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9461);
@@ -166,7 +168,12 @@ impl ClusterLab {
         }
         cluster_file(&lab, opts).write(dir.join("seguro.toml"))?;
         let pki = Pki::new(dir.join("tls"), "demo")?;
-        let ids: Vec<ReplicaId> = (1..=opts.replicas).filter_map(|i| ReplicaId::new(i.into())).collect();
+        let ids: Vec<ReplicaId> = (1..=opts.replicas)
+            .filter_map(|i| ReplicaId::new(i.into()))
+            .collect();
+        for role in ids.iter().map(|id| Role::Replica(*id)).chain([Role::Edge, Role::Admin]) {
+            pki.issue(role)?;
+        }
         let etcd = Etcd::start_tls_in(
             &lab.edge,
             SocketAddr::new(EDGE_BACKEND.into(), ETCD_PORT),
@@ -218,6 +225,17 @@ impl ClusterLab {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("seguro.toml")
+    }
+
+    /// `role`'s credentials, from the cluster's certificates.
+    pub fn credentials(&self, role: Role) -> trust::Credentials {
+        let files = trust::Files {
+            ca: self.dir.join("tls/ca.crt"),
+            cert: self.dir.join(format!("tls/{role}.crt")),
+            key: self.dir.join(format!("tls/{role}.key")),
+        };
+        trust::Credentials::load(config::Identity::new("demo", role), files)
+            .unwrap_or_else(|e| panic!("{role}'s credentials: {e}"))
     }
 
     /// The ship's public address, on the edge box.
@@ -606,7 +624,7 @@ fn cluster_file(lab: &EdgeLab, opts: &ClusterOptions) -> ClusterFile {
         "demo",
         SocketAddr::new(lab.ship_ip(Family::V4), AMES_PORT),
         SocketAddr::new(EDGE_BACKEND.into(), GATEKEEPER_PORT),
-        format!("http://{EDGE_BACKEND}:{ETCD_PORT}"),
+        format!("https://{EDGE_BACKEND}:{ETCD_PORT}"),
     );
     f.optimism = Some(opts.optimism);
     for i in 1..=opts.replicas {
@@ -618,6 +636,7 @@ fn cluster_file(lab: &EdgeLab, opts: &ClusterOptions) -> ClusterFile {
         r.eventlog = Some(SocketAddr::new(b, EVENTLOG_PORT));
         r.eventlog_metrics = Some(SocketAddr::new(b, EVENTLOG_METRICS_PORT));
         r.metrics = Some(SocketAddr::new(b, REPLICA_METRICS_PORT));
+        r.checkpoint = Some(SocketAddr::new(b, CHECKPOINT_PORT));
         f.replicas.push(r);
     }
     f.lb.interface = EDGE_IF.into();
@@ -630,5 +649,6 @@ fn cluster_file(lab: &EdgeLab, opts: &ClusterOptions) -> ClusterFile {
     f.replica.data_dir = Some("data/replica".into());
     f.replica.checkpoint_every = Some(opts.checkpoint_every);
     f.keys.dir = Some("keys".into());
+    f.tls.dir = Some("tls".into());
     f
 }

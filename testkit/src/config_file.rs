@@ -28,6 +28,8 @@ pub struct ClusterFile {
     pub replica: Agent,
     #[serde(skip_serializing_if = "Keys::is_unset")]
     pub keys: Keys,
+    #[serde(skip_serializing_if = "Tls::is_unset")]
+    pub tls: Tls,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +50,12 @@ pub struct Replica {
     pub metrics: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Replica {
@@ -61,6 +69,9 @@ impl Replica {
             eventlog_metrics: None,
             metrics: None,
             key_file: None,
+            checkpoint: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -87,6 +98,10 @@ pub struct Gatekeeper {
     pub hold_limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration")]
     pub hold_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +123,8 @@ pub struct Eventlog {
     pub metrics_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_event_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_snapshot_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Batch::is_unset")]
     pub batch: Batch,
 }
@@ -147,6 +164,12 @@ pub struct Agent {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_checkpoint_bytes: Option<u64>,
 }
 
 impl Agent {
@@ -166,6 +189,25 @@ pub struct Keys {
 impl Keys {
     fn is_unset(&self) -> bool {
         *self == Keys::default()
+    }
+}
+
+/// `[tls]`: where the certificates are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_key: Option<PathBuf>,
+}
+
+impl Tls {
+    fn is_unset(&self) -> bool {
+        *self == Tls::default()
     }
 }
 
@@ -196,6 +238,8 @@ impl ClusterFile {
                 metrics: None,
                 hold_limit: None,
                 hold_timeout: None,
+                tls_cert: None,
+                tls_key: None,
             },
             etcd: Etcd {
                 endpoints: vec![etcd.into()],
@@ -205,6 +249,7 @@ impl ClusterFile {
             eventlog: Eventlog::default(),
             replica: Agent::default(),
             keys: Keys::default(),
+            tls: Tls::default(),
         }
     }
 

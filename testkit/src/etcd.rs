@@ -17,6 +17,11 @@ use crate::pki::Pki;
 use crate::process::{self, spawn_logged};
 use crate::{free_port, wait};
 
+/// Options of a client with no user of its own (its certificate's name is).
+fn etcd_client_options() -> leadership::election::ConnectOptions {
+    leadership::election::ConnectOptions::new()
+}
+
 /// etcd's root password in tests.
 pub const ROOT_PASSWORD: &str = "seguro-test-root";
 
@@ -37,6 +42,9 @@ pub struct Etcd {
     /// Its certificate and the CA it trusts: clients must present one of
     /// that CA's certificates.
     tls: Option<Files>,
+    /// Whether etcd's authentication is on: changes to users and roles are
+    /// then root's.
+    auth: bool,
 }
 
 impl Etcd {
@@ -57,6 +65,7 @@ impl Etcd {
             metrics_port: free_port(),
             netns: None,
             tls: None,
+            auth: false,
         };
         etcd.spawn()?;
         Ok(etcd)
@@ -75,6 +84,7 @@ impl Etcd {
             metrics_port: free_port(),
             netns: None,
             tls: Some(pki.issue(Role::Etcd)?),
+            auth: false,
         };
         etcd.spawn()?;
         etcd.grant(pki, etcd_root, replicas)?;
@@ -100,6 +110,7 @@ impl Etcd {
             metrics_port: 2381,
             netns: Some(ns.name().to_owned()),
             tls: Some(pki.issue(Role::Etcd)?),
+            auth: false,
         };
         etcd.spawn()?;
         etcd.grant(pki, etcd_root, replicas)?;
@@ -107,27 +118,37 @@ impl Etcd {
     }
 
     /// Creates the cluster's etcd roles and users (`leadership::access`)
-    /// as the admin identity, with [`ROOT_PASSWORD`] for etcd's root, and
-    /// turns etcd's authentication on.
-    fn grant(&self, pki: &Pki, etcd_root: &str, replicas: &[ReplicaId]) -> io::Result<()> {
+    /// for `replicas`, and turns etcd's authentication on: at first as the
+    /// admin identity (authentication is off), later as etcd's root (its
+    /// password is [`ROOT_PASSWORD`]), as an operator does after adding a
+    /// replica.
+    pub fn grant(&mut self, pki: &Pki, etcd_root: &str, replicas: &[ReplicaId]) -> io::Result<()> {
         let admin = pki.credentials(Role::Admin)?;
         let cluster = admin.identity().cluster.clone();
         let endpoints = vec![self.endpoint()];
+        let options = if self.auth {
+            leadership::access::as_root(ROOT_PASSWORD)
+        } else {
+            etcd_client_options()
+        };
         let ask = || -> io::Result<()> {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
                 .block_on(async {
-                    let mut client = leadership::election::connect(&endpoints, &admin).await?;
+                    let mut client =
+                        leadership::election::connect_with(&endpoints, &admin, options).await?;
                     leadership::access::grant(&mut client, &cluster, etcd_root, replicas, ROOT_PASSWORD)
                         .await
                 })
                 .map_err(io::Error::other)
         };
         match &self.netns {
-            Some(ns) => run_in(ns, ask),
-            None => ask(),
+            Some(ns) => run_in(ns, ask)?,
+            None => ask()?,
         }
+        self.auth = true;
+        Ok(())
     }
 
     /// The client URL: `https://IP:PORT` (`http://` for a plain etcd).

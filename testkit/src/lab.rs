@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
 use std::time::Duration;
 
-use config::Key;
+use config::{Key, ReplicaId, Role};
 use telemetry::Exposition;
+use trust::Credentials;
 
 use crate::config_file::{ClusterFile, Replica};
 use crate::daemon::{self, Daemon};
 use crate::etcd::Etcd;
+use crate::pki::Pki;
 use crate::process::Supervisor;
 use crate::{port, wait};
 
@@ -31,6 +33,8 @@ pub struct Lab {
     bin: PathBuf,
     file: ClusterFile,
     daemons: Supervisor<Daemon>,
+    /// The cluster's CA and every role's certificate, in `<dir>/tls`.
+    pki: Pki,
     etcd: Option<Etcd>,
     /// A daemon's own config file, where it is not `cluster.toml`.
     configs: BTreeMap<Daemon, PathBuf>,
@@ -40,22 +44,26 @@ pub struct Lab {
 
 impl Lab {
     /// Replicas `1..=n` of a cluster called `cluster`, each with its event
-    /// log node, its agent's metrics and its Ames socket on a fresh loopback
-    /// port, the ship's public address on 127.0.0.2, and a gatekeeper
-    /// listening on loopback; `cluster.toml` written, the event log secret
-    /// and each replica's key made, nothing started. etcd's endpoint is a
-    /// port nobody listens on until [`Lab::start_etcd`]. `bin` is the
-    /// `seguro` binary.
+    /// log node, its agent's metrics and checkpoint listener and its Ames
+    /// socket on a fresh loopback port, the ship's public address on
+    /// 127.0.0.2, and a gatekeeper listening on loopback; `cluster.toml`
+    /// written, the cluster's CA and every role's certificate issued, each
+    /// replica's key made, nothing started. etcd's endpoint is a port nobody
+    /// listens on until [`Lab::start_etcd`]. `bin` is the `seguro` binary.
     pub fn new(bin: impl Into<PathBuf>, cluster: &str, n: u8) -> io::Result<Lab> {
         let dir = tempfile::tempdir()?;
         let keys = dir.path().join("keys");
         std::fs::create_dir_all(&keys)?;
+        let pki = Pki::new(dir.path().join("tls"), cluster)?;
+        pki.issue(Role::Edge)?;
+        pki.issue(Role::Admin)?;
         let mut file = ClusterFile::new(
             cluster,
             SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), port::free_port()),
             local(),
-            format!("http://{}", local()),
+            format!("https://{}", local()),
         );
+        file.tls.dir = Some(pki.dir().to_owned());
         file.eventlog.data_dir = Some(dir.path().join("data/eventlog"));
         file.eventlog.batch.max_linger = Some(Duration::from_millis(1));
         file.replica.data_dir = Some(dir.path().join("data/replica"));
@@ -67,6 +75,7 @@ impl Lab {
             dir,
             bin: bin.into(),
             file,
+            pki,
             etcd: None,
             configs: BTreeMap::new(),
             node_args: Vec::new(),
@@ -79,9 +88,17 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Starts etcd on loopback and points the config at it.
+    /// Starts etcd on loopback as Seguro runs it (TLS, client certificates,
+    /// a role per identity) and points the config at it.
     pub fn start_etcd(&mut self) -> io::Result<&Etcd> {
-        let etcd = Etcd::start()?;
+        let root = format!("/seguro/{}", self.file.cluster);
+        let ids: Vec<ReplicaId> = self
+            .file
+            .replicas
+            .iter()
+            .filter_map(|r| ReplicaId::new(r.id))
+            .collect();
+        let etcd = Etcd::start_tls(&self.pki, &root, &ids)?;
         self.file.etcd.endpoints = vec![etcd.endpoint()];
         self.write_config()?;
         Ok(self.etcd.insert(etcd))
@@ -89,6 +106,31 @@ impl Lab {
 
     pub fn etcd(&mut self) -> &mut Etcd {
         self.etcd.as_mut().expect("the lab's etcd was started")
+    }
+
+    /// etcd's client URL (once started).
+    pub fn etcd_endpoint(&self) -> String {
+        self.etcd
+            .as_ref()
+            .expect("the lab's etcd was started")
+            .endpoint()
+    }
+
+    /// A campaign for replica `id`'s term in the lab's etcd, as its agent
+    /// runs one: it resolves once the replica leads, with the epoch etcd
+    /// gave it (the event log lets only that replica fence and write at
+    /// it). Dropping the [`leadership::Leadership`] ends the term.
+    pub async fn term(&self, id: u8) -> leadership::Leadership {
+        let replica = ReplicaId::new(id.into()).expect("replica ids start at 1");
+        let credentials = self.credentials(Role::Replica(replica));
+        let etcd = leadership::election::connect(&[self.etcd_endpoint()], &credentials)
+            .await
+            .unwrap_or_else(|e| panic!("replica {id} cannot reach etcd: {e}"));
+        let lease_ttl = self.file.etcd.lease_ttl.unwrap_or(config::MIN_LEASE_TTL);
+        let root = format!("/seguro/{}", self.file.cluster);
+        leadership::Election::new(etcd, &root, lease_ttl)
+            .campaign(replica)
+            .await
     }
 
     /// The cluster file every daemon reads unless given its own.
@@ -133,12 +175,28 @@ impl Lab {
     }
 
     /// Adds replica `id` to the cluster file (not written), with fresh
-    /// addresses and its own key.
+    /// addresses, its own key and its certificate.
     pub fn add_replica(&mut self, id: u8) -> io::Result<Replica> {
         let mut r = Replica::new(u32::from(id), local());
         r.eventlog = Some(local());
         r.eventlog_metrics = Some(local());
         r.metrics = Some(local());
+        r.checkpoint = Some(local());
+        let replica = ReplicaId::new(id.into()).expect("replica ids start at 1");
+        self.pki.issue(Role::Replica(replica))?;
+        if let Some(etcd) = &mut self.etcd {
+            // The new replica's etcd user and role, as an operator grants
+            // them (`leadership::access` is idempotent).
+            let root = format!("/seguro/{}", self.file.cluster);
+            let mut ids: Vec<ReplicaId> = self
+                .file
+                .replicas
+                .iter()
+                .filter_map(|r| ReplicaId::new(r.id))
+                .collect();
+            ids.push(replica);
+            etcd.grant(&self.pki, &root, &ids)?;
+        }
         let key = self.keys_dir().join(format!("replica-{id}.key"));
         if !key.exists() {
             new_key(&key)?;
@@ -181,6 +239,18 @@ impl Lab {
 
     pub fn key(&self) -> Key {
         Key::load(&self.secret_path()).expect("the lab's event log secret is readable")
+    }
+
+    /// The cluster's CA and certificates.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    /// `role`'s credentials (its certificate is issued if it was not).
+    pub fn credentials(&self, role: Role) -> Credentials {
+        self.pki
+            .credentials(role)
+            .unwrap_or_else(|e| panic!("{role}'s credentials: {e}"))
     }
 
     /// The `seguro` binary the daemons run.

@@ -39,7 +39,8 @@ struct Logged {
 /// point), from the edge namespace.
 fn read_log(c: &ClusterLab, i: u8) -> BTreeMap<u64, Logged> {
     let config = testkit::load_config(&c.config_path());
-    let key = config::Key::load(&config.eventlog.secret_file).unwrap();
+    // Read as replica `i` itself would.
+    let credentials = c.credentials(config::Role::Replica(config::ReplicaId::new(i.into()).unwrap()));
     let addr = c.eventlog_addr(i).to_string();
     let events: Vec<eventlog::Event> = c.lab.edge.run(|| {
         tokio::runtime::Builder::new_current_thread()
@@ -47,7 +48,7 @@ fn read_log(c: &ClusterLab, i: u8) -> BTreeMap<u64, Logged> {
             .build()
             .unwrap()
             .block_on(async {
-                let client = eventlog::Client::new(&config, key);
+                let client = eventlog::Client::new(&config, credentials);
                 let stream = client.read_from(&addr, EventNum(1), None);
                 let mut stream = std::pin::pin!(stream);
                 let mut out = Vec::new();

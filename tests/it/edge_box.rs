@@ -73,8 +73,10 @@ async fn the_relay_and_the_gatekeeper_share_the_ships_address() {
 
     // The replica leads, fences the log, commits an event and sends its
     // effect to the gatekeeper: the peer gets it from the ship's address.
-    let etcd = lab.etcd().endpoint();
-    let client = leadership::election::connect(&[etcd]).await.unwrap();
+    let one = config::Role::Replica(ReplicaId::new(1).unwrap());
+    let client = leadership::election::connect(&[lab.etcd_endpoint()], &lab.credentials(one))
+        .await
+        .unwrap();
     let election = Election::new(client, &format!("/seguro/{CLUSTER}"), TTL);
     let leadership = election.campaign(ReplicaId::new(1).unwrap()).await;
     let epoch = leadership.epoch();
@@ -84,7 +86,7 @@ async fn the_relay_and_the_gatekeeper_share_the_ships_address() {
         })
     });
     let cfg = testkit::load_config(&lab.config_path());
-    let events = eventlog::Client::new(&cfg, lab.key());
+    let events = eventlog::Client::new(&cfg, lab.credentials(one));
     let last = events.fence(epoch).await.unwrap();
     let event = last.next();
     events

@@ -1,7 +1,9 @@
-//! The event log as real `seguro eventlog` processes on loopback: kill -9
-//! the leader during appends, restart and wipe replicas, truncate behind the
+//! The event log as real `seguro eventlog` processes on loopback, over
+//! mutual TLS, with a real etcd whose leader key says who holds each epoch
+//! (writers campaign for their terms as agents do): kill -9 the leader
+//! during appends, restart and wipe replicas, truncate behind the
 //! watermarks, change the membership, fill the disk, damage the log, and
-//! talk to it without the secret.
+//! talk to it with another CA's certificate.
 //!
 //! Every acknowledged event must be present, in order, with the content the
 //! writer gave it, on every node that claims to have it.
@@ -11,14 +13,22 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use eventlog::{AppendError, Client, ClientError, ClientOptions, Epoch, EventNum, ReadError, Role};
+use config::{ReplicaId, Role};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use testkit::process::Supervisor;
 use testkit::{Daemon, Lab, wait};
 
-/// Event log nodes `1..=n` on loopback, none started.
+/// Event log nodes `1..=n` on loopback, none started, and etcd running.
 fn cluster(n: u8) -> Lab {
-    Lab::new(env!("CARGO_BIN_EXE_seguro"), "test", n).expect("cluster files")
+    let mut c = Lab::new(env!("CARGO_BIN_EXE_seguro"), "test", n).expect("cluster files");
+    c.start_etcd().expect("etcd starts");
+    c.write_config().unwrap();
+    c
+}
+
+fn rid(id: u32) -> ReplicaId {
+    ReplicaId::new(id).unwrap()
 }
 
 /// Replica `id`'s event log node.
@@ -50,17 +60,26 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn client(c: &Lab, append_timeout: Duration) -> Client {
+/// A client of the log presenting `role`'s certificate.
+fn client_as(c: &Lab, role: Role, append_timeout: Duration) -> Client {
     let config = testkit::load_config(&c.config_path());
     let mut opts = ClientOptions::from_config(&config);
     opts.append_timeout = append_timeout;
     opts.deadline = Duration::from_secs(20);
-    let endpoints = config
-        .replicas
-        .iter()
-        .map(|r| r.eventlog.to_string())
-        .collect();
-    Client::with_options(endpoints, c.key(), opts)
+    let nodes = config.replicas.iter().map(|r| (r.id, r.eventlog)).collect();
+    Client::with_options(nodes, c.credentials(role), opts)
+}
+
+/// Replica `id`'s client, as its agent has.
+fn client(c: &Lab, id: u32, append_timeout: Duration) -> Client {
+    client_as(c, Role::Replica(rid(id)), append_timeout)
+}
+
+/// Replica `id`'s term: its leader key in etcd, and the epoch it holds.
+async fn term(c: &Lab, id: u32) -> (leadership::Leadership, Epoch) {
+    let leadership = c.term(id.try_into().unwrap()).await;
+    let epoch = leadership.epoch();
+    (leadership, epoch)
 }
 
 /// The event the writer appends as number `n`.
@@ -236,16 +255,21 @@ fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
     }
     let rt = runtime();
     rt.block_on(async {
-        let client = client(&c, Duration::from_secs(20));
+        let client = client(&c, 1, Duration::from_secs(20));
         wait_healthy(&client, 3).await;
-        let first = client.fence(Epoch(7)).await.unwrap();
+        // Replica 2 held an older term; replica 1 leads now.
+        let (older, old_epoch) = term(&c, 2).await;
+        drop(older);
+        let (lead, epoch) = term(&c, 1).await;
+        assert!(epoch > old_epoch);
+        let first = client.fence(epoch).await.unwrap();
         assert_eq!(first, EventNum(0));
 
         // Write for 5 s; kill -9 the leader 1.5 s in.
         let writer = {
             let client = client.clone();
             tokio::spawn(
-                async move { write(&client, Epoch(7), 1, Duration::from_secs(5), 256).await },
+                async move { write(&client, epoch, 1, Duration::from_secs(5), 256).await },
             )
         };
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -270,23 +294,24 @@ fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
         check_node(&client, &c, victim, 1, back).await;
 
         // A writer with an older epoch is fenced off.
-        let stale = client.appender(Epoch(6), EventNum(back + 1));
+        let deposed = self::client(&c, 2, Duration::from_secs(20));
+        let stale = deposed.appender(old_epoch, EventNum(back + 1));
         let err = appender_append(&stale, back + 1).await.unwrap_err();
-        assert_eq!(err, AppendError::StaleEpoch { highest: Epoch(7) });
+        assert_eq!(err, AppendError::StaleEpoch { highest: epoch });
         // ... and so is every later event of that writer.
         assert_eq!(
             appender_append(&stale, back + 2).await.unwrap_err(),
-            AppendError::StaleEpoch { highest: Epoch(7) }
+            AppendError::StaleEpoch { highest: epoch }
         );
         // A gap and a duplicate are refused with where the log ends.
-        let writer = client.appender(Epoch(7), EventNum(back + 5));
+        let writer = client.appender(epoch, EventNum(back + 5));
         assert_eq!(
             appender_append(&writer, back + 5).await.unwrap_err(),
             AppendError::Gap {
                 expected: EventNum(back + 1)
             }
         );
-        let writer = client.appender(Epoch(7), EventNum(back));
+        let writer = client.appender(epoch, EventNum(back));
         assert_eq!(
             writer
                 .append(EventNum(back), 1, Bytes::from_static(b"other"))
@@ -297,7 +322,7 @@ fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
             }
         );
         // An oversize event is refused naming it and the limit.
-        let writer = client.appender(Epoch(7), EventNum(back + 1));
+        let writer = client.appender(epoch, EventNum(back + 1));
         let big = Bytes::from(vec![0u8; (1 << 20) + 1]);
         assert_eq!(
             writer.append(EventNum(back + 1), 0, big).await.unwrap_err(),
@@ -308,8 +333,11 @@ fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
             }
         );
         // A newer epoch takes over after its fence.
-        assert_eq!(client.fence(Epoch(9)).await.unwrap(), EventNum(back));
-        let writer = client.appender(Epoch(9), EventNum(back + 1));
+        drop(lead);
+        let (_next, newer) = term(&c, 3).await;
+        let client = self::client(&c, 3, Duration::from_secs(20));
+        assert_eq!(client.fence(newer).await.unwrap(), EventNum(back));
+        let writer = client.appender(newer, EventNum(back + 1));
         assert_eq!(
             appender_append(&writer, back + 1).await.unwrap(),
             EventNum(back + 1)
@@ -321,7 +349,7 @@ fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
             async move { (s.committed.get() == back + 1).then_some(s) }
         })
         .await;
-        assert_eq!(state.epoch, Epoch(9));
+        assert_eq!(state.epoch, newer);
         assert!(state.leader_durable >= state.committed);
         assert!(state.all_durable <= state.leader_durable);
     });
@@ -343,15 +371,17 @@ fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
     }
     let rt = runtime();
     rt.block_on(async {
-        let client = client(&c, Duration::from_secs(20));
+        let client = client(&c, 1, Duration::from_secs(20));
         wait_healthy(&client, 3).await;
-        let (acked, _) = write(&client, Epoch(1), 1, Duration::from_secs(1), 128).await;
+        let (_lead, epoch) = term(&c, 1).await;
+        let (acked, _) = write(&client, epoch, 1, Duration::from_secs(1), 128).await;
         assert!(acked >= 300, "too few events ({acked})");
 
-        // Every replica checkpoints event 200: the log is purged up to it.
+        // Every replica checkpoints event 200 (each says so for itself): the
+        // log is purged up to it.
         for id in 1..=3 {
-            let r = config::ReplicaId::new(id).unwrap();
-            client.set_watermark(r, EventNum(200)).await.unwrap();
+            let own = self::client(&c, id, Duration::from_secs(20));
+            own.set_watermark(rid(id), EventNum(200)).await.unwrap();
         }
         for id in 1..=3 {
             let addr = addr(&c, id);
@@ -384,7 +414,7 @@ fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
         // snapshot, then follows the log.
         let victim: u32 = 3;
         c.wipe(victim as u8).unwrap();
-        let (more, _) = write(&client, Epoch(1), acked + 1, Duration::from_millis(500), 64).await;
+        let (more, _) = write(&client, epoch, acked + 1, Duration::from_millis(500), 64).await;
         start(&mut c, victim);
         let last = caught_up(&client, &c, victim, more).await;
         let addr = addr(&c, victim);
@@ -401,7 +431,7 @@ fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
 
         // A replica that was only down catches up from the log.
         c.kill(&node(2));
-        let (more2, _) = write(&client, Epoch(1), more + 1, Duration::from_millis(500), 64).await;
+        let (more2, _) = write(&client, epoch, more + 1, Duration::from_millis(500), 64).await;
         start(&mut c, 2);
         let last2 = caught_up(&client, &c, 2, more2).await;
         check_node(&client, &c, 2, 201, last2).await;
@@ -415,12 +445,13 @@ fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
         start(&mut c, id);
     }
     let rt = runtime();
-    rt.block_on(async {
-        let client = client(&c, Duration::from_secs(20));
+    let (lead, epoch) = rt.block_on(async {
+        let client = client(&c, 1, Duration::from_secs(20));
         wait_healthy(&client, 3).await;
+        term(&c, 1).await
     });
 
-    // `seguro eventlog status` on the cluster's config.
+    // `seguro eventlog status` on the cluster's config (as the admin).
     let config = c.config_path();
     let config = config.to_str().unwrap();
     let out = c.run_seguro(&["eventlog", "status", "-c", config]).unwrap();
@@ -453,9 +484,9 @@ fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     rt.block_on(async {
-        let client = client(&c, Duration::from_secs(20));
+        let client = client(&c, 1, Duration::from_secs(20));
         wait_healthy(&client, 4).await;
-        let (acked, _) = write(&client, Epoch(3), 1, Duration::from_millis(500), 64).await;
+        let (acked, _) = write(&client, epoch, 1, Duration::from_millis(500), 64).await;
         let last = caught_up(&client, &c, 4, acked).await;
         check_node(&client, &c, 4, 1, last).await;
     });
@@ -477,44 +508,49 @@ fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
     );
     stop(&mut c, 4);
     rt.block_on(async {
-        let client = client(&c, Duration::from_secs(20));
+        let client = client(&c, 1, Duration::from_secs(20));
         wait_healthy(&client, 3).await;
-        let last = client.fence(Epoch(3)).await.unwrap();
-        let writer = client.appender(Epoch(3), last.next());
+        let last = client.fence(epoch).await.unwrap();
+        let writer = client.appender(epoch, last.next());
         appender_append(&writer, last.get() + 1).await.unwrap();
     });
+    drop(lead);
     let out = c.run_seguro(&["eventlog", "status", "-c", config]).unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("healthy: 3 of 3 voters up"));
 }
 
 #[test]
-fn a_client_without_the_secret_is_refused() {
+fn a_client_of_another_ca_is_refused() {
     let mut c = cluster(1);
     start(&mut c, 1);
     let rt = runtime();
     rt.block_on(async {
-        let good = client(&c, Duration::from_secs(5));
+        let good = client(&c, 1, Duration::from_secs(5));
         wait_healthy(&good, 1).await;
+        let other = testkit::Pki::new(c.dir().join("other-ca"), "test").unwrap();
         let config = testkit::load_config(&c.config_path());
-        let endpoints = vec![addr(&c, 1)];
         let bad = Client::with_options(
-            endpoints,
-            config::Key::from_bytes([9; 32]),
+            vec![(rid(1), c.replica(1).eventlog.unwrap())],
+            other.credentials(Role::Replica(rid(1))).unwrap(),
             ClientOptions::from_config(&config),
         );
         let err = bad
             .node_status(&addr(&c, 1), Duration::from_secs(2))
             .await
             .unwrap_err();
-        assert!(
-            matches!(&err, ClientError::Rejected(m) if m.contains("not authenticated")),
-            "{err}"
-        );
-        let err = bad.fence(Epoch(1)).await.unwrap_err();
-        assert!(err.to_string().contains("not authenticated"), "{err}");
-        // Nothing was written.
-        assert_eq!(good.fence(Epoch(1)).await.unwrap(), EventNum(0));
+        assert!(matches!(&err, ClientError::Unavailable(_)), "{err}");
+        let (_lead, epoch) = term(&c, 1).await;
+        assert!(bad.fence(epoch).await.is_err());
+        // Nothing was written, and the node counted the refusals.
+        assert_eq!(good.fence(epoch).await.unwrap(), EventNum(0));
     });
+    let refused = c
+        .metric(
+            &node(1),
+            "seguro_eventlog_auth_refused_total{reason=\"unknown_ca\"}",
+        )
+        .unwrap();
+    assert!(refused >= 1.0, "{refused} refusals counted");
 }
 
 #[test]
@@ -522,10 +558,11 @@ fn a_torn_tail_is_cut_and_a_damaged_record_stops_the_node() {
     let mut c = cluster(1);
     start(&mut c, 1);
     let rt = runtime();
+    let (_lead, epoch) = rt.block_on(term(&c, 1));
     let acked = rt.block_on(async {
-        let client = client(&c, Duration::from_secs(10));
+        let client = client(&c, 1, Duration::from_secs(10));
         wait_healthy(&client, 1).await;
-        write(&client, Epoch(1), 1, Duration::from_millis(500), 32)
+        write(&client, epoch, 1, Duration::from_millis(500), 32)
             .await
             .0
     });
@@ -549,9 +586,9 @@ fn a_torn_tail_is_cut_and_a_damaged_record_stops_the_node() {
         .unwrap();
     start(&mut c, 1);
     rt.block_on(async {
-        let client = client(&c, Duration::from_secs(10));
+        let client = client(&c, 1, Duration::from_secs(10));
         wait_healthy(&client, 1).await;
-        let last = client.fence(Epoch(1)).await.unwrap();
+        let last = client.fence(epoch).await.unwrap();
         assert!(
             last.get() + 1 >= acked,
             "lost more than the torn record: {last} < {acked}"
@@ -624,9 +661,10 @@ fn a_full_disk_fails_appends_without_acking_and_the_cluster_recovers() {
     }
     let rt = runtime();
     rt.block_on(async {
-        let client = client(&c, Duration::from_secs(4));
+        let client = client(&c, 1, Duration::from_secs(4));
         wait_healthy(&client, 3).await;
-        let (acked, _) = write(&client, Epoch(1), 1, Duration::from_millis(500), 64).await;
+        let (first_term, epoch) = term(&c, 1).await;
+        let (acked, _) = write(&client, epoch, 1, Duration::from_millis(500), 64).await;
         assert!(acked > 0);
 
         // Fill the disk: what is left is not enough for the next batches.
@@ -635,7 +673,7 @@ fn a_full_disk_fails_appends_without_acking_and_the_cluster_recovers() {
             .args(["if=/dev/zero", "bs=1M"])
             .arg(format!("of={}", filler.display()))
             .output();
-        let writer = client.appender(Epoch(1), EventNum(acked + 1));
+        let writer = client.appender(epoch, EventNum(acked + 1));
         let mut failed = 0;
         for n in acked + 1..acked + 200 {
             let big = Bytes::from(vec![n as u8; 64 << 10]);
@@ -653,20 +691,23 @@ fn a_full_disk_fails_appends_without_acking_and_the_cluster_recovers() {
         }
         assert!(failed > 0, "appends kept succeeding on a full disk");
 
-        // Free the disk: the nodes restart Raft from disk and go on.
+        // Free the disk: the nodes restart Raft from disk and go on, and the
+        // writer's next term begins.
         std::fs::remove_file(&filler).unwrap();
         wait_healthy(&client, 3).await;
+        drop(first_term);
+        let (_second_term, next) = term(&c, 1).await;
         let last = eventually(
             Duration::from_secs(60),
             "the log to accept writes again",
-            || async { client.fence(Epoch(2)).await.ok() },
+            || async { client.fence(next).await.ok() },
         )
         .await;
         assert!(
             last.get() >= acked,
             "acknowledged events were lost: {last} < {acked}"
         );
-        let writer = client.appender(Epoch(2), last.next());
+        let writer = client.appender(next, last.next());
         assert_eq!(
             writer
                 .append(last.next(), 7, data(last.get() + 1))
@@ -692,7 +733,7 @@ fn a_full_disk_fails_appends_without_acking_and_the_cluster_recovers() {
         start(&mut c, id);
     }
     rt.block_on(async {
-        let client = client(&c, Duration::from_secs(10));
+        let client = client(&c, 1, Duration::from_secs(10));
         wait_healthy(&client, 3).await;
     });
     for id in 1..=3 {
@@ -763,10 +804,12 @@ fn the_appender_merges_concurrent_appends_into_batches() {
         let mut opts = ClientOptions::from_config(&config);
         opts.batch.max_events = 100;
         opts.batch.max_linger = Duration::from_millis(20);
-        let client = Client::with_options(vec![addr(&c, 1)], c.key(), opts);
+        let nodes = vec![(rid(1), c.replica(1).eventlog.unwrap())];
+        let client = Client::with_options(nodes, c.credentials(Role::Replica(rid(1))), opts);
         wait_healthy(&client, 1).await;
+        let (_lead, epoch) = term(&c, 1).await;
         let before = metric(&scrape(&c, 1), "seguro_eventlog_append_batches_total");
-        let appender = client.appender(Epoch(1), EventNum(1));
+        let appender = client.appender(epoch, EventNum(1));
         let futures: Vec<_> = (1..=1000).map(|n| appender_append(&appender, n)).collect();
         for (i, f) in futures.into_iter().enumerate() {
             let last = f.await.unwrap();
@@ -841,21 +884,25 @@ fn two_writers_that_both_believe_they_lead_cannot_interleave_or_fork_the_log() {
     }
     let rt = runtime();
     rt.block_on(async {
-        let client = client(&c, Duration::from_secs(20));
-        wait_healthy(&client, 3).await;
-        // The old leader (epoch 5) keeps writing after the new one (epoch 6)
-        // has won and fenced the log.
+        let old_client = client(&c, 1, Duration::from_secs(20));
+        wait_healthy(&old_client, 3).await;
+        // The old leader (replica 1) keeps writing after its term ended and
+        // the new one (replica 2's) has won and fenced the log.
+        let (old_term, old_epoch) = term(&c, 1).await;
         let old = {
-            let client = client.clone();
+            let client = old_client.clone();
             tokio::spawn(async move {
-                write_until_refused(&client, Epoch(5), 1, Duration::from_secs(3)).await
+                write_until_refused(&client, old_epoch, 1, Duration::from_secs(3)).await
             })
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let fenced_at = client.fence(Epoch(6)).await.unwrap();
+        drop(old_term);
+        let (_new_term, new_epoch) = term(&c, 2).await;
+        let client = client(&c, 2, Duration::from_secs(20));
+        let fenced_at = client.fence(new_epoch).await.unwrap();
         let (new_acked, new_failure) = write_until_refused(
             &client,
-            Epoch(6),
+            new_epoch,
             fenced_at.get() + 1,
             Duration::from_secs(1),
         )
@@ -867,7 +914,7 @@ fn two_writers_that_both_believe_they_lead_cannot_interleave_or_fork_the_log() {
         );
         assert_eq!(
             old_failure,
-            Some(AppendError::StaleEpoch { highest: Epoch(6) })
+            Some(AppendError::StaleEpoch { highest: new_epoch })
         );
         assert!(!new_acked.is_empty() && !old_acked.is_empty());
         // The old leader's acknowledged events all come before the fence.
@@ -909,10 +956,10 @@ fn two_writers_that_both_believe_they_lead_cannot_interleave_or_fork_the_log() {
             "the replicas' logs differ"
         );
         for n in old_acked {
-            assert_eq!(logs[0][n as usize - 1].epoch, Epoch(5));
+            assert_eq!(logs[0][n as usize - 1].epoch, old_epoch);
         }
         for n in new_acked {
-            assert_eq!(logs[0][n as usize - 1].epoch, Epoch(6));
+            assert_eq!(logs[0][n as usize - 1].epoch, new_epoch);
         }
     });
 }

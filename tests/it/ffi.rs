@@ -215,7 +215,8 @@ async fn setup(n: u8) -> Setup {
     .unwrap();
     let ship = c.dir().join("reference_ship");
     block_in_place(|| compile_ship(&lib_dir, &ship));
-    let client = eventlog::Client::new(&testkit::load_config(&c.config_path()), c.key());
+    let one = config::Role::Replica(config::ReplicaId::new(1).unwrap());
+    let client = eventlog::Client::new(&testkit::load_config(&c.config_path()), c.credentials(one));
     block_in_place(|| c.start(Daemon::Gatekeeper(1))).unwrap();
     wait_metric(
         &mut c,
@@ -425,9 +426,15 @@ async fn a_c_ship_that_loses_its_term_rewinds_to_its_snapshot_and_carries_on() {
         config.etcd_root(),
         leadership::election::LEADER_KEY
     );
-    let mut etcd_client = leadership::election::connect(&[c.etcd().endpoint()])
-        .await
-        .unwrap();
+    // The admin may not touch the leader key: the test plays etcd's root.
+    let root = leadership::access::as_root(testkit::etcd::ROOT_PASSWORD);
+    let mut etcd_client = leadership::election::connect_with(
+        &[c.etcd_endpoint()],
+        &c.credentials(config::Role::Admin),
+        root,
+    )
+    .await
+    .unwrap();
     let deleted = etcd_client.delete(key.as_str(), None).await.unwrap();
     assert_eq!(deleted.deleted(), 1, "no leader key at {key}");
     wait_metric(

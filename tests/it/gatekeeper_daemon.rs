@@ -108,7 +108,8 @@ async fn one_gatekeeper_forwards_and_the_standby_takes_over_within_ttl_plus_1s()
     wait_metric(&mut lab, &b, "seguro_gatekeeper_active", 0.0);
 
     // This test is replica 1, and leads.
-    let client = leadership::election::connect(&[lab.etcd().endpoint()])
+    let one = config::Role::Replica(ReplicaId::new(1).unwrap());
+    let client = leadership::election::connect(&[lab.etcd_endpoint()], &lab.credentials(one))
         .await
         .unwrap();
     let election = Election::new(client.clone(), "/seguro/gk-test", TTL);
@@ -221,7 +222,8 @@ async fn under_quorum_effects_wait_for_their_events_and_leave_in_order() {
     block_in_place(|| lab.start(a.daemon.clone())).unwrap();
     wait_metric(&mut lab, &a, "seguro_gatekeeper_active", 1.0);
 
-    let etcd_client = leadership::election::connect(&[lab.etcd().endpoint()])
+    let one = config::Role::Replica(ReplicaId::new(1).unwrap());
+    let etcd_client = leadership::election::connect(&[lab.etcd_endpoint()], &lab.credentials(one))
         .await
         .unwrap();
     let election = Election::new(etcd_client, "/seguro/gk-test", TTL);

@@ -17,12 +17,19 @@ fn dead_cluster(dir: &Path) -> std::path::PathBuf {
         .unwrap()
         .save_new(&dir.join("keys/eventlog.key"))
         .unwrap();
-    let mut file = ClusterFile::new("dead", local(), local(), format!("http://{}", local()));
+    // The edge box's certificate, as `seguro status` presents by default.
+    testkit::Pki::new(dir.join("tls"), "dead")
+        .unwrap()
+        .issue(config::Role::Edge)
+        .unwrap();
+    let mut file = ClusterFile::new("dead", local(), local(), format!("https://{}", local()));
     let mut replica = Replica::new(1, local());
     replica.eventlog = Some(local());
     replica.eventlog_metrics = Some(local());
     replica.metrics = Some(local());
+    replica.checkpoint = Some(local());
     file.replicas.push(replica);
+    file.tls.dir = Some("tls".into());
     file.lb.metrics = Some(local());
     file.gatekeeper.metrics = Some(local());
     file.write(dir.join("seguro.toml")).unwrap()

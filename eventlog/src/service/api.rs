@@ -164,6 +164,18 @@ impl Pending {
     }
 }
 
+/// What writing at `epoch` asks of the authorisation: below the log's
+/// highest epoch the fence refuses the write whoever sends it (and tells a
+/// deposed leader so); at or above it only the epoch's holder may write, or
+/// anyone could raise the fence out of every leader's reach.
+fn write_action(ctx: &Ctx, epoch: Epoch) -> Action {
+    let highest = ctx.running().ok().map(|r| r.sm.position().fence.highest);
+    match highest {
+        Some(highest) if epoch < highest => Action::WriteStale,
+        _ => Action::Write(epoch),
+    }
+}
+
 async fn submit(ctx: &Ctx, req: proto::AppendRequest) -> Pending {
     let seq = req.seq;
     let started = Instant::now();
@@ -236,7 +248,7 @@ impl event_log_server::EventLog for ApiService {
             while let Some(Ok(req)) = input.next().await {
                 let allowed = ctx
                     .authz
-                    .allow_peer(peer.clone(), Action::Write(Epoch(req.epoch)))
+                    .allow_peer(peer.clone(), write_action(&ctx, Epoch(req.epoch)))
                     .await;
                 let next = match allowed {
                     Ok(_) => Ok(submit(&ctx, req).await),
@@ -262,7 +274,10 @@ impl event_log_server::EventLog for ApiService {
         req: Request<proto::FenceRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
         let epoch = Epoch(req.get_ref().epoch);
-        self.ctx.authz.allow(&req, Action::Write(epoch)).await?;
+        self.ctx
+            .authz
+            .allow(&req, write_action(&self.ctx, epoch))
+            .await?;
         let req = proto::AppendRequest {
             seq: 0,
             epoch: req.get_ref().epoch,
