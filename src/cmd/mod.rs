@@ -124,3 +124,22 @@ pub fn known_replica(config: &Config, id: ReplicaId) -> anyhow::Result<&ReplicaC
         .into()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_its_effect_already_says_is_not_said_twice() {
+        let source = std::io::Error::other("disk on fire");
+        let read = config::KeyError::Read {
+            path: "k.key".into(),
+            source,
+        };
+        let e = anyhow::Error::new(read).context("cannot start");
+        assert_eq!(
+            super::causes(&e),
+            "cannot start: cannot read key file k.key: disk on fire"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::causes(&e), "outer: inner");
+    }
+}

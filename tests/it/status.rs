@@ -17,7 +17,7 @@ fn dead_cluster(dir: &Path) -> std::path::PathBuf {
         .unwrap()
         .save_new(&dir.join("keys/eventlog.key"))
         .unwrap();
-    let mut file = ClusterFile::new("dead", local(), local(), format!("http://{}", local()));
+    let mut file = ClusterFile::new("dead", local(), local(), format!("https://{}", local()));
     let mut replica = Replica::new(1, local());
     replica.eventlog = Some(local());
     replica.eventlog_metrics = Some(local());
