@@ -38,6 +38,13 @@ pub enum Command {
     Ames(AmesCommand),
     /// Create secret key files (replica signing keys, the event log secret).
     Keygen(KeygenArgs),
+    /// Make the cluster's CA, issue each role's certificate, show a certificate.
+    ///
+    /// Every TCP connection between Seguro's parts is mutual TLS under one
+    /// cluster CA; docs/DEPLOY.md walks through issuing, distributing and
+    /// rotating the certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Run this replica's event log node, or inspect and change the event log.
     ///
     /// Without a subcommand, runs the node for replica `--id` (SIGTERM or
@@ -244,9 +251,10 @@ pub struct CheckArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
-    /// Which key files must be present: `all` (the operator's master
-    /// copy), `edge` (the edge box's), `replica=ID` (one replica host's) or
-    /// `none`.
+    /// Which key and certificate files must be present (and the
+    /// certificates valid for their role): `all` (the operator's master
+    /// copy), `edge` (the edge box's), `replica=ID` (one replica host's),
+    /// `admin` (the operator's admin certificate) or `none`.
     #[arg(long, value_name = "WHERE", default_value = "all")]
     pub keys: KeysScope,
 
@@ -260,6 +268,7 @@ pub enum KeysScope {
     All,
     Edge,
     Replica(config::ReplicaId),
+    Admin,
     None,
 }
 
@@ -270,10 +279,13 @@ impl std::str::FromStr for KeysScope {
         match s {
             "all" => Ok(Self::All),
             "edge" => Ok(Self::Edge),
+            "admin" => Ok(Self::Admin),
             "none" => Ok(Self::None),
             _ => match s.strip_prefix("replica=") {
                 Some(id) => id.parse().map(Self::Replica),
-                None => Err(format!("`{s}` is not one of: all, edge, replica=ID, none")),
+                None => Err(format!(
+                    "`{s}` is not one of: all, edge, replica=ID, admin, none"
+                )),
             },
         }
     }
@@ -345,6 +357,104 @@ pub struct KeygenArgs {
     pub files: Vec<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make the cluster's CA: `ca.crt` and `ca.key` in `tls.dir`.
+    ///
+    /// Both are written readable by their owner only (0600), and an
+    /// existing file is never overwritten. `ca.crt` is the CA bundle every
+    /// host trusts (`tls.ca`); `ca.key` signs every certificate of the
+    /// cluster: keep it on the operator's machine, never on a replica host
+    /// or the edge box.
+    Ca(CertsCaArgs),
+    /// Issue each ROLE a certificate and key, signed by the cluster's CA,
+    /// at the paths the config names (defaults under `tls.dir`).
+    ///
+    /// ROLE is `replica-<id>`, `edge`, `admin`, `etcd` (etcd's server
+    /// certificate, `<tls.dir>/etcd.crt` and `etcd.key`) or `all`. The CA's
+    /// certificate is the one in the config's CA bundle (`tls.ca`) whose key
+    /// is `--ca-key`. Files are written 0600 and never overwritten: to
+    /// renew, move the old ones aside first.
+    ///
+    /// Exit codes: 0 when every role was issued; 1 when a file exists or
+    /// cannot be written (that role gets nothing, the others are issued) or
+    /// the CA cannot be read; 2 for bad usage or config.
+    Issue(CertsIssueArgs),
+    /// Show what certificate files say: identity, issuer, validity.
+    ///
+    /// Exit codes: 0; 1 when a file cannot be read or holds no certificate,
+    /// or, with `--expires-within`, when a certificate expires that soon.
+    Show(CertsShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsCaArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Write `ca.crt` and `ca.key` in DIR instead of `tls.dir` (a new CA
+    /// during a rotation).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// How many days the CA is valid.
+    #[arg(long, value_name = "N", default_value_t = days(trust::issue::CA_VALIDITY), value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsIssueArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// `replica-<id>`, `edge`, `admin`, `etcd` or `all`.
+    #[arg(value_name = "ROLE", num_args = 1.., required = true)]
+    pub roles: Vec<RoleArg>,
+
+    /// The CA's private key [default: <tls.dir>/ca.key].
+    #[arg(long, value_name = "PATH")]
+    pub ca_key: Option<PathBuf>,
+
+    /// How many days each certificate is valid.
+    #[arg(long, value_name = "N", default_value_t = days(trust::issue::LEAF_VALIDITY), value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: u32,
+}
+
+/// A role to issue a certificate for, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleArg {
+    One(config::Role),
+    All,
+}
+
+impl std::str::FromStr for RoleArg {
+    type Err = config::IdentityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" => Ok(Self::All),
+            _ => s.parse().map(Self::One),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CertsShowArgs {
+    /// Certificate files (PEM); every certificate in each is shown.
+    #[arg(value_name = "FILE", num_args = 1.., required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Exit 1 if a certificate has expired or expires within N days (for
+    /// monitoring).
+    #[arg(long, value_name = "N")]
+    pub expires_within: Option<u32>,
+}
+
+/// Whole days in `d`, for the defaults of `--days`.
+fn days(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_secs() / (24 * 3600)).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,5 +503,40 @@ mod tests {
             panic!()
         };
         assert!(matches!(args.command, Some(EventlogCommand::Status(s)) if s.json));
+    }
+
+    #[test]
+    fn certs_issue_takes_roles_and_all() {
+        let cli = Cli::try_parse_from([
+            "seguro",
+            "certs",
+            "issue",
+            "-c",
+            "f.toml",
+            "replica-2",
+            "edge",
+            "all",
+        ])
+        .unwrap();
+        let Command::Certs(CertsCommand::Issue(args)) = cli.command else {
+            panic!()
+        };
+        let two = config::ReplicaId::new(2).unwrap();
+        assert_eq!(
+            args.roles,
+            [
+                RoleArg::One(config::Role::Replica(two)),
+                RoleArg::One(config::Role::Edge),
+                RoleArg::All
+            ]
+        );
+        assert_eq!(args.days, 365);
+        for bad in ["replica-0", "boss"] {
+            assert!(
+                Cli::try_parse_from(["seguro", "certs", "issue", "-c", "f.toml", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(Cli::try_parse_from(["seguro", "certs", "ca", "--days", "0"]).is_err());
     }
 }

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Config(args) => cmd::config::run(args),
         Command::Ames(args) => cmd::ames::run(args),
         Command::Keygen(args) => cmd::keygen::run(args),
+        Command::Certs(args) => cmd::certs::run(args),
         Command::Eventlog(args) => cmd::eventlog::run(args),
         Command::Gatekeeper(args) => cmd::gatekeeper::run(args),
         Command::Lb(args) => cmd::lb::run(args),

@@ -8,19 +8,23 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::diag::Reporter;
+use crate::diag::{Loc, Reporter};
+use crate::files::{CertCheck, Inventory, Named, NamedPair};
 use crate::load::{KeyCheck, Overrides, Table};
 use crate::raw::*;
-use crate::replicas::DefaultPorts;
+use crate::replicas::ReplicaDefaults;
 use crate::types::*;
 
 pub(crate) const DEFAULT_PREFIX: &str = "/seguro";
 pub(crate) const DEFAULT_EVENTLOG_PORT: u16 = 4710;
 pub(crate) const DEFAULT_EVENTLOG_METRICS_PORT: u16 = 9471;
 pub(crate) const DEFAULT_REPLICA_METRICS_PORT: u16 = 9470;
+pub(crate) const DEFAULT_CHECKPOINT_PORT: u16 = 4712;
 pub(crate) const DEFAULT_LB_METRICS: &str = "127.0.0.1:9460";
 pub(crate) const DEFAULT_GATEKEEPER_METRICS: &str = "127.0.0.1:9461";
 pub(crate) const MIB: i64 = 1 << 20;
+pub(crate) const GIB: i64 = 1 << 30;
+pub(crate) const TIB: i64 = 1 << 40;
 
 /// Turns the raw file into a [`Config`], reporting every problem.
 pub(crate) struct Builder<'r, 'a> {
@@ -28,6 +32,10 @@ pub(crate) struct Builder<'r, 'a> {
     /// Relative paths in the file are relative to its directory.
     pub(crate) base: PathBuf,
     pub(crate) keys: KeyCheck,
+    /// What the certificates this host needs are checked with.
+    pub(crate) certs: &'r dyn CertCheck,
+    /// Every file named so far, checked once the whole file is read.
+    pub(crate) files: Inventory,
 }
 
 impl Builder<'_, '_> {
@@ -92,6 +100,8 @@ impl Builder<'_, '_> {
         }
 
         let keys = Table::take(raw.keys.take()).value;
+        let tls = Table::take(raw.tls.take());
+        let tls = self.tls(&tls.value, tls.span);
         let etcd = Table::take(raw.etcd.take());
         let etcd = self.etcd(&etcd.value, etcd.span);
         let (eventlog, eventlog_port, eventlog_metrics_port) =
@@ -102,39 +112,77 @@ impl Builder<'_, '_> {
             "replica.metrics_port",
             DEFAULT_REPLICA_METRICS_PORT,
         );
+        let checkpoint_port = self.port(
+            agent_raw.checkpoint_port.as_ref(),
+            "replica.checkpoint_port",
+            DEFAULT_CHECKPOINT_PORT,
+        );
         let agent = self.agent(&agent_raw);
         let lb = Table::take(raw.lb.take());
         let lb = self.lb(&lb.value, lb.span);
         let gatekeeper = Table::take(raw.gatekeeper.take());
-        let gatekeeper = self.gatekeeper(&gatekeeper.value, gatekeeper.span);
+        let gatekeeper = self.gatekeeper(&gatekeeper.value, gatekeeper.span, &tls.dir);
 
-        let key_dir = self.key_dir(&keys);
-        let ports = DefaultPorts {
-            eventlog: eventlog_port?,
-            eventlog_metrics: eventlog_metrics_port?,
-            metrics: replica_metrics_port?,
-        };
-        let replicas = match &overrides.replicas {
-            Some(addrs) => self.replicas_from_option(addrs, &ports, &key_dir),
-            None => self.replicas_from_file(&raw.replicas, &ports, &key_dir),
-        }?;
+        let replicas = (|| {
+            let defaults = ReplicaDefaults {
+                eventlog: eventlog_port?,
+                eventlog_metrics: eventlog_metrics_port?,
+                metrics: replica_metrics_port?,
+                checkpoint: checkpoint_port?,
+                key_dir: self.key_dir(&keys),
+                tls_dir: tls.dir.clone(),
+            };
+            match &overrides.replicas {
+                Some(addrs) => self.replicas_from_option(addrs, &defaults),
+                None => self.replicas_from_file(&raw.replicas, &defaults),
+            }
+        })();
 
-        if let Some(eventlog) = &eventlog {
-            self.check_keys(&replicas, eventlog, &raw.replicas, &keys);
-        }
+        self.check_files(cluster.as_deref());
 
         Some(Config {
             source: path.to_path_buf(),
             cluster: cluster?,
             ship: ShipConfig { public: public? },
             optimism: optimism?,
-            replicas,
+            replicas: replicas?,
             lb: lb?,
             gatekeeper: gatekeeper?,
             etcd: etcd?,
             eventlog: eventlog?,
             agent: agent?,
+            tls,
         })
+    }
+
+    /// The file `value` names, relative to the config's directory, or
+    /// `default`; said to be named at the value, or at `table` for a
+    /// default.
+    pub(crate) fn named(&self, value: Option<&S<String>>, default: PathBuf, table: &Loc) -> Named {
+        match value {
+            Some(v) => Named {
+                path: self.base.join(v.get_ref()),
+                at: Loc::Span(v.span()),
+            },
+            None => Named {
+                path: default,
+                at: table.clone(),
+            },
+        }
+    }
+
+    /// A certificate pair from its two values, each defaulting to `default`'s.
+    pub(crate) fn named_pair(
+        &self,
+        cert: Option<&S<String>>,
+        key: Option<&S<String>>,
+        default: CertPair,
+        table: &Loc,
+    ) -> NamedPair {
+        NamedPair {
+            cert: self.named(cert, default.cert, table),
+            key: self.named(key, default.key, table),
+        }
     }
 
     /// A required key is absent: point at its table, or at the top of the

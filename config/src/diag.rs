@@ -138,6 +138,11 @@ impl<'a> Reporter<'a> {
         self.push(Severity::Warning, at.into(), message.into(), hint.into());
     }
 
+    /// The file being checked.
+    pub(crate) fn path(&self) -> &Path {
+        self.path
+    }
+
     /// Names a place for a message about another one ("line 7", "--replicas").
     pub(crate) fn describe(&self, at: &Loc) -> String {
         match at {

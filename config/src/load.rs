@@ -9,6 +9,7 @@ use toml::de::DeTable;
 
 use crate::check::Builder;
 use crate::diag::{Diagnostics, Reporter};
+use crate::files::{CertCheck, FilesOnly};
 use crate::raw::{RawConfig, S};
 use crate::types::{Config, Optimism, ReplicaId};
 use crate::unknown::{EXAMPLE, did_you_mean, keys_of, known_keys, locate};
@@ -23,33 +24,54 @@ pub struct Overrides {
     pub optimism: Option<Optimism>,
 }
 
-/// Which key files must be present and readable for the config to load.
+/// Which key and certificate files must be present and readable (and the
+/// certificates valid, with [`Config::load_with`]) for the config to load.
+/// Every check but `Skip` includes the event log secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyCheck {
-    /// Every key the file names: for checking the operator's master copy.
+    /// Every key and certificate pair the file names, and the CA bundle:
+    /// for checking the operator's master copy.
     All,
-    /// The edge box's: every replica's signing key and the event log secret.
+    /// The edge box's: every replica's envelope key, the edge box's
+    /// certificate pair, the CA bundle.
     Edge,
-    /// One replica host's: its own signing key and the event log secret.
+    /// One replica host's: its own envelope key and certificate pair, the
+    /// CA bundle.
     Replica(ReplicaId),
+    /// The operator's admin commands': the admin pair and the CA bundle.
+    Admin,
     /// None: for tools that read only addresses.
     Skip,
 }
 
 impl Config {
     /// Reads, validates and returns the config with its warnings, or every
-    /// diagnostic (errors and warnings) if it has errors.
+    /// diagnostic (errors and warnings) if it has errors. The certificate
+    /// files `keys` asks for must be readable; what they hold is not
+    /// checked (see [`Config::load_with`]).
     pub fn load(
         path: &Path,
         overrides: &Overrides,
         keys: KeyCheck,
+    ) -> Result<(Config, Diagnostics), Diagnostics> {
+        Self::load_with(path, overrides, keys, &FilesOnly)
+    }
+
+    /// Like [`Config::load`], checking each certificate pair `keys` asks
+    /// for with `certs`; a failure is a diagnostic at the value that named
+    /// the file.
+    pub fn load_with(
+        path: &Path,
+        overrides: &Overrides,
+        keys: KeyCheck,
+        certs: &dyn CertCheck,
     ) -> Result<(Config, Diagnostics), Diagnostics> {
         let source = std::fs::read_to_string(path).map_err(|e| {
             let mut r = Reporter::new(path, "");
             r.error(0..0, format!("cannot read the config file: {e}"), None);
             Diagnostics(r.into_sorted())
         })?;
-        Self::parse(path, &source, overrides, keys)
+        Self::check(path, &source, overrides, keys, certs)
     }
 
     /// Like [`Config::load`], for a file already in memory.
@@ -59,6 +81,16 @@ impl Config {
         overrides: &Overrides,
         keys: KeyCheck,
     ) -> Result<(Config, Diagnostics), Diagnostics> {
+        Self::check(path, source, overrides, keys, &FilesOnly)
+    }
+
+    fn check(
+        path: &Path,
+        source: &str,
+        overrides: &Overrides,
+        keys: KeyCheck,
+        certs: &dyn CertCheck,
+    ) -> Result<(Config, Diagnostics), Diagnostics> {
         let mut r = Reporter::new(path, source);
         let config = read(&mut r, source).and_then(|raw| {
             let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -66,6 +98,8 @@ impl Config {
                 r: &mut r,
                 base,
                 keys,
+                certs,
+                files: Default::default(),
             }
             .build(path, raw, overrides)
         });

@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
     pub eventlog: Option<S<RawEventlog>>,
     pub replica: Option<S<RawReplicaDefaults>>,
     pub keys: Option<S<RawKeys>>,
+    pub tls: Option<S<RawTls>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,7 +34,10 @@ pub(crate) struct RawReplica {
     pub eventlog: Option<S<String>>,
     pub eventlog_metrics: Option<S<String>>,
     pub metrics: Option<S<String>>,
+    pub checkpoint: Option<S<String>>,
     pub key_file: Option<S<String>>,
+    pub tls_cert: Option<S<String>>,
+    pub tls_key: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +55,8 @@ pub(crate) struct RawGatekeeper {
     pub metrics: Option<S<String>>,
     pub hold_limit: Option<S<i64>>,
     pub hold_timeout: Option<S<String>>,
+    pub tls_cert: Option<S<String>>,
+    pub tls_key: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +72,7 @@ pub(crate) struct RawEventlog {
     pub port: Option<S<i64>>,
     pub metrics_port: Option<S<i64>>,
     pub max_event_bytes: Option<S<i64>>,
+    pub max_snapshot_bytes: Option<S<i64>>,
     #[serde(default)]
     pub batch: RawBatch,
 }
@@ -82,12 +89,23 @@ pub(crate) struct RawReplicaDefaults {
     pub metrics_port: Option<S<i64>>,
     pub max_run_ahead: Option<S<i64>>,
     pub buffer_packets: Option<S<i64>>,
+    pub buffer_bytes: Option<S<i64>>,
     pub data_dir: Option<S<String>>,
     pub checkpoint_every: Option<S<i64>>,
+    pub checkpoint_port: Option<S<i64>>,
+    pub max_checkpoint_bytes: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawKeys {
     pub dir: Option<S<String>>,
     pub eventlog: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawTls {
+    pub dir: Option<S<String>>,
+    pub ca: Option<S<String>>,
+    pub admin_cert: Option<S<String>>,
+    pub admin_key: Option<S<String>>,
 }

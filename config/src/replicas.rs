@@ -1,15 +1,15 @@
 //! The replica list, from the file or from `--replicas`: ids, addresses,
-//! duplicates, and the key files each host needs.
+//! duplicates, and the files each replica's settings name.
 
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::check::Builder;
 use crate::diag::{Loc, Reporter};
-use crate::key::Key;
-use crate::load::KeyCheck;
+use crate::files::NamedReplica;
+use crate::identity::Role;
 use crate::raw::*;
 use crate::types::*;
 
@@ -17,8 +17,7 @@ impl Builder<'_, '_> {
     pub(crate) fn replicas_from_file(
         &mut self,
         raw: &[S<RawReplica>],
-        ports: &DefaultPorts,
-        key_dir: &Path,
+        defaults: &ReplicaDefaults,
     ) -> Option<Vec<ReplicaConfig>> {
         if raw.is_empty() {
             self.r.error(
@@ -61,39 +60,46 @@ impl Builder<'_, '_> {
                 r.eventlog.as_ref(),
                 "replicas.eventlog",
                 ames.ip(),
-                ports.eventlog,
+                defaults.eventlog,
             );
             let eventlog_metrics = self.addr_or_port(
                 r.eventlog_metrics.as_ref(),
                 "replicas.eventlog_metrics",
                 ames.ip(),
-                ports.eventlog_metrics,
+                defaults.eventlog_metrics,
             );
             let metrics = self.addr_or_port(
                 r.metrics.as_ref(),
                 "replicas.metrics",
                 ames.ip(),
-                ports.metrics,
+                defaults.metrics,
             );
-            let key_file = r
-                .key_file
-                .as_ref()
-                .map_or_else(|| default_key(key_dir, id), |k| self.base.join(k.get_ref()));
-            let (Some(eventlog), Some(eventlog_metrics), Some(metrics)) =
-                (eventlog, eventlog_metrics, metrics)
-            else {
-                ok = false;
-                continue;
-            };
-            let at =
-                |v: Option<&S<String>>| Loc::Span(v.map_or_else(|| entry.span(), |v| v.span()));
-            seen.check(
+            let checkpoint = self.addr_or_port(
+                r.checkpoint.as_ref(),
+                "replicas.checkpoint",
+                ames.ip(),
+                defaults.checkpoint,
+            );
+            let files = self.replica_files(id, Some(r), defaults, &Loc::Span(entry.span()));
+            let (key_file, tls) = (files.key_file.path.clone(), files.tls.paths());
+            let new_id = seen.check(
                 self.r,
                 "replica id",
                 id,
                 Loc::Span(r.id.as_ref().map_or_else(|| entry.span(), |v| v.span())),
                 "",
             );
+            if new_id {
+                self.files.replicas.push(files);
+            }
+            let (Some(eventlog), Some(eventlog_metrics), Some(metrics), Some(checkpoint)) =
+                (eventlog, eventlog_metrics, metrics, checkpoint)
+            else {
+                ok = false;
+                continue;
+            };
+            let at =
+                |v: Option<&S<String>>| Loc::Span(v.map_or_else(|| entry.span(), |v| v.span()));
             seen.check(self.r, "Ames address", ames, at(r.ames.as_ref()), "");
             let note = if r.eventlog.is_some() {
                 ""
@@ -107,11 +113,24 @@ impl Builder<'_, '_> {
                 at(r.eventlog.as_ref()),
                 note,
             );
+            let note = if r.checkpoint.is_some() {
+                ""
+            } else {
+                " (the default from the `ames` IP)"
+            };
+            seen.check(
+                self.r,
+                "checkpoint address",
+                checkpoint,
+                at(r.checkpoint.as_ref()),
+                note,
+            );
             self.check_own_ports(
                 &[
                     (eventlog, "eventlog"),
                     (eventlog_metrics, "eventlog_metrics"),
                     (metrics, "metrics"),
+                    (checkpoint, "checkpoint"),
                 ],
                 at(None),
             );
@@ -121,7 +140,9 @@ impl Builder<'_, '_> {
                 eventlog,
                 eventlog_metrics,
                 metrics,
+                checkpoint,
                 key_file,
+                tls,
             });
         }
         let count_at = Loc::Span(raw[0].span());
@@ -131,8 +152,7 @@ impl Builder<'_, '_> {
     pub(crate) fn replicas_from_option(
         &mut self,
         addrs: &[SocketAddr],
-        ports: &DefaultPorts,
-        key_dir: &Path,
+        defaults: &ReplicaDefaults,
     ) -> Option<Vec<ReplicaConfig>> {
         const OPT: &str = "--replicas";
         if addrs.is_empty() {
@@ -150,16 +170,45 @@ impl Builder<'_, '_> {
                 ok = false;
             }
             seen.check(self.r, "Ames address", ames, Loc::Option(OPT), "");
+            let files = self.replica_files(id, None, defaults, &Loc::Option(OPT));
             out.push(ReplicaConfig {
                 id,
                 ames,
-                eventlog: SocketAddr::new(ames.ip(), ports.eventlog),
-                eventlog_metrics: SocketAddr::new(ames.ip(), ports.eventlog_metrics),
-                metrics: SocketAddr::new(ames.ip(), ports.metrics),
-                key_file: default_key(key_dir, id),
+                eventlog: SocketAddr::new(ames.ip(), defaults.eventlog),
+                eventlog_metrics: SocketAddr::new(ames.ip(), defaults.eventlog_metrics),
+                metrics: SocketAddr::new(ames.ip(), defaults.metrics),
+                checkpoint: SocketAddr::new(ames.ip(), defaults.checkpoint),
+                key_file: files.key_file.path.clone(),
+                tls: files.tls.paths(),
             });
+            self.files.replicas.push(files);
         }
         self.finish_replicas(out, ok, Loc::Option(OPT))
+    }
+
+    /// Replica `id`'s files: as its table names them, else the defaults
+    /// (said to be named at `at`).
+    fn replica_files(
+        &self,
+        id: ReplicaId,
+        raw: Option<&RawReplica>,
+        defaults: &ReplicaDefaults,
+        at: &Loc,
+    ) -> NamedReplica {
+        NamedReplica {
+            id,
+            key_file: self.named(
+                raw.and_then(|r| r.key_file.as_ref()),
+                defaults.key_file(id),
+                at,
+            ),
+            tls: self.named_pair(
+                raw.and_then(|r| r.tls_cert.as_ref()),
+                raw.and_then(|r| r.tls_key.as_ref()),
+                default_pair(&defaults.tls_dir, Role::Replica(id)),
+                at,
+            ),
+        }
     }
 
     fn finish_replicas(
@@ -222,72 +271,22 @@ impl Builder<'_, '_> {
             }
         }
     }
-
-    pub(crate) fn check_keys(
-        &mut self,
-        replicas: &[ReplicaConfig],
-        eventlog: &EventlogConfig,
-        raw: &[S<RawReplica>],
-        keys: &RawKeys,
-    ) {
-        if self.keys == KeyCheck::Skip {
-            return;
-        }
-        let file_at = |id: ReplicaId| -> Loc {
-            raw.iter()
-                .find(|e| {
-                    e.get_ref()
-                        .id
-                        .as_ref()
-                        .is_some_and(|i| *i.get_ref() == i64::from(id.get()))
-                })
-                .map_or(Loc::Option("--replicas"), |e| {
-                    let r = e.get_ref();
-                    Loc::Span(r.key_file.as_ref().map_or_else(|| e.span(), |k| k.span()))
-                })
-        };
-        for replica in replicas {
-            let wanted = match self.keys {
-                KeyCheck::All | KeyCheck::Edge => true,
-                KeyCheck::Replica(id) => id == replica.id,
-                KeyCheck::Skip => false,
-            };
-            if wanted && let Err(e) = Key::load(&replica.key_file) {
-                self.r.error(
-                    file_at(replica.id),
-                    format!("replica {}: {e}", replica.id),
-                    Some(format!(
-                        "create it with `seguro keygen {}`",
-                        replica.key_file.display()
-                    )),
-                );
-            }
-        }
-        if let Err(e) = Key::load(&eventlog.secret_file) {
-            let at = keys
-                .eventlog
-                .as_ref()
-                .map_or(Loc::Span(0..0), |k| Loc::Span(k.span()));
-            self.r.error(
-                at,
-                format!("event log secret: {e}"),
-                Some(format!(
-                    "create it with `seguro keygen {}` and copy it to every host",
-                    eventlog.secret_file.display()
-                )),
-            );
-        }
-    }
 }
 
-pub(crate) struct DefaultPorts {
+/// What a replica's settings default to, from the other tables.
+pub(crate) struct ReplicaDefaults {
     pub(crate) eventlog: u16,
     pub(crate) eventlog_metrics: u16,
     pub(crate) metrics: u16,
+    pub(crate) checkpoint: u16,
+    pub(crate) key_dir: PathBuf,
+    pub(crate) tls_dir: PathBuf,
 }
 
-fn default_key(dir: &Path, id: ReplicaId) -> PathBuf {
-    dir.join(format!("replica-{id}.key"))
+impl ReplicaDefaults {
+    fn key_file(&self, id: ReplicaId) -> PathBuf {
+        self.key_dir.join(format!("replica-{id}.key"))
+    }
 }
 
 /// First sighting of each value, to report duplicates against it.
@@ -296,7 +295,8 @@ struct Seen(HashMap<(&'static str, String), Loc>);
 
 impl Seen {
     /// Reports `value` if a `kind` with the same value was seen before;
-    /// `note` says where a defaulted value came from.
+    /// `note` says where a defaulted value came from. `true` for a first
+    /// sighting.
     pub(crate) fn check(
         &mut self,
         r: &mut Reporter<'_>,
@@ -304,7 +304,7 @@ impl Seen {
         value: impl Display,
         at: Loc,
         note: &str,
-    ) {
+    ) -> bool {
         let shown = value.to_string();
         match self.0.get(&(kind, shown.clone())) {
             Some(first) => {
@@ -316,10 +316,72 @@ impl Seen {
                         "first given at {place}; each replica needs its own"
                     )),
                 );
+                false
             }
             None => {
                 self.0.insert((kind, shown), at);
+                true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::load::{KeyCheck, Overrides};
+    use crate::types::*;
+
+    const CONFIG: &str = r#"cluster = "c"
+[ship]
+public = "192.0.2.1:34543"
+[[replicas]]
+id = 1
+ames = "10.0.1.1:34543"
+[lb]
+interface = "eth0"
+[gatekeeper]
+listen = "10.0.1.254:4720"
+[etcd]
+endpoints = ["https://10.0.1.254:2379"]
+[replica]
+checkpoint_port = 4800
+[tls]
+dir = "/etc/seguro/certs"
+"#;
+
+    #[test]
+    fn replicas_from_the_option_take_every_default() {
+        let overrides = Overrides {
+            replicas: Some(vec![
+                "10.9.0.1:1".parse().unwrap(),
+                "10.9.0.2:1".parse().unwrap(),
+            ]),
+            optimism: None,
+        };
+        let path = Path::new("/etc/seguro/seguro.toml");
+        let (config, _) = Config::parse(path, CONFIG, &overrides, KeyCheck::Skip).unwrap();
+        let two = &config.replicas[1];
+        assert_eq!(two.checkpoint, "10.9.0.2:4800".parse().unwrap());
+        assert_eq!(
+            two.tls,
+            CertPair {
+                cert: "/etc/seguro/certs/replica-2.crt".into(),
+                key: "/etc/seguro/certs/replica-2.key".into(),
+            }
+        );
+        assert_eq!(two.key_file, Path::new("/etc/seguro/keys/replica-2.key"));
+        assert_eq!(config.tls.ca, Path::new("/etc/seguro/certs/ca.crt"));
+        // The other new settings' defaults.
+        assert_eq!(config.agent.buffer_bytes, 64 << 20);
+        assert_eq!(config.agent.max_checkpoint_bytes, 1 << 30);
+        assert_eq!(config.eventlog.max_snapshot_bytes, 4 << 30);
+        let (from_file, _) =
+            Config::parse(path, CONFIG, &Overrides::default(), KeyCheck::Skip).unwrap();
+        assert_eq!(
+            from_file.replicas[0].checkpoint,
+            "10.0.1.1:4800".parse().unwrap()
+        );
     }
 }

@@ -1,13 +1,19 @@
-//! The settings tables: `[etcd]`, `[eventlog]`, `[replica]`, `[lb]` and
-//! `[gatekeeper]`.
+//! The settings tables: `[etcd]`, `[eventlog]`, `[replica]`, `[lb]`,
+//! `[gatekeeper]` and `[tls]`.
 
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::check::*;
+use crate::diag::Loc;
+use crate::identity::Role;
 use crate::raw::*;
 use crate::types::*;
+
+/// Why etcd's endpoints must be `https://`, for hints.
+const ETCD_OVER_TLS: &str =
+    "etcd is reached over TLS with client certificates: use https:// and see docs/DEPLOY.md";
 
 impl Builder<'_, '_> {
     pub(crate) fn etcd(&mut self, raw: &RawEtcd, at: Option<Range<usize>>) -> Option<EtcdConfig> {
@@ -17,7 +23,7 @@ impl Builder<'_, '_> {
                     at,
                     "endpoints",
                     "etcd",
-                    "[\"http://10.0.0.1:2379\"]",
+                    "[\"https://10.0.0.1:2379\"]",
                     "etcd's client URLs",
                 );
                 None
@@ -26,7 +32,7 @@ impl Builder<'_, '_> {
                 self.r.error(
                     list.span(),
                     "etcd.endpoints is empty",
-                    Some("list at least one `http://host:port`".into()),
+                    Some("list at least one `https://host:port`".into()),
                 );
                 None
             }
@@ -34,10 +40,14 @@ impl Builder<'_, '_> {
                 let mut ok = true;
                 for e in list.get_ref() {
                     if let Err(why) = check_endpoint(e.get_ref()) {
+                        let hint = match why {
+                            EndpointError::NotHttps => ETCD_OVER_TLS.into(),
+                            _ => "write it like \"https://10.0.0.1:2379\"".into(),
+                        };
                         self.r.error(
                             e.span(),
                             format!("etcd.endpoints: `{}` {why}", e.get_ref()),
-                            Some("write it like \"http://10.0.0.1:2379\"".into()),
+                            Some(hint),
                         );
                         ok = false;
                     }
@@ -110,6 +120,13 @@ impl Builder<'_, '_> {
             MIB,
             " bytes",
         );
+        let max_snapshot_bytes = self.int(
+            raw.max_snapshot_bytes.as_ref(),
+            "eventlog.max_snapshot_bytes",
+            MIB..TIB + 1,
+            4 * GIB,
+            " bytes",
+        );
         let max_events = self.int(
             raw.batch.max_events.as_ref(),
             "eventlog.batch.max_events",
@@ -155,11 +172,13 @@ impl Builder<'_, '_> {
                 .map_or(0..0, |v| v.span());
             self.r.error(span, format!("eventlog.batch.max_bytes ({batch}) is smaller than eventlog.max_event_bytes ({event})"), Some("a batch must fit at least one event of the largest size".into()));
         }
-        let secret_file = keys
-            .eventlog
-            .as_ref()
-            .map(|k| self.base.join(k.get_ref()))
-            .unwrap_or_else(|| self.key_dir(keys).join("eventlog.key"));
+        let secret = self.named(
+            keys.eventlog.as_ref(),
+            self.key_dir(keys).join("eventlog.key"),
+            &Loc::Span(0..0),
+        );
+        let secret_file = secret.path.clone();
+        self.files.eventlog_secret = Some(secret);
         let config = (|| {
             Some(EventlogConfig {
                 data_dir,
@@ -169,6 +188,7 @@ impl Builder<'_, '_> {
                     max_bytes: max_bytes? as usize,
                     max_linger: max_linger?,
                 },
+                max_snapshot_bytes: max_snapshot_bytes? as u64,
                 secret_file,
             })
         })();
@@ -196,6 +216,20 @@ impl Builder<'_, '_> {
             65536,
             " packets",
         );
+        let buffer_bytes = self.int(
+            raw.buffer_bytes.as_ref(),
+            "replica.buffer_bytes",
+            MIB..4 * GIB + 1,
+            64 * MIB,
+            " bytes",
+        );
+        let max_checkpoint_bytes = self.int(
+            raw.max_checkpoint_bytes.as_ref(),
+            "replica.max_checkpoint_bytes",
+            MIB..64 * GIB + 1,
+            GIB,
+            " bytes",
+        );
         let checkpoint_every = self.int(
             raw.checkpoint_every.as_ref(),
             "replica.checkpoint_every",
@@ -210,8 +244,10 @@ impl Builder<'_, '_> {
         Some(AgentConfig {
             max_run_ahead: max_run_ahead? as usize,
             buffer_packets: buffer_packets? as usize,
+            buffer_bytes: buffer_bytes? as usize,
             data_dir,
             checkpoint_every: checkpoint_every? as u64,
+            max_checkpoint_bytes: max_checkpoint_bytes? as u64,
         })
     }
 
@@ -263,7 +299,16 @@ impl Builder<'_, '_> {
         &mut self,
         raw: &RawGatekeeper,
         at: Option<Range<usize>>,
+        tls_dir: &Path,
     ) -> Option<GatekeeperConfig> {
+        let tls = self.named_pair(
+            raw.tls_cert.as_ref(),
+            raw.tls_key.as_ref(),
+            default_pair(tls_dir, Role::Edge),
+            &Loc::Span(at.clone().unwrap_or(0..0)),
+        );
+        let pair = tls.paths();
+        self.files.edge = Some(tls);
         let listen = match &raw.listen {
             None => {
                 self.missing(
@@ -309,24 +354,57 @@ impl Builder<'_, '_> {
             metrics: metrics?,
             hold_limit: hold_limit? as usize,
             hold_timeout: hold_timeout?,
+            tls: pair,
         })
+    }
+
+    /// `[tls]`: paths only, so nothing here is an error; the files are
+    /// checked once the replicas are known.
+    pub(crate) fn tls(&mut self, raw: &RawTls, at: Option<Range<usize>>) -> TlsConfig {
+        let table = Loc::Span(at.unwrap_or(0..0));
+        let dir = raw
+            .dir
+            .as_ref()
+            .map_or_else(|| self.base.join("tls"), |d| self.base.join(d.get_ref()));
+        let ca = self.named(raw.ca.as_ref(), dir.join("ca.crt"), &table);
+        let admin = self.named_pair(
+            raw.admin_cert.as_ref(),
+            raw.admin_key.as_ref(),
+            default_pair(&dir, Role::Admin),
+            &table,
+        );
+        let config = TlsConfig {
+            ca: ca.path.clone(),
+            admin: admin.paths(),
+            dir,
+        };
+        self.files.ca = Some(ca);
+        self.files.admin = Some(admin);
+        config
     }
 }
 
-fn check_endpoint(s: &str) -> Result<(), &'static str> {
-    let rest = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-        .unwrap_or(s);
-    if rest.contains("://") {
-        return Err("has a scheme other than http or https");
-    }
-    let (host, port) = rest.rsplit_once(':').ok_or("has no port")?;
+/// What is wrong with an etcd endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum EndpointError {
+    #[error("is not an https:// URL")]
+    NotHttps,
+    #[error("has no port")]
+    NoPort,
+    #[error("has no host")]
+    NoHost,
+    #[error("has no valid port")]
+    BadPort,
+}
+
+fn check_endpoint(s: &str) -> Result<(), EndpointError> {
+    let rest = s.strip_prefix("https://").ok_or(EndpointError::NotHttps)?;
+    let (host, port) = rest.rsplit_once(':').ok_or(EndpointError::NoPort)?;
     if host.is_empty() || host.contains('/') {
-        return Err("has no host");
+        return Err(EndpointError::NoHost);
     }
     match port.parse::<u16>() {
         Ok(p) if p != 0 => Ok(()),
-        _ => Err("has no valid port"),
+        _ => Err(EndpointError::BadPort),
     }
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::identity::{Identity, Role};
+
 /// The most replicas a cluster may have: the edge box clones each inbound
 /// packet once per replica in a bounded loop, and quorum latency grows with
 /// the count long before this.
@@ -153,11 +155,29 @@ pub struct Config {
     pub etcd: EtcdConfig,
     pub eventlog: EventlogConfig,
     pub agent: AgentConfig,
+    pub tls: TlsConfig,
 }
 
 impl Config {
     pub fn replica(&self, id: ReplicaId) -> Option<&ReplicaConfig> {
         self.replicas.iter().find(|r| r.id == id)
+    }
+
+    /// `role` in this cluster, as its certificate names it.
+    pub fn identity(&self, role: Role) -> Identity {
+        Identity::new(self.cluster.clone(), role)
+    }
+
+    /// The certificate and key the config names for `role`: a replica's
+    /// (`None` if the config has no such replica), the edge box's, the
+    /// admin's. etcd reads its own from its command line, so `None`.
+    pub fn cert_pair(&self, role: Role) -> Option<&CertPair> {
+        match role {
+            Role::Replica(id) => self.replica(id).map(|r| &r.tls),
+            Role::Edge => Some(&self.gatekeeper.tls),
+            Role::Admin => Some(&self.tls.admin),
+            Role::Etcd => None,
+        }
     }
 
     /// How many replicas must hold an event for it to be committed.
@@ -189,8 +209,13 @@ pub struct ReplicaConfig {
     pub eventlog_metrics: SocketAddr,
     /// Prometheus metrics of this replica's agent.
     pub metrics: SocketAddr,
+    /// The agent's checkpoint listener (TCP, mutual TLS), where a wiped
+    /// peer fetches its latest checkpoint.
+    pub checkpoint: SocketAddr,
     /// The secret this replica signs its effect envelopes with.
     pub key_file: PathBuf,
+    /// This replica's TLS identity, for its event log node and its agent.
+    pub tls: CertPair,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,11 +239,13 @@ pub struct GatekeeperConfig {
     pub hold_limit: usize,
     /// Longest an effect may wait for its event to commit before it is dropped.
     pub hold_timeout: Duration,
+    /// The edge box's TLS identity, used by the gatekeeper and `seguro status`.
+    pub tls: CertPair,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
-    /// `http://host:port` URLs.
+    /// `https://host:port` URLs: etcd is reached over mutual TLS.
     pub endpoints: Vec<String>,
     /// TTL of the leases behind leadership and the active gatekeeper.
     pub lease_ttl: Duration,
@@ -234,6 +261,8 @@ pub struct EventlogConfig {
     pub max_event_bytes: usize,
     /// How a client merges concurrent appends into one Raft entry.
     pub batch: BatchLimits,
+    /// Largest snapshot a node sends or accepts.
+    pub max_snapshot_bytes: u64,
     /// The secret shared by the event log nodes and their clients.
     pub secret_file: PathBuf,
 }
@@ -256,15 +285,54 @@ pub struct AgentConfig {
     pub max_run_ahead: usize,
     /// Most inbound packets a follower keeps for a promotion.
     pub buffer_packets: usize,
+    /// Most bytes of inbound packets a follower keeps for a promotion.
+    pub buffer_bytes: usize,
     /// Each agent keeps its ship's checkpoints in `<data_dir>/replica-<id>`.
     pub data_dir: PathBuf,
     /// How many committed events between two checkpoints of the ship.
     pub checkpoint_every: u64,
+    /// Largest checkpoint an agent serves or accepts from a peer.
+    pub max_checkpoint_bytes: u64,
 }
 
 impl AgentConfig {
     pub fn node_dir(&self, id: ReplicaId) -> PathBuf {
         node_dir(&self.data_dir, id)
+    }
+}
+
+/// A certificate (chain, leaf first) and its private key: one role's TLS
+/// identity, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The `[tls]` table: the CA every part trusts, and where certificates are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Where certificates are unless the config names them, and where
+    /// `seguro certs` makes the CA and etcd's pair.
+    pub dir: PathBuf,
+    /// The bundle of CAs every part trusts: one, or two during a rotation.
+    pub ca: PathBuf,
+    /// The operator's identity, for admin commands.
+    pub admin: CertPair,
+}
+
+impl TlsConfig {
+    /// Where `role`'s certificate and key are unless the config names
+    /// them: `<dir>/<role>.crt` and `<dir>/<role>.key`.
+    pub fn default_pair(&self, role: Role) -> CertPair {
+        default_pair(&self.dir, role)
+    }
+}
+
+pub(crate) fn default_pair(dir: &std::path::Path, role: Role) -> CertPair {
+    CertPair {
+        cert: dir.join(format!("{role}.crt")),
+        key: dir.join(format!("{role}.key")),
     }
 }
 

@@ -90,6 +90,7 @@ pub(crate) fn known_keys(table: &[String]) -> &'static [&'static str] {
         ["eventlog", "batch"] => serde_introspect::<RawBatch>(),
         ["replica"] => serde_introspect::<RawReplicaDefaults>(),
         ["keys"] => serde_introspect::<RawKeys>(),
+        ["tls"] => serde_introspect::<RawTls>(),
         _ => &[],
     }
 }

@@ -17,6 +17,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         KeysScope::All => KeyCheck::All,
         KeysScope::Edge => KeyCheck::Edge,
         KeysScope::Replica(id) => KeyCheck::Replica(id),
+        KeysScope::Admin => KeyCheck::Admin,
         KeysScope::None => KeyCheck::Skip,
     };
     let config = super::load_config(&args.file, &args.overrides, keys)?;

@@ -1,6 +1,7 @@
 //! What each subcommand does, and how failures become exit codes.
 
 pub mod ames;
+pub mod certs;
 pub mod config;
 pub mod eventlog;
 pub mod gatekeeper;
@@ -34,12 +35,30 @@ pub fn report(e: anyhow::Error) -> ExitCode {
         eprintln!("{n} error{} in the config", if n == 1 { "" } else { "s" });
         return ExitCode::from(EXIT_USAGE);
     }
-    eprintln!("error: {e:#}");
+    eprintln!("error: {}", causes(&e));
     if e.downcast_ref::<UsageError>().is_some() {
         ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `e` and its causes joined by `: `, as `{:#}` does, but without a cause
+/// whose text the error before it already ends with: many errors say their
+/// source in their own message as well as return it.
+fn causes(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.ends_with(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 impl From<&OverrideArgs> for Overrides {
@@ -52,13 +71,16 @@ impl From<&OverrideArgs> for Overrides {
 }
 
 /// Loads the config for a command, printing its warnings; errors come back
-/// as [`Diagnostics`] so that [`report`] exits 2.
+/// as [`Diagnostics`] so that [`report`] exits 2. The certificates `keys`
+/// asks for are checked as the daemons load them (chain, validity,
+/// identity, key).
 pub fn load_config(
     path: &std::path::Path,
     overrides: &OverrideArgs,
     keys: KeyCheck,
 ) -> anyhow::Result<Config> {
-    let (config, warnings) = Config::load(path, &overrides.into(), keys)?;
+    let certs = trust::check::Certificates;
+    let (config, warnings) = Config::load_with(path, &overrides.into(), keys, &certs)?;
     for w in warnings.iter() {
         eprintln!("{w}");
     }
@@ -140,4 +162,23 @@ pub fn known_replica(config: &Config, id: ReplicaId) -> anyhow::Result<&ReplicaC
         ))
         .into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_its_effect_already_says_is_not_said_twice() {
+        let source = std::io::Error::other("disk on fire");
+        let read = config::KeyError::Read {
+            path: "k.key".into(),
+            source,
+        };
+        let e = anyhow::Error::new(read).context("cannot start");
+        assert_eq!(
+            super::causes(&e),
+            "cannot start: cannot read key file k.key: disk on fire"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::causes(&e), "outer: inner");
+    }
 }

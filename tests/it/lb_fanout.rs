@@ -192,7 +192,7 @@ impl Edge {
             "lbtest",
             ship,
             SocketAddr::new(ship.ip(), 4720),
-            "http://127.0.0.1:2379",
+            "https://127.0.0.1:2379",
         );
         for &i in replicas {
             let ames = SocketAddr::new(self.lab.replica_ip(i, self.family), REPLICA_PORT);
@@ -959,7 +959,7 @@ fn not_root_is_refused_with_its_own_exit_code() {
 
 fn minimal_config(mode: LbMode, interface: &str) -> ClusterFile {
     let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    let mut f = ClusterFile::new("t", local(34543), local(4720), "http://127.0.0.1:2379");
+    let mut f = ClusterFile::new("t", local(34543), local(4720), "https://127.0.0.1:2379");
     f.replicas
         .push(Replica::new(1, SocketAddr::from(([127, 0, 0, 2], 4000))));
     f.lb.interface = interface.into();

@@ -5,6 +5,7 @@
 //! names.
 
 mod ames_decode;
+mod certs;
 mod cluster;
 mod config_check;
 mod edge_box;

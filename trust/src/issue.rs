@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime};
 use config::{Identity, Role};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _,
 };
+use rustls_pki_types::pem::SectionKind;
 
 /// How long a new CA is valid by default.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -33,6 +34,17 @@ pub enum IssueError {
         path: std::path::PathBuf,
         #[source]
         source: rcgen::Error,
+    },
+    #[error("{path} is not a PEM file of certificates: {source}")]
+    BadPem {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("no certificate in {cert} is the CA whose key is {key}")]
+    NoMatchingCa {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
     },
 }
 
@@ -83,7 +95,9 @@ impl Authority {
         })
     }
 
-    /// The CA whose certificate and key are in these files.
+    /// The CA whose key is in `key`, its certificate the one in `cert`
+    /// with that key's public half: `cert` may be a bundle of several CAs
+    /// (during a rotation).
     pub fn load(cert: &Path, key: &Path) -> Result<Authority, IssueError> {
         let read = |path: &Path| {
             std::fs::read_to_string(path).map_err(|source| IssueError::Read {
@@ -91,13 +105,23 @@ impl Authority {
                 source,
             })
         };
-        let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+        let (bundle, key_pem) = (read(cert)?, read(key)?);
+        let key_path = key;
         let key = KeyPair::from_pem(&key_pem).map_err(|source| IssueError::BadCa {
-            path: key.to_owned(),
+            path: key_path.to_owned(),
             source,
         })?;
+        let (cert_pem, der) = ca_of(&bundle, &key)
+            .map_err(|source| IssueError::BadPem {
+                path: cert.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| IssueError::NoMatchingCa {
+                cert: cert.to_owned(),
+                key: key_path.to_owned(),
+            })?;
         let issuer =
-            Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|source| IssueError::BadCa {
+            Issuer::from_ca_cert_der(&der.into(), key).map_err(|source| IssueError::BadCa {
                 path: cert.to_owned(),
                 source,
             })?;
@@ -134,6 +158,34 @@ impl Authority {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+}
+
+/// The certificate in `bundle` whose public key is `key`'s: its PEM text
+/// and DER.
+fn ca_of(
+    bundle: &str,
+    key: &KeyPair,
+) -> Result<Option<(String, Vec<u8>)>, rustls_pki_types::pem::Error> {
+    let mut rest = bundle.as_bytes();
+    loop {
+        let before = rest;
+        let Some((kind, der)) = rustls_pki_types::pem::from_buf(&mut rest)? else {
+            return Ok(None);
+        };
+        if kind != SectionKind::Certificate {
+            continue;
+        }
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+            continue;
+        };
+        if *cert.public_key().subject_public_key.data == *key.der_bytes() {
+            let text = &before[..before.len() - rest.len()];
+            return Ok(Some((
+                String::from_utf8_lossy(text).trim().to_owned() + "\n",
+                der,
+            )));
+        }
     }
 }
 
@@ -250,6 +302,40 @@ mod tests {
             key: write(dir.path(), "a.key", &issued.key_pem),
         };
         Credentials::load(admin, files).unwrap();
+    }
+
+    #[test]
+    fn a_bundle_of_two_cas_yields_the_one_whose_key_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Authority::create("c", Validity::from_now(CA_VALIDITY)).unwrap();
+        let new = Authority::create("c", Validity::from_now(CA_VALIDITY)).unwrap();
+        let bundle = write(
+            dir.path(),
+            "bundle.crt",
+            &format!("{}{}", old.cert_pem(), new.cert_pem()),
+        );
+        let new_key = write(dir.path(), "new.key", &new.key_pem());
+        let loaded = Authority::load(&bundle, &new_key).unwrap();
+        assert_eq!(loaded.cert_pem().trim(), new.cert_pem().trim());
+
+        // What it issues chains to the new CA alone.
+        let edge = Identity::new("c", Role::Edge);
+        let issued = loaded
+            .issue(&edge, Validity::from_now(LEAF_VALIDITY))
+            .unwrap();
+        let files = |ca: &str, name: &str| Files {
+            ca: write(dir.path(), &format!("{name}-ca.crt"), ca),
+            cert: write(dir.path(), &format!("{name}.crt"), &issued.cert_pem),
+            key: write(dir.path(), &format!("{name}.key"), &issued.key_pem),
+        };
+        Credentials::load(edge.clone(), files(new.cert_pem(), "n")).unwrap();
+        assert!(Credentials::load(edge, files(old.cert_pem(), "o")).is_err());
+
+        // A key that is no CA's in the file.
+        let other = Authority::create("c", Validity::from_now(CA_VALIDITY)).unwrap();
+        let other_key = write(dir.path(), "other.key", &other.key_pem());
+        let err = Authority::load(&bundle, &other_key).err().unwrap();
+        assert!(matches!(err, IssueError::NoMatchingCa { .. }), "{err}");
     }
 
     #[test]

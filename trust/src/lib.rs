@@ -9,7 +9,10 @@
 //! request by the identity of the certificate it came with.
 //!
 //! - [`issue`]: making the cluster's CA and issuing certificates
-//!   (`seguro certs`).
+//!   (`seguro certs`); [`inspect`]: what a certificate file says
+//!   (`seguro certs show`).
+//! - [`check`]: the [`config::CertCheck`] that `seguro config check` and
+//!   every daemon load their config with.
 //! - [`pem`]: reading certificates, keys and CA bundles from files.
 //! - [`Credentials`]: one process's certificate, key and trusted CAs,
 //!   reloaded in place on SIGHUP; the rustls configs built from them.
@@ -18,8 +21,10 @@
 //!   that checks the server's identity.
 //! - [`peer`]: the identity a connection or request proved.
 
+pub mod check;
 pub mod client;
 mod credentials;
+pub mod inspect;
 pub mod issue;
 pub mod peer;
 pub mod pem;

@@ -419,7 +419,7 @@ impl Running {
                     "bench",
                     ship,
                     SocketAddr::new(ship.ip(), 4720),
-                    "http://127.0.0.1:2379",
+                    "https://127.0.0.1:2379",
                 );
                 for (i, r) in (1..).zip(&replicas) {
                     file.replicas.push(Replica::new(i, *r));
