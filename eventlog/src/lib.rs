@@ -12,6 +12,8 @@
 mod app;
 mod command;
 mod fence;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod machine;
 mod metrics;

@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use eventlog_client::limits::{READ_CHUNK_BYTES, READ_CHUNK_EVENTS};
 use eventlog_client::{AppendError, LogIndex, Role};
 use futures::{Stream, StreamExt};
 use openraft::errors::ClientWriteError;
@@ -24,9 +25,6 @@ use crate::metrics as m;
 use crate::proto::{self, event_log_server};
 use crate::raft::TypeConfig;
 use crate::types::{Epoch, EventNum};
-
-/// A read sends at most this much event data per message.
-const READ_CHUNK_BYTES: usize = 1 << 20;
 
 pub(crate) struct ApiService {
     ctx: Ctx,
@@ -230,13 +228,25 @@ impl event_log_server::EventLog for ApiService {
         // Batches are proposed in the order they arrive and answered in the
         // same order: Raft applies them in log order.
         tokio::spawn(async move {
-            while let Some(Ok(req)) = input.next().await {
-                if tx.send(submit(&ctx, req).await).is_err() {
+            while let Some(req) = input.next().await {
+                // A request that cannot be read (over the message limit,
+                // say) ends the stream, after the answers before it, with
+                // why.
+                let (next, end) = match req {
+                    Ok(req) => (Ok(submit(&ctx, req).await), false),
+                    Err(status) => (Err(status), true),
+                };
+                if tx.send(next).is_err() || end {
                     break;
                 }
             }
         });
-        let out = UnboundedReceiverStream::new(rx).then(|p| async move { Ok(p.resolve().await) });
+        let out = UnboundedReceiverStream::new(rx).then(|p| async move {
+            match p {
+                Ok(p) => Ok(p.resolve().await),
+                Err(status) => Err(status),
+            }
+        });
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -307,6 +317,9 @@ impl event_log_server::EventLog for ApiService {
                 }
                 let upto = end.map_or(pos.fence.last, |e| e.min(pos.fence.last));
                 if next <= upto {
+                    // A chunk's events are bounded in number as well as in
+                    // bytes: the client's message limit counts both.
+                    let upto = upto.min(EventNum(next.get().saturating_add(READ_CHUNK_EVENTS - 1)));
                     let events = running
                         .sm
                         .with_machine(|m| m.read(next, upto, READ_CHUNK_BYTES));
@@ -536,6 +549,13 @@ mod tests {
         let limits = Limits {
             max_event_bytes: 100,
             max_batch_bytes: 250,
+            // Not what `validate` looks at.
+            messages: eventlog_client::MessageLimits {
+                api_request: 0,
+                api_response: 0,
+                admin: 0,
+            },
+            max_snapshot_bytes: 0,
         };
         assert!(validate(limits, req(5, &[100, 100])).is_ok());
         assert_eq!(
