@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, AgentError, Parts, Settings};
+use crate::buffer::DEFAULT_BUFFER_BYTES;
 use crate::checkpoint::CheckpointStore;
 use crate::port::AgentPort;
 use crate::runtime::{RuntimeError, ShipRuntime};
@@ -160,6 +161,7 @@ impl Wired {
                 ttl: config.etcd.lease_ttl,
                 max_run_ahead: config.agent.max_run_ahead as u64,
                 buffer_packets: config.agent.buffer_packets,
+                buffer_bytes: DEFAULT_BUFFER_BYTES,
                 gatekeeper: config.gatekeeper.listen,
             },
             log: eventlog_client::Client::new(config, secret.clone()),

@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use bytes::Bytes;
 use eventlog_client::auth::{self, Signer, Verifier};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Limited};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::checkpoint::{Checkpoint, CheckpointDecodeError, CheckpointStore};
@@ -77,15 +77,19 @@ pub enum FetchError {
     Status(SocketAddr, StatusCode),
     #[error("{0} sent a damaged checkpoint: {1}")]
     Corrupt(SocketAddr, #[source] CheckpointDecodeError),
+    #[error("{0} sent a checkpoint of more than {1} bytes")]
+    TooLarge(SocketAddr, u64),
     #[error("{0} did not answer within {1:?}")]
     Timeout(SocketAddr, Duration),
 }
 
-/// Asks the agent at `addr` for its latest checkpoint.
+/// Asks the agent at `addr` for its latest checkpoint, reading no more
+/// than `max_bytes` of it.
 pub async fn fetch(
     addr: SocketAddr,
     signer: &Signer,
     limit: Duration,
+    max_bytes: u64,
 ) -> Result<Checkpoint, FetchError> {
     let request = async {
         let stream = tokio::net::TcpStream::connect(addr)
@@ -108,15 +112,55 @@ pub async fn fetch(
         if response.status() != StatusCode::OK {
             return Err(FetchError::Status(addr, response.status()));
         }
-        let body = response
-            .into_body()
+        let cap = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let body = Limited::new(response.into_body(), cap)
             .collect()
             .await
-            .map_err(|e| FetchError::Http(addr, e))?
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(e) => FetchError::Http(addr, *e),
+                // `Limited`'s only other error: the body passed `cap`.
+                Err(_) => FetchError::TooLarge(addr, max_bytes),
+            })?
             .to_bytes();
-        Checkpoint::decode(&body).map_err(|e| FetchError::Corrupt(addr, e))
+        Checkpoint::decode(&body, max_bytes).map_err(|e| FetchError::Corrupt(addr, e))
     };
     tokio::time::timeout(limit, request)
         .await
         .map_err(|_| FetchError::Timeout(addr, limit))?
+}
+
+#[cfg(test)]
+mod tests {
+    use config::Key;
+    use leadership::EventNum;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_peer_checkpoint_over_the_limit_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path());
+        let checkpoint = Checkpoint {
+            last: EventNum(5),
+            state: vec![3; 100_000],
+        };
+        store.save(&checkpoint).unwrap();
+        let key = Key::from_bytes([4; 32]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = PrometheusBuilder::new().build_recorder().handle();
+        tokio::spawn(serve(listener, metrics, store, Verifier::new(key.clone())));
+        let signer = Signer::new(key, 0);
+        let limit = Duration::from_secs(10);
+
+        let len = checkpoint.encode().len() as u64;
+        let got = fetch(addr, &signer, limit, len).await.unwrap();
+        assert_eq!(got, checkpoint);
+        let refused = fetch(addr, &signer, limit, len - 1).await.unwrap_err();
+        assert!(
+            matches!(refused, FetchError::TooLarge(a, l) if a == addr && l == len - 1),
+            "{refused}"
+        );
+    }
 }

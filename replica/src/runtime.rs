@@ -206,7 +206,8 @@ impl ShipRuntime {
         loop {
             let mut best: Option<Checkpoint> = None;
             for &peer in &self.peers {
-                match peer::fetch(peer, &self.signer, Duration::from_secs(10)).await {
+                let max_bytes = self.store.max_bytes();
+                match peer::fetch(peer, &self.signer, Duration::from_secs(10), max_bytes).await {
                     Ok(c)
                         if c.last >= at_least && best.as_ref().is_none_or(|b| c.last > b.last) =>
                     {
