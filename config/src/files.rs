@@ -104,7 +104,6 @@ pub(crate) struct Inventory {
     pub(crate) edge: Option<NamedPair>,
     pub(crate) admin: Option<NamedPair>,
     pub(crate) ca: Option<Named>,
-    pub(crate) eventlog_secret: Option<Named>,
 }
 
 impl KeyCheck {
@@ -157,7 +156,6 @@ impl Builder<'_, '_> {
                 files.edge.as_ref().map(|p| &p.key),
             ),
             ("the admin TLS key", files.admin.as_ref().map(|p| &p.key)),
-            ("the event log secret", files.eventlog_secret.as_ref()),
             ("the CA bundle", files.ca.as_ref()),
         ];
         for (what, named) in roles {
@@ -189,8 +187,8 @@ impl Builder<'_, '_> {
         }
     }
 
-    /// The envelope keys this host needs, and the event log secret; two
-    /// replicas' keys may not be the same key.
+    /// The envelope keys this host needs; two replicas' keys may not be the
+    /// same key.
     fn check_keys(&mut self, files: &Inventory) {
         let mut loaded: Vec<(&NamedReplica, Key)> = Vec::new();
         for replica in &files.replicas {
@@ -229,18 +227,6 @@ impl Builder<'_, '_> {
                     )),
                 );
             }
-        }
-        if let Some(secret) = &files.eventlog_secret
-            && let Err(e) = Key::load(&secret.path)
-        {
-            self.r.error(
-                secret.at.clone(),
-                format!("event log secret: {e}"),
-                Some(format!(
-                    "create it with `seguro keygen {}` and copy it to every host",
-                    secret.path.display()
-                )),
-            );
         }
     }
 

@@ -375,7 +375,7 @@ dir = "/etc/seguro/certs"
         assert_eq!(config.tls.ca, Path::new("/etc/seguro/certs/ca.crt"));
         // The other new settings' defaults.
         assert_eq!(config.agent.buffer_bytes, 64 << 20);
-        assert_eq!(config.agent.max_checkpoint_bytes, 1 << 30);
+        assert_eq!(config.agent.max_checkpoint_bytes, 4 << 30);
         assert_eq!(config.eventlog.max_snapshot_bytes, 4 << 30);
         let (from_file, _) =
             Config::parse(path, CONFIG, &Overrides::default(), KeyCheck::Skip).unwrap();

@@ -172,13 +172,17 @@ impl Builder<'_, '_> {
                 .map_or(0..0, |v| v.span());
             self.r.error(span, format!("eventlog.batch.max_bytes ({batch}) is smaller than eventlog.max_event_bytes ({event})"), Some("a batch must fit at least one event of the largest size".into()));
         }
-        let secret = self.named(
-            keys.eventlog.as_ref(),
-            self.key_dir(keys).join("eventlog.key"),
-            &Loc::Span(0..0),
-        );
-        let secret_file = secret.path.clone();
-        self.files.eventlog_secret = Some(secret);
+        if let Some(old) = &keys.eventlog {
+            self.r.error(
+                old.span(),
+                "keys.eventlog: the event log's shared secret is gone".to_owned(),
+                Some(
+                    "every part now proves who it is with its TLS certificate ([tls]; \
+                     `seguro certs`, docs/DEPLOY.md): remove this line and the key file"
+                        .into(),
+                ),
+            );
+        }
         let config = (|| {
             Some(EventlogConfig {
                 data_dir,
@@ -189,7 +193,6 @@ impl Builder<'_, '_> {
                     max_linger: max_linger?,
                 },
                 max_snapshot_bytes: max_snapshot_bytes? as u64,
-                secret_file,
             })
         })();
         (config, port, metrics_port)
@@ -227,7 +230,7 @@ impl Builder<'_, '_> {
             raw.max_checkpoint_bytes.as_ref(),
             "replica.max_checkpoint_bytes",
             MIB..64 * GIB + 1,
-            GIB,
+            4 * GIB,
             " bytes",
         );
         let checkpoint_every = self.int(

@@ -263,8 +263,6 @@ pub struct EventlogConfig {
     pub batch: BatchLimits,
     /// Largest snapshot a node sends or accepts.
     pub max_snapshot_bytes: u64,
-    /// The secret shared by the event log nodes and their clients.
-    pub secret_file: PathBuf,
 }
 
 impl EventlogConfig {

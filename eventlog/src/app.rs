@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use config::ReplicaId;
+use config::{EventlogConfig, ReplicaId};
+use eventlog_client::MessageLimits;
 use openraft::rt::WatchReceiver;
 use tokio::sync::watch;
 
@@ -16,11 +17,26 @@ use crate::sm::StateMachine;
 use crate::storage::LogStore;
 use crate::types::CommitState;
 
-/// Largest event and batch the node accepts (from `[eventlog]`).
+/// Largest event, batch, message and snapshot the node accepts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     pub max_event_bytes: u64,
     pub max_batch_bytes: u64,
+    /// Every gRPC message's, from the two above.
+    pub messages: MessageLimits,
+    /// An installed snapshot's ([`crate::NodeOptions::max_snapshot_bytes`]).
+    pub max_snapshot_bytes: u64,
+}
+
+impl Limits {
+    pub fn new(config: &EventlogConfig, max_snapshot_bytes: u64) -> Self {
+        Limits {
+            max_event_bytes: config.max_event_bytes as u64,
+            max_batch_bytes: config.batch.max_bytes as u64,
+            messages: MessageLimits::from_config(config),
+            max_snapshot_bytes,
+        }
+    }
 }
 
 /// The Raft instance in service, with its storage.

@@ -144,7 +144,11 @@ impl Authz {
 
     /// [`Authz::allow`] for a peer already read off its request (each
     /// message of a stream is allowed on its own).
-    pub(crate) async fn allow_peer(&self, peer: Option<Peer>, action: Action) -> Result<Peer, Status> {
+    pub(crate) async fn allow_peer(
+        &self,
+        peer: Option<Peer>,
+        action: Action,
+    ) -> Result<Peer, Status> {
         let decided = self.judge(peer.as_ref(), action).await;
         refuse_unless(peer, action, decided)
     }
@@ -203,7 +207,11 @@ fn decide(peer: Option<&Peer>, action: Action) -> Result<(), Denied> {
     match (role, action) {
         (
             Role::Replica(_),
-            Action::Raft | Action::Read | Action::WatchCommits | Action::Status | Action::WriteStale,
+            Action::Raft
+            | Action::Read
+            | Action::WatchCommits
+            | Action::Status
+            | Action::WriteStale,
         ) => Ok(()),
         (Role::Edge, Action::WatchCommits | Action::Status) => Ok(()),
         (Role::Admin, Action::Status | Action::SetWatermark(_) | Action::ChangeMembership) => {
@@ -282,7 +290,10 @@ mod tests {
 
     #[tokio::test]
     async fn each_role_may_do_its_own_job_only() {
-        let authz = Authz::new(Arc::new(Fixed(Some((Epoch(7), ReplicaId::new(1).unwrap())))));
+        let authz = Authz::new(Arc::new(Fixed(Some((
+            Epoch(7),
+            ReplicaId::new(1).unwrap(),
+        )))));
         let decide = |role, action| {
             let authz = authz.clone();
             async move { authz.judge(Some(&peer(role)), action).await }
@@ -293,27 +304,57 @@ mod tests {
         }
         assert_eq!(decide(Role::Edge, WatchCommits).await, Ok(()));
         assert_eq!(decide(Role::Edge, Status).await, Ok(()));
-        for action in [Raft, Read, Write(Epoch(7)), SetWatermark(1), ChangeMembership] {
-            assert_eq!(decide(Role::Edge, action).await, Err(Denied::NotAllowed), "{action:?}");
+        for action in [
+            Raft,
+            Read,
+            Write(Epoch(7)),
+            SetWatermark(1),
+            ChangeMembership,
+        ] {
+            assert_eq!(
+                decide(Role::Edge, action).await,
+                Err(Denied::NotAllowed),
+                "{action:?}"
+            );
         }
         assert_eq!(decide(Role::Admin, ChangeMembership).await, Ok(()));
         assert_eq!(decide(Role::Admin, SetWatermark(2)).await, Ok(()));
         for action in [Raft, Read, Write(Epoch(7))] {
-            assert_eq!(decide(Role::Admin, action).await, Err(Denied::NotAllowed), "{action:?}");
+            assert_eq!(
+                decide(Role::Admin, action).await,
+                Err(Denied::NotAllowed),
+                "{action:?}"
+            );
         }
-        assert_eq!(decide(replica(2), ChangeMembership).await, Err(Denied::NotAllowed));
+        assert_eq!(
+            decide(replica(2), ChangeMembership).await,
+            Err(Denied::NotAllowed)
+        );
         assert_eq!(decide(Role::Etcd, Status).await, Err(Denied::NotAllowed));
         assert_eq!(decide(replica(2), SetWatermark(2)).await, Ok(()));
-        assert_eq!(decide(replica(2), SetWatermark(3)).await, Err(Denied::OtherReplica));
-        assert_eq!(authz.judge(None, Status).await, Err(Denied::Unauthenticated));
+        assert_eq!(
+            decide(replica(2), SetWatermark(3)).await,
+            Err(Denied::OtherReplica)
+        );
+        assert_eq!(
+            authz.judge(None, Status).await,
+            Err(Denied::Unauthenticated)
+        );
     }
 
     #[tokio::test]
     async fn only_the_epochs_holder_writes_at_it() {
-        let authz = Authz::new(Arc::new(Fixed(Some((Epoch(7), ReplicaId::new(1).unwrap())))));
+        let authz = Authz::new(Arc::new(Fixed(Some((
+            Epoch(7),
+            ReplicaId::new(1).unwrap(),
+        )))));
         let write = |id, epoch| {
             let authz = authz.clone();
-            async move { authz.judge(Some(&peer(replica(id))), Action::Write(Epoch(epoch))).await }
+            async move {
+                authz
+                    .judge(Some(&peer(replica(id))), Action::Write(Epoch(epoch)))
+                    .await
+            }
         };
         assert_eq!(write(1, 7).await, Ok(()));
         assert_eq!(write(2, 7).await, Err(Denied::NotEpochHolder));
@@ -335,7 +376,8 @@ mod tests {
             fn holder(
                 &self,
                 _: Epoch,
-            ) -> Pin<Box<dyn Future<Output = Result<Option<ReplicaId>, String>> + Send + '_>> {
+            ) -> Pin<Box<dyn Future<Output = Result<Option<ReplicaId>, String>> + Send + '_>>
+            {
                 let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Box::pin(async move {
                     if n == 0 {
@@ -349,7 +391,10 @@ mod tests {
         let authz = Authz::new(Arc::new(Once(0.into())));
         let me = peer(replica(1));
         for _ in 0..3 {
-            assert_eq!(authz.judge(Some(&me), Action::Write(Epoch(9))).await, Ok(()));
+            assert_eq!(
+                authz.judge(Some(&me), Action::Write(Epoch(9))).await,
+                Ok(())
+            );
         }
     }
 }

@@ -13,6 +13,8 @@ mod app;
 mod authz;
 mod command;
 mod fence;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod machine;
 mod metrics;
@@ -25,10 +27,10 @@ mod storage;
 
 use eventlog_client::{proto, types};
 
+pub use authz::{Epochs, EtcdEpochs};
 pub use eventlog_client::{
     AppendError, AppendFuture, Appender, Client, ClientError, ClientOptions, CommitState, Epoch,
     Event, EventNum, LogIndex, Member, NodeStatus, Progress, ReadError, Role,
 };
-pub use authz::{Epochs, EtcdEpochs};
 pub use node::{NodeError, NodeOptions};
 pub use storage::{LogOptions, OpenError};

@@ -6,9 +6,10 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use eventlog_client::limits::SNAPSHOT_CHUNK_BYTES;
 use eventlog_client::proto::raft_client::RaftClient;
-use eventlog_client::{BadAddress, Channels};
 use eventlog_client::proto::{RaftMessage, SnapshotChunk};
+use eventlog_client::{BadAddress, Channels, MessageLimits};
 use futures::StreamExt;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
@@ -22,14 +23,11 @@ use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
 use crate::ids::NodeId;
-use config::ReplicaId;
-use crate::raft::{SnapshotMeta, TypeConfig, Vote};
+use crate::raft::{MAX_PAYLOAD_ENTRIES, SnapshotMeta, TypeConfig, Vote};
 use crate::sm::SnapshotData;
+use config::ReplicaId;
 
 type Client = RaftClient<Channel>;
-
-/// Snapshot data travels in chunks of this size.
-const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> RaftMessage {
     RaftMessage {
@@ -44,6 +42,7 @@ pub(crate) fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, postca
 /// Makes a [`Peer`] for each node Raft replicates to.
 pub(crate) struct Network {
     pub channels: Channels,
+    pub limits: MessageLimits,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -59,8 +58,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             })
             .map(|c| {
                 RaftClient::new(c)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX)
+                    .max_decoding_message_size(self.limits.raft_response())
+                    .max_encoding_message_size(self.limits.raft_request(MAX_PAYLOAD_ENTRIES))
             })
             .map_err(Arc::new);
         Peer { target, client }
@@ -219,7 +218,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
                 return Ok(());
             }
             loop {
-                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
                 let mut n = 0;
                 while n < buf.len() {
                     match file.read(&mut buf[n..])? {
@@ -267,5 +266,87 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             c.transfer_leader(r).await
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use config::BatchLimits;
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::{EntryPayload, Membership};
+
+    use super::*;
+    use crate::command::{Batch, Command, NewEvent};
+    use crate::raft::{Entry, LogId};
+    use crate::types::{Epoch, EventNum};
+
+    fn log_id(index: u64) -> LogId {
+        LogId {
+            leader_id: LeaderId {
+                term: u64::MAX,
+                node_id: NodeId(u64::from(u32::MAX)),
+            },
+            index,
+        }
+    }
+
+    #[test]
+    fn a_full_append_entries_fits_the_raft_limit() {
+        let batch = BatchLimits {
+            max_events: 100,
+            max_bytes: 64 << 10,
+            max_linger: Duration::from_millis(1),
+        };
+        let limits = MessageLimits::new(1 << 10, &batch);
+        // The largest batch a writer sends, with the widest numbers: every
+        // event it may hold, some empty (all overhead), the rest holding
+        // all its bytes.
+        let largest = Command::Append(Batch {
+            epoch: Epoch(u64::MAX),
+            first: EventNum(u64::MAX),
+            events: (0..100)
+                .map(|i| NewEvent {
+                    mug: u32::MAX,
+                    data: Bytes::from(vec![0xa5; if i < 36 { 0 } else { 1 << 10 }]),
+                })
+                .collect(),
+            retry: true,
+        });
+        let members: BTreeMap<_, _> = (1..=config::MAX_REPLICAS as u64)
+            .map(|i| {
+                let addr = format!("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:{i:x}]:65535");
+                (NodeId(i), BasicNode { addr })
+            })
+            .collect();
+        let voters: BTreeSet<_> = members.keys().copied().collect();
+        let membership = Membership::new(vec![voters.clone(), voters], members).unwrap();
+        let entries = (0..MAX_PAYLOAD_ENTRIES)
+            .map(|i| Entry {
+                log_id: log_id(u64::MAX - i),
+                payload: if i == 0 {
+                    EntryPayload::Membership(membership.clone())
+                } else {
+                    EntryPayload::Normal(largest.clone())
+                },
+            })
+            .collect();
+        let request = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote {
+                leader_id: log_id(0).leader_id,
+                committed: true,
+            },
+            prev_log_id: Some(log_id(u64::MAX)),
+            entries,
+            leader_commit: Some(log_id(u64::MAX)),
+        };
+        let encoded = encode(&request).data.len();
+        let limit = limits.raft_request(MAX_PAYLOAD_ENTRIES);
+        assert!(encoded <= limit, "{encoded} > {limit}");
+        // The limit is not loose by more than its documented overheads.
+        assert!(encoded > limit - (MAX_PAYLOAD_ENTRIES as usize + 1) * (96 << 10));
     }
 }

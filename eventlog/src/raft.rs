@@ -14,6 +14,10 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
 );
 
+/// Most entries in one AppendEntries: with the batch limits, what bounds a
+/// Raft message (`eventlog_client::limits`).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
 pub type LogId = openraft::LogId<openraft::impls::leader_id_adv::LeaderId<u64, NodeId>>;
 pub type Vote = openraft::impls::Vote<openraft::impls::leader_id_adv::LeaderId<u64, NodeId>>;
 pub type Entry = <TypeConfig as openraft::RaftTypeConfig>::Entry;

@@ -236,21 +236,91 @@ impl StateMachine {
         }
     }
 
-    /// A fresh temporary file in the snapshot directory, for an incoming
-    /// snapshot.
-    pub(crate) fn incoming_file(&self) -> io::Result<(PathBuf, File)> {
+    /// A temporary file in the snapshot directory for a snapshot arriving
+    /// from the leader, which may be at most `limit` bytes.
+    pub(crate) fn incoming(&self, limit: u64) -> io::Result<Incoming> {
         let mut r = [0u8; 8];
         getrandom::fill(&mut r).map_err(io::Error::other)?;
         let path = self
             .inner
             .dir
             .join(format!("incoming-{}.tmp", hex::encode(r)));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        Ok((path, file))
+        let file = File::options().write(true).create_new(true).open(&path)?;
+        Ok(Incoming {
+            partial: Partial { path, keep: false },
+            dir: self.inner.dir.clone(),
+            w: BufWriter::with_capacity(1 << 20, file),
+            received: 0,
+            limit,
+        })
+    }
+}
+
+/// A snapshot arriving from the leader: written to a temporary file as it
+/// comes, refused once it passes its limit, checked whole and synced
+/// before Raft may install it. Dropped before [`Incoming::finish`] succeeds,
+/// its file is deleted.
+pub(crate) struct Incoming {
+    partial: Partial,
+    dir: PathBuf,
+    w: BufWriter<File>,
+    received: u64,
+    limit: u64,
+}
+
+/// Deletes an incoming snapshot's file unless it was kept.
+struct Partial {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Why an incoming snapshot was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IncomingError {
+    #[error("the snapshot is larger than this node takes ({limit} bytes)")]
+    TooLarge { limit: u64 },
+    #[error("cannot store the snapshot: {0}")]
+    Io(#[from] io::Error),
+    #[error("the snapshot arrived damaged: {0}")]
+    Damaged(#[source] BadSnapshot),
+}
+
+impl Incoming {
+    /// Appends the next chunk, unless that takes the snapshot past its
+    /// limit.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), IncomingError> {
+        let received = self.received.saturating_add(chunk.len() as u64);
+        if received > self.limit {
+            return Err(IncomingError::TooLarge { limit: self.limit });
+        }
+        self.w.write_all(chunk)?;
+        self.received = received;
+        Ok(())
+    }
+
+    /// Syncs the file and the directory, and reads the snapshot through to
+    /// check its hash: a damaged transfer handed to Raft would stop the
+    /// node, refused here the leader sends it again.
+    pub fn finish(mut self) -> Result<SnapshotData, IncomingError> {
+        let file = self.w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        drop(file);
+        File::open(&self.dir)?.sync_all()?;
+        verify_snapshot_file(&self.partial.path).map_err(IncomingError::Damaged)?;
+        let file = File::open(&self.partial.path)?;
+        self.partial.keep = true;
+        Ok(SnapshotData {
+            path: self.partial.path.clone(),
+            file,
+        })
     }
 }
 
@@ -270,14 +340,18 @@ fn read_snapshot_file(path: &Path) -> Result<(SnapshotMeta, Machine), BadSnapsho
         source,
     };
     let file = File::open(path).map_err(|e| bad(SnapshotError::Io(e)))?;
-    let (meta, machine) = Machine::read_snapshot(BufReader::new(file)).map_err(bad)?;
-    let meta: SnapshotMeta = postcard::from_bytes(&meta).map_err(|source| {
-        bad(SnapshotError::Undecodable {
+    decode_snapshot(BufReader::new(file)).map_err(bad)
+}
+
+/// Reads a snapshot: openraft's metadata and the machine.
+pub(crate) fn decode_snapshot(r: impl io::Read) -> Result<(SnapshotMeta, Machine), SnapshotError> {
+    let (meta, machine) = Machine::read_snapshot(r)?;
+    let meta: SnapshotMeta =
+        postcard::from_bytes(&meta).map_err(|source| SnapshotError::Undecodable {
             offset: 12,
             part: "snapshot metadata",
             source,
-        })
-    })?;
+        })?;
     Ok((meta, machine))
 }
 
@@ -426,5 +500,107 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: SnapshotData { path, file },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::command::{Batch, NewEvent};
+    use crate::ids::NodeId;
+    use crate::types::Epoch;
+
+    /// A snapshot of three events at log index 5, as the leader sends it.
+    fn leader_snapshot() -> (SnapshotMeta, Vec<u8>) {
+        let mut machine = Machine::default();
+        let batch = Batch {
+            epoch: Epoch(2),
+            first: EventNum(1),
+            events: (0..3)
+                .map(|i| NewEvent {
+                    mug: i,
+                    data: Bytes::from(vec![i as u8; 1000]),
+                })
+                .collect(),
+            retry: false,
+        };
+        machine.apply(5, &Command::Append(batch));
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId {
+                leader_id: openraft::impls::leader_id_adv::LeaderId {
+                    term: 1,
+                    node_id: NodeId(1),
+                },
+                index: 5,
+            }),
+            last_membership: StoredMembership::default(),
+        };
+        let mut bytes = Vec::new();
+        let blob = postcard::to_stdvec(&meta).unwrap();
+        machine.write_snapshot(&blob, &mut bytes).unwrap();
+        (meta, bytes)
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn send(incoming: &mut Incoming, bytes: &[u8]) -> Result<(), IncomingError> {
+        bytes.chunks(700).try_for_each(|c| incoming.write(c))
+    }
+
+    #[test]
+    fn an_oversize_or_damaged_snapshot_is_refused_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachine::open(dir.path()).unwrap();
+        let (_, bytes) = leader_snapshot();
+
+        let mut incoming = sm.incoming(bytes.len() as u64 - 1).unwrap();
+        assert_eq!(files(dir.path()).len(), 1, "written as it arrives");
+        let refused = send(&mut incoming, &bytes).unwrap_err();
+        assert!(
+            matches!(refused, IncomingError::TooLarge { limit } if limit == bytes.len() as u64 - 1),
+            "{refused}"
+        );
+        drop(incoming);
+        assert!(files(dir.path()).is_empty());
+
+        let mut damaged = bytes.clone();
+        damaged[100] ^= 1;
+        let mut incoming = sm.incoming(1 << 20).unwrap();
+        send(&mut incoming, &damaged).unwrap();
+        assert!(matches!(incoming.finish(), Err(IncomingError::Damaged(_))));
+        assert!(files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_whole_snapshot_within_the_limit_installs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let (meta, bytes) = leader_snapshot();
+        let mut incoming = sm.incoming(bytes.len() as u64).unwrap();
+        send(&mut incoming, &bytes).unwrap();
+        let data = incoming.finish().unwrap();
+        sm.install_snapshot(&meta, data).await.unwrap();
+
+        let pos = sm.position();
+        assert_eq!(pos.applied, Some(LogIndex(5)));
+        assert_eq!(pos.fence.last, EventNum(3));
+        assert_eq!(sm.with_machine(|m| m.get(EventNum(2)).unwrap().mug), 1);
+        assert_eq!(
+            files(dir.path()),
+            [format!("snap-{:020}-1-1.snap", 5)],
+            "the temporary file became the snapshot"
+        );
+        // And a restart reads it back.
+        let again = StateMachine::open(dir.path()).unwrap();
+        assert_eq!(again.position(), pos);
     }
 }

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use crate::hold::{Held, HoldQueue, Verdict, verdict};
 use crate::replay::ReplayWindows;
 use crate::stats::{DropReason, Stats};
-use leadership::envelope::{self, Keyring, OpenError};
+use config::ReplicaId;
+use leadership::envelope::{Envelope, Keyring, OpenError, Unverified};
 use leadership::{CommitState, LeaderView, Term};
 
 /// Replay windows kept: the current term's, and a few before it in case a
@@ -49,9 +50,28 @@ pub enum Gate {
     Ungated,
 }
 
+/// The replicas' keys, as the forwarder uses them: the [`Keyring`]; in
+/// tests, a double that counts the MACs it computes.
+pub trait Keys {
+    /// Whether `replica` is one of the cluster's (no MAC computed).
+    fn contains(&self, replica: ReplicaId) -> bool;
+    /// Verifies the envelope's MAC: the one costly step of a decision.
+    fn verify<'a>(&self, envelope: Unverified<'a>) -> Result<Envelope<'a>, OpenError>;
+}
+
+impl Keys for Keyring {
+    fn contains(&self, replica: ReplicaId) -> bool {
+        Keyring::contains(self, replica)
+    }
+
+    fn verify<'a>(&self, envelope: Unverified<'a>) -> Result<Envelope<'a>, OpenError> {
+        Keyring::verify(self, envelope)
+    }
+}
+
 /// The gatekeeper's state and rules, fed by the daemon.
-pub struct Forwarder {
-    keys: Keyring,
+pub struct Forwarder<K = Keyring> {
+    keys: K,
     gate: Gate,
     commit: CommitState,
     ttl: Duration,
@@ -67,11 +87,11 @@ pub struct Forwarder {
     pending: [u64; DropReason::ALL.len()],
 }
 
-impl Forwarder {
+impl<K: Keys> Forwarder<K> {
     /// A forwarder that is standby and fail closed until told otherwise.
     /// `ttl` is the lease TTL: the longest etcd may go unheard from.
     pub fn new(
-        keys: Keyring,
+        keys: K,
         gate: Gate,
         hold_limit: usize,
         hold_timeout: Duration,
@@ -123,21 +143,29 @@ impl Forwarder {
         if truncated {
             return Err(DropReason::Malformed);
         }
-        let env = envelope::open(datagram, &self.keys).map_err(|e| match e {
-            OpenError::Malformed(_) => DropReason::Malformed,
-            OpenError::UnknownReplica(_) => DropReason::UnknownReplica,
-            OpenError::BadMac(_) => DropReason::BadMac,
-        })?;
+        // Every check that needs no key comes before the MAC, the one pass
+        // over the whole datagram (SPEC §7): a flood from the wrong replica
+        // or term costs a header read each.
+        let unverified = Unverified::parse(datagram).map_err(|_| DropReason::Malformed)?;
+        let claimed = *unverified.header();
+        if !self.keys.contains(claimed.replica) {
+            return Err(DropReason::UnknownReplica);
+        }
         if self.is_fail_closed(now) {
             return Err(DropReason::FailClosed);
         }
         let term = self.view.term.ok_or(DropReason::NotLeader)?;
-        if env.replica != term.leader {
+        if claimed.replica != term.leader {
             return Err(DropReason::NotLeader);
         }
-        if env.epoch != term.epoch {
+        if claimed.epoch != term.epoch {
             return Err(DropReason::StaleEpoch);
         }
+        let env = self.keys.verify(unverified).map_err(|e| match e {
+            OpenError::Malformed(_) => DropReason::Malformed,
+            OpenError::UnknownReplica(_) => DropReason::UnknownReplica,
+            OpenError::BadMac(_) => DropReason::BadMac,
+        })?;
         // Only authentic envelopes of the current term reach the window.
         if !self.windows.accept(env.replica, env.epoch, env.seq) {
             return Err(DropReason::Replay);
@@ -304,8 +332,11 @@ impl Forwarder {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
     use super::*;
-    use config::{Key, ReplicaId};
+    use config::Key;
     use leadership::{Epoch, EventNum, Sealer};
 
     fn id(n: u32) -> ReplicaId {
@@ -428,6 +459,96 @@ mod tests {
             assert_eq!(s.dropped(reason), 1, "{reason:?}");
         }
         assert_eq!(s.dropped(DropReason::NotLeader), 2);
+    }
+
+    /// The keyring, counting the MACs it computes.
+    struct CountingKeys {
+        ring: Keyring,
+        macs: Rc<Cell<u32>>,
+    }
+
+    impl Keys for CountingKeys {
+        fn contains(&self, replica: ReplicaId) -> bool {
+            self.ring.contains(replica)
+        }
+
+        fn verify<'a>(&self, envelope: Unverified<'a>) -> Result<Envelope<'a>, OpenError> {
+            self.macs.set(self.macs.get() + 1);
+            self.ring.verify(envelope)
+        }
+    }
+
+    #[test]
+    fn the_wrong_replica_or_term_is_dropped_before_any_mac() {
+        let macs = Rc::new(Cell::new(0));
+        let mut ring = Keyring::new();
+        ring.insert(id(1), key(1));
+        ring.insert(id(2), key(2));
+        let stats = Arc::new(Stats::new());
+        let now = Instant::now();
+        let mut f = Forwarder::new(
+            CountingKeys {
+                ring,
+                macs: macs.clone(),
+            },
+            Gate::Ungated,
+            3,
+            Duration::from_secs(10),
+            Duration::from_secs(2),
+            stats.clone(),
+        );
+        f.set_active(true);
+        f.set_view(view(1, 5, now), now);
+        let lane = LANE.parse().unwrap();
+        // Every envelope below is sealed with a key that fails its MAC: had
+        // the MAC been checked first, each would be dropped as bad_mac.
+        let forged = |replica: u32, epoch: u64| {
+            Sealer::new(id(replica), Epoch(epoch), key(9))
+                .seal(EventNum(1), lane, b"x")
+                .unwrap()
+        };
+        for (bytes, reason) in [
+            (forged(7, 5), DropReason::UnknownReplica),
+            (forged(2, 5), DropReason::NotLeader),
+            (forged(1, 4), DropReason::StaleEpoch),
+            (forged(1, 6), DropReason::StaleEpoch),
+            (forged(1, 5)[..50].to_vec(), DropReason::Malformed),
+        ] {
+            assert_eq!(f.admit(&bytes, false, now), Decision::Dropped(reason));
+        }
+        // etcd unheard from for longer than the TTL: fail closed, no MAC.
+        let later = now + Duration::from_secs(3);
+        assert_eq!(
+            f.admit(&forged(1, 5), false, later),
+            Decision::Dropped(DropReason::FailClosed)
+        );
+        assert_eq!(macs.get(), 0, "no MAC for what a cheap check drops");
+
+        // The current leader's envelopes are the ones that cost a MAC.
+        assert_eq!(
+            f.admit(&forged(1, 5), false, now),
+            Decision::Dropped(DropReason::BadMac)
+        );
+        let mut leader = Sealer::new(id(1), Epoch(5), key(1));
+        let good = leader.seal(EventNum(1), lane, b"ok").unwrap();
+        assert!(matches!(
+            f.admit(&good, false, now),
+            Decision::Forward { payload: b"ok", .. }
+        ));
+        assert_eq!(macs.get(), 2);
+
+        f.flush_stats();
+        let s = stats.snapshot();
+        for (reason, n) in [
+            (DropReason::UnknownReplica, 1),
+            (DropReason::NotLeader, 1),
+            (DropReason::StaleEpoch, 2),
+            (DropReason::Malformed, 1),
+            (DropReason::FailClosed, 1),
+            (DropReason::BadMac, 1),
+        ] {
+            assert_eq!(s.dropped(reason), n, "{reason:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use config::{Key, Optimism, ReplicaId};
+use config::{Key, Optimism, ReplicaId, Role};
 use leadership::{CommitState, Epoch, EventNum};
 use leadership::{Election, Keyring, Sealer};
 use seguro_gatekeeper::stats::Snapshot;
@@ -27,6 +27,7 @@ fn id(n: u32) -> ReplicaId {
 /// that envelopes come from.
 struct Rig {
     etcd: testkit::Etcd,
+    _pki: testkit::Pki,
     client: leadership::election::Client,
     keys: Vec<Key>,
     stats: Arc<Stats>,
@@ -36,6 +37,16 @@ struct Rig {
     sender: UdpSocket,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), seguro_gatekeeper::Error>>>,
+}
+
+/// A real etcd as Seguro runs it (TLS, client certificates, a role per
+/// identity) for this test's cluster, and its certificates.
+fn tls_etcd() -> (testkit::Etcd, testkit::Pki) {
+    tokio::task::block_in_place(|| {
+        let pki = testkit::Pki::temporary("test").unwrap();
+        let etcd = testkit::Etcd::start_tls(&pki, ROOT, &[id(1), id(2), id(3)]).unwrap();
+        (etcd, pki)
+    })
 }
 
 impl Rig {
@@ -52,10 +63,10 @@ impl Rig {
         public: &str,
         peer: &str,
     ) -> Rig {
-        let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
-        let client = leadership::election::connect(&[etcd.endpoint()])
-            .await
-            .unwrap();
+        let (etcd, pki) = tls_etcd();
+        // The test campaigns as the replicas; the gatekeeper is the edge box.
+        let client = etcd.client(&pki, Role::Replica(id(1))).await.unwrap();
+        let edge = etcd.client(&pki, Role::Edge).await.unwrap();
         let keys: Vec<Key> = (0..3).map(|_| Key::generate().unwrap()).collect();
         let mut ring = Keyring::new();
         for (i, k) in keys.iter().enumerate() {
@@ -76,11 +87,12 @@ impl Rig {
         let gk = Gatekeeper::bind(settings).unwrap();
         let (stats, listen, public) = (gk.stats(), gk.listen_addr(), gk.public_addr());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gk.run(client.clone(), commits, async move {
+        let task = tokio::spawn(gk.run(edge, commits, async move {
             let _ = stopped.await;
         }));
         Rig {
             etcd,
+            _pki: pki,
             client,
             keys,
             stats,
@@ -376,10 +388,8 @@ async fn under_quorum_effects_wait_for_the_commit_index_and_leave_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_without_a_commit_watch_is_refused() {
-    let etcd = tokio::task::block_in_place(testkit::Etcd::start).unwrap();
-    let client = leadership::election::connect(&[etcd.endpoint()])
-        .await
-        .unwrap();
+    let (etcd, pki) = tls_etcd();
+    let client = etcd.client(&pki, Role::Edge).await.unwrap();
     let settings = Settings {
         root: ROOT.into(),
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -29,7 +29,11 @@ pub struct RoleGrant {
 
 /// What [`grant`] sets up for a cluster whose keys live under `root`
 /// (`<etcd.prefix>/<cluster>`): the roles, and which user holds which.
-pub fn plan(cluster: &str, root: &str, replicas: &[ReplicaId]) -> (Vec<RoleGrant>, Vec<(String, String)>) {
+pub fn plan(
+    cluster: &str,
+    root: &str,
+    replicas: &[ReplicaId],
+) -> (Vec<RoleGrant>, Vec<(String, String)>) {
     let leader = format!("{root}/{LEADER_KEY}");
     let gatekeeper = format!("{root}/{GATEKEEPER_KEY}");
     let role = |kind: &str| format!("{cluster}-{kind}");
@@ -79,7 +83,11 @@ pub async fn grant(
             } else {
                 Permission::read(key.as_str())
             };
-            let perm = if key.ends_with('/') { perm.with_prefix() } else { perm };
+            let perm = if key.ends_with('/') {
+                perm.with_prefix()
+            } else {
+                perm
+            };
             client.role_grant_permission(r.name.as_str(), perm).await?;
         }
     }

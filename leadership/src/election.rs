@@ -34,8 +34,8 @@ use config::ReplicaId;
 /// The etcd client the election runs on: what [`connect`] returns.
 pub use etcd_client::{Client, ConnectOptions};
 use etcd_client::{
-    Compare, CompareOp, EventType, KeyValue, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
+    Compare, CompareOp, EventType, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -159,66 +159,127 @@ impl Envelope<'_> {
     }
 }
 
+/// What an envelope's header says, read without its key: enough for the
+/// gatekeeper to drop a datagram from the wrong replica or term before it
+/// spends a MAC on it. Nothing here is authentic until [`Unverified::verify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub replica: ReplicaId,
+    pub epoch: Epoch,
+    pub event: EventNum,
+    pub seq: u64,
+    pub lane: Lane,
+    /// Bytes before the payload (42 with an IPv4 lane, 54 with IPv6).
+    pub header_len: usize,
+    pub payload_len: usize,
+}
+
+impl Header {
+    /// Reads a datagram's header, with every check [`open`] makes short of
+    /// the key and the MAC: the magic, the version, the lane family, the
+    /// length, a nonzero replica and sequence. Never panics, whatever the
+    /// bytes.
+    pub fn parse(datagram: &[u8]) -> Result<Header, Malformed> {
+        let len = datagram.len();
+        let too_short = Malformed::TooShort { len };
+        if len < HEADER_V4 + MAC_LEN {
+            return Err(too_short);
+        }
+        if datagram[0..4] != MAGIC {
+            return Err(Malformed::Magic);
+        }
+        if datagram[4] != VERSION {
+            return Err(Malformed::Version(datagram[4]));
+        }
+        let header_len = match datagram[5] {
+            4 => HEADER_V4,
+            6 => HEADER_V6,
+            f => return Err(Malformed::Family(f)),
+        };
+        if len < header_len + MAC_LEN {
+            return Err(too_short);
+        }
+        let payload_len = usize::from(be_u16(&datagram[header_len - 2..header_len]));
+        let expected = header_len + payload_len + MAC_LEN;
+        if len != expected {
+            return Err(Malformed::Length { len, expected });
+        }
+        let replica = ReplicaId::new(be_u32(&datagram[6..10])).ok_or(Malformed::ZeroReplica)?;
+        let seq = be_u64(&datagram[26..34]);
+        if seq == 0 {
+            return Err(Malformed::ZeroSequence);
+        }
+        let port = be_u16(&datagram[34..36]);
+        let ip = if header_len == HEADER_V4 {
+            let o: [u8; 4] = datagram[LANE_IP..LANE_IP + 4].try_into().expect("4 bytes");
+            IpAddr::V4(Ipv4Addr::from(o))
+        } else {
+            let o: [u8; 16] = datagram[LANE_IP..LANE_IP + 16]
+                .try_into()
+                .expect("16 bytes");
+            IpAddr::V6(Ipv6Addr::from(o))
+        };
+        Ok(Header {
+            replica,
+            epoch: Epoch(be_u64(&datagram[10..18])),
+            event: EventNum(be_u64(&datagram[18..26])),
+            seq,
+            lane: Lane::new(SocketAddr::new(ip, port)),
+            header_len,
+            payload_len,
+        })
+    }
+}
+
+/// A datagram whose header parsed, its MAC not checked yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unverified<'a> {
+    header: Header,
+    datagram: &'a [u8],
+}
+
+impl<'a> Unverified<'a> {
+    /// [`Header::parse`], keeping the datagram for [`Unverified::verify`].
+    pub fn parse(datagram: &'a [u8]) -> Result<Self, Malformed> {
+        Ok(Unverified {
+            header: Header::parse(datagram)?,
+            datagram,
+        })
+    }
+
+    /// What the header claims.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Checks the MAC, in constant time, with `key`: the key of the replica
+    /// the header names. The one BLAKE3 pass over the datagram.
+    pub fn verify(self, key: &Key) -> Result<Envelope<'a>, OpenError> {
+        let Unverified {
+            header: h,
+            datagram,
+        } = self;
+        let (signed, mac) = datagram.split_at(datagram.len() - MAC_LEN);
+        let mac: [u8; MAC_LEN] = mac.try_into().expect("MAC_LEN bytes");
+        // `blake3::Hash`'s equality is constant time.
+        if blake3::keyed_hash(key.as_bytes(), signed) != blake3::Hash::from_bytes(mac) {
+            return Err(OpenError::BadMac(h.replica));
+        }
+        Ok(Envelope {
+            replica: h.replica,
+            epoch: h.epoch,
+            event: h.event,
+            seq: h.seq,
+            lane: h.lane,
+            payload: &signed[h.header_len..],
+        })
+    }
+}
+
 /// Opens a datagram: checks its shape, finds the named replica's key and
 /// verifies the MAC in constant time. Never panics, whatever the bytes.
 pub fn open<'a>(datagram: &'a [u8], keys: &Keyring) -> Result<Envelope<'a>, OpenError> {
-    let len = datagram.len();
-    let too_short = Malformed::TooShort { len };
-    if len < HEADER_V4 + MAC_LEN {
-        return Err(too_short.into());
-    }
-    if datagram[0..4] != MAGIC {
-        return Err(Malformed::Magic.into());
-    }
-    if datagram[4] != VERSION {
-        return Err(Malformed::Version(datagram[4]).into());
-    }
-    let header = match datagram[5] {
-        4 => HEADER_V4,
-        6 => HEADER_V6,
-        f => return Err(Malformed::Family(f).into()),
-    };
-    if len < header + MAC_LEN {
-        return Err(too_short.into());
-    }
-    let payload_len = usize::from(be_u16(&datagram[header - 2..header]));
-    let expected = header + payload_len + MAC_LEN;
-    if len != expected {
-        return Err(Malformed::Length { len, expected }.into());
-    }
-    let replica = ReplicaId::new(be_u32(&datagram[6..10])).ok_or(Malformed::ZeroReplica)?;
-    let seq = be_u64(&datagram[26..34]);
-    if seq == 0 {
-        return Err(Malformed::ZeroSequence.into());
-    }
-    let port = be_u16(&datagram[34..36]);
-    let ip = if header == HEADER_V4 {
-        let o: [u8; 4] = datagram[LANE_IP..LANE_IP + 4].try_into().expect("4 bytes");
-        IpAddr::V4(Ipv4Addr::from(o))
-    } else {
-        let o: [u8; 16] = datagram[LANE_IP..LANE_IP + 16]
-            .try_into()
-            .expect("16 bytes");
-        IpAddr::V6(Ipv6Addr::from(o))
-    };
-
-    let key = keys
-        .get(replica)
-        .ok_or(OpenError::UnknownReplica(replica))?;
-    let (signed, mac) = datagram.split_at(len - MAC_LEN);
-    let mac: [u8; MAC_LEN] = mac.try_into().expect("MAC_LEN bytes");
-    // `blake3::Hash`'s equality is constant time.
-    if blake3::keyed_hash(key.as_bytes(), signed) != blake3::Hash::from_bytes(mac) {
-        return Err(OpenError::BadMac(replica));
-    }
-    Ok(Envelope {
-        replica,
-        epoch: Epoch(be_u64(&datagram[10..18])),
-        event: EventNum(be_u64(&datagram[18..26])),
-        seq,
-        lane: Lane::new(SocketAddr::new(ip, port)),
-        payload: &datagram[header..len - MAC_LEN],
-    })
+    keys.verify(Unverified::parse(datagram)?)
 }
 
 fn header_len(lane: Lane) -> usize {
@@ -272,6 +333,20 @@ impl Keyring {
     /// A cluster has at most `config::MAX_REPLICAS` replicas: a scan beats a map.
     pub fn get(&self, id: ReplicaId) -> Option<&Key> {
         self.keys.iter().find(|(i, _)| *i == id).map(|(_, k)| k)
+    }
+
+    /// Whether the ring holds `id`'s key.
+    pub fn contains(&self, id: ReplicaId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Verifies an envelope's MAC with the key of the replica it names.
+    pub fn verify<'a>(&self, envelope: Unverified<'a>) -> Result<Envelope<'a>, OpenError> {
+        let replica = envelope.header().replica;
+        let key = self
+            .get(replica)
+            .ok_or(OpenError::UnknownReplica(replica))?;
+        envelope.verify(key)
     }
 
     pub fn len(&self) -> usize {
@@ -528,7 +603,66 @@ mod tests {
         assert_eq!(s.next_seq(), 4, "a failed seal uses no number");
     }
 
+    #[test]
+    fn the_header_reads_without_the_key() {
+        let lane: SocketAddr = "[2001:db8::5]:6".parse().unwrap();
+        let env = sample(lane, b"payload");
+        // Sealed with a key the ring does not hold for replica 1: the header
+        // reads all the same.
+        let sealed = env.seal(&Key::from_bytes([9; 32])).unwrap();
+        let header = Header::parse(&sealed).unwrap();
+        assert_eq!(
+            header,
+            Header {
+                replica: env.replica,
+                epoch: env.epoch,
+                event: env.event,
+                seq: env.seq,
+                lane: env.lane,
+                header_len: 54,
+                payload_len: 7,
+            }
+        );
+        let unverified = Unverified::parse(&sealed).unwrap();
+        assert_eq!(unverified.header(), &header);
+        assert_eq!(
+            unverified.verify(&Key::from_bytes([1; 32])),
+            Err(OpenError::BadMac(id(1)))
+        );
+        assert_eq!(unverified.verify(&Key::from_bytes([9; 32])), Ok(env));
+        assert_eq!(
+            Header::parse(&sealed[..40]),
+            Err(Malformed::TooShort { len: 40 })
+        );
+    }
+
     proptest! {
+        #[test]
+        fn the_header_parse_and_open_agree(
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            v6 in any::<bool>(),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            cut in any::<usize>(),
+        ) {
+            let lane: SocketAddr = if v6 { "[::1]:1".parse().unwrap() } else { "127.0.0.1:1".parse().unwrap() };
+            let mut bytes = sample(lane, &payload).seal(&Key::from_bytes([1; 32])).unwrap();
+            let n = bytes.len();
+            for (i, b) in flips {
+                bytes[i % n] ^= b;
+            }
+            bytes.truncate(cut % (n + 1));
+            match (Header::parse(&bytes), open(&bytes, &ring())) {
+                (Err(m), opened) => prop_assert_eq!(opened, Err(OpenError::Malformed(m))),
+                (Ok(h), Ok(env)) => {
+                    prop_assert_eq!((h.replica, h.epoch, h.event, h.seq, h.lane), (env.replica, env.epoch, env.event, env.seq, env.lane));
+                    prop_assert_eq!(h.payload_len, env.payload.len());
+                }
+                (Ok(h), Err(e)) => prop_assert!(
+                    e == OpenError::BadMac(h.replica) || e == OpenError::UnknownReplica(h.replica)
+                ),
+            }
+        }
+
         #[test]
         fn open_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = open(&bytes, &ring());

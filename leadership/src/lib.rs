@@ -7,8 +7,9 @@
 //!   etcd; replicas campaign with it, the gatekeeper observes it and holds
 //!   its own key with it.
 //! - [`envelope`]: the authenticated datagram a replica sends for each
-//!   effect ([`Sealer`] on the replica, [`envelope::open`] on the
-//!   gatekeeper).
+//!   effect ([`Sealer`] on the replica; on the gatekeeper
+//!   [`envelope::Header::parse`], then the MAC, or both at once with
+//!   [`envelope::open`]).
 //! - [`access`]: etcd's users and roles for a cluster, each identity allowed
 //!   only its own keys.
 

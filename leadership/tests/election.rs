@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use config::ReplicaId;
+use config::{ReplicaId, Role};
 use seguro_leadership::election::{self, Election, LeaderView, LossReason, Term};
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
@@ -13,6 +13,18 @@ const ROOT: &str = "/seguro/test";
 
 fn id(n: u32) -> ReplicaId {
     ReplicaId::new(n).unwrap()
+}
+
+/// A real etcd as Seguro runs it (TLS, client certificates, RBAC), and a
+/// client of it as replica 1 (every replica has the same rights in etcd).
+async fn etcd() -> (testkit::Etcd, election::Client, testkit::Pki) {
+    let (etcd, pki) = tokio::task::block_in_place(|| {
+        let pki = testkit::Pki::temporary("test").unwrap();
+        let etcd = testkit::Etcd::start_tls(&pki, ROOT, &[id(1), id(2), id(3)]).unwrap();
+        (etcd, pki)
+    });
+    let client = etcd.client(&pki, Role::Replica(id(1))).await.unwrap();
+    (etcd, client, pki)
 }
 
 async fn wait_view(
@@ -29,8 +41,7 @@ async fn wait_view(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_resign_and_observe() {
-    let etcd = testkit::Etcd::start().unwrap();
-    let client = election::connect(&[etcd.endpoint()]).await.unwrap();
+    let (_etcd, client, _pki) = etcd().await;
     let election = Election::new(client.clone(), ROOT, TTL);
     let mut view = election.observe();
     wait_view(&mut view, "a first read", |v| v.confirmed_at.is_some()).await;
@@ -87,8 +98,7 @@ async fn campaign_resign_and_observe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_key_ends_the_term_and_dropping_releases_it() {
-    let etcd = testkit::Etcd::start().unwrap();
-    let client = election::connect(&[etcd.endpoint()]).await.unwrap();
+    let (_etcd, client, _pki) = etcd().await;
     let election = Election::new(client.clone(), ROOT, TTL);
 
     let one = election.campaign(id(1)).await;
@@ -114,8 +124,7 @@ async fn a_deleted_key_ends_the_term_and_dropping_releases_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_etcd_ends_the_term_within_a_ttl() {
-    let mut etcd = testkit::Etcd::start().unwrap();
-    let client = election::connect(&[etcd.endpoint()]).await.unwrap();
+    let (mut etcd, client, _pki) = etcd().await;
     let election = Election::new(client, ROOT, TTL);
     let one = election.campaign(id(1)).await;
     let mut view = election.observe();

@@ -32,19 +32,30 @@ impl PacketId {
     }
 }
 
-/// The last `capacity` distinct packets heard, in arrival order.
+/// A follower keeps at most this many bytes of packets unless told
+/// otherwise: 1024 Ames packets of the largest size, where the packet count
+/// alone (65,536 by default) would allow 4 GiB.
+pub const DEFAULT_BUFFER_BYTES: usize = 64 << 20;
+
+/// The last distinct packets heard, in arrival order: at most `capacity`
+/// of them and `max_bytes` of their bytes, the oldest evicted first.
 #[derive(Debug)]
 pub struct PacketBuffer {
     capacity: usize,
+    max_bytes: usize,
+    /// The packets' bytes held (not counting their lanes and ids).
+    bytes: usize,
     next_seq: u64,
     by_id: HashMap<PacketId, (u64, Lane, Vec<u8>)>,
     by_arrival: BTreeMap<u64, PacketId>,
 }
 
 impl PacketBuffer {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         PacketBuffer {
             capacity: capacity.max(1),
+            max_bytes,
+            bytes: 0,
             next_seq: 0,
             by_id: HashMap::new(),
             by_arrival: BTreeMap::new(),
@@ -52,22 +63,29 @@ impl PacketBuffer {
     }
 
     /// Keeps a packet (once: a duplicate keeps its first arrival). Returns
-    /// how many old packets were evicted to make room.
+    /// how many packets were evicted to make room: the oldest first, and
+    /// the packet itself if it is larger than the whole buffer.
     pub fn insert(&mut self, lane: Lane, packet: &[u8]) -> usize {
         let id = PacketId::of(lane, packet);
         if self.by_id.contains_key(&id) {
             return 0;
         }
+        if packet.len() > self.max_bytes {
+            return 1;
+        }
         let mut evicted = 0;
-        while self.by_id.len() >= self.capacity {
+        while self.by_id.len() >= self.capacity || self.bytes + packet.len() > self.max_bytes {
             let Some((_, oldest)) = self.by_arrival.pop_first() else {
                 break;
             };
-            self.by_id.remove(&oldest);
+            if let Some((_, _, gone)) = self.by_id.remove(&oldest) {
+                self.bytes -= gone.len();
+            }
             evicted += 1;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.bytes += packet.len();
         self.by_id.insert(id, (seq, lane, packet.to_vec()));
         self.by_arrival.insert(seq, id);
         evicted
@@ -76,8 +94,9 @@ impl PacketBuffer {
     /// Forgets a packet the log now holds. Returns whether it was here.
     pub fn remove(&mut self, id: PacketId) -> bool {
         match self.by_id.remove(&id) {
-            Some((seq, ..)) => {
+            Some((seq, _, packet)) => {
                 self.by_arrival.remove(&seq);
+                self.bytes -= packet.len();
                 true
             }
             None => false,
@@ -93,11 +112,17 @@ impl PacketBuffer {
                 packets.push((lane, packet));
             }
         }
+        self.bytes = 0;
         packets
     }
 
     pub fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// The packets' bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -115,7 +140,7 @@ mod tests {
 
     #[test]
     fn drains_in_arrival_order_without_committed_or_duplicate_packets() {
-        let mut buf = PacketBuffer::new(10);
+        let mut buf = PacketBuffer::new(10, DEFAULT_BUFFER_BYTES);
         buf.insert(lane(1), b"a");
         buf.insert(lane(2), b"b");
         buf.insert(lane(1), b"a");
@@ -137,13 +162,58 @@ mod tests {
 
     #[test]
     fn evicts_the_oldest_when_full() {
-        let mut buf = PacketBuffer::new(2);
+        let mut buf = PacketBuffer::new(2, DEFAULT_BUFFER_BYTES);
         assert_eq!(buf.insert(lane(1), b"1"), 0);
         assert_eq!(buf.insert(lane(1), b"2"), 0);
         assert_eq!(buf.insert(lane(1), b"3"), 1);
         assert_eq!(
             buf.drain(),
             vec![(lane(1), b"2".to_vec()), (lane(1), b"3".to_vec())]
+        );
+    }
+
+    #[test]
+    fn evicts_the_oldest_when_over_its_bytes() {
+        let mut buf = PacketBuffer::new(100, 10);
+        assert_eq!(buf.insert(lane(1), b"aaaa"), 0);
+        assert_eq!(buf.insert(lane(1), b"bbbb"), 0);
+        assert_eq!(buf.bytes(), 8);
+        // 8 + 3 > 10: the oldest goes, only as many as make room.
+        assert_eq!(buf.insert(lane(1), b"ccc"), 1);
+        assert_eq!((buf.len(), buf.bytes()), (2, 7));
+        // A packet the size of the whole buffer pushes out everything.
+        assert_eq!(buf.insert(lane(1), b"dddddddddd"), 2);
+        assert_eq!((buf.len(), buf.bytes()), (1, 10));
+        // One larger than the whole buffer is not kept, and keeps the rest.
+        assert_eq!(buf.insert(lane(1), b"eeeeeeeeeee"), 1);
+        assert_eq!((buf.len(), buf.bytes()), (1, 10));
+        // Removing and draining give their bytes back.
+        assert!(buf.remove(PacketId::of(lane(1), b"dddddddddd")));
+        assert_eq!(buf.bytes(), 0);
+        buf.insert(lane(1), b"ff");
+        assert_eq!(buf.drain(), vec![(lane(1), b"ff".to_vec())]);
+        assert_eq!(buf.bytes(), 0);
+        assert_eq!(buf.insert(lane(1), b"gggggggggg"), 0);
+    }
+
+    #[test]
+    fn either_bound_evicts() {
+        // Bytes to spare: the count evicts.
+        let mut by_count = PacketBuffer::new(3, 1000);
+        for p in [b"1", b"2", b"3"] {
+            assert_eq!(by_count.insert(lane(1), p), 0);
+        }
+        assert_eq!(by_count.insert(lane(1), b"4"), 1);
+        assert_eq!((by_count.len(), by_count.bytes()), (3, 3));
+        // Count to spare: the bytes evict.
+        let mut by_bytes = PacketBuffer::new(1000, 3);
+        for p in [b"1", b"2", b"3"] {
+            assert_eq!(by_bytes.insert(lane(1), p), 0);
+        }
+        assert_eq!(by_bytes.insert(lane(1), b"4"), 1);
+        assert_eq!(
+            by_bytes.drain(),
+            [b"2", b"3", b"4"].map(|p| (lane(1), p.to_vec()))
         );
     }
 }

@@ -3,7 +3,7 @@
 //! instead of from event 1.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use leadership::EventNum;
@@ -12,6 +12,10 @@ const MAGIC: &[u8; 4] = b"SGCK";
 const VERSION: u8 = 1;
 /// magic, version, event number, length, BLAKE3 of the state.
 const HEADER_LEN: usize = 4 + 1 + 8 + 8 + 32;
+
+/// The largest checkpoint a replica reads, from its disk or a peer, unless
+/// told otherwise: the whole ship's state is held in memory to restore it.
+pub const DEFAULT_MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
 
 /// A ship's state as of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,8 @@ pub enum CheckpointError {
 pub enum CheckpointDecodeError {
     #[error("{len} bytes, shorter than the {HEADER_LEN}-byte header")]
     Short { len: usize },
+    #[error("{len} bytes, over the limit of {limit}")]
+    TooLarge { len: u64, limit: u64 },
     #[error("wrong magic or version")]
     Magic,
     #[error("holds {state} bytes of state, its header says {header}")]
@@ -61,8 +67,17 @@ impl Checkpoint {
         out
     }
 
-    /// Reads [`Checkpoint::encode`]'s bytes, checking length and hash.
-    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, CheckpointDecodeError> {
+    /// Reads [`Checkpoint::encode`]'s bytes, checking length and hash, and
+    /// refusing more than `max_bytes` of them. Never panics, whatever the
+    /// bytes.
+    pub fn decode(bytes: &[u8], max_bytes: u64) -> Result<Checkpoint, CheckpointDecodeError> {
+        let len = bytes.len() as u64;
+        if len > max_bytes {
+            return Err(CheckpointDecodeError::TooLarge {
+                len,
+                limit: max_bytes,
+            });
+        }
         let header = bytes
             .first_chunk::<HEADER_LEN>()
             .ok_or(CheckpointDecodeError::Short { len: bytes.len() })?;
@@ -88,15 +103,32 @@ impl Checkpoint {
     }
 }
 
-/// Where one agent keeps its latest checkpoint.
+/// Where one agent keeps its latest checkpoint, and how large a checkpoint
+/// it takes (from its disk or from a peer).
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     dir: PathBuf,
+    max_bytes: u64,
 }
 
 impl CheckpointStore {
+    /// A store in `dir` that takes checkpoints up to
+    /// [`DEFAULT_MAX_CHECKPOINT_BYTES`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        CheckpointStore { dir: dir.into() }
+        CheckpointStore {
+            dir: dir.into(),
+            max_bytes: DEFAULT_MAX_CHECKPOINT_BYTES,
+        }
+    }
+
+    /// The same store, taking checkpoints up to `max_bytes`.
+    pub fn with_max_bytes(self, max_bytes: u64) -> Self {
+        CheckpointStore { max_bytes, ..self }
+    }
+
+    /// The largest checkpoint this store takes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     fn path(&self) -> PathBuf {
@@ -106,13 +138,19 @@ impl CheckpointStore {
     /// The latest checkpoint, if there is one.
     pub fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
         let path = self.path();
-        match fs::read(&path) {
-            Ok(bytes) => Checkpoint::decode(&bytes)
-                .map(Some)
-                .map_err(|source| CheckpointError::Corrupt { path, source }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error("read", &path)(e)),
-        }
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("open", &path)(e)),
+        };
+        // Read no more than the limit (and one byte to tell it is over).
+        let mut bytes = Vec::new();
+        file.take(self.max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(io_error("read", &path))?;
+        Checkpoint::decode(&bytes, self.max_bytes)
+            .map(Some)
+            .map_err(|source| CheckpointError::Corrupt { path, source })
     }
 
     /// Replaces the checkpoint durably: a crash leaves the old one or the
@@ -180,5 +218,68 @@ mod tests {
         assert!(err.contains("checkpoint") && err.contains("hash"), "{err}");
         fs::write(&path, &bytes[..10]).unwrap();
         assert!(store.load().is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_over_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = Checkpoint {
+            last: EventNum(3),
+            state: vec![7; 100],
+        };
+        let bytes = one.encode();
+        let len = bytes.len() as u64;
+        assert_eq!(Checkpoint::decode(&bytes, len), Ok(one.clone()));
+        assert_eq!(
+            Checkpoint::decode(&bytes, len - 1),
+            Err(CheckpointDecodeError::TooLarge {
+                len,
+                limit: len - 1
+            })
+        );
+        // A store reads no more than its limit from disk.
+        let store = CheckpointStore::new(dir.path());
+        store.save(&one).unwrap();
+        assert_eq!(store.load().unwrap(), Some(one.clone()));
+        let small = store.with_max_bytes(len - 1);
+        let err = small.load().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CheckpointError::Corrupt {
+                    source: CheckpointDecodeError::TooLarge { len: l, .. },
+                    ..
+                } if l == len
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_checkpoints_are_refused_not_panicked_on() {
+        let good = Checkpoint {
+            last: EventNum(1),
+            state: b"state".to_vec(),
+        }
+        .encode();
+        let limit = DEFAULT_MAX_CHECKPOINT_BYTES;
+        for cut in 0..good.len() {
+            assert!(Checkpoint::decode(&good[..cut], limit).is_err(), "{cut}");
+        }
+        let mut huge_length = good.clone();
+        huge_length[13..21].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(
+            Checkpoint::decode(&huge_length, limit),
+            Err(CheckpointDecodeError::Length {
+                state: 5,
+                header: u64::MAX
+            })
+        );
+        let mut bad_version = good.clone();
+        bad_version[4] = 2;
+        assert_eq!(
+            Checkpoint::decode(&bad_version, limit),
+            Err(CheckpointDecodeError::Magic)
+        );
     }
 }

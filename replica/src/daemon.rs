@@ -7,16 +7,16 @@ use std::sync::OnceLock;
 
 use config::{Config, Key, KeyError, ReplicaId};
 use metrics_exporter_prometheus::PrometheusHandle;
-use trust::Credentials;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use trust::Credentials;
 
 use crate::agent::{Agent, AgentError, Parts, Settings};
 use crate::checkpoint::CheckpointStore;
+use crate::peer::PeerCheckpoint;
 use crate::port::AgentPort;
 use crate::runtime::{RuntimeError, ShipRuntime};
 use crate::ship::Ship;
-use crate::peer::PeerCheckpoint;
 use crate::{http, inbound, peer, port};
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,6 @@ pub async fn run(
         config.agent.checkpoint_every,
         peers,
         credentials,
-        config.agent.max_checkpoint_bytes,
     );
     // The agent stops first (a leader resigns), then the runtime: stopped
     // together, the agent could find its runtime gone and fail.
@@ -121,7 +120,8 @@ impl Wired {
         };
         let http = bind("the metrics endpoint", me.metrics).await?;
         let sharing = bind("the checkpoint listener", me.checkpoint).await?;
-        let store = CheckpointStore::new(config.agent.node_dir(id));
+        let store = CheckpointStore::new(config.agent.node_dir(id))
+            .with_max_bytes(config.agent.max_checkpoint_bytes);
         let serving = vec![
             tokio::spawn(async move {
                 if let Err(e) = http::serve(http, metrics).await {
@@ -169,6 +169,7 @@ impl Wired {
                 ttl: config.etcd.lease_ttl,
                 max_run_ahead: config.agent.max_run_ahead as u64,
                 buffer_packets: config.agent.buffer_packets,
+                buffer_bytes: config.agent.buffer_bytes,
                 gatekeeper: config.gatekeeper.listen,
             },
             log: eventlog_client::Client::new(config, credentials.clone()),

@@ -27,8 +27,11 @@ mod runtime;
 mod ship;
 
 pub use agent::{Agent, AgentError, Inbound, Parts, Settings, StepDown, ports};
-pub use buffer::{PacketBuffer, PacketId};
-pub use checkpoint::{Checkpoint, CheckpointDecodeError, CheckpointError, CheckpointStore};
+pub use buffer::{DEFAULT_BUFFER_BYTES, PacketBuffer, PacketId};
+pub use checkpoint::{
+    Checkpoint, CheckpointDecodeError, CheckpointError, CheckpointStore,
+    DEFAULT_MAX_CHECKPOINT_BYTES,
+};
 pub use daemon::{DaemonError, NOTICE_QUEUE, Wired, run};
 pub use event::{EventDecodeError, PacketEvent};
 pub use reference::{ReferenceShip, Variant};

@@ -23,20 +23,28 @@ use crate::metrics as m;
 /// cluster until the listener's task is dropped. Connections without a
 /// certificate of the cluster's CA never reach it; an edge box's or the
 /// admin's certificate is refused. Refusals are counted by reason.
-pub async fn serve(listener: tokio::net::TcpListener, credentials: Credentials, store: CheckpointStore) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    credentials: Credentials,
+    store: CheckpointStore,
+) {
     let me = credentials.identity().clone();
     let mut incoming = Box::pin(trust::server::incoming(listener, credentials, |refusal| {
         counter!(m::CHECKPOINT_REFUSED, "reason" => refusal.reason.label()).increment(1)
     }));
     while let Some(Ok(tls)) = incoming.next().await {
-        let peer = trust::peer::identity_of(tls.get_ref().1.peer_certificates().unwrap_or_default());
+        let peer =
+            trust::peer::identity_of(tls.get_ref().1.peer_certificates().unwrap_or_default());
         let store = store.clone();
         let me = me.clone();
         tokio::spawn(async move {
-            let answer = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                let (peer, store, me) = (peer.clone(), store.clone(), me.clone());
-                async move { Ok::<_, std::convert::Infallible>(answer(request, peer, &me, store).await) }
-            });
+            let answer =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let (peer, store, me) = (peer.clone(), store.clone(), me.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(answer(request, peer, &me, store).await)
+                    }
+                });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), answer)
                 .await;
@@ -137,13 +145,57 @@ pub async fn fetch(
             connection.abort();
             return Err(FetchError::Status(id, addr, response.status()));
         }
-        let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-        let body = Limited::new(response.into_body(), limit).collect().await;
+        let cap = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let body = Limited::new(response.into_body(), cap).collect().await;
         connection.abort();
-        let body = body.map_err(|_| FetchError::TooLarge(id, addr, max_bytes))?.to_bytes();
-        Checkpoint::decode(&body).map_err(|e| FetchError::Corrupt(id, addr, e))
+        let body = body
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(e) => FetchError::Http(id, addr, *e),
+                // `Limited`'s only other error: the body passed `cap`.
+                Err(_) => FetchError::TooLarge(id, addr, max_bytes),
+            })?
+            .to_bytes();
+        Checkpoint::decode(&body, max_bytes).map_err(|e| FetchError::Corrupt(id, addr, e))
     };
     tokio::time::timeout(limit, request)
         .await
         .map_err(|_| FetchError::Timeout(id, addr, limit))?
+}
+
+#[cfg(test)]
+mod tests {
+    use leadership::EventNum;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_peer_checkpoint_over_the_limit_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = testkit::Pki::new(dir.path().join("tls"), "test").unwrap();
+        let replica = |id| Role::Replica(ReplicaId::new(id).unwrap());
+        let store = CheckpointStore::new(dir.path().join("checkpoints"));
+        let checkpoint = Checkpoint {
+            last: EventNum(5),
+            state: vec![3; 100_000],
+        };
+        store.save(&checkpoint).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, pki.credentials(replica(1)).unwrap(), store));
+        let asker = pki.credentials(replica(2)).unwrap();
+        let peer = PeerCheckpoint {
+            id: ReplicaId::new(1).unwrap(),
+            addr,
+        };
+        let limit = Duration::from_secs(10);
+
+        let len = checkpoint.encode().len() as u64;
+        let got = fetch(peer, &asker, len, limit).await.unwrap();
+        assert_eq!(got, checkpoint);
+        let refused = fetch(peer, &asker, len - 1, limit).await.unwrap_err();
+        assert!(
+            matches!(refused, FetchError::TooLarge(_, a, l) if a == addr && l == len - 1),
+            "{refused}"
+        );
+    }
 }

@@ -4,17 +4,17 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use trust::Credentials;
 use leadership::EventNum;
 use metrics::{counter, gauge};
 use tokio_util::sync::CancellationToken;
+use trust::Credentials;
 
-use crate::peer::PeerCheckpoint;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::clock::Clock;
 use crate::event::PacketEvent;
 use crate::metrics as m;
 use crate::peer;
+use crate::peer::PeerCheckpoint;
 use crate::port::{Command, Notice, RuntimePort};
 use crate::ship::{Ship, ShipError};
 
@@ -50,8 +50,6 @@ pub struct ShipRuntime {
     /// Other agents' HTTP addresses, and the credential to ask them with.
     peers: Vec<PeerCheckpoint>,
     credentials: Credentials,
-    /// The largest checkpoint a peer may send.
-    max_checkpoint_bytes: u64,
 }
 
 impl ShipRuntime {
@@ -62,7 +60,6 @@ impl ShipRuntime {
         checkpoint_every: u64,
         peers: Vec<PeerCheckpoint>,
         credentials: Credentials,
-        max_checkpoint_bytes: u64,
     ) -> Self {
         ShipRuntime {
             ship,
@@ -74,7 +71,6 @@ impl ShipRuntime {
             leading: false,
             peers,
             credentials,
-            max_checkpoint_bytes,
         }
     }
 
@@ -213,7 +209,7 @@ impl ShipRuntime {
                 let fetched = peer::fetch(
                     peer,
                     &self.credentials,
-                    self.max_checkpoint_bytes,
+                    self.store.max_bytes(),
                     Duration::from_secs(10),
                 )
                 .await;

@@ -54,31 +54,27 @@ fn node(args: EventlogNodeArgs) -> anyhow::Result<ExitCode> {
     let config = load(&args.cluster, KeyCheck::Replica(id))?;
     super::known_replica(&config, id)?;
     let credentials = super::credentials(&config, Identity::Replica(id))?;
-    runtime()?
-        .block_on(async {
-            super::reload_on_sighup(credentials.clone());
-            // Only the replica that holds an epoch in etcd may fence the
-            // log at it: the node asks etcd's leader key (SPEC §6.5).
-            let etcd = leadership::election::connect(&config.etcd.endpoints, &credentials)
-                .await
-                .with_context(|| {
-                    format!("cannot use etcd at {}", config.etcd.endpoints.join(","))
-                })?;
-            let election =
-                leadership::Election::new(etcd, &config.etcd_root(), config.etcd.lease_ttl);
-            let epochs = Arc::new(EtcdEpochs {
-                election,
-                limit: Duration::from_secs(2),
-            });
-            let mut opts = NodeOptions::new(config, id, credentials, epochs);
-            opts.data_dir = args.data_dir;
-            eventlog::node::run(opts, terminated())
-                .await
-                .map_err(|e| match e {
-                    NodeError::UnknownReplica(_) => UsageError(e.to_string()).into(),
-                    other => anyhow::Error::new(other).context(format!("event log node {id}")),
-                })
-        })?;
+    runtime()?.block_on(async {
+        super::reload_on_sighup(credentials.clone());
+        // Only the replica that holds an epoch in etcd may fence the
+        // log at it: the node asks etcd's leader key (SPEC §6.5).
+        let etcd = leadership::election::connect(&config.etcd.endpoints, &credentials)
+            .await
+            .with_context(|| format!("cannot use etcd at {}", config.etcd.endpoints.join(",")))?;
+        let election = leadership::Election::new(etcd, &config.etcd_root(), config.etcd.lease_ttl);
+        let epochs = Arc::new(EtcdEpochs {
+            election,
+            limit: Duration::from_secs(2),
+        });
+        let mut opts = NodeOptions::new(config, id, credentials, epochs);
+        opts.data_dir = args.data_dir;
+        eventlog::node::run(opts, terminated())
+            .await
+            .map_err(|e| match e {
+                NodeError::UnknownReplica(_) => UsageError(e.to_string()).into(),
+                other => anyhow::Error::new(other).context(format!("event log node {id}")),
+            })
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

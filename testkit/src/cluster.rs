@@ -37,8 +37,8 @@ use crate::config_file::{ClusterFile, Replica};
 use crate::daemon::{self, Daemon};
 use crate::edge::{EDGE_IF, EdgeLab, Family};
 use crate::etcd::Etcd;
-use crate::pki::Pki;
 use crate::netns::{self, Netns, veth};
+use crate::pki::Pki;
 use crate::probe::{Probe, ProbeConfig};
 use crate::process::Supervisor;
 use crate::wait;
@@ -162,7 +162,6 @@ impl ClusterLab {
                 .and_then(|k| k.save_new(&path))
                 .map_err(io::Error::other)
         };
-        fresh_key(dir.join("keys/eventlog.key"))?;
         for i in 1..=opts.replicas {
             fresh_key(dir.join(format!("keys/replica-{i}.key")))?;
         }
@@ -171,7 +170,11 @@ impl ClusterLab {
         let ids: Vec<ReplicaId> = (1..=opts.replicas)
             .filter_map(|i| ReplicaId::new(i.into()))
             .collect();
-        for role in ids.iter().map(|id| Role::Replica(*id)).chain([Role::Edge, Role::Admin]) {
+        for role in ids
+            .iter()
+            .map(|id| Role::Replica(*id))
+            .chain([Role::Edge, Role::Admin])
+        {
             pki.issue(role)?;
         }
         let etcd = Etcd::start_tls_in(

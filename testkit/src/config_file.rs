@@ -182,8 +182,6 @@ impl Agent {
 pub struct Keys {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eventlog: Option<PathBuf>,
 }
 
 impl Keys {

@@ -138,8 +138,14 @@ impl Etcd {
                 .block_on(async {
                     let mut client =
                         leadership::election::connect_with(&endpoints, &admin, options).await?;
-                    leadership::access::grant(&mut client, &cluster, etcd_root, replicas, ROOT_PASSWORD)
-                        .await
+                    leadership::access::grant(
+                        &mut client,
+                        &cluster,
+                        etcd_root,
+                        replicas,
+                        ROOT_PASSWORD,
+                    )
+                    .await
                 })
                 .map_err(io::Error::other)
         };
@@ -149,6 +155,15 @@ impl Etcd {
         }
         self.auth = true;
         Ok(())
+    }
+
+    /// A client of this (TLS) etcd as `role`, with `pki`'s credentials for
+    /// it, as Seguro's parts connect.
+    pub async fn client(&self, pki: &Pki, role: Role) -> io::Result<leadership::election::Client> {
+        let credentials = pki.credentials(role)?;
+        leadership::election::connect(&[self.endpoint()], &credentials)
+            .await
+            .map_err(io::Error::other)
     }
 
     /// The client URL: `https://IP:PORT` (`http://` for a plain etcd).
@@ -293,16 +308,23 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let replica = pki.credentials(Role::Replica(ids[0])).unwrap();
-            let mut client = leadership::election::connect(&endpoints, &replica).await.unwrap();
+            let mut client = leadership::election::connect(&endpoints, &replica)
+                .await
+                .unwrap();
             client
                 .put("/seguro/c/leader", "1", None)
                 .await
                 .expect("a replica writes the leader key");
-            let err = client.put("/seguro/c/gatekeeper", "1", None).await.unwrap_err();
+            let err = client
+                .put("/seguro/c/gatekeeper", "1", None)
+                .await
+                .unwrap_err();
             assert!(err.to_string().contains("permission denied"), "{err}");
 
             let edge = pki.credentials(Role::Edge).unwrap();
-            let mut client = leadership::election::connect(&endpoints, &edge).await.unwrap();
+            let mut client = leadership::election::connect(&endpoints, &edge)
+                .await
+                .unwrap();
             let got = client.get("/seguro/c/leader", None).await.unwrap();
             assert_eq!(got.kvs()[0].value(), b"1");
             let err = client.put("/seguro/c/leader", "2", None).await.unwrap_err();
@@ -319,7 +341,9 @@ mod tests {
                 let mut c = leadership::election::connect(&endpoints, &stranger)
                     .await
                     .map_err(|e| e.to_string())?;
-                c.get("/seguro/c/leader", None).await.map_err(|e| e.to_string())
+                c.get("/seguro/c/leader", None)
+                    .await
+                    .map_err(|e| e.to_string())
             };
             assert!(refused.await.is_err());
         });

@@ -80,7 +80,6 @@ impl Lab {
             configs: BTreeMap::new(),
             node_args: Vec::new(),
         };
-        new_key(&keys.join("eventlog.key"))?;
         for id in 1..=n {
             lab.add_replica(id)?;
         }
@@ -230,15 +229,6 @@ impl Lab {
 
     pub fn keys_dir(&self) -> PathBuf {
         self.dir.path().join("keys")
-    }
-
-    /// The event log secret.
-    pub fn secret_path(&self) -> PathBuf {
-        self.keys_dir().join("eventlog.key")
-    }
-
-    pub fn key(&self) -> Key {
-        Key::load(&self.secret_path()).expect("the lab's event log secret is readable")
     }
 
     /// The cluster's CA and certificates.

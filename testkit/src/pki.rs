@@ -15,6 +15,8 @@ pub struct Pki {
     cluster: String,
     dir: PathBuf,
     ca: Authority,
+    /// Removed with the Pki, for one made by [`Pki::temporary`].
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl Pki {
@@ -22,12 +24,25 @@ impl Pki {
     pub fn new(dir: impl Into<PathBuf>, cluster: &str) -> io::Result<Pki> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        let ca = Authority::create(cluster, Validity::from_now(CA_VALIDITY)).map_err(io::Error::other)?;
+        let ca = Authority::create(cluster, Validity::from_now(CA_VALIDITY))
+            .map_err(io::Error::other)?;
         write_new(&dir.join("ca.crt"), ca.cert_pem())?;
         Ok(Pki {
             cluster: cluster.to_owned(),
             dir,
             ca,
+            _temporary: None,
+        })
+    }
+
+    /// A new CA for `cluster` in a directory of its own, removed when the
+    /// Pki is dropped.
+    pub fn temporary(cluster: &str) -> io::Result<Pki> {
+        let dir = tempfile::tempdir()?;
+        let pki = Pki::new(dir.path(), cluster)?;
+        Ok(Pki {
+            _temporary: Some(dir),
+            ..pki
         })
     }
 
@@ -58,15 +73,27 @@ impl Pki {
     pub fn issue(&self, role: Role) -> io::Result<Files> {
         let files = self.files(role);
         if !files.cert.exists() {
-            self.issue_as(&self.identity(role), Validity::from_now(LEAF_VALIDITY), &files)?;
+            self.issue_as(
+                &self.identity(role),
+                Validity::from_now(LEAF_VALIDITY),
+                &files,
+            )?;
         }
         Ok(files)
     }
 
     /// Issues a certificate for `identity` valid as `validity` says, into
     /// `files` (an attacker's, an expired one...).
-    pub fn issue_as(&self, identity: &Identity, validity: Validity, files: &Files) -> io::Result<()> {
-        let issued = self.ca.issue(identity, validity).map_err(io::Error::other)?;
+    pub fn issue_as(
+        &self,
+        identity: &Identity,
+        validity: Validity,
+        files: &Files,
+    ) -> io::Result<()> {
+        let issued = self
+            .ca
+            .issue(identity, validity)
+            .map_err(io::Error::other)?;
         write_new(&files.cert, &issued.cert_pem)?;
         write_new(&files.key, &issued.key_pem)
     }

@@ -40,7 +40,9 @@ struct Logged {
 fn read_log(c: &ClusterLab, i: u8) -> BTreeMap<u64, Logged> {
     let config = testkit::load_config(&c.config_path());
     // Read as replica `i` itself would.
-    let credentials = c.credentials(config::Role::Replica(config::ReplicaId::new(i.into()).unwrap()));
+    let credentials = c.credentials(config::Role::Replica(
+        config::ReplicaId::new(i.into()).unwrap(),
+    ));
     let addr = c.eventlog_addr(i).to_string();
     let events: Vec<eventlog::Event> = c.lab.edge.run(|| {
         tokio::runtime::Builder::new_current_thread()

@@ -12,8 +12,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use config::ReplicaId;
+use config::Role as Who;
 use eventlog::{AppendError, Client, ClientError, ClientOptions, Epoch, EventNum, ReadError, Role};
-use config::{ReplicaId, Role};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use testkit::process::Supervisor;
@@ -61,7 +62,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A client of the log presenting `role`'s certificate.
-fn client_as(c: &Lab, role: Role, append_timeout: Duration) -> Client {
+fn client_as(c: &Lab, role: Who, append_timeout: Duration) -> Client {
     let config = testkit::load_config(&c.config_path());
     let mut opts = ClientOptions::from_config(&config);
     opts.append_timeout = append_timeout;
@@ -72,7 +73,7 @@ fn client_as(c: &Lab, role: Role, append_timeout: Duration) -> Client {
 
 /// Replica `id`'s client, as its agent has.
 fn client(c: &Lab, id: u32, append_timeout: Duration) -> Client {
-    client_as(c, Role::Replica(rid(id)), append_timeout)
+    client_as(c, Who::Replica(rid(id)), append_timeout)
 }
 
 /// Replica `id`'s term: its leader key in etcd, and the epoch it holds.
@@ -268,9 +269,7 @@ fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
         // Write for 5 s; kill -9 the leader 1.5 s in.
         let writer = {
             let client = client.clone();
-            tokio::spawn(
-                async move { write(&client, epoch, 1, Duration::from_secs(5), 256).await },
-            )
+            tokio::spawn(async move { write(&client, epoch, 1, Duration::from_secs(5), 256).await })
         };
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let victim = leader_id(&client).await;
@@ -531,7 +530,7 @@ fn a_client_of_another_ca_is_refused() {
         let config = testkit::load_config(&c.config_path());
         let bad = Client::with_options(
             vec![(rid(1), c.replica(1).eventlog.unwrap())],
-            other.credentials(Role::Replica(rid(1))).unwrap(),
+            other.credentials(Who::Replica(rid(1))).unwrap(),
             ClientOptions::from_config(&config),
         );
         let err = bad
@@ -805,7 +804,7 @@ fn the_appender_merges_concurrent_appends_into_batches() {
         opts.batch.max_events = 100;
         opts.batch.max_linger = Duration::from_millis(20);
         let nodes = vec![(rid(1), c.replica(1).eventlog.unwrap())];
-        let client = Client::with_options(nodes, c.credentials(Role::Replica(rid(1))), opts);
+        let client = Client::with_options(nodes, c.credentials(Who::Replica(rid(1))), opts);
         wait_healthy(&client, 1).await;
         let (_lead, epoch) = term(&c, 1).await;
         let before = metric(&scrape(&c, 1), "seguro_eventlog_append_batches_total");

@@ -66,8 +66,8 @@ fn log_client(lab: &Lab) -> eventlog::Client {
         .eventlog
         .expect("the lab gives it an address");
     eventlog::Client::with_options(
-        vec![eventlog.to_string()],
-        lab.key(),
+        vec![(config::ReplicaId::new(1).unwrap(), eventlog)],
+        lab.credentials(config::Role::Replica(config::ReplicaId::new(1).unwrap())),
         eventlog::ClientOptions {
             request_timeout: Duration::from_secs(2),
             deadline: Duration::from_secs(30),

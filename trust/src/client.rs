@@ -64,7 +64,10 @@ impl tower_service::Service<Uri> for Connector {
                 None => vec![
                     uri.authority()
                         .ok_or_else(|| {
-                            io::Error::new(io::ErrorKind::InvalidInput, format!("{uri} has no host"))
+                            io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                format!("{uri} has no host"),
+                            )
                         })?
                         .to_string(),
                 ],

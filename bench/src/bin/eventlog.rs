@@ -28,12 +28,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
+use config::ReplicaId;
 use eventlog::{Client, ClientOptions, Epoch, EventNum, Role};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use seguro_bench::{Latencies, knob, ms};
+use std::net::SocketAddr;
 use telemetry::Exposition;
 use testkit::{Daemon, Lab, wait};
+use trust::Credentials;
 
 const EVENT_BYTES: usize = 1024;
 const CONCURRENCY: [usize; 4] = [1, 16, 256, 4096];
@@ -263,15 +266,15 @@ where
 
 fn seguro_client(
     base: &ClientOptions,
-    endpoints: &[String],
-    key: &config::Key,
+    nodes: &[(ReplicaId, SocketAddr)],
+    credentials: &Credentials,
     batch: usize,
     window: usize,
 ) -> Client {
     let mut opts = base.clone();
     opts.batch.max_events = batch;
     opts.max_in_flight = window.max(1);
-    Client::with_options(endpoints.to_vec(), key.clone(), opts)
+    Client::with_options(nodes.to_vec(), credentials.clone(), opts)
 }
 
 /// One writer keeping `window` events outstanding, for `dur`.
@@ -466,14 +469,23 @@ fn main() -> anyhow::Result<()> {
         let mut cluster = Lab::new(seguro_bench::seguro_binary()?, "bench", 3)?;
         cluster.file_mut().eventlog.data_dir = Some(root.join("data"));
         cluster.write_config()?;
+        // The nodes let only the replica that holds an epoch in etcd write
+        // at it: the writer is replica 1, in a term of its own, as a
+        // leading agent is.
+        tokio::task::block_in_place(|| cluster.start_etcd().map(drop))
+            .context("cannot start etcd (run `make deps`)")?;
         cluster.start_eventlog()?;
         let config = testkit::load_config(&cluster.config_path());
-        let key = cluster.key();
-        let endpoints: Vec<String> = config.replicas.iter().map(|r| r.eventlog.to_string()).collect();
+        let writer = cluster.credentials(config::Role::Replica(ReplicaId::new(1).expect("nonzero")));
+        let nodes: Vec<(ReplicaId, SocketAddr)> =
+            config.replicas.iter().map(|r| (r.id, r.eventlog)).collect();
         let base = ClientOptions::from_config(&config);
-        let probe = Client::with_options(endpoints.clone(), key.clone(), base.clone());
+        let probe = Client::with_options(nodes.clone(), writer.clone(), base.clone());
+        // Every replica's watermark is the operator's to set at once.
+        let admin = Client::with_options(nodes.clone(), cluster.credentials(config::Role::Admin), base.clone());
         wait_leader(&probe).await?;
-        let epoch = Epoch(1);
+        let term = cluster.term(1).await;
+        let epoch: Epoch = term.epoch();
         let mut next = probe.fence(epoch).await?.get() + 1;
 
         if let Some(etcd_steady) = etcd_steady_cell {
@@ -524,7 +536,7 @@ fn main() -> anyhow::Result<()> {
                 q(0.5),
                 q(0.99),
             );
-            checkpoint(&probe, next).await;
+            checkpoint(&admin, next).await;
         }
 
         let mut best = vec![0f64; CONCURRENCY.len()];
@@ -540,11 +552,11 @@ fn main() -> anyhow::Result<()> {
             println!("|---|---|---|---|---|");
             for b in BATCHES {
                 for (i, c) in CONCURRENCY.iter().enumerate() {
-                    let client = seguro_client(&base, &endpoints, &key, b, *c);
+                    let client = seguro_client(&base, &nodes, &writer, b, *c);
                     let cell = seguro_cell(&client, epoch, &mut next, *c, dur).await;
                     println!("{}", row(&format!("{b} | {c}"), &cell));
                     best[i] = best[i].max(cell.rate());
-                    checkpoint(&probe, next).await;
+                    checkpoint(&admin, next).await;
                 }
             }
         }

@@ -264,14 +264,17 @@ fn one_failover(lab: &mut ClusterLab) -> anyhow::Result<Run> {
 /// read from the edge namespace.
 fn committed_requests(lab: &ClusterLab, i: u8, from: u64) -> anyhow::Result<HashSet<u64>> {
     let config = testkit::load_config(&lab.config_path());
-    let key = config::Key::load(&config.eventlog.secret_file)?;
+    // Read as replica `i` itself would: reading the log is a replica's right.
+    let credentials = lab.credentials(config::Role::Replica(
+        config::ReplicaId::new(i.into()).context("replica id")?,
+    ));
     let addr = lab.eventlog_addr(i).to_string();
     lab.lab.edge.run(|| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(async {
-                let client = eventlog::Client::new(&config, key);
+                let client = eventlog::Client::new(&config, credentials);
                 let mut stream =
                     std::pin::pin!(client.read_from(&addr, eventlog::EventNum(from), None));
                 let mut seqs = HashSet::new();

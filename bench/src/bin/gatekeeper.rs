@@ -12,7 +12,7 @@
 //!    moment, until an observer (the gatekeeper's own `Election::observe`)
 //!    sees the new epoch, with a standby process campaigning; TTL 2 s.
 //!
-//! `gatekeeper campaign ENDPOINT ROOT ID` is the process the failover part
+//! `gatekeeper campaign ENDPOINT ROOT ID TLS_DIR` is the process the failover part
 //! starts and kills: it campaigns, prints `leader EPOCH`, and waits.
 //!
 //! Environment: `BENCH_SECONDS` (each throughput run, default 3),
@@ -21,6 +21,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +29,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use config::{Key, Optimism, ReplicaId};
+use config::{Identity, Key, Optimism, ReplicaId, Role};
 use eventlog::EventNum;
 use gatekeeper::{Gatekeeper, Settings, Stats};
 use leadership::{Election, Keyring, Sealer, election};
@@ -38,6 +39,7 @@ use tokio::time::{Instant, sleep, timeout};
 use udp::{BATCH, BatchSocket, RecvBatch, SocketOptions};
 
 const TTL: Duration = Duration::from_secs(2);
+const CLUSTER: &str = "bench";
 const ROOT: &str = "/seguro/bench";
 /// Effect sizes: a small Ames ack and a full-size Ames packet.
 const PAYLOADS: [usize; 2] = [100, 1000];
@@ -53,16 +55,45 @@ fn main() -> anyhow::Result<()> {
     let rounds = knob("BENCH_ROUNDS", 5, 1..=10);
     let failovers = knob("FAILOVER_RUNS", 20, 1..=100);
 
-    let etcd = testkit::Etcd::start().context("starting etcd (run `make deps`)")?;
+    // etcd as Seguro runs it: TLS, client certificates, a role per identity.
+    let pki = testkit::Pki::temporary(CLUSTER)?;
+    let ids: Vec<ReplicaId> = (1..=2).filter_map(ReplicaId::new).collect();
+    let etcd =
+        testkit::Etcd::start_tls(&pki, ROOT, &ids).context("starting etcd (run `make deps`)")?;
+    let place = EtcdAt {
+        endpoint: etcd.endpoint(),
+        tls: pki.dir().to_owned(),
+    };
     println!(
-        "gatekeeper benchmark: etcd {} at {}, {} CPUs",
+        "gatekeeper benchmark: etcd {} at {} (mutual TLS), {} CPUs",
         testkit::Etcd::binary().display(),
-        etcd.endpoint(),
+        place.endpoint,
         thread::available_parallelism().map_or(0, |n| n.get())
     );
-    throughput(&etcd.endpoint(), Duration::from_secs(seconds), rounds)?;
-    failover(&etcd.endpoint(), failovers)?;
+    throughput(&place, Duration::from_secs(seconds), rounds)?;
+    failover(&place, failovers)?;
     Ok(())
+}
+
+/// The benchmark's etcd, and the directory of the certificates each role
+/// reaches it with.
+#[derive(Clone)]
+struct EtcdAt {
+    endpoint: String,
+    tls: PathBuf,
+}
+
+impl EtcdAt {
+    /// A client of etcd as `role`.
+    async fn client(&self, role: Role) -> anyhow::Result<election::Client> {
+        let files = trust::Files {
+            ca: self.tls.join("ca.crt"),
+            cert: self.tls.join(format!("{role}.crt")),
+            key: self.tls.join(format!("{role}.key")),
+        };
+        let credentials = trust::Credentials::load(Identity::new(CLUSTER, role), files)?;
+        Ok(election::connect(std::slice::from_ref(&self.endpoint), &credentials).await?)
+    }
 }
 
 /// A forwarder (gatekeeper or relay) running on its own thread and runtime.
@@ -100,8 +131,8 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The gatekeeper, in this process: `run` on a thread of its own (the etcd
 /// side), which starts the forwarding thread `gk-forward`.
-fn start_gatekeeper(endpoint: &str, keys: Keyring) -> anyhow::Result<(Forwarder, Arc<Stats>)> {
-    let endpoint = endpoint.to_string();
+fn start_gatekeeper(etcd: &EtcdAt, keys: Keyring) -> anyhow::Result<(Forwarder, Arc<Stats>)> {
+    let etcd = etcd.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop, stopped) = oneshot::channel::<()>();
     let thread =
@@ -123,7 +154,7 @@ fn start_gatekeeper(endpoint: &str, keys: Keyring) -> anyhow::Result<(Forwarder,
                         name: "bench".into(),
                         socket: SocketOptions::default(),
                     };
-                    let client = election::connect(&[endpoint]).await?;
+                    let client = etcd.client(Role::Edge).await?;
                     let gk = Gatekeeper::bind(settings)?;
                     ready_tx.send((gk.listen_addr(), gk.stats()))?;
                     gk.run(client, None, async move {
@@ -306,7 +337,7 @@ fn timed_run(
     Ok((sealer, rate, sent, received))
 }
 
-fn throughput(endpoint: &str, length: Duration, rounds: u64) -> anyhow::Result<()> {
+fn throughput(etcd: &EtcdAt, length: Duration, rounds: u64) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -316,8 +347,8 @@ fn throughput(endpoint: &str, length: Duration, rounds: u64) -> anyhow::Result<(
     let mut keys = Keyring::new();
     keys.insert(id, key.clone());
     let (gatekeeper, stats) = rt.block_on(async {
-        let (gk, stats) = start_gatekeeper(endpoint, keys)?;
-        let client = election::connect(&[endpoint.to_string()]).await?;
+        let (gk, stats) = start_gatekeeper(etcd, keys)?;
+        let client = etcd.client(Role::Replica(id)).await?;
         let leadership = Election::new(client, ROOT, TTL).campaign(id).await;
         anyhow::Ok(((gk, leadership), stats))
     })?;
@@ -429,9 +460,10 @@ struct Campaigner {
 }
 
 impl Campaigner {
-    fn spawn(endpoint: &str, id: u32) -> anyhow::Result<Self> {
+    fn spawn(etcd: &EtcdAt, id: u32) -> anyhow::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["campaign", endpoint, ROOT, &id.to_string()])
+            .args(["campaign", &etcd.endpoint, ROOT, &id.to_string()])
+            .arg(&etcd.tls)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -458,25 +490,25 @@ impl Drop for Campaigner {
     }
 }
 
-fn failover(endpoint: &str, runs: u64) -> anyhow::Result<()> {
+fn failover(etcd: &EtcdAt, runs: u64) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let client = rt.block_on(election::connect(&[endpoint.to_string()]))?;
+    let client = rt.block_on(etcd.client(Role::Edge))?;
     let mut view = {
         let _g = rt.enter();
         Election::new(client.clone(), ROOT, TTL).observe()
     };
     let mut latencies = Latencies::new();
-    let mut leader = Campaigner::spawn(endpoint, 1)?;
+    let mut leader = Campaigner::spawn(etcd, 1)?;
     let mut epoch = leader.wait_leader()?;
     println!(
         "\n## Failover: kill -9 the leader's process until an observer sees the new epoch (TTL {}s, {runs} runs)",
         TTL.as_secs()
     );
     for run in 1..=runs {
-        let mut standby = Campaigner::spawn(endpoint, if run % 2 == 1 { 2 } else { 1 })?;
+        let mut standby = Campaigner::spawn(etcd, if run % 2 == 1 { 2 } else { 1 })?;
         // The standby is campaigning once it holds a lease of its own.
         rt.block_on(async {
             let c = client.clone();
@@ -553,15 +585,19 @@ fn jitter(max: Duration) -> Duration {
 
 /// The child process of the failover benchmark.
 fn campaign_child(args: &[String]) -> anyhow::Result<()> {
-    let [endpoint, root, id] = args else {
-        bail!("usage: gatekeeper campaign ENDPOINT ROOT ID");
+    let [endpoint, root, id, tls] = args else {
+        bail!("usage: gatekeeper campaign ENDPOINT ROOT ID TLS_DIR");
     };
     let id: ReplicaId = id.parse().map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = election::connect(std::slice::from_ref(endpoint)).await?;
+        let etcd = EtcdAt {
+            endpoint: endpoint.clone(),
+            tls: tls.into(),
+        };
+        let client = etcd.client(Role::Replica(id)).await?;
         let leadership = Election::new(client, root, TTL).campaign(id).await;
         println!("leader {}", leadership.epoch());
         use std::io::Write;

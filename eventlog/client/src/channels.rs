@@ -39,7 +39,10 @@ impl Channels {
 
     /// The identity of replica `id` of this cluster.
     pub fn replica(&self, id: ReplicaId) -> Identity {
-        Identity::new(self.credentials.identity().cluster.clone(), Role::Replica(id))
+        Identity::new(
+            self.credentials.identity().cluster.clone(),
+            Role::Replica(id),
+        )
     }
 
     /// The channel to replica `id`'s node at `addr`.

@@ -101,9 +101,16 @@ impl Client {
     /// The channel to the node at `addr`, which must be a node this client
     /// knows (the config's, or one a node named).
     fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
-        let id = self.inner.nodes.lock().unwrap().get(addr).copied().ok_or_else(|| {
-            ClientError::Unavailable(format!("{addr} is no event log node this client knows"))
-        })?;
+        let id = self
+            .inner
+            .nodes
+            .lock()
+            .unwrap()
+            .get(addr)
+            .copied()
+            .ok_or_else(|| {
+                ClientError::Unavailable(format!("{addr} is no event log node this client knows"))
+            })?;
         self.inner
             .channels
             .get(addr, id)

@@ -33,11 +33,7 @@ impl Client {
         if addr.is_empty() {
             return;
         }
-        self.inner
-            .nodes
-            .lock()
-            .unwrap()
-            .insert(addr.to_owned(), id);
+        self.inner.nodes.lock().unwrap().insert(addr.to_owned(), id);
         let mut eps = self.inner.endpoints.lock().unwrap();
         if !eps.iter().any(|e| e == addr) {
             eps.push(addr.to_string());

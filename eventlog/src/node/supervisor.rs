@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventlog_client::{Backoff, Channels, Client};
+use eventlog_client::{Backoff, Channels, Client, MessageLimits};
 use openraft::rt::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::sync::watch;
@@ -19,7 +19,7 @@ use crate::app::{CommitView, Running};
 use crate::ids::NodeId;
 use crate::metrics as m;
 use crate::network::Network;
-use crate::raft::Raft;
+use crate::raft::{MAX_PAYLOAD_ENTRIES, Raft};
 use crate::sm::StateMachine;
 use crate::storage::{LogStore, Tracker};
 
@@ -34,7 +34,7 @@ fn raft_config(cluster: &str) -> openraft::Config {
         // ... and the log is purged only below the purge point.
         max_in_snapshot_log_to_keep: u64::MAX,
         purge_batch_size: 1,
-        max_payload_entries: 64,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         enable_pre_vote: Some(true),
         install_snapshot_timeout: 10_000,
         ..Default::default()
@@ -79,6 +79,7 @@ impl<'a> Supervisor<'a> {
 
         let network = Network {
             channels: self.channels.clone(),
+            limits: MessageLimits::from_config(&self.opts.config.eventlog),
         };
         let config = raft_config(&self.opts.config.cluster)
             .validate()

@@ -10,8 +10,8 @@ use openraft::{BasicNode, ChangeMembers};
 use tonic::{Request, Response, Status};
 
 use super::hint;
-use crate::authz::Action;
 use crate::app::{Ctx, Running};
+use crate::authz::Action;
 use crate::command::{Command, Outcome};
 use crate::ids::NodeId;
 use crate::proto::{self, admin_error::Kind, admin_server};
@@ -137,7 +137,10 @@ impl admin_server::Admin for AdminService {
         req: Request<proto::SetWatermarkRequest>,
     ) -> Result<Response<proto::AdminResponse>, Status> {
         let replica = req.get_ref().replica;
-        self.ctx.authz.allow(&req, Action::SetWatermark(replica)).await?;
+        self.ctx
+            .authz
+            .allow(&req, Action::SetWatermark(replica))
+            .await?;
         let req = req.into_inner();
         self.serve(|running| async move {
             let cmd = Command::Watermark {

@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use eventlog_client::limits::{READ_CHUNK_BYTES, READ_CHUNK_EVENTS};
 use eventlog_client::{AppendError, LogIndex, Role};
 use futures::{Stream, StreamExt};
 use openraft::errors::ClientWriteError;
@@ -17,17 +18,14 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::hint;
-use crate::authz::Action;
 use crate::app::{CommitView, Ctx, Limits};
+use crate::authz::Action;
 use crate::command::{Batch, Command, NewEvent, Outcome};
 use crate::ids::NodeId;
 use crate::metrics as m;
 use crate::proto::{self, event_log_server};
 use crate::raft::TypeConfig;
 use crate::types::{Epoch, EventNum};
-
-/// A read sends at most this much event data per message.
-const READ_CHUNK_BYTES: usize = 1 << 20;
 
 pub(crate) struct ApiService {
     ctx: Ctx,
@@ -245,17 +243,23 @@ impl event_log_server::EventLog for ApiService {
         // same order: Raft applies them in log order. Each is allowed on its
         // own: only the holder of its epoch may write at it.
         tokio::spawn(async move {
-            while let Some(Ok(req)) = input.next().await {
-                let allowed = ctx
-                    .authz
-                    .allow_peer(peer.clone(), write_action(&ctx, Epoch(req.epoch)))
-                    .await;
-                let next = match allowed {
-                    Ok(_) => Ok(submit(&ctx, req).await),
-                    Err(refused) => Err(refused),
+            while let Some(req) = input.next().await {
+                // A request that cannot be read (over the message limit,
+                // say) ends the stream, after the answers before it, with
+                // why; so does a refusal.
+                let next = match req {
+                    Ok(req) => match ctx
+                        .authz
+                        .allow_peer(peer.clone(), write_action(&ctx, Epoch(req.epoch)))
+                        .await
+                    {
+                        Ok(_) => Ok(submit(&ctx, req).await),
+                        Err(refused) => Err(refused),
+                    },
+                    Err(status) => Err(status),
                 };
-                let refused = next.is_err();
-                if tx.send(next).is_err() || refused {
+                let end = next.is_err();
+                if tx.send(next).is_err() || end {
                     break;
                 }
             }
@@ -263,7 +267,7 @@ impl event_log_server::EventLog for ApiService {
         let out = UnboundedReceiverStream::new(rx).then(|next| async move {
             match next {
                 Ok(pending) => Ok(pending.resolve().await),
-                Err(refused) => Err(refused),
+                Err(status) => Err(status),
             }
         });
         Ok(Response::new(Box::pin(out)))
@@ -342,6 +346,9 @@ impl event_log_server::EventLog for ApiService {
                 }
                 let upto = end.map_or(pos.fence.last, |e| e.min(pos.fence.last));
                 if next <= upto {
+                    // A chunk's events are bounded in number as well as in
+                    // bytes: the client's message limit counts both.
+                    let upto = upto.min(EventNum(next.get().saturating_add(READ_CHUNK_EVENTS - 1)));
                     let events = running
                         .sm
                         .with_machine(|m| m.read(next, upto, READ_CHUNK_BYTES));
@@ -573,6 +580,13 @@ mod tests {
         let limits = Limits {
             max_event_bytes: 100,
             max_batch_bytes: 250,
+            // Not what `validate` looks at.
+            messages: eventlog_client::MessageLimits {
+                api_request: 0,
+                api_response: 0,
+                admin: 0,
+            },
+            max_snapshot_bytes: 0,
         };
         assert!(validate(limits, req(5, &[100, 100])).is_ok());
         assert_eq!(

@@ -1,6 +1,5 @@
 //! Raft traffic from the other nodes, handed to the local Raft instance.
 
-use std::io::Write;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
@@ -11,7 +10,7 @@ use crate::app::{Ctx, Running};
 use crate::network::{decode, encode};
 use crate::proto::{RaftMessage, SnapshotChunk, raft_server};
 use crate::raft::{SnapshotMeta, TypeConfig, Vote};
-use crate::sm::SnapshotData;
+use crate::sm::IncomingError;
 
 pub(crate) struct RaftService {
     ctx: Ctx,
@@ -29,6 +28,14 @@ impl RaftService {
 
 fn bad_message(e: postcard::Error) -> Status {
     Status::invalid_argument(format!("undecodable Raft message: {e}"))
+}
+
+fn refused(e: IncomingError) -> Status {
+    match e {
+        IncomingError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        IncomingError::Io(_) => Status::internal(e.to_string()),
+        IncomingError::Damaged(_) => Status::data_loss(e.to_string()),
+    }
 }
 
 fn stopped(e: impl std::fmt::Display) -> Status {
@@ -101,51 +108,22 @@ impl raft_server::Raft for RaftService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let (vote, meta): (Vote, SnapshotMeta) =
             decode(&RaftMessage { data: first.meta }).map_err(bad_message)?;
-        let (path, file) = running
+        let mut incoming = running
             .sm
-            .incoming_file()
-            .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        let received = async {
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk?;
-                w = tokio::task::block_in_place(|| -> std::io::Result<_> {
-                    w.write_all(&chunk.data)?;
-                    Ok(w)
-                })
-                .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
-            }
-            let file = w
-                .into_inner()
-                .map_err(|e| Status::internal(format!("cannot store the snapshot: {e}")))?;
-            Ok::<_, Status>(file)
+            .incoming(self.ctx.limits.max_snapshot_bytes)
+            .map_err(|e| refused(e.into()))?;
+        // Dropped on any early return: the partial file goes with it.
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            tokio::task::block_in_place(|| incoming.write(&chunk.data)).map_err(refused)?;
         }
-        .await;
-        let file = match received {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
-            }
-        };
-        drop(file);
-        // A damaged transfer is refused here (the leader sends it again);
-        // handed to Raft it would stop this node.
-        let check = path.clone();
-        let verified = tokio::task::spawn_blocking(move || crate::sm::verify_snapshot_file(&check))
+        let data = tokio::task::spawn_blocking(move || incoming.finish())
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if let Err(e) = verified {
-            let _ = std::fs::remove_file(&path);
-            return Err(Status::data_loss(format!(
-                "the snapshot arrived damaged: {e}"
-            )));
-        }
-        let reader = std::fs::File::open(&path)
-            .map_err(|e| Status::internal(format!("cannot reopen the snapshot: {e}")))?;
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(refused)?;
         let snapshot = openraft::storage::Snapshot {
             meta,
-            snapshot: SnapshotData { path, file: reader },
+            snapshot: data,
         };
         let resp = running
             .raft

@@ -155,11 +155,16 @@ impl Replica {
         }
         let credentials = match trust::Credentials::of(&config, config::Role::Replica(id)) {
             Some(Ok(c)) => c,
-            Some(Err(e)) => return Err(Failure::new(seguro_error::SEGURO_ERR_CONFIG, e.to_string())),
+            Some(Err(e)) => {
+                return Err(Failure::new(seguro_error::SEGURO_ERR_CONFIG, e.to_string()));
+            }
             None => {
                 return Err(Failure::new(
                     seguro_error::SEGURO_ERR_CONFIG,
-                    format!("{} names no certificate for replica {id}", config_path.display()),
+                    format!(
+                        "{} names no certificate for replica {id}",
+                        config_path.display()
+                    ),
                 ));
             }
         };

@@ -477,24 +477,26 @@ mod tests {
     #[test]
     fn start_names_a_taken_port_and_may_be_called_again() {
         let dir = tempfile::tempdir().unwrap();
-        for key in ["replica-1.key", "eventlog.key"] {
-            config::Key::generate()
-                .unwrap()
-                .save_new(&dir.path().join(key))
-                .unwrap();
-        }
+        config::Key::generate()
+            .unwrap()
+            .save_new(&dir.path().join("replica-1.key"))
+            .unwrap();
+        let pki = testkit::Pki::new(dir.path().join("tls"), "ffi-unit").unwrap();
+        pki.issue(config::Role::Replica(config::ReplicaId::new(1).unwrap()))
+            .unwrap();
         let local = || SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
         let mut file =
-            ClusterFile::new("ffi-unit", local(), local(), format!("http://{}", local()));
+            ClusterFile::new("ffi-unit", local(), local(), format!("https://{}", local()));
+        file.tls.dir = Some(pki.dir().to_owned());
         let ames = local();
         let mut replica = Replica::new(1, ames);
         replica.eventlog = Some(local());
         replica.eventlog_metrics = Some(local());
         replica.metrics = Some(local());
+        replica.checkpoint = Some(local());
         replica.key_file = Some("replica-1.key".into());
         file.replicas.push(replica);
         file.replica.data_dir = Some("agent".into());
-        file.keys.eventlog = Some("eventlog.key".into());
         let path = file.write(dir.path().join("cluster.toml")).unwrap();
         let path = CString::new(path.to_str().unwrap()).unwrap();
         let start = || {

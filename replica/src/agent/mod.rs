@@ -38,6 +38,8 @@ pub struct Settings {
     pub ttl: Duration,
     pub max_run_ahead: u64,
     pub buffer_packets: usize,
+    /// Most bytes of packets a follower keeps for a promotion.
+    pub buffer_bytes: usize,
     /// Where effect envelopes go (`gatekeeper.listen`).
     pub gatekeeper: SocketAddr,
 }
@@ -104,7 +106,7 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
             port,
         } = parts;
         Agent {
-            buffer: PacketBuffer::new(settings.buffer_packets),
+            buffer: PacketBuffer::new(settings.buffer_packets, settings.buffer_bytes),
             settings,
             log,
             election,

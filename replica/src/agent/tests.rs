@@ -335,6 +335,7 @@ fn harness(max_run_ahead: u64) -> Harness {
             ttl: Duration::from_secs(60),
             max_run_ahead,
             buffer_packets: 64,
+            buffer_bytes: crate::DEFAULT_BUFFER_BYTES,
             gatekeeper: GATEKEEPER.parse().unwrap(),
         },
         log: log.clone(),
