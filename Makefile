@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 60
 # Tests and the demo start this etcd (scripts/deps.sh links etcd 3.5 here).
 export SEGURO_ETCD ?= /usr/local/bin/etcd
 # The pinned nightly (eBPF, fuzzing): ebpf/rust-toolchain.toml names it.
@@ -24,7 +24,7 @@ help:
 	@echo "make bench-gatekeeper  effects/s vs a plain UDP relay; election failover p50/p99"
 	@echo "make bench-lb    edge fan-out: XDP/TC vs nftables dup vs the userspace relay"
 	@echo "make bench-failover  20 leader kills under load: failover p50/p99, loss, answered/s"
-	@echo "make fuzz        fuzz the Ames parser for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
+	@echo "make fuzz        fuzz every decoder for FUZZ_SECONDS each (default $(FUZZ_SECONDS))"
 	@echo "make deps        install the toolchain and tools (Debian 12, root)"
 	@echo "make bare-check  make test in a fresh clone of HEAD on a bare Debian 12 (root, 30-40 min)"
 
@@ -60,10 +60,17 @@ unit: deps
 	$(CARGO) nextest run --workspace --locked --no-fail-fast
 	$(CARGO) test --workspace --locked --doc
 
-# A short run on every `make test`; `make fuzz` runs longer.
-fuzz-smoke: FUZZ_SECONDS = 20
+# Every decoder of input from the network or a disk: the Ames parser, the
+# effect envelope, the agent's checkpoint, the event log's snapshot and Raft
+# messages (crate:target). A short run of each on every `make test`; `make
+# fuzz` runs each longer. One target directory: they share most of a build.
+FUZZ_TARGETS = ames:classify_parse leadership:envelope_open replica:checkpoint_decode eventlog:snapshot_decode eventlog:raft_message
+fuzz-smoke: FUZZ_SECONDS = 15
 fuzz-smoke fuzz: deps
-	cd ames && $(CARGO) +$(NIGHTLY) fuzz run classify_parse -- -max_total_time=$(FUZZ_SECONDS)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+		(cd $${t%%:*} && $(CARGO) +$(NIGHTLY) fuzz run --target-dir $(CURDIR)/target/fuzz $${t#*:} -- -max_total_time=$(FUZZ_SECONDS)); \
+	done
 
 test: lint unit fuzz-smoke promtool systemd-verify
 

@@ -305,7 +305,7 @@ mod tests {
             "t",
             addr("127.0.0.2:34543"),
             addr("127.0.0.1:4720"),
-            "http://127.0.0.1:2379",
+            "https://127.0.0.1:2379",
         );
         f.optimism = Some(Optimism::All);
         f.lb.mode = Some(LbMode::Userspace);

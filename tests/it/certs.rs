@@ -17,7 +17,7 @@ use crate::config_check::{Fixture, VALID, at, check_fails, check_fails_with, seg
 /// A directory with the fixture's config and key files, and no certificate.
 fn config_without_certificates() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["replica-1", "replica-2", "replica-3", "eventlog"] {
+    for name in ["replica-1", "replica-2", "replica-3"] {
         seguro()
             .arg("keygen")
             .arg(dir.path().join("keys").join(format!("{name}.key")))

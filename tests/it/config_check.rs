@@ -45,7 +45,7 @@ endpoints = ["https://10.0.1.254:2379"]
 impl Fixture {
     pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["replica-1", "replica-2", "replica-3", "eventlog"] {
+        for name in ["replica-1", "replica-2", "replica-3"] {
             seguro()
                 .arg("keygen")
                 .arg(dir.path().join("keys").join(format!("{name}.key")))
@@ -325,7 +325,7 @@ fn unreadable_key_file() {
 #[test]
 fn malformed_key_file() {
     let f = Fixture::new();
-    std::fs::write(f.dir.path().join("keys/eventlog.key"), "not a key\n").unwrap();
+    std::fs::write(f.dir.path().join("keys/replica-1.key"), "not a key\n").unwrap();
     let err = check_fails(&f.write(VALID));
     assert!(
         err.contains("does not hold a key: expected 64 hex digits"),
@@ -633,13 +633,13 @@ fn a_secret_may_not_serve_two_roles() {
 #[test]
 fn the_ca_bundle_may_not_be_a_key() {
     let f = Fixture::new();
-    let path = f.write(&format!("{VALID}\n[tls]\nca = \"keys/eventlog.key\"\n"));
+    let path = f.write(&format!("{VALID}\n[tls]\nca = \"keys/replica-1.key\"\n"));
     let err = check_fails_with(&path, &["--keys", "none"]);
     assert!(
         err.contains(&format!(
-            "{}the CA bundle {} is also the event log secret",
+            "{}the CA bundle {} is also replica 1's envelope key",
             at(&path, 28, 6),
-            f.dir.path().join("keys/eventlog.key").display()
+            f.dir.path().join("keys/replica-1.key").display()
         )),
         "{err}"
     );

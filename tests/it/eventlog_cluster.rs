@@ -526,11 +526,20 @@ fn a_client_of_another_ca_is_refused() {
     rt.block_on(async {
         let good = client(&c, 1, Duration::from_secs(5));
         wait_healthy(&good, 1).await;
+        // An attacker's own CA, and a certificate from it naming replica 1.
+        // The cluster's CA certificate is no secret: it trusts the node.
         let other = testkit::Pki::new(c.dir().join("other-ca"), "test").unwrap();
+        let mut files = other.issue(Who::Replica(rid(1))).unwrap();
+        let bundle = c.dir().join("other-ca/both.crt");
+        let mut both = std::fs::read(c.pki().ca_path()).unwrap();
+        both.extend(std::fs::read(&files.ca).unwrap());
+        std::fs::write(&bundle, both).unwrap();
+        files.ca = bundle;
+        let forged = trust::Credentials::load(other.identity(Who::Replica(rid(1))), files).unwrap();
         let config = testkit::load_config(&c.config_path());
         let bad = Client::with_options(
             vec![(rid(1), c.replica(1).eventlog.unwrap())],
-            other.credentials(Who::Replica(rid(1))).unwrap(),
+            forged,
             ClientOptions::from_config(&config),
         );
         let err = bad

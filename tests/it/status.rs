@@ -12,11 +12,6 @@ use testkit::config_file::{ClusterFile, Replica};
 /// ports nobody listens on.
 fn dead_cluster(dir: &Path) -> std::path::PathBuf {
     let local = || SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
-    std::fs::create_dir_all(dir.join("keys")).unwrap();
-    config::Key::generate()
-        .unwrap()
-        .save_new(&dir.join("keys/eventlog.key"))
-        .unwrap();
     // The edge box's certificate, as `seguro status` presents by default.
     testkit::Pki::new(dir.join("tls"), "dead")
         .unwrap()
