@@ -106,6 +106,7 @@ pub struct ClusterLab {
     pub lab: EdgeLab,
     pub backend: Netns,
     etcd: Etcd,
+    pki: Pki,
     bin: PathBuf,
     dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -188,6 +189,7 @@ impl ClusterLab {
             lab,
             backend,
             etcd,
+            pki,
             bin: bin.into(),
             daemons: Supervisor::new(dir.join("logs"))?,
             dir,
@@ -255,6 +257,22 @@ impl ClusterLab {
     }
 
     /// Replica `i`'s event log node's client address (backend network).
+    /// The cluster's CA and certificates (an attacker's too, in tests).
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    /// etcd's client URL, reachable from the edge namespace and the
+    /// replicas'.
+    pub fn etcd_endpoint(&self) -> String {
+        self.etcd.endpoint()
+    }
+
+    /// Where replica `i`'s agent serves its checkpoint (mutual TLS).
+    pub fn checkpoint_addr(&self, i: u8) -> SocketAddr {
+        SocketAddr::new(backend_ip(i).into(), CHECKPOINT_PORT)
+    }
+
     pub fn eventlog_addr(&self, i: u8) -> SocketAddr {
         SocketAddr::new(backend_ip(i).into(), EVENTLOG_PORT)
     }

@@ -5,6 +5,7 @@
 //! names.
 
 mod ames_decode;
+mod attacks;
 mod certs;
 mod cluster;
 mod config_check;
