@@ -36,7 +36,7 @@ pub enum Command {
     /// Inspect Ames packets.
     #[command(subcommand)]
     Ames(AmesCommand),
-    /// Create secret key files (replica signing keys, the event log secret).
+    /// Create secret key files (each replica's effect envelope key).
     Keygen(KeygenArgs),
     /// Make the cluster's CA, issue each role's certificate, show a certificate.
     ///
@@ -45,6 +45,9 @@ pub enum Command {
     /// rotating the certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Set up etcd's access control for the cluster.
+    #[command(subcommand)]
+    Etcd(EtcdCommand),
     /// Run this replica's event log node, or inspect and change the event log.
     ///
     /// Without a subcommand, runs the node for replica `--id` (SIGTERM or
@@ -385,6 +388,37 @@ pub enum CertsCommand {
     /// Exit codes: 0; 1 when a file cannot be read or holds no certificate,
     /// or, with `--expires-within`, when a certificate expires that soon.
     Show(CertsShowArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EtcdCommand {
+    /// Give each identity of the cluster an etcd user and role allowed only
+    /// its own keys, and turn etcd's authentication on.
+    ///
+    /// Replicas may read and write the leader key; the edge box the
+    /// gatekeeper key, and read the leader key; the admin may read every
+    /// key of the cluster (docs/SPEC.md §6.5). Users are the certificates'
+    /// names: etcd must run with `--client-cert-auth`. The first run creates
+    /// etcd's `root` user with the password in `--root-password-file`; later
+    /// runs (after adding a replica) log in as root with it. Run it with the
+    /// admin certificate, from the operator's machine. Changes nothing that
+    /// is already as it should be.
+    ///
+    /// Exit codes: 0 when done; 1 when etcd cannot be reached or refuses;
+    /// 2 for bad usage or config.
+    Grant(EtcdGrantArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EtcdGrantArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// A file holding etcd's root password (one line; keep it 0600, on the
+    /// operator's machine only). The password never appears on a command
+    /// line.
+    #[arg(long, value_name = "FILE")]
+    pub root_password_file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Ames(args) => cmd::ames::run(args),
         Command::Keygen(args) => cmd::keygen::run(args),
         Command::Certs(args) => cmd::certs::run(args),
+        Command::Etcd(args) => cmd::etcd::run(args),
         Command::Eventlog(args) => cmd::eventlog::run(args),
         Command::Gatekeeper(args) => cmd::gatekeeper::run(args),
         Command::Lb(args) => cmd::lb::run(args),

@@ -28,13 +28,6 @@ pub fn run(args: EventlogArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 fn load(cluster: &ClusterArgs, keys: KeyCheck) -> anyhow::Result<Config> {
     super::load_config(&cluster.config, &cluster.overrides, keys)
 }
@@ -54,7 +47,7 @@ fn node(args: EventlogNodeArgs) -> anyhow::Result<ExitCode> {
     let config = load(&args.cluster, KeyCheck::Replica(id))?;
     super::known_replica(&config, id)?;
     let credentials = super::credentials(&config, Identity::Replica(id))?;
-    runtime()?.block_on(async {
+    super::runtime()?.block_on(async {
         super::reload_on_sighup(credentials.clone());
         // Only the replica that holds an epoch in etcd may fence the
         // log at it: the node asks etcd's leader key (SPEC §6.5).
@@ -94,7 +87,7 @@ fn client(cluster: &ClusterArgs, identity: Identity) -> anyhow::Result<(Config, 
 fn add_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
     let (config, client) = client(&args.cluster, Identity::Admin)?;
     let addr = super::known_replica(&config, args.id)?.eventlog;
-    runtime()?
+    super::runtime()?
         .block_on(client.add_replica(args.id, addr))
         .with_context(|| format!("cannot add replica {} ({addr})", args.id))?;
     println!("replica {} ({addr}) is a voter", args.id);
@@ -103,7 +96,7 @@ fn add_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
 
 fn remove_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
     let (_, client) = client(&args.cluster, Identity::Admin)?;
-    runtime()?
+    super::runtime()?
         .block_on(client.remove_replica(args.id))
         .with_context(|| format!("cannot remove replica {}", args.id))?;
     println!("replica {} is removed", args.id);
@@ -112,7 +105,7 @@ fn remove_replica(args: EventlogReplicaArgs) -> anyhow::Result<ExitCode> {
 
 fn set_watermark(args: EventlogWatermarkArgs) -> anyhow::Result<ExitCode> {
     let (_, client) = client(&args.cluster, args.identity)?;
-    let purge = runtime()?
+    let purge = super::runtime()?
         .block_on(client.set_watermark(args.replica, EventNum(args.event)))
         .with_context(|| format!("cannot set replica {}'s watermark", args.replica))?;
     println!(
@@ -161,7 +154,7 @@ pub(crate) fn summarize(nodes: &[(String, Result<NodeStatus, ClientError>)]) -> 
 
 fn status(args: EventlogStatusArgs) -> anyhow::Result<ExitCode> {
     let (config, client) = client(&args.cluster, args.identity)?;
-    let nodes = runtime()?.block_on(client.cluster_status());
+    let nodes = super::runtime()?.block_on(client.cluster_status());
     let s = summarize(&nodes);
     let (healthy, usable) = (s.healthy(), s.usable());
     if args.json {

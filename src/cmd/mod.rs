@@ -3,6 +3,7 @@
 pub mod ames;
 pub mod certs;
 pub mod config;
+pub mod etcd;
 pub mod eventlog;
 pub mod gatekeeper;
 pub mod keygen;
@@ -96,6 +97,15 @@ pub fn credentials(config: &Config, role: ::config::Role) -> anyhow::Result<trus
         Some(Err(e)) => Err(UsageError(e.to_string()).into()),
         None => Err(UsageError(format!("the config names no certificate for {role}")).into()),
     }
+}
+
+/// A runtime for a command that is not a daemon.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Reads `credentials`' files again on every SIGHUP, from a task of the

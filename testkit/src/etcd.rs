@@ -75,6 +75,15 @@ impl Etcd {
     /// certificate, clients' certificates required and checked against its
     /// CA, and etcd's authentication on with [`Etcd::grant`]'s roles.
     pub fn start_tls(pki: &Pki, etcd_root: &str, replicas: &[ReplicaId]) -> io::Result<Self> {
+        let mut etcd = Etcd::start_tls_open(pki)?;
+        etcd.grant(pki, etcd_root, replicas)?;
+        Ok(etcd)
+    }
+
+    /// [`Etcd::start_tls`] before any user or role exists and with etcd's
+    /// authentication off, as a new etcd is (what `seguro etcd grant`
+    /// starts from).
+    pub fn start_tls_open(pki: &Pki) -> io::Result<Self> {
         let mut etcd = Etcd {
             child: None,
             dir: tempfile::tempdir()?,
@@ -87,7 +96,6 @@ impl Etcd {
             auth: false,
         };
         etcd.spawn()?;
-        etcd.grant(pki, etcd_root, replicas)?;
         Ok(etcd)
     }
 

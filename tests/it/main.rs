@@ -10,6 +10,7 @@ mod certs;
 mod cluster;
 mod config_check;
 mod edge_box;
+mod etcd_grant;
 mod eventlog_cluster;
 mod ffi;
 mod gatekeeper_daemon;
