@@ -24,17 +24,18 @@ pub(crate) struct Limits {
     pub max_batch_bytes: u64,
     /// Every gRPC message's, from the two above.
     pub messages: MessageLimits,
-    /// An installed snapshot's ([`crate::NodeOptions::max_snapshot_bytes`]).
+    /// An installed snapshot's (`eventlog.max_snapshot_bytes`): a larger
+    /// one is refused as it arrives, and its partial file deleted.
     pub max_snapshot_bytes: u64,
 }
 
 impl Limits {
-    pub fn new(config: &EventlogConfig, max_snapshot_bytes: u64) -> Self {
+    pub fn new(config: &EventlogConfig) -> Self {
         Limits {
             max_event_bytes: config.max_event_bytes as u64,
             max_batch_bytes: config.batch.max_bytes as u64,
             messages: MessageLimits::from_config(config),
-            max_snapshot_bytes,
+            max_snapshot_bytes: config.max_snapshot_bytes,
         }
     }
 }

@@ -50,15 +50,7 @@ pub struct NodeOptions {
     pub log: LogOptions,
     /// Serve Prometheus metrics on the replica's `eventlog_metrics` address.
     pub serve_metrics: bool,
-    /// Largest snapshot this node installs from a leader: a larger one is
-    /// refused as it arrives, and its partial file deleted.
-    pub max_snapshot_bytes: u64,
 }
-
-/// [`NodeOptions::max_snapshot_bytes`] unless told otherwise: a snapshot
-/// holds every event above the purge point, which the node also keeps in
-/// memory.
-pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
 
 impl NodeOptions {
     pub fn new(
@@ -75,7 +67,6 @@ impl NodeOptions {
             data_dir: None,
             log: LogOptions::default(),
             serve_metrics: true,
-            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
         }
     }
 
@@ -164,7 +155,7 @@ pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Resul
         id: opts.id,
         current: current_rx,
         down: down_rx,
-        limits: Limits::new(&opts.config.eventlog, opts.max_snapshot_bytes),
+        limits: Limits::new(&opts.config.eventlog),
         peers: Arc::new(
             opts.config
                 .replicas

@@ -131,7 +131,7 @@ mod tests {
             },
             max_snapshot_bytes: 1 << 20,
         };
-        let limits = Limits::new(&config, 1 << 20);
+        let limits = Limits::new(&config);
         let dir = tempfile::tempdir().unwrap();
         let (channel, _stop) = serve(limits, dir.path()).await;
 
