@@ -971,3 +971,104 @@ fn two_writers_that_both_believe_they_lead_cannot_interleave_or_fork_the_log() {
         }
     });
 }
+
+/// A CA rotation as docs/DEPLOY.md walks through it, on a running node:
+/// SIGHUP makes it reload its CA bundle and its certificate; with both CAs
+/// in the bundle, clients of either are accepted; a bundle that does not
+/// load leaves the node on what it had.
+#[test]
+fn a_node_reloads_its_ca_bundle_and_certificate_on_sighup() {
+    let mut c = cluster(1);
+    start(&mut c, 1);
+    let rt = runtime();
+    let old = client(&c, 1, Duration::from_secs(5));
+    rt.block_on(wait_healthy(&old, 1));
+    let me = Who::Replica(rid(1));
+    let served = c.pki().files(me);
+
+    // The new CA, and replica 1's certificate from it, trusting both.
+    let new = testkit::Pki::new(c.dir().join("new-ca"), "test").unwrap();
+    let new_pair = new.issue(me).unwrap();
+    let both = c.dir().join("both.crt");
+    let mut bundle = std::fs::read(&served.ca).unwrap();
+    bundle.extend(std::fs::read(new.ca_path()).unwrap());
+    std::fs::write(&both, &bundle).unwrap();
+    let config = testkit::load_config(&c.config_path());
+    let client_of = |files: trust::Files| {
+        let credentials = trust::Credentials::load(new.identity(me), files).unwrap();
+        Client::with_options(
+            vec![(rid(1), c.replica(1).eventlog.unwrap())],
+            credentials,
+            ClientOptions::from_config(&config),
+        )
+    };
+    let status =
+        |client: &Client| rt.block_on(client.node_status(&addr(&c, 1), Duration::from_secs(2)));
+    let newcomer = client_of(trust::Files {
+        ca: both.clone(),
+        ..new_pair.clone()
+    });
+    assert!(
+        status(&newcomer).is_err(),
+        "the node does not trust the new CA yet"
+    );
+
+    // Step 1: every host's bundle holds both CAs.
+    std::fs::write(&served.ca, &bundle).unwrap();
+    c.signal(&node(1), libc::SIGHUP);
+    let newcomer = client_of(trust::Files {
+        ca: both.clone(),
+        ..new_pair.clone()
+    });
+    rt.block_on(eventually(
+        Duration::from_secs(10),
+        "the new CA trusted",
+        || async {
+            newcomer
+                .node_status(&addr(&c, 1), Duration::from_secs(2))
+                .await
+                .ok()
+        },
+    ));
+    assert!(status(&old).is_ok(), "the old CA's clients still are");
+
+    // Step 2: the node's own certificate from the new CA: a client that
+    // trusts only the new CA now accepts the node.
+    let new_only = client_of(new_pair.clone());
+    assert!(
+        status(&new_only).is_err(),
+        "the node still shows the old CA's certificate"
+    );
+    std::fs::copy(&new_pair.cert, &served.cert).unwrap();
+    std::fs::copy(&new_pair.key, &served.key).unwrap();
+    c.signal(&node(1), libc::SIGHUP);
+    let new_only = client_of(new_pair.clone());
+    rt.block_on(eventually(
+        Duration::from_secs(10),
+        "the new certificate served",
+        || async {
+            new_only
+                .node_status(&addr(&c, 1), Duration::from_secs(2))
+                .await
+                .ok()
+        },
+    ));
+
+    // A bundle that does not load: the node says so and keeps serving.
+    std::fs::write(&served.ca, "not a certificate\n").unwrap();
+    c.signal(&node(1), libc::SIGHUP);
+    rt.block_on(eventually(
+        Duration::from_secs(10),
+        "the failed reload logged",
+        || async {
+            c.log(&node(1))
+                .contains("cannot reload the certificate")
+                .then_some(())
+        },
+    ));
+    assert!(
+        status(&new_only).is_ok(),
+        "a failed reload keeps the credentials in use"
+    );
+    assert!(c.is_running(&node(1)));
+}
