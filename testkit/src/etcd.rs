@@ -56,19 +56,7 @@ impl Etcd {
     /// Starts a plain etcd (no TLS, no authentication) on loopback and
     /// waits until it reports healthy.
     pub fn start() -> io::Result<Self> {
-        let mut etcd = Etcd {
-            child: None,
-            dir: tempfile::tempdir()?,
-            ip: Ipv4Addr::LOCALHOST.into(),
-            client_port: free_port(),
-            peer_port: free_port(),
-            metrics_port: free_port(),
-            netns: None,
-            tls: None,
-            auth: false,
-        };
-        etcd.spawn()?;
-        Ok(etcd)
+        Etcd::start_on_loopback(None)
     }
 
     /// Starts etcd as Seguro runs it, on loopback: TLS with `pki`'s etcd
@@ -84,6 +72,11 @@ impl Etcd {
     /// authentication off, as a new etcd is (what `seguro etcd grant`
     /// starts from).
     pub fn start_tls_open(pki: &Pki) -> io::Result<Self> {
+        Etcd::start_on_loopback(Some(pki.issue(Role::Etcd)?))
+    }
+
+    /// etcd on free loopback ports, serving TLS with `tls` if given.
+    fn start_on_loopback(tls: Option<Files>) -> io::Result<Self> {
         let mut etcd = Etcd {
             child: None,
             dir: tempfile::tempdir()?,
@@ -92,7 +85,7 @@ impl Etcd {
             peer_port: free_port(),
             metrics_port: free_port(),
             netns: None,
-            tls: Some(pki.issue(Role::Etcd)?),
+            tls,
             auth: false,
         };
         etcd.spawn()?;
