@@ -4,7 +4,7 @@
 //!
 //! | request | who |
 //! |---|---|
-//! | Raft (vote, append entries, snapshots...) | any replica's node |
+//! | Raft (vote, append entries, snapshots...) | any replica's node; then, in `service::raft`, only a member, in its own name |
 //! | append, fence at or above the log's highest epoch | the replica that holds the epoch in etcd |
 //! | append, fence below it (the fence refuses them anyway) | any replica |
 //! | read | any replica |
@@ -93,15 +93,23 @@ pub(crate) enum Denied {
     NotEpochHolder,
     /// etcd could not say who holds the epoch: refused, to be retried.
     EpochUnverified,
+    /// A replica's node that is not a member of the Raft cluster (removed,
+    /// or never added) sent Raft traffic.
+    NotMember,
+    /// A node's Raft message spoke for another node (a vote, a leader's
+    /// append or snapshot in another node's name).
+    Impersonation,
 }
 
 impl Denied {
-    pub(crate) const ALL: [Denied; 5] = [
+    pub(crate) const ALL: [Denied; 7] = [
         Denied::Unauthenticated,
         Denied::NotAllowed,
         Denied::OtherReplica,
         Denied::NotEpochHolder,
         Denied::EpochUnverified,
+        Denied::NotMember,
+        Denied::Impersonation,
     ];
 
     pub(crate) fn label(self) -> &'static str {
@@ -111,6 +119,8 @@ impl Denied {
             Denied::OtherReplica => "other_replica",
             Denied::NotEpochHolder => "not_epoch_holder",
             Denied::EpochUnverified => "epoch_unverified",
+            Denied::NotMember => "not_a_member",
+            Denied::Impersonation => "impersonation",
         }
     }
 }
@@ -224,7 +234,7 @@ fn decide(peer: Option<&Peer>, action: Action) -> Result<(), Denied> {
 }
 
 /// The peer, if `decided` allows it; else the refusal, counted and logged.
-fn refuse_unless(
+pub(crate) fn refuse_unless(
     peer: Option<Peer>,
     action: Action,
     decided: Result<(), Denied>,

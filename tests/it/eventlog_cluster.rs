@@ -506,6 +506,33 @@ fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     stop(&mut c, 4);
+    // Its certificate still names a replica of the cluster, but its Raft
+    // traffic is no longer taken: a removed node cannot call elections.
+    let leader_node = (1..=3)
+        .find(|&i| {
+            c.metric(&node(i), "seguro_eventlog_is_leader")
+                .is_some_and(|v| v == 1.0)
+        })
+        .expect("a leader among 1 to 3");
+    let not_member = "seguro_eventlog_auth_refused_total{reason=\"not_a_member\"}";
+    let before = c.metric(&node(leader_node), not_member).unwrap_or(0.0);
+    let removed = c.credentials(Who::Replica(rid(4)));
+    let vote = rt.block_on(async {
+        let channel = eventlog_client::Channels::new(removed)
+            .get(&addr(&c, leader_node), rid(leader_node))
+            .unwrap();
+        eventlog_client::proto::raft_client::RaftClient::new(channel)
+            .vote(eventlog_client::proto::RaftMessage {
+                data: Bytes::from_static(&[0; 32]),
+            })
+            .await
+    });
+    assert_eq!(
+        vote.map(drop).map_err(|s| s.code()),
+        Err(tonic::Code::PermissionDenied),
+        "a removed replica's vote"
+    );
+    assert_eq!(c.metric(&node(leader_node), not_member), Some(before + 1.0));
     rt.block_on(async {
         let client = client(&c, 1, Duration::from_secs(20));
         wait_healthy(&client, 3).await;

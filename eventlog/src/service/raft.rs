@@ -1,4 +1,5 @@
-//! Raft traffic from the other nodes, handed to the local Raft instance.
+//! Raft traffic from the other nodes, handed to the local Raft instance
+//! once it is known to come from a member, in its own name.
 
 use std::pin::Pin;
 
@@ -6,7 +7,12 @@ use futures::{Stream, StreamExt};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
 
+use config::Role;
+use openraft::rt::WatchReceiver;
+
 use crate::app::{Ctx, Running};
+use crate::authz::{Action, Denied, refuse_unless};
+use crate::ids::NodeId;
 use crate::network::{decode, encode};
 use crate::proto::{RaftMessage, SnapshotChunk, raft_server};
 use crate::raft::{SnapshotMeta, TypeConfig, Vote};
@@ -23,6 +29,62 @@ impl RaftService {
 
     fn running(&self) -> Result<Running, Status> {
         self.ctx.running().map_err(Status::unavailable)
+    }
+
+    /// The running Raft, if the node behind `req` may send Raft traffic:
+    /// a member of the cluster this node knows (a voter or a learner), or,
+    /// before this node knows any membership, a replica of its config. A
+    /// removed replica's certificate still names a replica of the cluster:
+    /// without this, its node could call elections and unsettle the leader.
+    /// Checked before the message is read.
+    fn member<T>(&self, req: &Request<T>) -> Result<Running, Status> {
+        let running = self.running()?;
+        let peer = trust::peer_of(req);
+        let sender = sender_of(req);
+        let known = {
+            let metrics = running.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let membership = metrics.membership_config.membership();
+            if membership.nodes().next().is_some() {
+                membership.get_node(&sender).is_some()
+            } else {
+                self.ctx.peers.contains_key(&sender)
+            }
+        };
+        refuse_unless(peer, Action::Raft, judge(known, sender, sender))?;
+        Ok(running)
+    }
+
+    /// Whether the message a member sent speaks in its own name (`claims`,
+    /// the vote's node).
+    fn own<T>(&self, req: &Request<T>, claims: NodeId) -> Result<(), Status> {
+        refuse_unless(
+            trust::peer_of(req),
+            Action::Raft,
+            judge(true, sender_of(req), claims),
+        )
+        .map(drop)
+    }
+}
+
+/// Whether `sender`, a member or not (`known`), may send a Raft message in
+/// the name of `claims`.
+fn judge(known: bool, sender: NodeId, claims: NodeId) -> Result<(), Denied> {
+    if !known {
+        Err(Denied::NotMember)
+    } else if claims != sender {
+        Err(Denied::Impersonation)
+    } else {
+        Ok(())
+    }
+}
+
+/// The node whose certificate `req` came with (nothing else passes the
+/// service's interceptor); a node id no replica has otherwise.
+fn sender_of<T>(req: &Request<T>) -> NodeId {
+    match trust::peer_of(req).map(|p| p.identity.role) {
+        Some(Role::Replica(id)) => NodeId::from(id),
+        _ => NodeId(0),
     }
 }
 
@@ -47,14 +109,18 @@ type MessageStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Se
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let raft = self.member(&req)?.raft;
         let rpc: VoteRequest<TypeConfig> = decode(req.get_ref()).map_err(bad_message)?;
-        let resp = self.running()?.raft.vote(rpc).await.map_err(stopped)?;
+        self.own(&req, rpc.vote.leader_id.node_id)?;
+        let resp = raft.vote(rpc).await.map_err(stopped)?;
         Ok(Response::new(encode(&resp)))
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let raft = self.member(&req)?.raft;
         let rpc: VoteRequest<TypeConfig> = decode(req.get_ref()).map_err(bad_message)?;
-        let resp = self.running()?.raft.pre_vote(rpc).await.map_err(stopped)?;
+        self.own(&req, rpc.vote.leader_id.node_id)?;
+        let resp = raft.pre_vote(rpc).await.map_err(stopped)?;
         Ok(Response::new(encode(&resp)))
     }
 
@@ -62,13 +128,10 @@ impl raft_server::Raft for RaftService {
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        let raft = self.member(&req)?.raft;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref()).map_err(bad_message)?;
-        let resp = self
-            .running()?
-            .raft
-            .append_entries(rpc)
-            .await
-            .map_err(stopped)?;
+        self.own(&req, rpc.vote.leader_id.node_id)?;
+        let resp = raft.append_entries(rpc).await.map_err(stopped)?;
         Ok(Response::new(encode(&resp)))
     }
 
@@ -78,13 +141,24 @@ impl raft_server::Raft for RaftService {
         &self,
         req: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<MessageStream>, Status> {
-        let raft = self.running()?.raft;
-        // A request that does not decode ends the stream: the leader starts
-        // a new one.
-        let input = futures::stream::unfold(req.into_inner(), |mut s| async move {
+        // Whose stream it is, from the connection; each request in it must
+        // be that node's as a leader.
+        let raft = self.member(&req)?.raft;
+        let sender = sender_of(&req);
+        // A request that does not decode, or speaks for another node, ends
+        // the stream: the leader starts a new one.
+        let input = futures::stream::unfold(req.into_inner(), move |mut s| async move {
             match s.next().await {
                 Some(Ok(m)) => decode::<AppendEntriesRequest<TypeConfig>>(&m)
                     .ok()
+                    .filter(|r| {
+                        let own = r.vote.leader_id.node_id == sender;
+                        if !own {
+                            tracing::warn!(%sender, "refused an append in another node's name");
+                            crate::metrics::refused(Denied::Impersonation.label());
+                        }
+                        own
+                    })
                     .map(|r| (r, s)),
                 _ => None,
             }
@@ -100,7 +174,11 @@ impl raft_server::Raft for RaftService {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let running = self.running()?;
+        // Whose stream it is, before a byte of it is read; its vote must
+        // then be that node's.
+        let sender = sender_of(&req);
+        let running = self.member(&req)?;
+        let peer = trust::peer_of(&req);
         let mut chunks = req.into_inner();
         let first = chunks
             .next()
@@ -108,6 +186,12 @@ impl raft_server::Raft for RaftService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let (vote, meta): (Vote, SnapshotMeta) =
             decode(&RaftMessage { data: first.meta }).map_err(bad_message)?;
+        if vote.leader_id.node_id != sender {
+            return Err(
+                refuse_unless(peer, Action::Raft, Err(Denied::Impersonation))
+                    .expect_err("a refusal refuses"),
+            );
+        }
         let mut incoming = running
             .sm
             .incoming(self.ctx.limits.max_snapshot_bytes)
@@ -137,13 +221,24 @@ impl raft_server::Raft for RaftService {
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
+        let raft = self.member(&req)?.raft;
         let rpc: TransferLeaderRequest<TypeConfig> = decode(req.get_ref()).map_err(bad_message)?;
-        let resp = self
-            .running()?
-            .raft
-            .handle_transfer_leader(rpc)
-            .await
-            .map_err(stopped)?;
+        self.own(&req, rpc.from_leader().leader_id.node_id)?;
+        let resp = raft.handle_transfer_leader(rpc).await.map_err(stopped)?;
         Ok(Response::new(encode(&resp)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_members_speak_and_only_for_themselves() {
+        let (one, two) = (NodeId(1), NodeId(2));
+        assert_eq!(judge(true, one, one), Ok(()));
+        assert_eq!(judge(false, one, one), Err(Denied::NotMember));
+        assert_eq!(judge(true, two, one), Err(Denied::Impersonation));
+        assert_eq!(judge(false, two, one), Err(Denied::NotMember));
     }
 }
