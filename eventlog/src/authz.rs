@@ -131,14 +131,34 @@ impl Denied {
 pub(crate) struct Authz {
     epochs: Arc<dyn Epochs>,
     held: Arc<Mutex<HashSet<(ReplicaId, Epoch)>>>,
+    /// When this node last handed the Raft leadership over for want of
+    /// etcd.
+    handed_over: Arc<Mutex<Option<std::time::Instant>>>,
 }
+
+/// How often a node without etcd hands the Raft leadership over: long
+/// enough for the new leader to be elected and asked.
+const HAND_OVER_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Authz {
     pub(crate) fn new(epochs: Arc<dyn Epochs>) -> Authz {
         Authz {
             epochs,
             held: Arc::default(),
+            handed_over: Arc::default(),
         }
+    }
+
+    /// Whether it is time to hand the Raft leadership over again (and, if
+    /// so, notes that it is being done now).
+    pub(crate) fn may_hand_over(&self) -> bool {
+        let mut last = self.handed_over.lock().unwrap();
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < HAND_OVER_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Allows `request` to do `action`, or refuses it: counted, logged, and
@@ -406,5 +426,14 @@ mod tests {
                 Ok(())
             );
         }
+    }
+
+    #[test]
+    fn a_node_without_etcd_hands_over_at_most_every_few_seconds() {
+        let authz = Authz::new(Arc::new(Fixed(None)));
+        assert!(authz.may_hand_over());
+        assert!(!authz.may_hand_over(), "not again at once");
+        *authz.handed_over.lock().unwrap() = Some(std::time::Instant::now() - HAND_OVER_EVERY);
+        assert!(authz.may_hand_over(), "again once the pause is over");
     }
 }

@@ -8,11 +8,12 @@
 //! same mechanism on another key ([`Election::on_key`], [`Election::campaign_as`]).
 //!
 //! ```no_run
-//! # async fn f(endpoints: Vec<String>, id: config::ReplicaId) -> Result<(), seguro_leadership::ElectionError> {
+//! # async fn f(endpoints: Vec<String>, id: config::ReplicaId, credentials: trust::Credentials) -> Result<(), seguro_leadership::ElectionError> {
 //! use std::time::Duration;
 //! use seguro_leadership::election::{self, Election};
 //!
-//! let client = election::connect(&endpoints).await?;
+//! // Over mutual TLS, as the replica's identity (etcd's user for it).
+//! let client = election::connect(&endpoints, &credentials).await?;
 //! let election = Election::new(client, "/seguro/sampel-palnet", Duration::from_secs(2));
 //! let leadership = election.campaign(id).await; // blocks while another replica leads
 //! let epoch = leadership.epoch(); // fences appends, goes in every envelope

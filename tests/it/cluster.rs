@@ -143,6 +143,7 @@ fn run_all() {
     leader_killed_under_load(&mut c);
     follower_restarted_and_wiped(&mut c);
     leader_cut_off_from_etcd(&mut c);
+    eventlog_leader_cut_off_from_etcd(&mut c);
     non_deterministic_ship_is_caught(&mut c);
 }
 
@@ -361,6 +362,57 @@ fn leader_cut_off_from_etcd(c: &mut ClusterLab) {
         );
     }
     wait_caught_up(c, old);
+}
+
+/// The event log's Raft leader loses etcd while a new term starts: it
+/// cannot check who holds the new epoch (SPEC §6.5.3), so it hands the Raft
+/// leadership to a node that can, and the new leader's fence goes through.
+fn eventlog_leader_cut_off_from_etcd(c: &mut ClusterLab) {
+    let raft_leaders = |c: &ClusterLab| -> Vec<u8> {
+        (1..=3)
+            .filter(|&i| {
+                c.metric(&Daemon::Eventlog(i), "seguro_eventlog_is_leader")
+                    .is_some_and(|v| v == 1.0)
+            })
+            .collect()
+    };
+    let cut = raft_leaders(c)[0];
+    let agent = c.wait_leader(TTL).unwrap();
+    c.cut_from_etcd(cut);
+    let at = std::time::Instant::now();
+    // A new term: the leading agent goes (cut off with its host, or
+    // killed), and another replica campaigns with a new epoch.
+    if agent != cut {
+        c.kill(&Daemon::Replica(agent));
+    }
+    let new = c
+        .wait_new_leader(agent, at + Duration::from_secs(30), || false)
+        .unwrap_or_else(|| panic!("no new leader: {:?}\n{}", c.leaders(), c.logs_tail(30)));
+    assert_ne!(new, cut, "the replica cut off from etcd cannot lead");
+    testkit::wait::until(
+        Duration::from_secs(5),
+        "the event log's leadership moved",
+        || {
+            let now = raft_leaders(c);
+            if now.len() == 1 && now[0] != cut {
+                Ok(())
+            } else {
+                Err(format!("{now:?}"))
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let probe = c.probe(100, Duration::from_secs(2)).unwrap();
+    probe.wait(Duration::from_secs(10));
+    assert!(
+        !probe.stop().answers.is_empty(),
+        "the new leader never answered"
+    );
+    c.reconnect_etcd(cut);
+    if agent != cut {
+        c.start(Daemon::Replica(agent)).unwrap();
+    }
+    wait_caught_up(c, agent);
 }
 
 fn non_deterministic_ship_is_caught(c: &mut ClusterLab) {

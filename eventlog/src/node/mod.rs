@@ -14,6 +14,7 @@ mod bootstrap;
 mod commit;
 mod compact;
 mod publish;
+pub(crate) use publish::other_voters;
 mod server;
 mod supervisor;
 

@@ -76,7 +76,7 @@ pub(super) async fn publish_commits(running: Running, tx: watch::Sender<CommitVi
 
 /// Every voter but this node, with its last index on disk as replication
 /// knows it.
-fn other_voters(mt: &RaftMetrics<TypeConfig>) -> Vec<(NodeId, Option<LogIndex>)> {
+pub(crate) fn other_voters(mt: &RaftMetrics<TypeConfig>) -> Vec<(NodeId, Option<LogIndex>)> {
     mt.membership_config
         .voter_ids()
         .filter(|v| *v != mt.id)

@@ -166,6 +166,42 @@ impl Pending {
 /// highest epoch the fence refuses the write whoever sends it (and tells a
 /// deposed leader so); at or above it only the epoch's holder may write, or
 /// anyone could raise the fence out of every leader's reach.
+/// Allows `peer` to write at `epoch` (an append or a fence), or refuses it.
+/// A Raft leader that cannot ask etcd who holds an epoch cannot let any
+/// replica lead: it hands the Raft leadership to a voter that may be able
+/// to (a host cut off from etcd, SPEC §6.5.3), at most every few seconds.
+async fn allow_write(ctx: &Ctx, peer: Option<trust::Peer>, epoch: Epoch) -> Result<(), Status> {
+    let allowed = ctx.authz.allow_peer(peer, write_action(ctx, epoch)).await;
+    if let Err(refused) = &allowed
+        // Only `epoch_unverified` is refused as unavailable.
+        && refused.code() == tonic::Code::Unavailable
+        && ctx.authz.may_hand_over()
+        && let Ok(running) = ctx.running()
+    {
+        hand_over(&running).await;
+    }
+    allowed.map(drop)
+}
+
+/// Transfers the Raft leadership, if this node has it, to the voter whose
+/// log is furthest along.
+async fn hand_over(running: &crate::app::Running) {
+    let (leading, to) = {
+        let mt = running.raft.metrics().borrow_watched().clone();
+        let to = crate::node::other_voters(&mt)
+            .into_iter()
+            .max_by_key(|(_, matched)| *matched)
+            .map(|(id, _)| id);
+        (mt.current_leader == Some(mt.id), to)
+    };
+    if let (true, Some(to)) = (leading, to) {
+        tracing::warn!(%to, "cannot ask etcd who holds the epoch: handing the Raft leadership to node {to}");
+        if let Err(e) = running.raft.trigger().transfer_leader(to).await {
+            tracing::warn!(error = %e, "cannot hand over the Raft leadership");
+        }
+    }
+}
+
 fn write_action(ctx: &Ctx, epoch: Epoch) -> Action {
     let highest = ctx.running().ok().map(|r| r.sm.position().fence.highest);
     match highest {
@@ -248,11 +284,7 @@ impl event_log_server::EventLog for ApiService {
                 // say) ends the stream, after the answers before it, with
                 // why; so does a refusal.
                 let next = match req {
-                    Ok(req) => match ctx
-                        .authz
-                        .allow_peer(peer.clone(), write_action(&ctx, Epoch(req.epoch)))
-                        .await
-                    {
+                    Ok(req) => match allow_write(&ctx, peer.clone(), Epoch(req.epoch)).await {
                         Ok(_) => Ok(submit(&ctx, req).await),
                         Err(refused) => Err(refused),
                     },
@@ -278,10 +310,7 @@ impl event_log_server::EventLog for ApiService {
         req: Request<proto::FenceRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
         let epoch = Epoch(req.get_ref().epoch);
-        self.ctx
-            .authz
-            .allow(&req, write_action(&self.ctx, epoch))
-            .await?;
+        allow_write(&self.ctx, trust::peer_of(&req), epoch).await?;
         let req = proto::AppendRequest {
             seq: 0,
             epoch: req.get_ref().epoch,
