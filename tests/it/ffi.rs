@@ -443,14 +443,22 @@ async fn a_c_ship_that_loses_its_term_rewinds_to_its_snapshot_and_carries_on() {
         "seguro_replica_step_downs_total{reason=\"lease_lost\"}",
         1.0,
     );
-    let log = c.log(&agent(first));
-    let rewound: u64 = log
-        .lines()
-        .find_map(|l| l.split("ship: rewound to event ").nth(1))
-        .unwrap_or_else(|| panic!("replica {first} never rewound:\n{log}"))
-        .trim()
-        .parse()
-        .unwrap();
+    // The C ship says so on its own stdout, a moment after the agent
+    // counts the step-down.
+    let rewound: u64 = testkit::wait::until(
+        Duration::from_secs(10),
+        format!("replica {first} rewinding"),
+        || {
+            let log = c.log(&agent(first));
+            log.lines()
+                .find_map(|l| l.split("ship: rewound to event ").nth(1))
+                .map(|n| n.trim().to_owned())
+                .ok_or(log)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .parse()
+    .unwrap();
     assert!(
         (4..=6).contains(&rewound),
         "replica {first} rewound to event {rewound}, not to its snapshot at 4 to 6"
