@@ -31,6 +31,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use config::{Key, LbMode, Optimism, ReplicaId, Role};
+use eventlog_client::{Event, EventNum};
+use futures::StreamExt as _;
 use telemetry::Exposition;
 
 use crate::config_file::{ClusterFile, Replica};
@@ -234,13 +236,40 @@ impl ClusterLab {
 
     /// `role`'s credentials, from the cluster's certificates.
     pub fn credentials(&self, role: Role) -> trust::Credentials {
-        let files = trust::Files {
-            ca: self.dir.join("tls/ca.crt"),
-            cert: self.dir.join(format!("tls/{role}.crt")),
-            key: self.dir.join(format!("tls/{role}.key")),
-        };
-        trust::Credentials::load(config::Identity::new("demo", role), files)
+        let files = self.pki.files(role);
+        trust::Credentials::load(self.pki.identity(role), files)
             .unwrap_or_else(|e| panic!("{role}'s credentials: {e}"))
+    }
+
+    /// Replica `i`'s committed log from event `from` up to its node's
+    /// commit point, read from the edge namespace as replica `i` itself
+    /// would (reading the log is a replica's right).
+    pub fn read_log(&self, i: u8, from: EventNum) -> io::Result<Vec<Event>> {
+        let config = crate::load_config(&self.config_path());
+        let id = ReplicaId::new(i.into()).expect("replica ids start at 1");
+        let credentials = self.credentials(Role::Replica(id));
+        let addr = self.eventlog_addr(i).to_string();
+        self.lab.edge.run(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let client = eventlog_client::Client::new(&config, credentials);
+                    let mut stream = std::pin::pin!(client.read_from(&addr, from, None));
+                    let mut events = Vec::new();
+                    while let Some(e) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                        .await
+                        .map_err(|_| {
+                            io::Error::other(format!("reading replica {i}'s log stalled"))
+                        })?
+                    {
+                        events.push(e.map_err(|e| {
+                            io::Error::other(format!("reading replica {i}'s log: {e}"))
+                        })?);
+                    }
+                    Ok(events)
+                })
+        })
     }
 
     /// The ship's public address, on the edge box.

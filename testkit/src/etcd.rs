@@ -17,11 +17,6 @@ use crate::pki::Pki;
 use crate::process::{self, spawn_logged};
 use crate::{free_port, wait};
 
-/// Options of a client with no user of its own (its certificate's name is).
-fn etcd_client_options() -> leadership::election::ConnectOptions {
-    leadership::election::ConnectOptions::new()
-}
-
 /// etcd's root password in tests.
 pub const ROOT_PASSWORD: &str = "seguro-test-root";
 
@@ -130,7 +125,8 @@ impl Etcd {
         let options = if self.auth {
             leadership::access::as_root(ROOT_PASSWORD)
         } else {
-            etcd_client_options()
+            // No user of its own: the certificate's name is.
+            leadership::election::ConnectOptions::new()
         };
         let ask = || -> io::Result<()> {
             tokio::runtime::Builder::new_current_thread()

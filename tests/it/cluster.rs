@@ -18,7 +18,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use eventlog::EventNum;
-use futures::StreamExt as _;
 use testkit::Daemon;
 use testkit::cluster::{ClusterLab, ClusterOptions};
 use testkit::probe::{ProbeReport, request_seq};
@@ -38,32 +37,7 @@ struct Logged {
 /// Reads the committed log from replica `i`'s node (up to its own commit
 /// point), from the edge namespace.
 fn read_log(c: &ClusterLab, i: u8) -> BTreeMap<u64, Logged> {
-    let config = testkit::load_config(&c.config_path());
-    // Read as replica `i` itself would.
-    let credentials = c.credentials(config::Role::Replica(
-        config::ReplicaId::new(i.into()).unwrap(),
-    ));
-    let addr = c.eventlog_addr(i).to_string();
-    let events: Vec<eventlog::Event> = c.lab.edge.run(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let client = eventlog::Client::new(&config, credentials);
-                let stream = client.read_from(&addr, EventNum(1), None);
-                let mut stream = std::pin::pin!(stream);
-                let mut out = Vec::new();
-                while let Some(e) = tokio::time::timeout(Duration::from_secs(10), stream.next())
-                    .await
-                    .expect("reading the log stalled")
-                {
-                    let e = e.unwrap_or_else(|e| panic!("reading replica {i}'s log: {e}"));
-                    out.push(e);
-                }
-                out
-            })
-    });
+    let events = c.read_log(i, EventNum(1)).unwrap_or_else(|e| panic!("{e}"));
     let mut log = BTreeMap::new();
     let mut last = 0;
     for e in events {

@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures::StreamExt as _;
 use seguro_bench::{Latencies, knob, median, ms, table};
 use testkit::Daemon;
 use testkit::cluster::{ClusterLab, ClusterOptions, first_answer_after};
@@ -263,34 +262,14 @@ fn one_failover(lab: &mut ClusterLab) -> anyhow::Result<Run> {
 /// The probe requests in replica `i`'s committed log from event `from` on,
 /// read from the edge namespace.
 fn committed_requests(lab: &ClusterLab, i: u8, from: u64) -> anyhow::Result<HashSet<u64>> {
-    let config = testkit::load_config(&lab.config_path());
-    // Read as replica `i` itself would: reading the log is a replica's right.
-    let credentials = lab.credentials(config::Role::Replica(
-        config::ReplicaId::new(i.into()).context("replica id")?,
-    ));
-    let addr = lab.eventlog_addr(i).to_string();
-    lab.lab.edge.run(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(async {
-                let client = eventlog::Client::new(&config, credentials);
-                let mut stream =
-                    std::pin::pin!(client.read_from(&addr, eventlog::EventNum(from), None));
-                let mut seqs = HashSet::new();
-                while let Some(e) = tokio::time::timeout(Duration::from_secs(10), stream.next())
-                    .await
-                    .context("reading the log stalled")?
-                {
-                    let e = e?;
-                    if let Some(seq) = replica::frame::decode(&e.data)
-                        .and_then(|(_, b)| replica::PacketEvent::decode(&b).ok())
-                        .and_then(|p| request_seq(&p.packet))
-                    {
-                        seqs.insert(seq);
-                    }
-                }
-                Ok(seqs)
-            })
-    })
+    let seqs = lab
+        .read_log(i, eventlog::EventNum(from))?
+        .iter()
+        .filter_map(|e| {
+            replica::frame::decode(&e.data)
+                .and_then(|(_, b)| replica::PacketEvent::decode(&b).ok())
+                .and_then(|p| request_seq(&p.packet))
+        })
+        .collect();
+    Ok(seqs)
 }
