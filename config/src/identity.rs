@@ -23,6 +23,15 @@ pub enum Role {
     Etcd,
 }
 
+impl Role {
+    /// Whether this role's certificate is a server's too (a replica's node
+    /// and checkpoint listener, etcd), not only a client's: what it is
+    /// issued for and checked against.
+    pub fn serves(self) -> bool {
+        matches!(self, Role::Replica(_) | Role::Etcd)
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

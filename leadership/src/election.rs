@@ -90,7 +90,6 @@ pub async fn connect_with(
     let etcd = Identity::new(credentials.identity().cluster.clone(), Role::Etcd);
     let channel = trust::client::failover_channel(targets, &etcd, credentials, |e| {
         e.connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
             // etcd refuses client pings more often than every 5 s by default.
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))

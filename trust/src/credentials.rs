@@ -4,7 +4,7 @@
 //! process's identity, and matches the key) and can be reloaded in place: a
 //! reload that fails keeps the old ones.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -78,16 +78,6 @@ pub struct Files {
 struct Loaded {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
-    /// The files' bytes, for clients that take PEM (etcd-client).
-    pem: Pem,
-}
-
-/// The PEM bytes of a process's credentials.
-#[derive(Debug, Clone)]
-pub struct Pem {
-    pub ca: Vec<u8>,
-    pub cert: Vec<u8>,
-    pub key: Vec<u8>,
 }
 
 /// A process's credentials, reloadable in place; clones share them.
@@ -145,10 +135,6 @@ impl Credentials {
         &self.identity
     }
 
-    pub fn files(&self) -> &Files {
-        &self.files
-    }
-
     /// A server config that requires a client certificate chaining to the
     /// trusted CAs.
     pub fn server_config(&self) -> Arc<ServerConfig> {
@@ -159,11 +145,6 @@ impl Credentials {
     pub fn client_config(&self) -> Arc<ClientConfig> {
         self.loaded.load().client.clone()
     }
-
-    /// The files' bytes as last loaded.
-    pub fn pem(&self) -> Pem {
-        self.loaded.load().pem.clone()
-    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -171,17 +152,6 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn load(identity: &Identity, files: &Files) -> Result<Loaded, TlsError> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| PemError::Read {
-            path: path.to_owned(),
-            source,
-        })
-    };
-    let pem = Pem {
-        ca: read(&files.ca)?,
-        cert: read(&files.cert)?,
-        key: read(&files.key)?,
-    };
     let cas = pem::certificates(&files.ca)?;
     let chain = pem::certificates(&files.cert)?;
     let key = pem::private_key(&files.key)?;
@@ -192,8 +162,8 @@ fn load(identity: &Identity, files: &Files) -> Result<Loaded, TlsError> {
             source,
         })?;
     }
-    check_chain(identity, files, &roots, &chain)?;
     let provider = provider();
+    check_chain(identity, files, &provider, &roots, &chain)?;
     let certified =
         CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(|source| {
             TlsError::KeyMismatch {
@@ -215,7 +185,6 @@ fn load(identity: &Identity, files: &Files) -> Result<Loaded, TlsError> {
     Ok(Loaded {
         server: Arc::new(server),
         client: Arc::new(client),
-        pem,
     })
 }
 
@@ -224,6 +193,7 @@ fn load(identity: &Identity, files: &Files) -> Result<Loaded, TlsError> {
 fn check_chain(
     identity: &Identity,
     files: &Files,
+    provider: &CryptoProvider,
     roots: &RootCertStore,
     chain: &[CertificateDer<'static>],
 ) -> Result<(), TlsError> {
@@ -233,9 +203,9 @@ fn check_chain(
             source,
         })?;
     let now = UnixTime::now();
-    let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+    let algs = provider.signature_verification_algorithms;
     let mut usages = vec![webpki::KeyUsage::client_auth()];
-    if matches!(identity.role, Role::Replica(_) | Role::Etcd) {
+    if identity.role.serves() {
         usages.push(webpki::KeyUsage::server_auth());
     }
     for usage in usages {

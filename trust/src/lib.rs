@@ -30,5 +30,5 @@ pub mod peer;
 pub mod pem;
 pub mod server;
 
-pub use credentials::{Credentials, Files, Pem, TlsError};
+pub use credentials::{Credentials, Files, TlsError};
 pub use peer::{Peer, peer_of};

@@ -32,13 +32,8 @@ impl Channels {
         }
     }
 
-    /// Who this side is.
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
-    }
-
     /// The identity of replica `id` of this cluster.
-    pub fn replica(&self, id: ReplicaId) -> Identity {
+    fn replica(&self, id: ReplicaId) -> Identity {
         Identity::new(
             self.credentials.identity().cluster.clone(),
             Role::Replica(id),
@@ -53,9 +48,10 @@ impl Channels {
             return Ok(c.clone());
         }
         let socket: SocketAddr = addr.parse().map_err(|_| BadAddress(addr.to_owned()))?;
+        // TCP_NODELAY is the connector's to set (tonic's option applies to
+        // its own connector only).
         let c = trust::client::channel(socket, &self.replica(id), &self.credentials, |e| {
             e.connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(5))
                 .keep_alive_while_idle(true)
