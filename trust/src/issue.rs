@@ -217,7 +217,7 @@ pub fn write_new(path: &Path, contents: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::{Credentials, Files};
-    use config::ReplicaId;
+    use config::{ReplicaId, Role};
 
     fn write(dir: &Path, name: &str, contents: &str) -> std::path::PathBuf {
         let path = dir.join(name);
