@@ -161,30 +161,9 @@ impl Authz {
         true
     }
 
-    /// Allows `request` to do `action`, or refuses it: counted, logged, and
-    /// answered with `PermissionDenied` (or `Unauthenticated`, or
-    /// `Unavailable` while etcd cannot be asked).
-    pub(crate) async fn allow<T>(
-        &self,
-        request: &tonic::Request<T>,
-        action: Action,
-    ) -> Result<Peer, Status> {
-        self.allow_peer(trust::peer_of(request), action).await
-    }
-
-    /// [`Authz::allow`] for a peer already read off its request (each
-    /// message of a stream is allowed on its own).
-    pub(crate) async fn allow_peer(
-        &self,
-        peer: Option<Peer>,
-        action: Action,
-    ) -> Result<Peer, Status> {
-        let decided = self.judge(peer.as_ref(), action).await;
-        refuse_unless(peer, action, decided)
-    }
-
-    /// The decision for `peer` doing `action`.
-    async fn judge(&self, peer: Option<&Peer>, action: Action) -> Result<(), Denied> {
+    /// The decision for `peer` doing `action`; a write's epoch may need a
+    /// look at etcd. [`refuse_unless`] turns it into an answer.
+    pub(crate) async fn judge(&self, peer: Option<&Peer>, action: Action) -> Result<(), Denied> {
         match (peer, action) {
             (Some(p), Action::Write(epoch)) => match p.identity.role {
                 Role::Replica(me) => self.holds(me, epoch).await,
@@ -194,19 +173,21 @@ impl Authz {
         }
     }
 
-    /// [`Authz::allow`] for what needs no look at etcd (everything but
-    /// writes), from a synchronous interceptor.
-    pub(crate) fn allow_now<T>(
+    /// Allows `request` to do `action`, or refuses it: counted, logged, and
+    /// answered with `PermissionDenied` (or `Unauthenticated`). For what
+    /// needs no look at etcd (everything but writes, which go through
+    /// [`Authz::judge`]); synchronous, so interceptors can call it too.
+    pub(crate) fn allow<T>(
         &self,
         request: &tonic::Request<T>,
         action: Action,
-    ) -> Result<Peer, Status> {
+    ) -> Result<(), Status> {
         let peer = trust::peer_of(request);
         let decided = match action {
             Action::Write(_) => Err(Denied::NotAllowed),
             _ => decide(peer.as_ref(), action),
         };
-        refuse_unless(peer, action, decided)
+        refuse_unless(peer.as_ref(), action, decided)
     }
 
     /// Whether `replica` holds `epoch`: remembered once etcd said so.
@@ -253,18 +234,18 @@ fn decide(peer: Option<&Peer>, action: Action) -> Result<(), Denied> {
     }
 }
 
-/// The peer, if `decided` allows it; else the refusal, counted and logged.
+/// Nothing, if `decided` allows `peer`; else the refusal, counted and
+/// logged with the peer's identity, and answered with `PermissionDenied`
+/// (or `Unauthenticated`, or `Unavailable` while etcd cannot be asked).
 pub(crate) fn refuse_unless(
-    peer: Option<Peer>,
+    peer: Option<&Peer>,
     action: Action,
     decided: Result<(), Denied>,
-) -> Result<Peer, Status> {
-    let denied = match decided {
-        Ok(()) => match peer {
-            Some(peer) => return Ok(peer),
-            None => Denied::Unauthenticated,
-        },
-        Err(denied) => denied,
+) -> Result<(), Status> {
+    let denied = match (decided, peer) {
+        (Ok(()), Some(_)) => return Ok(()),
+        (Ok(()), None) => Denied::Unauthenticated,
+        (Err(denied), _) => denied,
     };
     let who = peer.map_or_else(|| "an unidentified peer".to_string(), |p| p.to_string());
     tracing::warn!(peer = %who, reason = denied.label(), "refused {action:?}");

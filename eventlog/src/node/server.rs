@@ -31,8 +31,7 @@ pub(super) fn spawn(
     });
     // Every Raft RPC is a node's: one check for the whole service.
     let authz = ctx.authz.clone();
-    let raft_peers =
-        move |req: tonic::Request<()>| authz.allow_now(&req, Action::Raft).map(|_| req);
+    let raft_peers = move |req: tonic::Request<()>| authz.allow(&req, Action::Raft).map(|()| req);
     let limits = ctx.limits.messages;
     let server = tonic::transport::Server::builder()
         .initial_stream_window_size(16 << 20)

@@ -84,7 +84,7 @@ impl admin_server::Admin for AdminService {
         &self,
         req: Request<proto::AddReplicaRequest>,
     ) -> Result<Response<proto::AdminResponse>, Status> {
-        self.ctx.authz.allow(&req, Action::ChangeMembership).await?;
+        self.ctx.authz.allow(&req, Action::ChangeMembership)?;
         let req = req.into_inner();
         self.serve(|running| async move {
             let id = ReplicaId::new(req.id)
@@ -108,7 +108,7 @@ impl admin_server::Admin for AdminService {
         &self,
         req: Request<proto::RemoveReplicaRequest>,
     ) -> Result<Response<proto::AdminResponse>, Status> {
-        self.ctx.authz.allow(&req, Action::ChangeMembership).await?;
+        self.ctx.authz.allow(&req, Action::ChangeMembership)?;
         let id = req.get_ref().id;
         self.serve(|running| async move {
             let id = ReplicaId::new(id)
@@ -137,10 +137,7 @@ impl admin_server::Admin for AdminService {
         req: Request<proto::SetWatermarkRequest>,
     ) -> Result<Response<proto::AdminResponse>, Status> {
         let replica = req.get_ref().replica;
-        self.ctx
-            .authz
-            .allow(&req, Action::SetWatermark(replica))
-            .await?;
+        self.ctx.authz.allow(&req, Action::SetWatermark(replica))?;
         let req = req.into_inner();
         self.serve(|running| async move {
             let cmd = Command::Watermark {

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::hint;
 use crate::app::{CommitView, Ctx, Limits};
-use crate::authz::Action;
+use crate::authz::{Action, Denied, refuse_unless};
 use crate::command::{Batch, Command, NewEvent, Outcome};
 use crate::ids::NodeId;
 use crate::metrics as m;
@@ -170,17 +170,16 @@ impl Pending {
 /// A Raft leader that cannot ask etcd who holds an epoch cannot let any
 /// replica lead: it hands the Raft leadership to a voter that may be able
 /// to (a host cut off from etcd, SPEC §6.5.3), at most every few seconds.
-async fn allow_write(ctx: &Ctx, peer: Option<trust::Peer>, epoch: Epoch) -> Result<(), Status> {
-    let allowed = ctx.authz.allow_peer(peer, write_action(ctx, epoch)).await;
-    if let Err(refused) = &allowed
-        // Only `epoch_unverified` is refused as unavailable.
-        && refused.code() == tonic::Code::Unavailable
+async fn allow_write(ctx: &Ctx, peer: Option<&trust::Peer>, epoch: Epoch) -> Result<(), Status> {
+    let action = write_action(ctx, epoch);
+    let decided = ctx.authz.judge(peer, action).await;
+    if decided == Err(Denied::EpochUnverified)
         && ctx.authz.may_hand_over()
         && let Ok(running) = ctx.running()
     {
         hand_over(&running).await;
     }
-    allowed.map(drop)
+    refuse_unless(peer, action, decided)
 }
 
 /// Transfers the Raft leadership, if this node has it, to the voter whose
@@ -284,7 +283,7 @@ impl event_log_server::EventLog for ApiService {
                 // say) ends the stream, after the answers before it, with
                 // why; so does a refusal.
                 let next = match req {
-                    Ok(req) => match allow_write(&ctx, peer.clone(), Epoch(req.epoch)).await {
+                    Ok(req) => match allow_write(&ctx, peer.as_ref(), Epoch(req.epoch)).await {
                         Ok(_) => Ok(submit(&ctx, req).await),
                         Err(refused) => Err(refused),
                     },
@@ -310,7 +309,7 @@ impl event_log_server::EventLog for ApiService {
         req: Request<proto::FenceRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
         let epoch = Epoch(req.get_ref().epoch);
-        allow_write(&self.ctx, trust::peer_of(&req), epoch).await?;
+        allow_write(&self.ctx, trust::peer_of(&req).as_ref(), epoch).await?;
         let req = proto::AppendRequest {
             seq: 0,
             epoch: req.get_ref().epoch,
@@ -327,7 +326,7 @@ impl event_log_server::EventLog for ApiService {
         &self,
         req: Request<proto::ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
-        self.ctx.authz.allow(&req, Action::Read).await?;
+        self.ctx.authz.allow(&req, Action::Read)?;
         let req = req.into_inner();
         let ctx = self.ctx.clone();
         let (tx, rx) = mpsc::channel(4);
@@ -424,7 +423,7 @@ impl event_log_server::EventLog for ApiService {
         &self,
         req: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchCommitsStream>, Status> {
-        self.ctx.authz.allow(&req, Action::WatchCommits).await?;
+        self.ctx.authz.allow(&req, Action::WatchCommits)?;
         let ctx = self.ctx.clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -494,7 +493,7 @@ impl event_log_server::EventLog for ApiService {
         &self,
         req: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::NodeStatus>, Status> {
-        self.ctx.authz.allow(&req, Action::Status).await?;
+        self.ctx.authz.allow(&req, Action::Status)?;
         let ctx = &self.ctx;
         let running = match ctx.running() {
             Ok(r) => r,

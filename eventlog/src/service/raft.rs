@@ -31,39 +31,56 @@ impl RaftService {
         self.ctx.running().map_err(Status::unavailable)
     }
 
-    /// The running Raft, if the node behind `req` may send Raft traffic:
-    /// a member of the cluster this node knows (a voter or a learner), or,
-    /// before this node knows any membership, a replica of its config. A
-    /// removed replica's certificate still names a replica of the cluster:
-    /// without this, its node could call elections and unsettle the leader.
-    /// Checked before the message is read.
-    fn member<T>(&self, req: &Request<T>) -> Result<Running, Status> {
+    /// The running Raft and who sent `req`, if that node may send Raft
+    /// traffic: a member of the cluster this node knows (a voter or a
+    /// learner), or, before this node knows any membership, a replica of
+    /// its config. A removed replica's certificate still names a replica of
+    /// the cluster: without this, its node could call elections and
+    /// unsettle the leader. Checked before the message is read.
+    fn member<T>(&self, req: &Request<T>) -> Result<(Running, Sender), Status> {
         let running = self.running()?;
         let peer = trust::peer_of(req);
-        let sender = sender_of(req);
+        let id = match peer.as_ref().map(|p| p.identity.role) {
+            Some(Role::Replica(id)) => NodeId::from(id),
+            // The service's interceptor lets nothing else in.
+            _ => {
+                return Err(
+                    refuse_unless(peer.as_ref(), Action::Raft, Err(Denied::NotAllowed))
+                        .unwrap_err(),
+                );
+            }
+        };
         let known = {
             let metrics = running.raft.metrics();
             let metrics = metrics.borrow_watched();
             let membership = metrics.membership_config.membership();
             if membership.nodes().next().is_some() {
-                membership.get_node(&sender).is_some()
+                membership.get_node(&id).is_some()
             } else {
-                self.ctx.peers.contains_key(&sender)
+                self.ctx.peers.contains_key(&id)
             }
         };
-        refuse_unless(peer, Action::Raft, judge(known, sender, sender))?;
-        Ok(running)
+        let sender = Sender { peer, id };
+        refuse_unless(sender.peer.as_ref(), Action::Raft, judge(known, id, id))?;
+        Ok((running, sender))
     }
+}
 
-    /// Whether the message a member sent speaks in its own name (`claims`,
-    /// the vote's node).
-    fn own<T>(&self, req: &Request<T>, claims: NodeId) -> Result<(), Status> {
+/// The member node a Raft request came from, as its certificate says.
+struct Sender {
+    peer: Option<trust::Peer>,
+    id: NodeId,
+}
+
+impl Sender {
+    /// Whether a message it sent speaks in its own name (`claims`, the
+    /// vote's node); a refusal is counted and logged.
+    fn speaks_for(&self, claims: NodeId) -> Result<(), Status> {
         refuse_unless(
-            trust::peer_of(req),
+            self.peer.as_ref(),
             Action::Raft,
-            judge(true, sender_of(req), claims),
+            judge(true, self.id, claims),
         )
-        .map(drop)
     }
 }
 
@@ -76,15 +93,6 @@ fn judge(known: bool, sender: NodeId, claims: NodeId) -> Result<(), Denied> {
         Err(Denied::Impersonation)
     } else {
         Ok(())
-    }
-}
-
-/// The node whose certificate `req` came with (nothing else passes the
-/// service's interceptor); a node id no replica has otherwise.
-fn sender_of<T>(req: &Request<T>) -> NodeId {
-    match trust::peer_of(req).map(|p| p.identity.role) {
-        Some(Role::Replica(id)) => NodeId::from(id),
-        _ => NodeId(0),
     }
 }
 
@@ -109,18 +117,18 @@ type MessageStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Se
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let raft = self.member(&req)?.raft;
+        let (running, sender) = self.member(&req)?;
         let rpc: VoteRequest<TypeConfig> = decode(req.get_ref()).map_err(bad_message)?;
-        self.own(&req, rpc.vote.leader_id.node_id)?;
-        let resp = raft.vote(rpc).await.map_err(stopped)?;
+        sender.speaks_for(rpc.vote.leader_id.node_id)?;
+        let resp = running.raft.vote(rpc).await.map_err(stopped)?;
         Ok(Response::new(encode(&resp)))
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let raft = self.member(&req)?.raft;
+        let (running, sender) = self.member(&req)?;
         let rpc: VoteRequest<TypeConfig> = decode(req.get_ref()).map_err(bad_message)?;
-        self.own(&req, rpc.vote.leader_id.node_id)?;
-        let resp = raft.pre_vote(rpc).await.map_err(stopped)?;
+        sender.speaks_for(rpc.vote.leader_id.node_id)?;
+        let resp = running.raft.pre_vote(rpc).await.map_err(stopped)?;
         Ok(Response::new(encode(&resp)))
     }
 
@@ -128,10 +136,10 @@ impl raft_server::Raft for RaftService {
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let raft = self.member(&req)?.raft;
+        let (running, sender) = self.member(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref()).map_err(bad_message)?;
-        self.own(&req, rpc.vote.leader_id.node_id)?;
-        let resp = raft.append_entries(rpc).await.map_err(stopped)?;
+        sender.speaks_for(rpc.vote.leader_id.node_id)?;
+        let resp = running.raft.append_entries(rpc).await.map_err(stopped)?;
         Ok(Response::new(encode(&resp)))
     }
 
@@ -143,27 +151,23 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<MessageStream>, Status> {
         // Whose stream it is, from the connection; each request in it must
         // be that node's as a leader.
-        let raft = self.member(&req)?.raft;
-        let sender = sender_of(&req);
+        let (running, sender) = self.member(&req)?;
+        let sender = std::sync::Arc::new(sender);
         // A request that does not decode, or speaks for another node, ends
         // the stream: the leader starts a new one.
-        let input = futures::stream::unfold(req.into_inner(), move |mut s| async move {
-            match s.next().await {
-                Some(Ok(m)) => decode::<AppendEntriesRequest<TypeConfig>>(&m)
-                    .ok()
-                    .filter(|r| {
-                        let own = r.vote.leader_id.node_id == sender;
-                        if !own {
-                            tracing::warn!(%sender, "refused an append in another node's name");
-                            crate::metrics::refused(Denied::Impersonation.label());
-                        }
-                        own
-                    })
-                    .map(|r| (r, s)),
-                _ => None,
+        let input = futures::stream::unfold(req.into_inner(), move |mut s| {
+            let sender = sender.clone();
+            async move {
+                match s.next().await {
+                    Some(Ok(m)) => decode::<AppendEntriesRequest<TypeConfig>>(&m)
+                        .ok()
+                        .filter(|r| sender.speaks_for(r.vote.leader_id.node_id).is_ok())
+                        .map(|r| (r, s)),
+                    _ => None,
+                }
             }
         });
-        let output = raft.stream_append(input).map(|r| match r {
+        let output = running.raft.stream_append(input).map(|r| match r {
             Ok(result) => Ok(encode(&result)),
             Err(fatal) => Err(stopped(fatal)),
         });
@@ -176,9 +180,7 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         // Whose stream it is, before a byte of it is read; its vote must
         // then be that node's.
-        let sender = sender_of(&req);
-        let running = self.member(&req)?;
-        let peer = trust::peer_of(&req);
+        let (running, sender) = self.member(&req)?;
         let mut chunks = req.into_inner();
         let first = chunks
             .next()
@@ -186,12 +188,7 @@ impl raft_server::Raft for RaftService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let (vote, meta): (Vote, SnapshotMeta) =
             decode(&RaftMessage { data: first.meta }).map_err(bad_message)?;
-        if vote.leader_id.node_id != sender {
-            return Err(
-                refuse_unless(peer, Action::Raft, Err(Denied::Impersonation))
-                    .expect_err("a refusal refuses"),
-            );
-        }
+        sender.speaks_for(vote.leader_id.node_id)?;
         let mut incoming = running
             .sm
             .incoming(self.ctx.limits.max_snapshot_bytes)
@@ -221,10 +218,14 @@ impl raft_server::Raft for RaftService {
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let raft = self.member(&req)?.raft;
+        let (running, sender) = self.member(&req)?;
         let rpc: TransferLeaderRequest<TypeConfig> = decode(req.get_ref()).map_err(bad_message)?;
-        self.own(&req, rpc.from_leader().leader_id.node_id)?;
-        let resp = raft.handle_transfer_leader(rpc).await.map_err(stopped)?;
+        sender.speaks_for(rpc.from_leader().leader_id.node_id)?;
+        let resp = running
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(stopped)?;
         Ok(Response::new(encode(&resp)))
     }
 }
