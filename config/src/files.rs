@@ -2,6 +2,7 @@
 //! readable on which host ([`KeyCheck`]), each certificate checked through a
 //! [`CertCheck`], and no secret file shared between replicas or roles.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -166,8 +167,9 @@ impl Builder<'_, '_> {
         uses.sort_by_key(|(_, named)| file_order(&named.at));
         let mut first: HashMap<PathBuf, (&str, &Named)> = HashMap::new();
         for (what, named) in &uses {
-            match first.get(&same_file(&named.path)) {
-                Some((first_what, first_named)) => {
+            match first.entry(same_file(&named.path)) {
+                Entry::Occupied(seen) => {
+                    let (first_what, first_named) = seen.get();
                     let place = self.r.describe(&first_named.at);
                     let why = if [what.as_str(), first_what].contains(&"the CA bundle") {
                         "the CA bundle goes to every host, so it must hold no key"
@@ -180,8 +182,8 @@ impl Builder<'_, '_> {
                         Some(format!("{first_what} is named at {place}; {why}")),
                     );
                 }
-                None => {
-                    first.insert(same_file(&named.path), (what, named));
+                Entry::Vacant(slot) => {
+                    slot.insert((what, named));
                 }
             }
         }

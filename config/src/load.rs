@@ -26,7 +26,6 @@ pub struct Overrides {
 
 /// Which key and certificate files must be present and readable (and the
 /// certificates valid, with [`Config::load_with`]) for the config to load.
-/// Every check but `Skip` includes the event log secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyCheck {
     /// Every key and certificate pair the file names, and the CA bundle:

@@ -20,7 +20,7 @@ pub mod frame;
 mod http;
 mod inbound;
 pub mod metrics;
-pub mod peer;
+mod peer;
 pub mod port;
 mod reference;
 mod runtime;

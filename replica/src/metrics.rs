@@ -27,6 +27,9 @@ pub const RESTORES: &str = "seguro_replica_restores_total";
 /// Checkpoint requests refused, by reason: a TLS handshake's, or
 /// `not_a_replica` (docs/METRICS.md).
 pub const CHECKPOINT_REFUSED: &str = "seguro_replica_checkpoint_refused_total";
+/// [`CHECKPOINT_REFUSED`]'s reason for a certificate of the cluster that is
+/// not another replica's.
+pub const NOT_A_REPLICA: &str = "not_a_replica";
 
 /// Registers every series at zero, so that dashboards and alerts see zeros
 /// rather than gaps from the start.
@@ -57,7 +60,7 @@ pub fn register() {
         counter!(RESTORES, "source" => source).absolute(0);
     }
     let handshakes = trust::server::Refused::ALL.map(|r| r.label());
-    for reason in handshakes.iter().chain(&["not_a_replica"]) {
+    for reason in handshakes.iter().chain(&[NOT_A_REPLICA]) {
         counter!(CHECKPOINT_REFUSED, "reason" => *reason).absolute(0);
     }
 }

@@ -71,7 +71,7 @@ async fn answer(
         other => {
             let who = other.map_or_else(|| "an unidentified peer".to_owned(), |r| r.to_string());
             tracing::warn!(peer = %who, "refused a checkpoint request: only the other replicas may have it");
-            counter!(m::CHECKPOINT_REFUSED, "reason" => "not_a_replica").increment(1);
+            counter!(m::CHECKPOINT_REFUSED, "reason" => m::NOT_A_REPLICA).increment(1);
             return reply(StatusCode::FORBIDDEN, Vec::new());
         }
     }
