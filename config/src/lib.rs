@@ -28,7 +28,7 @@ pub use identity::{DOMAIN, Identity, IdentityError, Role};
 pub use key::{Key, KeyError};
 pub use load::{KeyCheck, Overrides};
 pub use types::{
-    AgentConfig, BatchLimits, CertPair, Config, EtcdConfig, EventlogConfig, GatekeeperConfig,
-    LbConfig, LbMode, MAX_REPLICAS, MIN_LEASE_TTL, Optimism, ParseEnumError, ReplicaConfig,
-    ReplicaId, ShipConfig, TcAttach, TlsConfig, node_dir,
+    AgentConfig, BatchLimits, CertPair, Config, DEFAULT_BUFFER_BYTES, DEFAULT_MAX_CHECKPOINT_BYTES,
+    EtcdConfig, EventlogConfig, GatekeeperConfig, LbConfig, LbMode, MAX_REPLICAS, MIN_LEASE_TTL,
+    Optimism, ParseEnumError, ReplicaConfig, ReplicaId, ShipConfig, TcAttach, TlsConfig, node_dir,
 };

@@ -223,14 +223,14 @@ impl Builder<'_, '_> {
             raw.buffer_bytes.as_ref(),
             "replica.buffer_bytes",
             MIB..4 * GIB + 1,
-            64 * MIB,
+            DEFAULT_BUFFER_BYTES as i64,
             " bytes",
         );
         let max_checkpoint_bytes = self.int(
             raw.max_checkpoint_bytes.as_ref(),
             "replica.max_checkpoint_bytes",
             MIB..64 * GIB + 1,
-            4 * GIB,
+            DEFAULT_MAX_CHECKPOINT_BYTES as i64,
             " bytes",
         );
         let checkpoint_every = self.int(

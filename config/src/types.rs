@@ -17,6 +17,14 @@ pub const MAX_REPLICAS: usize = 16;
 /// settings) and rounds up to whole seconds.
 pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 
+/// `replica.buffer_bytes` by default: 1024 Ames packets of the largest
+/// size, where the packet count alone (65,536 by default) would allow 4 GiB.
+pub const DEFAULT_BUFFER_BYTES: usize = 64 << 20;
+
+/// `replica.max_checkpoint_bytes` by default: the whole ship's state is held
+/// in memory to restore it.
+pub const DEFAULT_MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
+
 /// A replica's identity in the cluster: stable across restarts, never 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplicaId(u32);

@@ -33,9 +33,8 @@ impl PacketId {
 }
 
 /// A follower keeps at most this many bytes of packets unless told
-/// otherwise: 1024 Ames packets of the largest size, where the packet count
-/// alone (65,536 by default) would allow 4 GiB.
-pub const DEFAULT_BUFFER_BYTES: usize = 64 << 20;
+/// otherwise (the config's default, one constant).
+pub use config::DEFAULT_BUFFER_BYTES;
 
 /// The last distinct packets heard, in arrival order: at most `capacity`
 /// of them and `max_bytes` of their bytes, the oldest evicted first.

@@ -14,8 +14,8 @@ const VERSION: u8 = 1;
 const HEADER_LEN: usize = 4 + 1 + 8 + 8 + 32;
 
 /// The largest checkpoint a replica reads, from its disk or a peer, unless
-/// told otherwise: the whole ship's state is held in memory to restore it.
-pub const DEFAULT_MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
+/// told otherwise (the config's default, one constant).
+pub use config::DEFAULT_MAX_CHECKPOINT_BYTES;
 
 /// A ship's state as of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
