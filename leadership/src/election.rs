@@ -88,10 +88,12 @@ pub async fn connect_with(
         .map(|e| e.strip_prefix("https://").unwrap_or(e).to_owned())
         .collect();
     let etcd = Identity::new(credentials.identity().cluster.clone(), Role::Etcd);
-    let channel = trust::client::failover_channel(targets, &etcd, credentials, |e| {
-        e.connect_timeout(Duration::from_secs(1))
-            // etcd refuses client pings more often than every 5 s by default.
-            .http2_keep_alive_interval(Duration::from_secs(10))
+    // Each member gets a second to connect and finish the handshake, so a
+    // member that hangs does not hide the others.
+    let each = Duration::from_secs(1);
+    let channel = trust::client::failover_channel(targets, each, &etcd, credentials, |e| {
+        // etcd refuses client pings more often than every 5 s by default.
+        e.http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(false)
     });

@@ -7,6 +7,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use config::Identity;
 use hyper_util::rt::TokioIo;
@@ -24,8 +25,9 @@ use crate::credentials::Credentials;
 pub struct Connector {
     credentials: Credentials,
     server: ServerName<'static>,
-    /// `host:port`s to try in turn, whatever the URI says.
-    targets: Option<Arc<[String]>>,
+    /// `host:port`s to try in turn, whatever the URI says, each for at most
+    /// the given time.
+    targets: Option<(Arc<[String]>, Duration)>,
 }
 
 impl Connector {
@@ -38,9 +40,12 @@ impl Connector {
     }
 
     /// A connector that tries `targets` (`host:port`) in turn, for a
-    /// service several servers answer as one (etcd's members).
-    pub fn with_targets(mut self, targets: Vec<String>) -> Connector {
-        self.targets = Some(targets.into());
+    /// service several servers answer as one (etcd's members), giving each
+    /// at most `each` to connect and finish the handshake: one that hangs
+    /// (dropping packets, or never answering the handshake) does not keep
+    /// the others from being tried.
+    pub fn with_targets(mut self, targets: Vec<String>, each: Duration) -> Connector {
+        self.targets = Some((targets.into(), each));
         self
     }
 }
@@ -59,18 +64,22 @@ impl tower_service::Service<Uri> for Connector {
         let server = self.server.clone();
         let targets = self.targets.clone();
         Box::pin(async move {
-            let targets: Vec<String> = match targets {
-                Some(t) => t.to_vec(),
-                None => vec![
-                    uri.authority()
-                        .ok_or_else(|| {
-                            io::Error::new(
-                                io::ErrorKind::InvalidInput,
-                                format!("{uri} has no host"),
-                            )
-                        })?
-                        .to_string(),
-                ],
+            let (targets, each): (Vec<String>, Option<Duration>) = match targets {
+                Some((t, each)) => (t.to_vec(), Some(each)),
+                None => (
+                    vec![
+                        uri.authority()
+                            .ok_or_else(|| {
+                                io::Error::new(
+                                    io::ErrorKind::InvalidInput,
+                                    format!("{uri} has no host"),
+                                )
+                            })?
+                            .to_string(),
+                    ],
+                    // One address: the endpoint's own connect timeout.
+                    None,
+                ),
             };
             let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
             for target in &targets {
@@ -79,7 +88,18 @@ impl tower_service::Service<Uri> for Connector {
                     tcp.set_nodelay(true)?;
                     connector.connect(server.clone(), tcp).await
                 };
-                match attempt.await {
+                let attempt = match each {
+                    Some(each) => tokio::time::timeout(each, attempt)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!("no handshake within {each:?}"),
+                            ))
+                        }),
+                    None => attempt.await,
+                };
+                match attempt {
                     Ok(tls) => return Ok(TokioIo::new(tls)),
                     Err(e) => last = io::Error::new(e.kind(), format!("{target}: {e}")),
                 }
@@ -105,15 +125,18 @@ pub fn channel(
 }
 
 /// A lazily connecting channel to whichever of `targets` (`host:port`)
-/// answers first, each expected to be `server`.
+/// answers first, each expected to be `server` and given at most `each` to
+/// connect. `configure` must not set a connect timeout: tonic's would bound
+/// all the targets together.
 pub fn failover_channel(
     targets: Vec<String>,
+    each: Duration,
     server: &Identity,
     credentials: &Credentials,
     configure: impl FnOnce(Endpoint) -> Endpoint,
 ) -> Channel {
     let endpoint = Endpoint::from_static("http://failover.invalid");
     configure(endpoint).connect_with_connector_lazy(
-        Connector::new(credentials.clone(), server).with_targets(targets),
+        Connector::new(credentials.clone(), server).with_targets(targets, each),
     )
 }

@@ -197,3 +197,53 @@ async fn testkit_wait(done: impl Fn() -> bool) {
     }
     panic!("the refusals were never all counted");
 }
+
+/// A member that accepts the connection but never answers the handshake
+/// (hung, or a black hole behind a load balancer) costs the failover
+/// connector its per-target time, and the next member is tried.
+#[tokio::test]
+async fn a_hanging_target_does_not_hide_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = || Validity::from_now(LEAF_VALIDITY);
+    let ca = Authority::create("c", now()).unwrap();
+    let ca_file = dir.path().join("ca.crt");
+    write_new(&ca_file, ca.cert_pem()).unwrap();
+    let server = Credentials::load(
+        replica(1),
+        credentials(dir.path(), &ca, &ca_file, &replica(1), now()),
+    )
+    .unwrap();
+    let client = Credentials::load(
+        replica(2),
+        credentials(dir.path(), &ca, &ca_file, &replica(2), now()),
+    )
+    .unwrap();
+    // The kernel completes the TCP handshake; nobody ever reads.
+    let hung = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let good = listener.local_addr().unwrap();
+    let mut accepted = Box::pin(incoming(listener, server, |_| {}));
+    tokio::spawn(async move {
+        while let Some(Ok(mut tls)) = accepted.next().await {
+            let _ = tls.write_all(b"hello\n").await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    let each = Duration::from_millis(300);
+    let mut connector = seguro_trust::client::Connector::new(client, &replica(1)).with_targets(
+        vec![hung.local_addr().unwrap().to_string(), good.to_string()],
+        each,
+    );
+    let uri: tonic::transport::Uri = "http://failover.invalid".parse().unwrap();
+    let started = std::time::Instant::now();
+    let mut io = tokio::time::timeout(Duration::from_secs(10), connector.call(uri))
+        .await
+        .expect("the connector gives up on the hung target")
+        .unwrap()
+        .into_inner();
+    assert!(started.elapsed() >= each, "the hung target was tried first");
+    let mut out = String::new();
+    io.read_to_string(&mut out).await.unwrap();
+    assert_eq!(out, "hello\n");
+    drop(hung);
+}
