@@ -11,7 +11,7 @@ export SEGURO_ETCD ?= /usr/local/bin/etcd
 # The pinned nightly (eBPF, fuzzing): ebpf/rust-toolchain.toml names it.
 NIGHTLY := $(shell sed -n 's/^channel = "\(.*\)"$$/\1/p' ebpf/rust-toolchain.toml)
 
-.PHONY: help deps bare-check build test lint unit fuzz fuzz-smoke promtool systemd-verify run failover bench bench-eventlog bench-gatekeeper bench-lb bench-failover
+.PHONY: help deps bare-check build test lint unit fuzz fuzz-smoke promtool systemd-verify run failover chaos bench bench-eventlog bench-gatekeeper bench-lb bench-failover
 
 help:
 	@echo "make run         a whole cluster in network namespaces with a live status view (root)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test        lint, unit and integration tests, a short fuzz run, promtool, systemd units"
 	@echo "make promtool    check the alert rules and run their unit tests (docs/prometheus)"
 	@echo "make systemd-verify  systemd-analyze verify the units in deploy/systemd"
+	@echo "make chaos       the nemesis suite: ROUNDS faults (default 100) in at most SECONDS, seeded (SEED=N replays)"
 	@echo "make bench       every benchmark in bench/ (see docs/PERFORMANCE.md)"
 	@echo "make bench-eventlog  event log events/s and commit latency vs etcd and the disk"
 	@echo "make bench-gatekeeper  effects/s vs a plain UDP relay; election failover p50/p99"
@@ -100,6 +101,15 @@ systemd-verify: deps
 	out=$$(cd "$$tmp" && systemd-analyze verify --man=no $(UNITS) 2>&1) || { echo "$$out"; exit 1; }; \
 	if grep -E '\.service(:[0-9]+)?: ' <<<"$$out"; then exit 1; fi; \
 	echo "systemd-analyze verify: $(UNITS) OK"
+
+# The nemesis suite (docs/RELIABILITY.md): a debug build, as the negative
+# control's switch that skips fdatasync exists only there. `make test` runs
+# a short round of it (tests/it/chaos.rs).
+ROUNDS ?= 100
+SECONDS ?= 1500
+chaos: deps
+	$(CARGO) build --locked --bin seguro -p seguro-testkit --bin seguro-chaos
+	./target/debug/seguro-chaos --seguro target/debug/seguro --rounds $(ROUNDS) --seconds $(SECONDS) $(if $(SEED),--seed $(SEED))
 
 run: build
 	@scripts/run.sh

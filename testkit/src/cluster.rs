@@ -118,6 +118,8 @@ pub struct ClusterLab {
     ships: BTreeMap<u8, String>,
     /// The next probe's first sequence number.
     next_seq: std::sync::atomic::AtomicU64,
+    /// Environment variables a daemon starts with, beyond the log filter.
+    env: BTreeMap<Daemon, Vec<(String, String)>>,
 }
 
 impl ClusterLab {
@@ -199,6 +201,7 @@ impl ClusterLab {
             replicas: opts.replicas,
             ships: BTreeMap::new(),
             next_seq: std::sync::atomic::AtomicU64::new(0),
+            env: BTreeMap::new(),
         })
     }
 
@@ -429,6 +432,28 @@ impl ClusterLab {
         }
     }
 
+    /// Starts `daemon` with `key=value` in its environment from its next
+    /// start on (a debug switch, a preloaded library).
+    pub fn set_env(&mut self, daemon: Daemon, key: &str, value: &str) {
+        let vars = self.env.entry(daemon).or_default();
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.into(), value.into()));
+    }
+
+    /// The cluster's etcd, to stop, restart or restore.
+    pub fn etcd_mut(&mut self) -> &mut Etcd {
+        &mut self.etcd
+    }
+
+    /// The daemons that were started and have exited by themselves since.
+    pub fn exited(&mut self) -> Vec<Daemon> {
+        self.daemons
+            .names()
+            .into_iter()
+            .filter(|d| !self.daemons.is_running(d))
+            .collect()
+    }
+
     /// What `daemon` printed over all its runs.
     pub fn log(&self, daemon: &Daemon) -> String {
         self.daemons.log(daemon)
@@ -457,6 +482,9 @@ impl ClusterLab {
         }
         cmd.arg("-c").arg(self.config_path());
         use std::os::unix::process::CommandExt as _;
+        if let Some(vars) = self.env.get(&daemon) {
+            cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+        }
         cmd.env("RUST_LOG", daemon::log_filter())
             .env("NO_COLOR", "1")
             // Its own process group: a terminal's Ctrl-C reaches the demo,

@@ -6,6 +6,7 @@
 //! Prometheus, free ports, metrics, network namespaces and the edge box's
 //! topology, a peer that probes the ship, hand-made Ethernet frames.
 
+pub mod chaos;
 pub mod cluster;
 pub mod config_file;
 pub mod daemon;

@@ -224,6 +224,25 @@ impl Probe {
         }
     }
 
+    /// The first request's sequence number.
+    pub fn first_seq(&self) -> u64 {
+        self.state.lock().unwrap().first_seq
+    }
+
+    /// When the first answer to a request sent at or after `after` arrived,
+    /// if one has (without copying the history: answers arrive in order, so
+    /// only the recent end is read).
+    pub fn answered_since(&self, after: Instant) -> Option<Instant> {
+        let s = self.state.lock().unwrap();
+        s.answers
+            .iter()
+            .rev()
+            .take_while(|a| a.received >= after)
+            .filter(|a| a.sent >= after)
+            .map(|a| a.received)
+            .min()
+    }
+
     /// Everything so far.
     pub fn report(&self) -> ProbeReport {
         let s = self.state.lock().unwrap();

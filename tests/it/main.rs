@@ -7,6 +7,7 @@
 mod ames_decode;
 mod attacks;
 mod certs;
+mod chaos;
 mod cluster;
 mod config_check;
 mod edge_box;
