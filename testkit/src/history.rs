@@ -467,10 +467,15 @@ impl fmt::Display for Violation {
                 at,
                 longest,
             } => {
+                if from == to {
+                    write!(f, "event {from} lost")?;
+                } else {
+                    write!(f, "events {from}..={to} lost")?;
+                }
                 write!(
                     f,
-                    "events {from}..={to} lost: acknowledged (up to {acked} at epoch {epoch}, {at}), \
-                     expected in some final log, but "
+                    ": acknowledged (up to {acked} at epoch {epoch}, {at}), expected in some \
+                     final log, but "
                 )?;
                 match longest {
                     Some((r, last)) => write!(f, "the longest, replica {r}'s, ends at {last}"),
@@ -1237,14 +1242,19 @@ mod tests {
             epoch: Epoch(1),
             at: t0,
         }];
-        assert!(matches!(
-            checked(&h)[..],
-            [Violation::Lost {
-                from: EventNum(3),
-                to: EventNum(3),
-                ..
-            }]
-        ));
+        let v = checked(&h);
+        assert!(
+            matches!(
+                v[..],
+                [Violation::Lost {
+                    from: EventNum(3),
+                    to: EventNum(3),
+                    ..
+                }]
+            ),
+            "{v:?}"
+        );
+        assert!(v[0].to_string().starts_with("event 3 lost: "), "{}", v[0]);
     }
 
     #[test]
