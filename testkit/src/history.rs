@@ -44,6 +44,7 @@
 //! Times in violations are offsets from the earliest instant in the history
 //! (usually the first request sent).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -670,11 +671,10 @@ impl Collector {
     }
 }
 
-/// Every final log's events by number, and the reference log: for each
-/// number, the copy of the replica with the lowest id that has it.
-struct Logs<'a> {
-    merged: BTreeMap<EventNum, (ReplicaId, &'a Logged)>,
-}
+/// The reference log: for each event number in any final log, the copy of
+/// the replica with the lowest id that has it (rule 2 compares the others
+/// with it).
+type Merged<'a> = BTreeMap<EventNum, (ReplicaId, &'a Logged)>;
 
 /// Judges `history` by every rule.
 pub fn check(history: &History, opts: &Options) -> Report {
@@ -685,9 +685,11 @@ pub fn check(history: &History, opts: &Options) -> Report {
         report: Report::default(),
     };
 
-    let logs = shape(history, opts, &mut out);
-    lost(history, opts, &logs, &at, &mut out);
-    answers(history, opts, &logs, &at, &mut out);
+    let merged = shape(history, opts, &mut out);
+    lost(history, opts, &merged, &at, &mut out);
+    answers(history, opts, &merged, &at, &mut out);
+    // Listed by rule, each rule's in the order found.
+    out.report.violations.sort_by_key(Violation::rule);
 
     let answered: HashSet<u64> = history.answers.iter().map(|a| a.seq).collect();
     let summary = &mut out.report.summary;
@@ -700,13 +702,13 @@ pub fn check(history: &History, opts: &Options) -> Report {
         .map(|a| a.num)
         .max()
         .unwrap_or_default();
-    summary.events_in_log = logs.merged.len();
+    summary.events_in_log = merged.len();
     out.report
 }
 
 /// Rules 2, 3 and 6 (and the unreadable events): each log on its own, then
 /// every log against the reference.
-fn shape<'a>(history: &'a History, opts: &Options, out: &mut Collector) -> Logs<'a> {
+fn shape<'a>(history: &'a History, opts: &Options, out: &mut Collector) -> Merged<'a> {
     // The same broken step in several logs is one violation naming them
     // all: by (event, the one before it), the replicas and the two values.
     type Steps = BTreeMap<(EventNum, EventNum), (Vec<ReplicaId>, u64, u64)>;
@@ -719,7 +721,7 @@ fn shape<'a>(history: &'a History, opts: &Options, out: &mut Collector) -> Logs<
     };
     let mut epochs = Steps::new();
     let mut times = Steps::new();
-    let mut merged: BTreeMap<EventNum, (ReplicaId, &Logged)> = BTreeMap::new();
+    let mut merged = Merged::new();
     for (&replica, log) in &history.logs {
         let mut prev: Option<&Logged> = None;
         let mut prev_time: Option<(EventNum, u64)> = None;
@@ -790,7 +792,7 @@ fn shape<'a>(history: &'a History, opts: &Options, out: &mut Collector) -> Logs<
             }
         }
     }
-    Logs { merged }
+    merged
 }
 
 fn differs(this: &Logged, other: &Logged) -> Option<Difference> {
@@ -818,7 +820,7 @@ fn differs(this: &Logged, other: &Logged) -> Option<Difference> {
 fn lost(
     history: &History,
     opts: &Options,
-    logs: &Logs<'_>,
+    merged: &Merged<'_>,
     at: &dyn Fn(Instant) -> At,
     out: &mut Collector,
 ) {
@@ -888,8 +890,8 @@ fn lost(
         });
     };
     // Events below every log's first were compacted: not checkable.
-    let mut expected = logs.merged.keys().next().copied().unwrap_or(EventNum(1));
-    for &num in logs.merged.keys() {
+    let mut expected = merged.keys().next().copied().unwrap_or(EventNum(1));
+    for &num in merged.keys() {
         if num > highest.num {
             break;
         }
@@ -902,7 +904,7 @@ fn lost(
         report_gap(expected, highest.num, out);
     }
 
-    for (&num, &(replica, e)) in logs.merged.range(..=highest.num) {
+    for (&num, &(replica, e)) in merged.range(..=highest.num) {
         let i = acked.partition_point(|a| a.num < num);
         let b = bound[i];
         if e.epoch > b.epoch {
@@ -922,22 +924,22 @@ fn lost(
 fn answers(
     history: &History,
     opts: &Options,
-    logs: &Logs<'_>,
+    merged: &Merged<'_>,
     at: &dyn Fn(Instant) -> At,
     out: &mut Collector,
 ) {
     let mut in_log: HashMap<u64, EventNum> = HashMap::new();
-    for (&num, &(_, e)) in &logs.merged {
-        if let Some(seq) = e.seq
-            && let Some(&first) = in_log.get(&seq)
-        {
-            out.add(Violation::LoggedTwice {
+    for (&num, &(_, e)) in merged {
+        let Some(seq) = e.seq else { continue };
+        match in_log.entry(seq) {
+            Entry::Occupied(first) => out.add(Violation::LoggedTwice {
                 seq,
-                first,
+                first: *first.get(),
                 again: num,
-            });
-        } else if let Some(seq) = e.seq {
-            in_log.insert(seq, num);
+            }),
+            Entry::Vacant(slot) => {
+                slot.insert(num);
+            }
         }
     }
 
@@ -963,7 +965,7 @@ fn answers(
         earliest.get(i).copied()
     };
 
-    let compacted_below = logs.merged.keys().next().copied();
+    let compacted_below = merged.keys().next().copied();
     let sent: HashMap<u64, Instant> = history.sent.iter().map(|s| (s.seq, s.at)).collect();
     let mut first_answer: HashMap<u64, EventNum> = HashMap::new();
     for a in &history.answers {
@@ -986,7 +988,7 @@ fn answers(
         } else {
             first_answer.insert(a.seq, a.num);
         }
-        let found = match logs.merged.get(&a.num) {
+        let found = match merged.get(&a.num) {
             None if compacted_below.is_some_and(|first| a.num < first) => continue,
             None => Found::Missing,
             Some(&(_, e)) if e.seq != Some(a.seq) => Found::Seq(e.seq),
