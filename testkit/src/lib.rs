@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod edge;
 pub mod etcd;
 pub mod frame;
+pub mod history;
 pub mod lab;
 pub mod metrics_doc;
 pub mod netns;

@@ -4,6 +4,8 @@
 mod codec;
 mod durable;
 mod log;
+#[cfg(test)]
+mod suite;
 
 pub(crate) use durable::Tracker;
 pub(crate) use log::LogStore;
