@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use config::Role;
+use config::{ReplicaId, Role};
 use eventlog_client::EventNum;
 use futures::StreamExt as _;
 
 use crate::cluster::{ClusterLab, ClusterOptions, EDGE_BACKEND, backend_ip};
 use crate::daemon::Daemon;
-use crate::history::{self, Acked, Answer, History, Logged, Sent};
+use crate::history::{self, Acked, History, Logged};
 use crate::lazyfs::LazyFs;
 use crate::probe::{Probe, ProbeConfig, ProbeReport};
 
@@ -663,7 +663,7 @@ impl Nemesis {
 
     /// Stops the watcher, starts anything that is down, waits for every
     /// replica to catch up, and reads every replica's log.
-    pub fn finish(&mut self, probe: ProbeReport, first_seq: u64) -> io::Result<History> {
+    pub fn finish(&mut self, probe: &ProbeReport) -> io::Result<History> {
         for d in self.lab.exited() {
             self.lab.start(d)?;
         }
@@ -694,9 +694,11 @@ impl Nemesis {
         let mut logs = BTreeMap::new();
         for i in 1..=self.replicas {
             let events = self.lab.read_log(i, EventNum(from + 1))?;
-            logs.insert(i, events.iter().map(Logged::from_event).collect());
+            let id = ReplicaId::new(i.into()).expect("replica ids start at 1");
+            logs.insert(id, events.iter().map(Logged::from_event).collect());
         }
-        Ok(history_of(probe, first_seq, self.acked.lock().unwrap().clone(), logs))
+        let acked = self.acked.lock().unwrap().clone();
+        Ok(history_of(probe, acked, logs))
     }
 }
 
@@ -718,39 +720,17 @@ impl Drop for Nemesis {
 /// The history the checker reads, from the probe's report, the watcher's
 /// commit points and the final logs.
 fn history_of(
-    probe: ProbeReport,
-    first_seq: u64,
+    probe: &ProbeReport,
     acked: Vec<Acked>,
-    logs: BTreeMap<u8, Vec<Logged>>,
+    logs: BTreeMap<ReplicaId, Vec<Logged>>,
 ) -> History {
-    let sent = probe
-        .sent
-        .iter()
-        .enumerate()
-        .map(|(n, at)| Sent {
-            seq: first_seq + n as u64,
-            at: *at,
-        })
-        .collect();
-    let mut answers: Vec<Answer> = probe
-        .answers
-        .iter()
-        .chain(&probe.duplicates)
-        .map(|a| Answer {
-            seq: a.seq,
-            num: EventNum(a.num),
-            mug: a.mug,
-            received: a.received,
-        })
-        .collect();
-    answers.sort_by_key(|a| a.received);
-    History {
-        sent,
-        answers,
+    let mut history = History {
         acked,
         logs,
         ..History::default()
-    }
+    };
+    history.add_probe(probe);
+    history
 }
 
 /// A thread in the edge namespace following the event log's commit point
@@ -809,7 +789,6 @@ pub fn run(opts: &ChaosOptions) -> io::Result<ChaosReport> {
     let budget = Duration::from_secs(opts.seconds) + RECOVERY_LIMIT * 2;
     let config = ProbeConfig::steady(nemesis.lab.ship(), opts.rate, budget);
     let probe = nemesis.lab.probe_with(config)?;
-    let first_seq = probe.first_seq();
     let deadline = began + Duration::from_secs(opts.seconds);
     let mut rounds = Vec::new();
     for fault in faults {
@@ -840,8 +819,8 @@ pub fn run(opts: &ChaosOptions) -> io::Result<ChaosReport> {
         r.unavailable = longest_silence(&arrivals, r.started, end);
     }
     let probe_sent = report.sent.len();
-    let history = nemesis.finish(report, first_seq)?;
-    let check = history::check(&history, &history::Options::default());
+    let history = nemesis.finish(&report)?;
+    let check = history::check(&history, &checker());
     Ok(ChaosReport {
         seed: opts.seed,
         rounds,
@@ -860,15 +839,14 @@ pub fn power_loss_check(opts: &ChaosOptions, load: Duration) -> io::Result<Chaos
     let probe = nemesis
         .lab
         .probe_with(ProbeConfig::steady(nemesis.lab.ship(), opts.rate, load))?;
-    let first_seq = probe.first_seq();
     probe.wait(Duration::from_millis(500));
     let started = Instant::now();
     let notes = vec![nemesis.power_loss_all()?];
     let healed = Instant::now();
     let report = probe.stop();
     let probe_sent = report.sent.len();
-    let history = nemesis.finish(report, first_seq)?;
-    let check = history::check(&history, &history::Options::default());
+    let history = nemesis.finish(&report)?;
+    let check = history::check(&history, &checker());
     Ok(ChaosReport {
         seed: opts.seed,
         rounds: vec![Round {
@@ -887,6 +865,15 @@ pub fn power_loss_check(opts: &ChaosOptions, load: Duration) -> io::Result<Chaos
         probe_sent,
         elapsed: began.elapsed(),
     })
+}
+
+/// The checker's options: the harness waits for every replica to catch up
+/// before it reads the logs.
+fn checker() -> history::Options {
+    history::Options {
+        converged: true,
+        ..history::Options::default()
+    }
 }
 
 /// Waits until the peer gets an answer to a request sent after `after`.

@@ -73,7 +73,7 @@ fn power_loss_loses_nothing_acknowledged_and_the_check_can_fail() {
             .check
             .violations
             .iter()
-            .any(|v| matches!(v, testkit::history::Violation::AckedLost { .. })),
+            .any(|v| matches!(v, testkit::history::Violation::Lost { .. })),
         "without fdatasync the power-loss check found no loss:\n{}",
         unsynced.check
     );
