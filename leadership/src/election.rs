@@ -28,6 +28,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
@@ -61,6 +62,9 @@ pub enum ElectionError {
     Etcd(#[from] etcd_client::Error),
     #[error("etcd did not answer within {0:?}")]
     Timeout(Duration),
+    /// etcd granted a lease a TTL no live lease has.
+    #[error("etcd granted a lease with a TTL of {ttl} s")]
+    BadGrant { ttl: i64 },
 }
 
 /// A client for `endpoints` (`https://host:port`, the first that answers),
@@ -184,6 +188,9 @@ pub enum LossReason {
     KeepAliveTimeout,
     /// The key was deleted or now belongs to another term.
     KeyLost,
+    /// A task that kept the lease alive or watched the key stopped without
+    /// saying why (a bug: it panicked); the term cannot be vouched for.
+    TaskFailed,
 }
 
 impl fmt::Display for LossReason {
@@ -192,6 +199,7 @@ impl fmt::Display for LossReason {
             LossReason::LeaseExpired => "the lease expired",
             LossReason::KeepAliveTimeout => "no keep-alive succeeded for a lease TTL",
             LossReason::KeyLost => "the key was deleted or replaced",
+            LossReason::TaskFailed => "the election's background task failed",
         })
     }
 }
@@ -221,8 +229,9 @@ impl Election {
     }
 
     /// An election on any key, such as the gatekeepers' `<root>/gatekeeper`.
+    /// `ttl` is rounded down to whole seconds within 1 s and etcd's maximum.
     pub fn on_key(client: Client, key: String, ttl: Duration) -> Self {
-        let ttl = Duration::from_secs(ttl.as_secs().max(1));
+        let ttl = lease_ttl(ttl);
         Self { client, key, ttl }
     }
 
@@ -259,7 +268,10 @@ impl Election {
             delays = RETRY.build();
             if let Some(epoch) = self.contend(&lease, &value, &mut delays).await {
                 tracing::info!(key = %self.key, %epoch, lease = lease.id, "won the election");
-                let watch = tokio::spawn(guard_key(self.clone(), epoch, lease.lost_tx.clone()));
+                let watch = TermTask::spawn(
+                    guard_key(self.clone(), epoch, lease.lost_tx.clone()),
+                    lease.lost_tx.clone(),
+                );
                 return Leadership {
                     election: self.clone(),
                     epoch,
@@ -289,19 +301,21 @@ impl Election {
         let mut client = self.client.clone();
         let sent = Instant::now();
         let limit = self.request_timeout();
-        let resp = timeout(limit, client.lease_grant(self.ttl.as_secs() as i64, None))
+        let asked = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+        let resp = timeout(limit, client.lease_grant(asked, None))
             .await
             .map_err(|_| ElectionError::Timeout(limit))??;
-        let granted = Duration::from_secs(resp.ttl().max(1) as u64);
+        let Some(ttl) = lease_validity(resp.ttl(), self.ttl) else {
+            tokio::spawn(revoke(self.client.clone(), resp.id(), self.ttl));
+            return Err(ElectionError::BadGrant { ttl: resp.ttl() });
+        };
+        let valid_until = sent.checked_add(ttl).unwrap_or(sent);
         let (lost_tx, lost_rx) = watch::channel(None);
         let lost_tx = Arc::new(lost_tx);
-        let keeper = tokio::spawn(keep_alive(
-            self.clone(),
-            resp.id(),
-            granted,
-            sent + granted,
+        let keeper = TermTask::spawn(
+            keep_alive(self.clone(), resp.id(), ttl, valid_until, lost_tx.clone()),
             lost_tx.clone(),
-        ));
+        );
         Ok(Lease {
             client: self.client.clone(),
             id: resp.id(),
@@ -387,7 +401,7 @@ impl Election {
     async fn until_deleted(&self, revision: i64) {
         let started = Instant::now();
         let wait = async {
-            let Ok(mut stream) = self.watch_from(revision + 1).await else {
+            let Ok(mut stream) = self.watch_from(revision.saturating_add(1)).await else {
                 return false;
             };
             while let Ok(Some(resp)) = stream.message().await {
@@ -451,7 +465,7 @@ impl Election {
                         if let ControlFlow::Break(end) = on_event(e.event_type(), kv) {
                             return end;
                         }
-                        from = kv.mod_revision() + 1;
+                        from = kv.mod_revision().saturating_add(1);
                     }
                 }
             }
@@ -486,6 +500,97 @@ impl Election {
     }
 }
 
+/// The longest lease etcd grants (its `MaxLeaseTTL`), in seconds: a TTL
+/// past it is refused, and this bound keeps every deadline we compute from
+/// a TTL far from `Instant`'s range.
+const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
+
+/// The lease TTL an election asks for: whole seconds, from 1 to etcd's
+/// maximum.
+fn lease_ttl(ttl: Duration) -> Duration {
+    Duration::from_secs(ttl.as_secs().clamp(1, MAX_LEASE_TTL_SECS))
+}
+
+/// Until when a lease counts as valid after etcd answered a grant or a
+/// renewal sent at `sent` with `granted_ttl` seconds: `None` when that
+/// TTL is no live lease's (0 or less). It never counts past `asked`, our
+/// own TTL: etcd may say more (it raises short TTLs to its minimum), and
+/// trusting a longer one, or an absurd one from a broken etcd, would keep
+/// a leader leading after other replicas may take over.
+fn valid_until(sent: Instant, granted_ttl: i64, asked: Duration) -> Option<Instant> {
+    let validity = lease_validity(granted_ttl, asked)?;
+    // Only a caller's absurd `asked` can overflow: such a lease is
+    // counted as already lapsed rather than panicking.
+    Some(sent.checked_add(validity).unwrap_or(sent))
+}
+
+/// How long a lease etcd says has `granted_ttl` seconds left counts as
+/// valid: that, but at most `asked`; `None` for 0 or less.
+fn lease_validity(granted_ttl: i64, asked: Duration) -> Option<Duration> {
+    let granted = u64::try_from(granted_ttl).ok().filter(|&s| s > 0)?;
+    Some(Duration::from_secs(granted).min(asked))
+}
+
+/// A background task of a term (the keep-alive, the key's watch), run so
+/// that however it ends, a panic included, the term counts as lost:
+/// otherwise [`Leadership::lost`] would never fire and the replica would
+/// go on leading on a lease nobody renews. Only [`TermTask::stop`] ends it
+/// quietly.
+struct TermTask {
+    handle: JoinHandle<()>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl TermTask {
+    fn spawn(
+        task: impl Future<Output = ()> + Send + 'static,
+        lost: Arc<watch::Sender<Option<LossReason>>>,
+    ) -> TermTask {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let handle = tokio::spawn(supervise(task, lost, stopped.clone()));
+        TermTask { handle, stopped }
+    }
+
+    /// Ends the task on purpose (resigning, dropping the term).
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.handle.abort();
+    }
+}
+
+/// Runs `task`; if it ends without having recorded why the term is over
+/// (it panicked), and was not `stopped` on purpose, records
+/// [`LossReason::TaskFailed`].
+async fn supervise(
+    task: impl Future<Output = ()>,
+    lost: Arc<watch::Sender<Option<LossReason>>>,
+    stopped: Arc<AtomicBool>,
+) {
+    let _guard = LossOnDrop { lost, stopped };
+    task.await
+}
+
+struct LossOnDrop {
+    lost: Arc<watch::Sender<Option<LossReason>>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Drop for LossOnDrop {
+    fn drop(&mut self) {
+        if self.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        self.lost.send_if_modified(|r| {
+            if r.is_some() {
+                return false;
+            }
+            tracing::error!("an election task stopped without recording why; the term is over");
+            *r = Some(LossReason::TaskFailed);
+            true
+        });
+    }
+}
+
 enum Take {
     Won(Epoch),
     Held { revision: i64 },
@@ -498,13 +603,13 @@ struct Lease {
     id: i64,
     lost_tx: Arc<watch::Sender<Option<LossReason>>>,
     lost_rx: watch::Receiver<Option<LossReason>>,
-    keeper: JoinHandle<()>,
+    keeper: TermTask,
     revoke_on_drop: bool,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.keeper.abort();
+        self.keeper.stop();
         if self.revoke_on_drop
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
@@ -599,13 +704,14 @@ async fn keep_alive(
                 }
             }
             r = responses.message() => match r {
-                Ok(Some(resp)) if resp.ttl() > 0 => {
-                    if let Some(at) = sent.pop_front() {
-                        let renewed = at + Duration::from_secs(resp.ttl() as u64);
+                // A TTL of 0 or less: etcd says the lease is gone.
+                Ok(Some(resp)) if resp.ttl() <= 0 => break LossReason::LeaseExpired,
+                Ok(Some(resp)) => {
+                    let at = sent.pop_front();
+                    if let Some(renewed) = at.and_then(|at| self::valid_until(at, resp.ttl(), ttl)) {
                         valid_until = valid_until.max(renewed);
                     }
                 }
-                Ok(Some(_)) => break LossReason::LeaseExpired,
                 Ok(None) | Err(_) => {
                     tracing::debug!(lease = id, "keep-alive stream ended; opening another");
                     stream = None;
@@ -639,7 +745,9 @@ async fn guard_key(election: Election, epoch: Epoch, lost: Arc<watch::Sender<Opt
             |from| async move {
                 match reader.read().await {
                     Ok((kv, _)) if !kv.as_ref().is_some_and(ours) => ControlFlow::Break(()),
-                    Ok((_, revision)) => ControlFlow::Continue(from.max(revision + 1)),
+                    Ok((_, revision)) => {
+                        ControlFlow::Continue(from.max(revision.saturating_add(1)))
+                    }
                     Err(_) => ControlFlow::Continue(from),
                 }
             },
@@ -701,7 +809,7 @@ async fn observe(election: Election, tx: watch::Sender<LeaderView>) {
         let seen = |_| async move {
             let mut rx = tx.subscribe();
             match rx.wait_for(|v| v.confirmed_at.is_some()).await {
-                Ok(v) => ControlFlow::Continue(v.revision + 1),
+                Ok(v) => ControlFlow::Continue(v.revision.saturating_add(1)),
                 Err(_) => ControlFlow::Break(()),
             }
         };
@@ -747,7 +855,7 @@ pub struct Leadership {
     election: Election,
     epoch: Epoch,
     lease: Lease,
-    key_watch: JoinHandle<()>,
+    key_watch: TermTask,
 }
 
 impl fmt::Debug for Leadership {
@@ -777,8 +885,9 @@ impl Leadership {
     }
 
     /// Resolves when the term ends without a resignation: the lease could not
-    /// be kept alive for a TTL, or the key was deleted or replaced. The
-    /// lease is then revoked in the background.
+    /// be kept alive for a TTL, the key was deleted or replaced, or a
+    /// background task of the term failed. The lease is then revoked in the
+    /// background.
     pub async fn lost(&self) -> LossReason {
         let mut rx = self.lease.lost_rx.clone();
         match rx.wait_for(Option::is_some).await {
@@ -798,8 +907,8 @@ impl Leadership {
     /// and revokes the lease, so that the next campaign wins without waiting
     /// for a TTL.
     pub async fn resign(mut self) -> Result<(), ElectionError> {
-        self.key_watch.abort();
-        self.lease.keeper.abort();
+        self.key_watch.stop();
+        self.lease.keeper.stop();
         let key = self.election.key.as_str();
         let txn = Txn::new()
             .when([Compare::create_revision(
@@ -831,7 +940,7 @@ impl Leadership {
 
 impl Drop for Leadership {
     fn drop(&mut self) {
-        self.key_watch.abort();
+        self.key_watch.stop();
     }
 }
 
@@ -867,6 +976,82 @@ mod tests {
         assert_eq!(Epoch::from_revision(-1), None);
         // An epoch no revision can be compares equal to no key's.
         assert_eq!(Epoch(u64::MAX).revision(), i64::MAX);
+    }
+
+    #[test]
+    fn a_lease_is_valid_for_what_etcd_granted_but_never_longer_than_asked() {
+        let sent = Instant::now();
+        let ttl = Duration::from_secs(2);
+        assert_eq!(valid_until(sent, 2, ttl), Some(sent + ttl));
+        assert_eq!(
+            valid_until(sent, 1, ttl),
+            Some(sent + Duration::from_secs(1))
+        );
+        // etcd may not extend our lease past what we asked for.
+        assert_eq!(valid_until(sent, 3600, ttl), Some(sent + ttl));
+        assert_eq!(valid_until(sent, i64::MAX, ttl), Some(sent + ttl));
+        // No lease has a TTL of 0 or less: it is gone.
+        assert_eq!(valid_until(sent, 0, ttl), None);
+        assert_eq!(valid_until(sent, -1, ttl), None);
+        assert_eq!(valid_until(sent, i64::MIN, ttl), None);
+    }
+
+    #[tokio::test]
+    async fn the_term_is_lost_when_the_keep_alive_task_dies() {
+        let (tx, mut rx) = watch::channel(None);
+        let tx = Arc::new(tx);
+        let task = TermTask::spawn(
+            async { panic!("an etcd value the keep-alive did not expect") },
+            tx.clone(),
+        );
+        assert!(task.handle.await.unwrap_err().is_panic());
+        let lost = timeout(Duration::from_secs(1), rx.wait_for(Option::is_some))
+            .await
+            .expect("the loss is signalled at once")
+            .map(|r| *r)
+            .unwrap();
+        assert_eq!(lost, Some(LossReason::TaskFailed));
+    }
+
+    #[tokio::test]
+    async fn a_task_that_recorded_why_the_term_ended_keeps_its_reason() {
+        let (tx, rx) = watch::channel(None);
+        let tx = Arc::new(tx);
+        let ends = tx.clone();
+        let task = TermTask::spawn(
+            async move {
+                ends.send_replace(Some(LossReason::KeyLost));
+            },
+            tx,
+        );
+        task.handle.await.unwrap();
+        assert_eq!(*rx.borrow(), Some(LossReason::KeyLost));
+    }
+
+    #[tokio::test]
+    async fn stopping_a_task_on_purpose_is_no_loss() {
+        let (tx, rx) = watch::channel(None);
+        let task = TermTask::spawn(std::future::pending(), Arc::new(tx));
+        task.stop();
+        assert!(task.handle.await.unwrap_err().is_cancelled());
+        assert_eq!(*rx.borrow(), None);
+    }
+
+    #[test]
+    fn lease_ttls_are_whole_seconds_within_etcds_range() {
+        assert_eq!(lease_ttl(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(
+            lease_ttl(Duration::from_millis(2500)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            lease_ttl(Duration::MAX),
+            Duration::from_secs(MAX_LEASE_TTL_SECS)
+        );
+        // The longest TTL still leaves deadlines computable.
+        let now = Instant::now();
+        assert!(valid_until(now, i64::MAX, lease_ttl(Duration::MAX)).is_some());
+        assert!(now.checked_add(lease_ttl(Duration::MAX) * 10).is_some());
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! A real etcd server on loopback (or on an address inside a network
 //! namespace), in its own data directory, for one test: as Seguro runs it
 //! (TLS, client certificates required, and etcd's own authentication with a
-//! role per identity), or plain (the peer the event log benchmark measures).
+//! role per identity), or plain (the peer the event log benchmark measures);
+//! snapshots of it, and restoring one (etcd's history going back).
 
 use std::io;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
 use config::{ReplicaId, Role};
-use trust::Files;
+use leadership::election::{Client, ConnectOptions};
+use trust::{Credentials, Files};
 
 use crate::netns::{Netns, command_in, run_in};
 use crate::pki::Pki;
@@ -40,6 +43,10 @@ pub struct Etcd {
     /// Whether etcd's authentication is on: changes to users and roles are
     /// then root's.
     auth: bool,
+    /// The certificate [`Etcd::snapshot`] and [`Etcd::restore`] present
+    /// to a TLS etcd (the admin's; with etcd's authentication on they log in
+    /// as root).
+    operator: Option<Credentials>,
 }
 
 impl Etcd {
@@ -67,12 +74,23 @@ impl Etcd {
     /// authentication off, as a new etcd is (what `seguro etcd grant`
     /// starts from).
     pub fn start_tls_open(pki: &Pki) -> io::Result<Self> {
-        Etcd::start_on_loopback(Some(pki.issue(Role::Etcd)?))
+        let operator = pki.credentials(Role::Admin)?;
+        let mut etcd = Etcd::on_loopback(Some(pki.issue(Role::Etcd)?))?;
+        etcd.operator = Some(operator);
+        etcd.spawn()?;
+        Ok(etcd)
     }
 
     /// etcd on free loopback ports, serving TLS with `tls` if given.
     fn start_on_loopback(tls: Option<Files>) -> io::Result<Self> {
-        let mut etcd = Etcd {
+        let mut etcd = Etcd::on_loopback(tls)?;
+        etcd.spawn()?;
+        Ok(etcd)
+    }
+
+    /// An etcd on free loopback ports, not started yet.
+    fn on_loopback(tls: Option<Files>) -> io::Result<Self> {
+        Ok(Etcd {
             child: None,
             dir: tempfile::tempdir()?,
             ip: Ipv4Addr::LOCALHOST.into(),
@@ -82,9 +100,8 @@ impl Etcd {
             netns: None,
             tls,
             auth: false,
-        };
-        etcd.spawn()?;
-        Ok(etcd)
+            operator: None,
+        })
     }
 
     /// [`Etcd::start_tls`] inside `ns`, serving clients on `client` (an
@@ -107,6 +124,7 @@ impl Etcd {
             netns: Some(ns.name().to_owned()),
             tls: Some(pki.issue(Role::Etcd)?),
             auth: false,
+            operator: Some(pki.credentials(Role::Admin)?),
         };
         etcd.spawn()?;
         etcd.grant(pki, etcd_root, replicas)?;
@@ -193,9 +211,169 @@ impl Etcd {
         self.spawn()
     }
 
+    /// etcd's own binaries beside the server's: `$SEGURO_ETCDUTL`, else the
+    /// `etcdutl` in the directory [`Etcd::binary`] really is in (a link to
+    /// it may stand alone on the PATH), else `etcdutl` on the PATH.
+    pub fn etcdutl() -> PathBuf {
+        if let Some(p) = std::env::var_os("SEGURO_ETCDUTL") {
+            return PathBuf::from(p);
+        }
+        let beside = which(&Self::binary())
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .map(|p| p.with_file_name("etcdutl"))
+            .filter(|p| p.is_file());
+        beside.unwrap_or_else(|| PathBuf::from("etcdutl"))
+    }
+
+    /// Saves a snapshot of etcd's keyspace to `path`, as `etcdctl snapshot
+    /// save` does: over the client port, as root once authentication is on
+    /// (a TLS etcd is reached with the admin's certificate). etcd appends
+    /// its checksum, which [`Etcd::restore`] checks.
+    pub fn snapshot(&self, path: &Path) -> io::Result<()> {
+        let mut file = std::fs::File::create(path)?;
+        let blob = self.as_operator(async |client: &mut Client| {
+            let mut stream = client.snapshot().await?;
+            let mut blob = Vec::new();
+            while let Some(part) = stream.message().await? {
+                blob.extend_from_slice(part.blob());
+            }
+            Ok(blob)
+        })?;
+        file.write_all(&blob)?;
+        file.sync_all()
+    }
+
+    /// Replaces etcd by one restored from `snapshot` ([`Etcd::snapshot`]):
+    /// kills it, restores the snapshot into a fresh data directory with
+    /// `etcdutl snapshot restore`, and starts it again on the same
+    /// addresses with the same TLS settings (users, roles and whether
+    /// authentication is on come back from the snapshot). Its revision is
+    /// the snapshot's again: the history since is gone, as after an
+    /// operator restores an old backup.
+    ///
+    /// `bump_revision` raises the revision by that much after the restore,
+    /// as etcdutl's `--bump-revision N --mark-compacted` does (etcd 3.5.10
+    /// and later), so that what etcd hands out next is past what it had
+    /// handed out before. An etcdutl without those flags (etcd 3.5.1, what
+    /// `make deps` installs) gets the same effect from writes: N changes to
+    /// a scratch key, then a compaction of the history below them.
+    pub fn restore(&mut self, snapshot: &Path, bump_revision: Option<u64>) -> io::Result<()> {
+        let bump = bump_revision.filter(|&n| n > 0);
+        let native = bump.is_some() && etcdutl_bumps()?;
+        self.kill();
+        let data = self.data_dir();
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        let peer = self.peer_url();
+        let mut command = Command::new(Self::etcdutl());
+        command
+            .args(["snapshot", "restore"])
+            .arg(snapshot)
+            .arg(format!("--data-dir={}", data.display()))
+            .arg("--name=test")
+            .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"));
+        if let Some(n) = bump.filter(|_| native) {
+            command
+                .arg(format!("--bump-revision={n}"))
+                .arg("--mark-compacted");
+        }
+        let out = command.output().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{e} (etcdutl: {})", Self::etcdutl().display()),
+            )
+        })?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "etcdutl snapshot restore failed with {}:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        self.spawn()?;
+        match bump {
+            Some(n) if !native => self.bump_by_writes(n),
+            _ => Ok(()),
+        }
+    }
+
+    /// Raises etcd's revision by `n` with `n` changes to a scratch key (the
+    /// last one deletes it), then compacts the history below, as etcdutl's
+    /// `--bump-revision n --mark-compacted` would have.
+    fn bump_by_writes(&self, n: u64) -> io::Result<()> {
+        const KEY: &str = "/seguro-testkit/bump-revision";
+        self.as_operator(async |client: &mut Client| {
+            let mut done = 0;
+            // Puts in flight together: each is its own revision all the same.
+            while done + 1 < n {
+                let batch = (n - 1 - done).min(64);
+                let puts = (0..batch).map(|_| {
+                    let mut c = client.clone();
+                    async move { c.put(KEY, "", None).await }
+                });
+                for put in futures::future::join_all(puts).await {
+                    put?;
+                }
+                done += batch;
+            }
+            let deleted = client.delete(KEY, None).await?;
+            let revision = deleted.header().map_or(0, |h| h.revision());
+            client.compact(revision, None).await?;
+            Ok(())
+        })
+    }
+
+    /// Runs `ask` with a client that may do anything: etcd's root (or
+    /// anyone, while authentication is off), from etcd's namespace.
+    fn as_operator<T: Send>(
+        &self,
+        ask: impl AsyncFnOnce(&mut Client) -> Result<T, leadership::ElectionError> + Send,
+    ) -> io::Result<T> {
+        let endpoint = self.endpoint();
+        let options = || {
+            if self.auth {
+                leadership::access::as_root(ROOT_PASSWORD)
+            } else {
+                ConnectOptions::new()
+            }
+        };
+        let run = || -> io::Result<T> {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let mut client = match &self.operator {
+                        Some(operator) => {
+                            leadership::election::connect_with(&[endpoint], operator, options())
+                                .await
+                                .map_err(io::Error::other)?
+                        }
+                        None => Client::connect([endpoint], Some(options()))
+                            .await
+                            .map_err(io::Error::other)?,
+                    };
+                    ask(&mut client).await.map_err(io::Error::other)
+                })
+        };
+        match &self.netns {
+            Some(ns) => run_in(ns, run),
+            None => run(),
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
     fn spawn(&mut self) -> io::Result<()> {
         let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
         let log = std::fs::File::create(self.dir.path().join("etcd.log"))?;
         let mut command = match &self.netns {
             Some(ns) => command_in(ns, Self::binary()),
@@ -203,10 +381,7 @@ impl Etcd {
         };
         command
             .arg("--name=test")
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
-            ))
+            .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -267,6 +442,26 @@ impl Etcd {
             self.netns.as_deref(),
         )
     }
+}
+
+/// Whether the installed etcdutl restores with `--bump-revision` (etcd
+/// 3.5.10 and later).
+fn etcdutl_bumps() -> io::Result<bool> {
+    let help = Command::new(Etcd::etcdutl())
+        .args(["snapshot", "restore", "--help"])
+        .output()?;
+    Ok(String::from_utf8_lossy(&help.stdout).contains("--bump-revision"))
+}
+
+/// Where `program` is: itself if it names a path, else the first match on
+/// the PATH.
+fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return Some(program.to_owned());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// `GET /health` at `addr` (from inside `netns`) says `"health":"true"`.
@@ -344,6 +539,61 @@ mod tests {
             };
             assert!(refused.await.is_err());
         });
+    }
+
+    /// etcd's history going back (docs/DEPLOY.md, "etcd restored from an
+    /// older snapshot"): epochs are the leader key's creation revisions, so
+    /// after a restore the next term's epoch is below those handed out
+    /// since the snapshot, indeed one of them again; bumping the revision
+    /// past them at the restore puts the next epoch above.
+    #[test]
+    fn a_restored_snapshot_takes_epochs_back_unless_the_revision_is_bumped() {
+        use leadership::Election;
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path().join("tls"), "c").unwrap();
+        let ids: Vec<ReplicaId> = (1..=2).filter_map(ReplicaId::new).collect();
+        let mut etcd = Etcd::start_tls(&pki, "/seguro/c", &ids).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // One term, won and resigned: its epoch.
+        let term = |etcd: &Etcd| {
+            rt.block_on(async {
+                let client = etcd.client(&pki, Role::Replica(ids[0])).await.unwrap();
+                let election = Election::new(client, "/seguro/c", Duration::from_secs(2));
+                let won = tokio::time::timeout(Duration::from_secs(20), election.campaign(ids[0]))
+                    .await
+                    .expect("the campaign wins within 20 s");
+                let epoch = won.epoch();
+                won.resign().await.unwrap();
+                epoch
+            })
+        };
+        term(&etcd);
+        let snapshot = dir.path().join("etcd.snapshot");
+        etcd.snapshot(&snapshot).unwrap();
+        let since: Vec<_> = (0..3).map(|_| term(&etcd)).collect();
+        let highest = *since.last().unwrap();
+
+        etcd.restore(&snapshot, None).unwrap();
+        let rolled_back = term(&etcd);
+        assert!(rolled_back < highest, "{rolled_back} after {since:?}");
+        assert_eq!(
+            rolled_back, since[0],
+            "the restored etcd hands out the first epoch after the snapshot again"
+        );
+
+        etcd.restore(&snapshot, Some(highest.get())).unwrap();
+        let bumped = term(&etcd);
+        assert!(bumped > highest, "{bumped} after {since:?}");
+        // Users, roles and authentication came back with the snapshot.
+        let edge = rt.block_on(async {
+            let mut client = etcd.client(&pki, Role::Edge).await.unwrap();
+            client.put("/seguro/c/leader", "2", None).await
+        });
+        let refused = edge.unwrap_err().to_string();
+        assert!(refused.contains("permission denied"), "{refused}");
     }
 
     #[test]
