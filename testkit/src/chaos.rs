@@ -59,6 +59,11 @@ pub enum FaultKind {
     /// A follower's event log node removed from the voters under load, and
     /// added back.
     RemoveReadd,
+    /// etcd restored from a snapshot taken when the run began: its revision,
+    /// and so the epochs it hands out, go back below the log's. Held past
+    /// the TTL, then the documented recovery (docs/DEPLOY.md §12): restore
+    /// again with the revision bumped past the log's highest epoch.
+    EtcdRollback,
     /// One replica host's wall clock jumps 45 s back (libfaketime under its
     /// daemons), and later forward again. Not further: certificates are
     /// valid from a minute before they were issued, and the test's were
@@ -69,7 +74,7 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind a full run draws from.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Kill,
         FaultKind::PowerLoss,
         FaultKind::Pause,
@@ -81,6 +86,7 @@ impl FaultKind {
         FaultKind::FsyncEio,
         FaultKind::EtcdRestart,
         FaultKind::RemoveReadd,
+        FaultKind::EtcdRollback,
         FaultKind::ClockJump,
     ];
 
@@ -97,6 +103,7 @@ impl FaultKind {
             FaultKind::FsyncEio => "EIO on fsync",
             FaultKind::EtcdRestart => "etcd killed and restarted",
             FaultKind::RemoveReadd => "replica removed and re-added",
+            FaultKind::EtcdRollback => "etcd restored from an older snapshot",
             FaultKind::ClockJump => "clock jumps 45 s back",
         }
     }
@@ -115,6 +122,7 @@ impl FaultKind {
             FaultKind::FsyncEio => "eio",
             FaultKind::EtcdRestart => "etcd-restart",
             FaultKind::RemoveReadd => "remove-readd",
+            FaultKind::EtcdRollback => "etcd-rollback",
             FaultKind::ClockJump => "clock-jump",
         }
     }
@@ -178,7 +186,9 @@ impl fmt::Display for Fault {
                 };
                 write!(f, "{} of {t}'s {part}", self.kind.name())
             }
-            (FaultKind::PacketLoss | FaultKind::EtcdRestart, _) => f.write_str(self.kind.name()),
+            (FaultKind::PacketLoss | FaultKind::EtcdRestart | FaultKind::EtcdRollback, _) => {
+                f.write_str(self.kind.name())
+            }
             (k, t) => write!(f, "{} ({t})", k.name()),
         }
     }
@@ -417,6 +427,9 @@ pub struct Nemesis {
     lab: ClusterLab,
     disks: BTreeMap<u8, Disks>,
     replicas: u8,
+    /// etcd's snapshot from when the run began, if etcd is rolled back in
+    /// this run.
+    etcd_snapshot: Option<PathBuf>,
     /// Each replica host's clock offset file, if clocks jump in this run.
     clocks: BTreeMap<u8, PathBuf>,
     acked: Arc<Mutex<Vec<Acked>>>,
@@ -448,6 +461,13 @@ impl Nemesis {
             }
         }
         lab.start_all()?;
+        let etcd_snapshot = if opts.kinds.contains(&FaultKind::EtcdRollback) {
+            let path = lab.dir().join("etcd-at-start.db");
+            lab.etcd_mut().snapshot(&path)?;
+            Some(path)
+        } else {
+            None
+        };
         let acked = Arc::new(Mutex::new(Vec::new()));
         let stop_watch = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watcher = watch_commits(&lab, acked.clone(), stop_watch.clone());
@@ -455,6 +475,7 @@ impl Nemesis {
             lab,
             disks,
             replicas: cluster.replicas,
+            etcd_snapshot,
             clocks,
             acked,
             stop_watch,
@@ -619,6 +640,19 @@ impl Nemesis {
                 // The daemons reread it within a second.
                 std::thread::sleep(Duration::from_secs(2));
             }
+            FaultKind::EtcdRollback => {
+                let snapshot = self.etcd_snapshot.clone().expect("taken at the start");
+                let highest = self.log_epoch();
+                self.lab.etcd_mut().restore(&snapshot, None)?;
+                std::thread::sleep(hold + TTL);
+                let refused = self.sum_metric("seguro_eventlog_epoch_regressions_total");
+                notes.push(format!(
+                    "log epoch {highest}; with etcd rolled back the log refused {refused} regressed fences"
+                ));
+                // The recovery docs/DEPLOY.md §12 gives.
+                let highest = self.log_epoch().max(highest);
+                self.lab.etcd_mut().restore(&snapshot, Some(highest + 100))?;
+            }
             FaultKind::EtcdRestart => {
                 self.lab.etcd_mut().kill();
                 std::thread::sleep(TTL + Duration::from_secs(1));
@@ -651,6 +685,20 @@ impl Nemesis {
             self.lab.start(d)?;
         }
         Ok(notes)
+    }
+
+    /// The highest epoch any event log node has applied.
+    fn log_epoch(&self) -> u64 {
+        (1..=self.replicas)
+            .filter_map(|i| self.lab.metric(&Daemon::Eventlog(i), "seguro_eventlog_epoch"))
+            .fold(0.0, f64::max) as u64
+    }
+
+    /// A counter summed over every event log node that answers.
+    fn sum_metric(&self, series: &str) -> f64 {
+        (1..=self.replicas)
+            .filter_map(|i| self.lab.metric(&Daemon::Eventlog(i), series))
+            .sum()
     }
 
     /// An nftables table in replica `i`'s namespace for `hold`.
