@@ -35,7 +35,8 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
         // campaigns once nobody has for a TTL (`vacant_since`).
         let mut probe: Option<Boxed<Result<Option<Epoch>, ElectionError>>> = None;
         let mut vacant_since: Option<Instant> = None;
-        let mut tick = tokio::time::interval(self.settings.ttl / 4);
+        let mut tick =
+            tokio::time::interval((self.settings.ttl / 4).max(Duration::from_millis(10)));
         loop {
             let may_campaign = match self.verdict {
                 Verdict::Agrees => true,
