@@ -9,9 +9,14 @@ use std::path::{Path, PathBuf};
 use leadership::EventNum;
 
 const MAGIC: &[u8; 4] = b"SGCK";
-const VERSION: u8 = 1;
-/// magic, version, event number, length, BLAKE3 of the state.
-const HEADER_LEN: usize = 4 + 1 + 8 + 8 + 32;
+/// Version 1: magic, version, event number, length, BLAKE3 of the state.
+/// Still read (and written for a checkpoint without a time), so that an
+/// upgraded replica resumes from the checkpoint it had.
+const V1: u8 = 1;
+const V1_HEADER_LEN: usize = 4 + 1 + 8 + 8 + 32;
+/// Version 2: as version 1, with the last event's time after its number.
+const V2: u8 = 2;
+const V2_HEADER_LEN: usize = V1_HEADER_LEN + 8;
 
 /// The largest checkpoint a replica reads, from its disk or a peer, unless
 /// told otherwise (the config's default, one constant).
@@ -21,6 +26,11 @@ pub use config::DEFAULT_MAX_CHECKPOINT_BYTES;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub last: EventNum,
+    /// The time the leader stamped on the last event that carried one, in
+    /// microseconds since the Unix epoch: a restarted leader stamps after
+    /// it (docs/SPEC.md §8). `None` in a version 1 checkpoint, or before
+    /// any event carried a time.
+    pub last_us: Option<u64>,
     pub state: Vec<u8>,
 }
 
@@ -42,12 +52,17 @@ pub enum CheckpointError {
 /// Why bytes are not a checkpoint [`Checkpoint::encode`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointDecodeError {
-    #[error("{len} bytes, shorter than the {HEADER_LEN}-byte header")]
-    Short { len: usize },
+    #[error("{len} bytes, shorter than the {need}-byte header")]
+    Short { len: usize, need: usize },
     #[error("{len} bytes, over the limit of {limit}")]
     TooLarge { len: u64, limit: u64 },
-    #[error("wrong magic or version")]
+    #[error("wrong magic: not a Seguro checkpoint")]
     Magic,
+    #[error(
+        "checkpoint format version {0}, which this agent does not read (it reads versions \
+         {V1} and {V2}): was it written by a newer Seguro?"
+    )]
+    Version(u8),
     #[error("holds {state} bytes of state, its header says {header}")]
     Length { state: usize, header: u64 },
     #[error("its state does not match its hash")]
@@ -57,10 +72,13 @@ pub enum CheckpointDecodeError {
 impl Checkpoint {
     /// The bytes a file (or a peer's answer) holds.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.state.len());
+        let mut out = Vec::with_capacity(V2_HEADER_LEN + self.state.len());
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(if self.last_us.is_some() { V2 } else { V1 });
         out.extend_from_slice(&self.last.get().to_be_bytes());
+        if let Some(us) = self.last_us {
+            out.extend_from_slice(&us.to_be_bytes());
+        }
         out.extend_from_slice(&(self.state.len() as u64).to_be_bytes());
         out.extend_from_slice(blake3::hash(&self.state).as_bytes());
         out.extend_from_slice(&self.state);
@@ -78,26 +96,42 @@ impl Checkpoint {
                 limit: max_bytes,
             });
         }
-        let header = bytes
-            .first_chunk::<HEADER_LEN>()
-            .ok_or(CheckpointDecodeError::Short { len: bytes.len() })?;
-        if &header[..4] != MAGIC || header[4] != VERSION {
+        let short = |need| CheckpointDecodeError::Short {
+            len: bytes.len(),
+            need,
+        };
+        let (magic, rest) = bytes.split_first_chunk::<4>().ok_or(short(V1_HEADER_LEN))?;
+        if magic != MAGIC {
             return Err(CheckpointDecodeError::Magic);
         }
-        let last = u64::from_be_bytes(header[5..13].try_into().expect("8 bytes"));
-        let len = u64::from_be_bytes(header[13..21].try_into().expect("8 bytes"));
-        let state = &bytes[HEADER_LEN..];
+        let ([version], rest) = rest.split_first_chunk::<1>().ok_or(short(V1_HEADER_LEN))?;
+        let need = match *version {
+            V1 => V1_HEADER_LEN,
+            V2 => V2_HEADER_LEN,
+            other => return Err(CheckpointDecodeError::Version(other)),
+        };
+        let (last, rest) = rest.split_first_chunk::<8>().ok_or(short(need))?;
+        let (last_us, rest) = if *version == V2 {
+            let (us, rest) = rest.split_first_chunk::<8>().ok_or(short(need))?;
+            (Some(u64::from_be_bytes(*us)), rest)
+        } else {
+            (None, rest)
+        };
+        let (len, rest) = rest.split_first_chunk::<8>().ok_or(short(need))?;
+        let (hash, state) = rest.split_first_chunk::<32>().ok_or(short(need))?;
+        let len = u64::from_be_bytes(*len);
         if state.len() as u64 != len {
             return Err(CheckpointDecodeError::Length {
                 state: state.len(),
                 header: len,
             });
         }
-        if blake3::hash(state).as_bytes()[..] != header[21..] {
+        if blake3::hash(state).as_bytes() != hash {
             return Err(CheckpointDecodeError::Hash);
         }
         Ok(Checkpoint {
-            last: EventNum(last),
+            last: EventNum(u64::from_be_bytes(*last)),
+            last_us,
             state: state.to_vec(),
         })
     }
@@ -188,12 +222,14 @@ mod tests {
         assert_eq!(store.load().unwrap(), None);
         let one = Checkpoint {
             last: EventNum(7),
+            last_us: Some(1_700_000_000_000_007),
             state: b"seven".to_vec(),
         };
         store.save(&one).unwrap();
         assert_eq!(store.load().unwrap(), Some(one));
         let two = Checkpoint {
             last: EventNum(9),
+            last_us: None,
             state: vec![],
         };
         store.save(&two).unwrap();
@@ -207,6 +243,7 @@ mod tests {
         store
             .save(&Checkpoint {
                 last: EventNum(1),
+                last_us: Some(5),
                 state: b"state".to_vec(),
             })
             .unwrap();
@@ -225,6 +262,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let one = Checkpoint {
             last: EventNum(3),
+            last_us: Some(3),
             state: vec![7; 100],
         };
         let bytes = one.encode();
@@ -259,6 +297,7 @@ mod tests {
     fn malformed_checkpoints_are_refused_not_panicked_on() {
         let good = Checkpoint {
             last: EventNum(1),
+            last_us: Some(9),
             state: b"state".to_vec(),
         }
         .encode();
@@ -267,7 +306,7 @@ mod tests {
             assert!(Checkpoint::decode(&good[..cut], limit).is_err(), "{cut}");
         }
         let mut huge_length = good.clone();
-        huge_length[13..21].copy_from_slice(&u64::MAX.to_be_bytes());
+        huge_length[21..29].copy_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(
             Checkpoint::decode(&huge_length, limit),
             Err(CheckpointDecodeError::Length {
@@ -275,11 +314,46 @@ mod tests {
                 header: u64::MAX
             })
         );
-        let mut bad_version = good.clone();
-        bad_version[4] = 2;
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
         assert_eq!(
-            Checkpoint::decode(&bad_version, limit),
+            Checkpoint::decode(&bad_magic, limit),
             Err(CheckpointDecodeError::Magic)
+        );
+        let mut newer = good.clone();
+        newer[4] = 3;
+        let err = Checkpoint::decode(&newer, limit).unwrap_err();
+        assert_eq!(err, CheckpointDecodeError::Version(3));
+        assert!(err.to_string().contains("version 3"), "{err}");
+    }
+
+    #[test]
+    fn a_version_1_checkpoint_is_still_read() {
+        // As a replica before version 2 wrote it: no time.
+        let state = b"old state";
+        let mut v1 = b"SGCK\x01".to_vec();
+        v1.extend_from_slice(&42u64.to_be_bytes());
+        v1.extend_from_slice(&(state.len() as u64).to_be_bytes());
+        v1.extend_from_slice(blake3::hash(state).as_bytes());
+        v1.extend_from_slice(state);
+        let read = Checkpoint::decode(&v1, DEFAULT_MAX_CHECKPOINT_BYTES).unwrap();
+        assert_eq!(
+            read,
+            Checkpoint {
+                last: EventNum(42),
+                last_us: None,
+                state: state.to_vec()
+            }
+        );
+        assert_eq!(read.encode(), v1);
+        let timed = Checkpoint {
+            last_us: Some(7),
+            ..read
+        };
+        assert_eq!(timed.encode()[4], 2);
+        assert_eq!(
+            Checkpoint::decode(&timed.encode(), DEFAULT_MAX_CHECKPOINT_BYTES),
+            Ok(timed)
         );
     }
 }

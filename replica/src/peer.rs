@@ -176,6 +176,7 @@ mod tests {
         let store = CheckpointStore::new(dir.path().join("checkpoints"));
         let checkpoint = Checkpoint {
             last: EventNum(5),
+            last_us: Some(5),
             state: vec![3; 100_000],
         };
         store.save(&checkpoint).unwrap();

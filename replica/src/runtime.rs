@@ -43,6 +43,9 @@ pub struct ShipRuntime {
     ship: Box<dyn Ship>,
     store: CheckpointStore,
     clock: Clock,
+    /// The time on the last applied event that carried one: what the next
+    /// checkpoint records.
+    last_us: Option<u64>,
     port: RuntimePort,
     checkpoint_every: u64,
     checkpointed: EventNum,
@@ -65,6 +68,7 @@ impl ShipRuntime {
             ship,
             store,
             clock: Clock::default(),
+            last_us: None,
             port,
             checkpoint_every,
             checkpointed: EventNum::NONE,
@@ -86,7 +90,7 @@ impl ShipRuntime {
                 Notice::Replay { num, data } => {
                     let applied = self.ship.apply(num, &data)?;
                     if let Ok(packet) = PacketEvent::decode(&data) {
-                        self.clock.observe(packet.now_us);
+                        self.observe(packet.now_us);
                     }
                     self.tell(Command::Applied {
                         num,
@@ -103,14 +107,16 @@ impl ShipRuntime {
                     self.leading = true;
                 }
                 Notice::Packet { lane, packet, id } if self.leading => {
+                    let now_us = self.clock.now_us();
                     let data = PacketEvent {
-                        now_us: self.clock.now_us(),
+                        now_us,
                         lane,
                         packet,
                     }
                     .encode();
                     let num = self.ship.last().next();
                     let applied = self.ship.apply(num, &data)?;
+                    self.last_us = Some(now_us);
                     self.tell(Command::Plan {
                         num,
                         mug: applied.mug,
@@ -146,6 +152,23 @@ impl ShipRuntime {
         }
     }
 
+    /// Notes an applied event's time: the clock stamps after it from now on.
+    fn observe(&mut self, us: u64) {
+        self.clock.observe(us);
+        self.last_us = Some(us);
+    }
+
+    /// Takes a checkpoint's state (and its time, which the clock stamps
+    /// after from now on).
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), RuntimeError> {
+        self.ship.restore(&checkpoint.state)?;
+        self.last_us = checkpoint.last_us;
+        if let Some(us) = checkpoint.last_us {
+            self.clock.observe(us);
+        }
+        Ok(())
+    }
+
     fn tell(&self, command: Command) {
         // The agent going away ends `run` at its next notice.
         let _ = self.port.commands.send(command);
@@ -155,12 +178,13 @@ impl ShipRuntime {
     fn rewind(&mut self) -> Result<(), RuntimeError> {
         match self.store.load()? {
             Some(checkpoint) => {
-                self.ship.restore(&checkpoint.state)?;
+                self.restore(&checkpoint)?;
                 self.checkpointed = checkpoint.last;
                 counter!(m::RESTORES, "source" => "local").increment(1);
             }
             None => {
                 self.ship.reset();
+                self.last_us = None;
                 self.checkpointed = EventNum::NONE;
             }
         }
@@ -180,6 +204,7 @@ impl ShipRuntime {
         }
         let checkpoint = Checkpoint {
             last,
+            last_us: self.last_us,
             state: self.ship.checkpoint(),
         };
         let store = self.store.clone();
@@ -226,7 +251,7 @@ impl ShipRuntime {
                 }
             }
             if let Some(checkpoint) = best {
-                self.ship.restore(&checkpoint.state)?;
+                self.restore(&checkpoint)?;
                 let store = self.store.clone();
                 let saved = checkpoint.clone();
                 // Only a checkpoint on this disk may be reported: the log
@@ -256,5 +281,93 @@ impl ShipRuntime {
                 _ = shutdown.cancelled() => return Ok(false),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use config::{ReplicaId, Role};
+
+    use super::*;
+    use crate::port;
+    use crate::reference::{ReferenceShip, Variant};
+
+    fn lane() -> ames::Lane {
+        "192.0.2.1:4000".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_restarted_leader_stamps_after_the_last_event_even_with_its_clock_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = testkit::Pki::new(dir.path().join("tls"), "test").unwrap();
+        let credentials = pki
+            .credentials(Role::Replica(ReplicaId::new(1).unwrap()))
+            .unwrap();
+        let store = CheckpointStore::new(dir.path().join("checkpoints"));
+        let start = |store: CheckpointStore| {
+            let (agent, runtime) = port::port(16);
+            let ship = Box::new(ReferenceShip::new(Variant::Deterministic));
+            let runtime = ShipRuntime::new(ship, store, runtime, 1, vec![], credentials.clone());
+            let stop = CancellationToken::new();
+            (agent, tokio::spawn(runtime.run(stop.clone())), stop)
+        };
+        // An hour ahead of this host's clock: the last leader's was.
+        let future = Clock::default().now_us() + 3_600_000_000;
+
+        let (mut agent, running, stop) = start(store.clone());
+        let event = PacketEvent {
+            now_us: future,
+            lane: lane(),
+            packet: b"hello".to_vec(),
+        };
+        let data = bytes::Bytes::from(event.encode());
+        let num = EventNum(1);
+        agent
+            .notices
+            .send(Notice::Replay { num, data })
+            .await
+            .unwrap();
+        loop {
+            match agent.commands.recv().await.unwrap() {
+                Command::Checkpointed(n) if n == num => break,
+                _ => {}
+            }
+        }
+        stop.cancel();
+        running.await.unwrap().unwrap();
+
+        // Restarted from that checkpoint, with nothing left to replay.
+        let (mut agent, running, stop) = start(store);
+        let restored = loop {
+            if let Command::Restored { last } = agent.commands.recv().await.unwrap() {
+                break last;
+            }
+        };
+        assert_eq!(restored, num);
+        let (epoch, next) = (leadership::Epoch(2), num.next());
+        agent
+            .notices
+            .send(Notice::Lead { epoch, next })
+            .await
+            .unwrap();
+        let packet = b"again".to_vec();
+        let id = crate::buffer::PacketId::of(lane(), &packet);
+        let lane = lane();
+        agent
+            .notices
+            .send(Notice::Packet { lane, packet, id })
+            .await
+            .unwrap();
+        let stamped = loop {
+            if let Command::Plan { data, .. } = agent.commands.recv().await.unwrap() {
+                break PacketEvent::decode(&data).unwrap().now_us;
+            }
+        };
+        assert!(
+            stamped > future,
+            "stamped {stamped}, before the last event's {future}"
+        );
+        stop.cancel();
+        running.await.unwrap().unwrap();
     }
 }

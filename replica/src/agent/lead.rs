@@ -8,13 +8,13 @@ use std::time::Duration;
 use eventlog_client::{AppendError, ReadError};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use leadership::{EventNum, Sealer};
+use leadership::{Epoch, EventNum, Sealer};
 use metrics::{counter, gauge};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ports::{EffectSink, Elector, EventLog, LogWriter, Term};
-use super::{Agent, AgentError};
+use super::{Agent, AgentError, Verdict};
 use crate::buffer::PacketId;
 use crate::frame;
 use crate::metrics as m;
@@ -41,17 +41,24 @@ pub enum StepDown {
     CommitStalled,
     /// The log could not be fenced at the new epoch.
     FenceFailed,
+    /// The fence, the catch-up and the mug checks took longer than a TTL.
+    PromotionStalled,
+    /// While it was being promoted, the runtime contradicted mugs the log
+    /// recorded (docs/SPEC.md §6.3.2).
+    Diverged,
     /// The agent was stopped and resigned.
     Shutdown,
 }
 
 impl StepDown {
-    pub const ALL: [StepDown; 6] = [
+    pub const ALL: [StepDown; 8] = [
         StepDown::LeaseLost,
         StepDown::Fenced,
         StepDown::AppendFailed,
         StepDown::CommitStalled,
         StepDown::FenceFailed,
+        StepDown::PromotionStalled,
+        StepDown::Diverged,
         StepDown::Shutdown,
     ];
 
@@ -63,6 +70,8 @@ impl StepDown {
             StepDown::AppendFailed => "append_failed",
             StepDown::CommitStalled => "commit_stalled",
             StepDown::FenceFailed => "fence_failed",
+            StepDown::PromotionStalled => "promotion_stalled",
+            StepDown::Diverged => "diverged",
             StepDown::Shutdown => "shutdown",
         }
     }
@@ -93,6 +102,16 @@ struct Pipeline<W: LogWriter> {
 /// Most commands handled before sealed effects are flushed.
 const COMMAND_BATCH: usize = 256;
 
+/// How a promotion ended.
+enum Promotion {
+    /// The runtime replayed the log to `last` and agrees with it: lead.
+    Ready {
+        last: EventNum,
+    },
+    StepDown(StepDown),
+    Shutdown,
+}
+
 impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
     pub(super) async fn lead(
         &mut self,
@@ -100,34 +119,47 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
         shutdown: &CancellationToken,
     ) -> Result<End, AgentError> {
         let epoch = leadership.epoch();
+        self.runtime_led = false;
+        self.term_committed = false;
         counter!(m::PROMOTIONS).increment(1);
         gauge!(m::EPOCH).set(epoch.get() as f64);
         tracing::info!(%epoch, "elected; fencing the event log");
 
-        // From the fence on, the log refuses every older leader (SPEC §6.2).
-        let last = tokio::select! {
-            fenced = self.log.fence(epoch) => match fenced {
-                Ok(last) => last,
-                Err(AppendError::StaleEpoch { highest }) => {
-                    tracing::warn!(%highest, "a newer leader already fenced the log");
-                    return Ok(End::StepDown(StepDown::Fenced));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot fence the event log");
-                    return Ok(End::StepDown(StepDown::FenceFailed));
-                }
-            },
-            _ = leadership.lost() => return Ok(End::StepDown(StepDown::LeaseLost)),
-            _ = shutdown.cancelled() => return Ok(resign(leadership).await),
+        // A promotion that cannot finish within a TTL hands the term back:
+        // another replica may reach the log, and the ship is silent
+        // meanwhile. The lease is watched throughout.
+        let deadline = Instant::now() + self.settings.ttl;
+        let promoted = tokio::select! {
+            promoted = self.promote(epoch, shutdown) => promoted?,
+            reason = leadership.lost() => {
+                tracing::warn!(%reason, "lost the leadership while being promoted");
+                return Ok(End::StepDown(StepDown::LeaseLost));
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::error!(
+                    ttl = ?self.settings.ttl,
+                    "the fence, the catch-up and the mug checks took longer than a lease TTL; \
+                     handing the term back"
+                );
+                hand_back(leadership).await;
+                return Ok(End::StepDown(StepDown::PromotionStalled));
+            }
         };
-        if !self.catch_up(last, shutdown).await? {
-            return Ok(resign(leadership).await);
-        }
+        let last = match promoted {
+            Promotion::Ready { last } => last,
+            Promotion::Shutdown => return Ok(resign(leadership).await),
+            Promotion::StepDown(StepDown::Diverged) => {
+                hand_back(leadership).await;
+                return Ok(End::StepDown(StepDown::Diverged));
+            }
+            Promotion::StepDown(reason) => return Ok(End::StepDown(reason)),
+        };
         self.notify(Notice::Lead {
             epoch,
             next: last.next(),
         })
         .await?;
+        self.runtime_led = true;
         gauge!(m::LEADER).set(1.0);
         gauge!(m::COMMITTED).set(last.get() as f64);
         tracing::info!(%epoch, %last, "leading");
@@ -156,10 +188,10 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
             }
         }
 
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             let room = self.runtime_last.get().saturating_sub(term.committed.get())
                 < self.settings.max_run_ahead;
+            let stalled_at = term.progress_at + self.settings.ttl;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(resign(leadership).await),
@@ -167,8 +199,14 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                     tracing::warn!(?reason, "lost the leadership");
                     return Ok(End::StepDown(StepDown::LeaseLost));
                 }
+                // Checked before the runtime's commands, which cannot starve it.
+                _ = tokio::time::sleep_until(stalled_at), if !term.in_flight.is_empty() => {
+                    tracing::error!(ttl = ?self.settings.ttl, "no commit for a lease TTL: the event log may have lost its quorum");
+                    return Ok(End::StepDown(StepDown::CommitStalled));
+                }
                 Some(done) = term.in_flight.next(), if !term.in_flight.is_empty() => match done {
                     Ok(n) => {
+                        self.term_committed = true;
                         term.committed = term.committed.max(n);
                         term.progress_at = Instant::now();
                         gauge!(m::COMMITTED).set(term.committed.get() as f64);
@@ -206,14 +244,66 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                         self.notify(Notice::Packet { lane, packet, id }).await?;
                     }
                 }
-                _ = tick.tick() => {
-                    if !term.in_flight.is_empty() && term.progress_at.elapsed() > self.settings.ttl {
-                        tracing::error!(ttl = ?self.settings.ttl, "no commit for a lease TTL: the event log may have lost its quorum");
-                        return Ok(End::StepDown(StepDown::CommitStalled));
-                    }
-                }
             }
         }
+    }
+
+    /// Fences the log at `epoch`, replays it to the fence and waits until
+    /// the runtime's mug for every replayed event has been checked. [`lead`]
+    /// bounds it by a TTL and the lease, dropping it half-way if need be:
+    /// each step leaves the agent consistent at its awaits.
+    ///
+    /// [`lead`]: Agent::lead
+    async fn promote(
+        &mut self,
+        epoch: Epoch,
+        shutdown: &CancellationToken,
+    ) -> Result<Promotion, AgentError> {
+        let before = self.verdict;
+        if before == Verdict::Diverged {
+            return Ok(Promotion::StepDown(StepDown::Diverged));
+        }
+        // From the fence on, the log refuses every older leader (SPEC §6.2).
+        let last = tokio::select! {
+            fenced = self.log.fence(epoch) => match fenced {
+                Ok(last) => last,
+                Err(AppendError::StaleEpoch { highest }) => {
+                    tracing::warn!(%highest, "a newer leader already fenced the log");
+                    return Ok(Promotion::StepDown(StepDown::Fenced));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot fence the event log");
+                    return Ok(Promotion::StepDown(StepDown::FenceFailed));
+                }
+            },
+            _ = shutdown.cancelled() => return Ok(Promotion::Shutdown),
+        };
+        if !self.catch_up(last, shutdown).await? {
+            return Ok(Promotion::Shutdown);
+        }
+        // A runtime leads only from a state the log's mugs vouch for.
+        while !self.pending.is_empty() {
+            let command = tokio::select! {
+                c = self.port.commands.recv() => match c {
+                    Some(c) => c,
+                    None if shutdown.is_cancelled() => return Ok(Promotion::Shutdown),
+                    None => return Err(AgentError::RuntimeGone),
+                },
+                _ = shutdown.cancelled() => return Ok(Promotion::Shutdown),
+            };
+            self.on_command(command);
+        }
+        let worse = matches!(
+            (before, self.verdict),
+            (_, Verdict::Diverged) | (Verdict::Agrees, Verdict::Contradicts(_))
+        );
+        if worse {
+            tracing::warn!(
+                "the runtime contradicted the log while catching up; handing the term back"
+            );
+            return Ok(Promotion::StepDown(StepDown::Diverged));
+        }
+        Ok(Promotion::Ready { last })
     }
 
     /// Replays the committed log up to `last`. `false` if shut down first.
@@ -322,12 +412,17 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
 
 /// Ends the term at once so that the next leader need not wait a TTL.
 async fn resign(leadership: impl Term) -> End {
+    hand_back(leadership).await;
+    counter!(m::STEP_DOWNS, "reason" => StepDown::Shutdown.label()).increment(1);
+    End::Shutdown
+}
+
+/// Deletes the leader key, so that another replica can win at once.
+async fn hand_back(leadership: impl Term) {
     gauge!(m::LEADER).set(0.0);
     match tokio::time::timeout(Duration::from_secs(2), leadership.resign()).await {
         Ok(Ok(())) => tracing::info!("resigned the leadership"),
         Ok(Err(e)) => tracing::warn!(error = %e, "resigning failed; the lease will expire"),
         Err(_) => tracing::warn!("resigning timed out; the lease will expire"),
     }
-    counter!(m::STEP_DOWNS, "reason" => StepDown::Shutdown.label()).increment(1);
-    End::Shutdown
 }

@@ -14,9 +14,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ames::{Lane, Mug};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use config::{Key, ReplicaId};
 use eventlog_client::Event;
-use leadership::EventNum;
+use leadership::{Epoch, EventNum};
 use metrics::{counter, gauge};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -59,6 +60,33 @@ pub enum AgentError {
     Effects(#[source] std::io::Error),
 }
 
+/// Delays before campaigning again after terms that committed nothing
+/// (a fence the log refuses, say, because etcd's history went back): from
+/// 250 ms doubling to 5 s, jittered, so that a failing promotion is retried
+/// without spinning through etcd and the log.
+const CAMPAIGN_RETRY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(250))
+    .with_max_delay(Duration::from_secs(5))
+    .with_factor(2.0)
+    .with_jitter()
+    .without_max_times();
+
+/// What the determinism check found: the runtime's mugs against those the
+/// log recorded, and whose they were (docs/SPEC.md §6.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Every mug checked matched, or a mismatch was cleared by matching a
+    /// later leader's.
+    Agrees,
+    /// The runtime contradicted the mugs recorded in epoch `0`, and no
+    /// other epoch's: that leader's ship or this one is not deterministic.
+    /// Campaigns only once nobody has led for a TTL.
+    Contradicts(Epoch),
+    /// The runtime contradicted two leaders: it is the odd one out, and
+    /// never campaigns again until an operator restores it.
+    Diverged,
+}
+
 /// The parts an agent runs with: by default the real event log, etcd
 /// election and effects socket; any [`ports`] implementations otherwise.
 pub struct Parts<L = eventlog_client::Client, E = leadership::Election, S = udp::BatchSocket> {
@@ -84,14 +112,17 @@ pub struct Agent<L = eventlog_client::Client, E = leadership::Election, S = udp:
     buffer: PacketBuffer,
     /// The last event the runtime has (replayed to it, or planned by it).
     runtime_last: EventNum,
-    /// The mugs the log recorded for replays the runtime has not answered:
-    /// `None` where the log holds a word no ship computes, which no
-    /// runtime's mug matches.
-    pending: VecDeque<(EventNum, Option<Mug>)>,
+    /// The mugs the log recorded for replays the runtime has not answered,
+    /// with the epoch that wrote each: `None` where the log holds a word no
+    /// ship computes, which no runtime's mug matches.
+    pending: VecDeque<(EventNum, Epoch, Option<Mug>)>,
     watermark: watch::Sender<EventNum>,
-    /// Set once the runtime computed a mug other than the log's: this
-    /// replica never campaigns again until an operator restores it.
-    diverged: bool,
+    verdict: Verdict,
+    /// Whether the runtime was told to lead in the last term (so that its
+    /// state may hold events the log never will).
+    runtime_led: bool,
+    /// Whether the last term committed an event of its own.
+    term_committed: bool,
 }
 
 impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
@@ -117,7 +148,9 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
             runtime_last: EventNum::NONE,
             pending: VecDeque::new(),
             watermark: watch::channel(EventNum::NONE).0,
-            diverged: false,
+            verdict: Verdict::Agrees,
+            runtime_led: false,
+            term_committed: false,
         }
     }
 
@@ -130,8 +163,10 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
             return Ok(());
         };
         self.runtime_last = last;
+        let mut retries: ExponentialBackoff = CAMPAIGN_RETRY.build();
+        let mut wait = Duration::ZERO;
         loop {
-            let Some(leadership) = self.follow(&shutdown).await? else {
+            let Some(leadership) = self.follow(wait, &shutdown).await? else {
                 return Ok(());
             };
             match self.lead(leadership, &shutdown).await? {
@@ -139,10 +174,25 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                 lead::End::StepDown(reason) => {
                     counter!(m::STEP_DOWNS, "reason" => reason.label()).increment(1);
                     gauge!(m::LEADER).set(0.0);
+                    // A term that got nothing done is retried after a
+                    // growing delay: whatever failed it may fail the next.
+                    wait = if self.term_committed {
+                        retries = CAMPAIGN_RETRY.build();
+                        Duration::ZERO
+                    } else {
+                        retries.next().unwrap_or(Duration::from_secs(5))
+                    };
+                    if !self.runtime_led {
+                        // The runtime holds only committed events.
+                        tracing::warn!(%reason, campaign_in = ?wait, "stepped down before leading");
+                        continue;
+                    }
                     tracing::warn!(
                         %reason,
+                        campaign_in = ?wait,
                         "stepped down; the runtime goes back to its checkpoint"
                     );
+                    self.runtime_led = false;
                     self.notify(Notice::Rewind).await?;
                     let Some(last) = self.restored(&shutdown).await? else {
                         return Ok(());
@@ -201,6 +251,7 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                 got: event.num,
             });
         }
+        let (num, epoch, recorded) = (event.num, event.epoch, Mug::from_stored(event.mug));
         let data = match frame::decode(&event.data) {
             Some((packet, data)) => {
                 if let Some(id) = packet {
@@ -214,16 +265,12 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                 event.data.clone()
             }
         };
-        self.pending
-            .push_back((event.num, Mug::from_stored(event.mug)));
-        self.notify(Notice::Replay {
-            num: event.num,
-            data,
-        })
-        .await?;
-        self.runtime_last = event.num;
+        self.notify(Notice::Replay { num, data }).await?;
+        // Noted once sent: a replay abandoned half-way is not awaited.
+        self.pending.push_back((num, epoch, recorded));
+        self.runtime_last = num;
         counter!(m::REPLAYED).increment(1);
-        gauge!(m::COMMITTED).set(event.num.get() as f64);
+        gauge!(m::COMMITTED).set(num.get() as f64);
         Ok(())
     }
 
@@ -251,9 +298,11 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
     }
 
     /// The determinism check: the runtime's mug after a replayed event must
-    /// be the one the leader recorded.
+    /// be the one the leader of its epoch recorded. A mismatch is held
+    /// against that leader or this replica, whichever later leaders side
+    /// with (docs/SPEC.md §6.3.2).
     fn check(&mut self, num: EventNum, mug: Mug) {
-        while let Some(&(pending, recorded)) = self.pending.front() {
+        while let Some(&(pending, epoch, recorded)) = self.pending.front() {
             if pending > num {
                 break;
             }
@@ -262,20 +311,55 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                 continue;
             }
             gauge!(m::APPLIED).set(num.get() as f64);
-            if recorded != Some(mug) {
+            let verdict = if recorded == Some(mug) {
+                match self.verdict {
+                    Verdict::Contradicts(wrong) if epoch > wrong => {
+                        tracing::warn!(
+                            event = %num,
+                            %epoch,
+                            contradicted = %wrong,
+                            "this replica computes what a later leader computed: the mugs epoch \
+                             {wrong} recorded were its leader's fault; campaigning again"
+                        );
+                        Verdict::Agrees
+                    }
+                    v => v,
+                }
+            } else {
                 counter!(m::MISMATCHES).increment(1);
                 let recorded = recorded.map_or_else(|| "not a mug".to_owned(), |m| m.to_string());
-                tracing::error!(
-                    event = %num,
-                    %recorded,
-                    computed = %mug,
-                    "the ship is not deterministic: its state after this event differs from the \
-                     leader's; this replica will not lead until it is restored from a healthy peer"
-                );
-                if !self.diverged {
-                    self.diverged = true;
-                    gauge!(m::DIVERGED).set(1.0);
+                let verdict = match self.verdict {
+                    Verdict::Agrees => Verdict::Contradicts(epoch),
+                    Verdict::Contradicts(wrong) if wrong == epoch => Verdict::Contradicts(wrong),
+                    _ => Verdict::Diverged,
+                };
+                if verdict == Verdict::Diverged {
+                    tracing::error!(
+                        event = %num,
+                        %epoch,
+                        %recorded,
+                        computed = %mug,
+                        "the ship is not deterministic: its state after this event differs from \
+                         what two leaders computed; this replica will not lead until it is \
+                         restored from a healthy peer"
+                    );
+                } else {
+                    tracing::error!(
+                        event = %num,
+                        %epoch,
+                        %recorded,
+                        computed = %mug,
+                        "a ship is not deterministic: this replica's state after this event \
+                         differs from what epoch {epoch}'s leader recorded; it campaigns only once \
+                         nobody has led for a lease TTL, or once it agrees with a later leader"
+                    );
                 }
+                verdict
+            };
+            if verdict != self.verdict {
+                self.verdict = verdict;
+                let diverged = if verdict == Verdict::Agrees { 0.0 } else { 1.0 };
+                gauge!(m::DIVERGED).set(diverged);
             }
         }
     }

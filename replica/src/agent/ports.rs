@@ -58,6 +58,10 @@ pub trait Elector: Clone + Send + Sync + 'static {
 
     /// Campaigns as `id` until it wins. Dropping the future gives up.
     fn campaign(&self, id: ReplicaId) -> impl Future<Output = Self::Term> + Send;
+
+    /// The epoch of the term etcd holds now, `None` while nobody leads:
+    /// one read, bounded by a third of the lease TTL.
+    fn current(&self) -> impl Future<Output = Result<Option<Epoch>, ElectionError>> + Send;
 }
 
 /// A term this replica holds.
@@ -122,6 +126,14 @@ impl Elector for leadership::Election {
 
     fn campaign(&self, id: ReplicaId) -> impl Future<Output = Leadership> + Send {
         leadership::Election::campaign(self, id)
+    }
+
+    fn current(&self) -> impl Future<Output = Result<Option<Epoch>, ElectionError>> + Send {
+        let limit = self.ttl() / 3;
+        async move {
+            let term = leadership::Election::current(self, limit).await?;
+            Ok(term.map(|t| t.epoch))
+        }
     }
 }
 

@@ -42,6 +42,12 @@ struct LogState {
     hold: bool,
     held: VecDeque<(Event, Appended)>,
     last: watch::Sender<EventNum>,
+    /// Fences never answer (a log without a quorum).
+    hang_fences: bool,
+    /// What every fence answers instead of fencing.
+    fence_error: Option<AppendError>,
+    /// Reads of a range yield nothing and never end.
+    hang_reads: bool,
 }
 
 impl MemLog {
@@ -53,6 +59,9 @@ impl MemLog {
             hold: false,
             held: VecDeque::new(),
             last: watch::channel(EventNum::NONE).0,
+            hang_fences: false,
+            fence_error: None,
+            hang_reads: false,
         })))
     }
 
@@ -109,14 +118,22 @@ impl EventLog for MemLog {
 
     fn fence(&self, epoch: Epoch) -> impl Future<Output = Result<EventNum, AppendError>> + Send {
         let mut s = self.state();
-        let result = if epoch < s.fenced {
+        let hang = s.hang_fences;
+        let result = if let Some(e) = s.fence_error.clone() {
+            Err(e)
+        } else if epoch < s.fenced {
             Err(AppendError::StaleEpoch { highest: s.fenced })
         } else {
             s.fenced = epoch;
             s.fences += 1;
             Ok(EventNum(s.events.len() as u64))
         };
-        std::future::ready(result)
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            result
+        }
     }
 
     fn writer(&self, epoch: Epoch, _next: EventNum) -> MemWriter {
@@ -128,6 +145,9 @@ impl EventLog for MemLog {
 
     fn read(&self, from: EventNum, to: EventNum) -> Committed {
         let s = self.state();
+        if s.hang_reads {
+            return Box::pin(stream::pending());
+        }
         let events: Vec<_> = s
             .events
             .iter()
@@ -201,6 +221,10 @@ struct ElectionState {
     grant: mpsc::UnboundedSender<FakeTerm>,
     grants: tokio::sync::Mutex<mpsc::UnboundedReceiver<FakeTerm>>,
     campaigns: AtomicUsize,
+    /// The epoch of the term etcd holds, as `current` reads it.
+    leader: Mutex<Option<Epoch>>,
+    /// When set, every campaign wins at once, each a term one epoch newer.
+    auto: Mutex<Option<Epoch>>,
 }
 
 impl FakeElection {
@@ -210,7 +234,19 @@ impl FakeElection {
             grant,
             grants: tokio::sync::Mutex::new(grants),
             campaigns: AtomicUsize::new(0),
+            leader: Mutex::new(None),
+            auto: Mutex::new(None),
         }))
+    }
+
+    /// Says which term etcd holds (`None`: nobody leads).
+    fn set_leader(&self, epoch: Option<Epoch>) {
+        *self.0.leader.lock().unwrap() = epoch;
+    }
+
+    /// Makes every campaign from now on win at once, from epoch `from` up.
+    fn win_always(&self, from: Epoch) {
+        *self.0.auto.lock().unwrap() = Some(from);
     }
 
     /// Makes the next campaign win term `epoch`; the sender ends it.
@@ -237,12 +273,25 @@ impl Elector for FakeElection {
         let state = self.0.clone();
         async move {
             state.campaigns.fetch_add(1, Ordering::SeqCst);
+            let auto = {
+                let mut auto = state.auto.lock().unwrap();
+                let epoch = *auto;
+                *auto = epoch.map(|e| Epoch(e.get() + 1));
+                epoch
+            };
+            if let Some(epoch) = auto {
+                return FakeTerm::new(epoch).0;
+            }
             let mut grants = state.grants.lock().await;
             match grants.recv().await {
                 Some(term) => term,
                 None => std::future::pending().await,
             }
         }
+    }
+
+    fn current(&self) -> impl Future<Output = Result<Option<Epoch>, ElectionError>> + Send {
+        std::future::ready(Ok(*self.0.leader.lock().unwrap()))
     }
 }
 
@@ -325,14 +374,19 @@ struct Harness {
 }
 
 fn harness(max_run_ahead: u64) -> Harness {
+    // Long enough that no test sees a commit stall.
+    harness_with(max_run_ahead, Duration::from_secs(60))
+}
+
+/// A harness whose lease TTL is `ttl`.
+fn harness_with(max_run_ahead: u64, ttl: Duration) -> Harness {
     let (agent_port, runtime) = port::port(64);
     let (inbound, inbound_rx) = mpsc::channel(16);
     let (log, election, sink) = (MemLog::new(), FakeElection::new(), Sink::default());
     let agent = Agent::new(Parts {
         settings: Settings {
             id: ReplicaId::new(1).unwrap(),
-            // Long enough that no test sees a commit stall.
-            ttl: Duration::from_secs(60),
+            ttl,
             max_run_ahead,
             buffer_packets: 64,
             buffer_bytes: crate::DEFAULT_BUFFER_BYTES,
@@ -550,7 +604,7 @@ async fn stops_taking_packets_at_the_run_ahead_limit() {
 }
 
 #[tokio::test]
-async fn a_replica_whose_mug_differs_never_campaigns_again() {
+async fn a_replica_whose_mug_differs_stops_campaigning() {
     let Harness {
         agent,
         mut runtime,
@@ -734,4 +788,351 @@ async fn a_replica_behind_replays_the_log_before_it_leads() {
         ),
         (Epoch(4), EventNum(4), 1, &b"effect"[..])
     );
+}
+
+/// Event `n` written by the leader of `epoch`, with `mug` recorded.
+fn event_by(n: u64, epoch: u64, mug: Mug) -> Event {
+    Event {
+        num: EventNum(n),
+        epoch: Epoch(epoch),
+        mug: mug.get(),
+        data: frame::encode(format!("event {n}").as_bytes(), None),
+    }
+}
+
+/// Plays the runtime for replays: answers each with `computed(n)`.
+async fn answer_replays(
+    runtime: &mut RuntimePort,
+    nums: std::ops::RangeInclusive<u64>,
+    computed: impl Fn(u64) -> Mug,
+) {
+    for n in nums {
+        match next(runtime).await {
+            Notice::Replay { num, .. } => {
+                assert_eq!(num, EventNum(n));
+                tell(
+                    runtime,
+                    Command::Applied {
+                        num,
+                        mug: computed(n),
+                    },
+                );
+            }
+            other => panic!("expected the replay of {n}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_replica_does_not_lead_before_its_mugs_are_checked() {
+    let Harness {
+        agent,
+        mut runtime,
+        log,
+        election,
+        shutdown,
+        ..
+    } = harness(16);
+    log.commit(event(1, None)).unwrap();
+    let script = async {
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        assert!(matches!(next(&mut runtime).await, Notice::Replay { .. }));
+        // The runtime has not answered event 1 yet when the term comes.
+        let _lose = election.grant(Epoch(2));
+        quiet(&mut runtime).await;
+        // Its state differs from the one the log recorded.
+        let (num, mug) = (EventNum(1), Mug::of(b"other"));
+        tell(&runtime, Command::Applied { num, mug });
+        quiet(&mut runtime).await;
+        assert!(!election.unclaimed(), "it never campaigned");
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn a_healthy_follower_leads_once_a_diverged_leader_is_gone() {
+    let ttl = Duration::from_millis(300);
+    let Harness {
+        agent,
+        mut runtime,
+        log,
+        election,
+        shutdown,
+        ..
+    } = harness_with(16, ttl);
+    // Epoch 2's leader was not deterministic: the mugs it recorded for
+    // events 2 and 3 are not what a healthy ship computes.
+    log.commit(event_by(1, 1, mug(1))).unwrap();
+    for n in 2..=3 {
+        log.commit(event_by(n, 2, mug(n))).unwrap();
+    }
+    election.set_leader(Some(Epoch(2)));
+    let script = async {
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        let healthy = |n| {
+            if n == 1 {
+                mug(1)
+            } else {
+                Mug::of(format!("healthy {n}").as_bytes())
+            }
+        };
+        answer_replays(&mut runtime, 1..=3, healthy).await;
+        // Let the agent take the answers before a term is on offer.
+        sleep(Duration::from_millis(50)).await;
+        // While epoch 2's leader holds the key, this replica stays out.
+        let _lose = election.grant(Epoch(4));
+        sleep(ttl * 4).await;
+        assert!(
+            election.unclaimed(),
+            "it campaigned against the leader it contradicted"
+        );
+        // That leader dies, and nobody else takes over: this one does.
+        election.set_leader(None);
+        assert_eq!(
+            next(&mut runtime).await,
+            Notice::Lead {
+                epoch: Epoch(4),
+                next: EventNum(4)
+            }
+        );
+        let (num, mug, data) = (EventNum(4), mug(4), Bytes::from_static(b"e"));
+        tell(
+            &runtime,
+            Command::Plan {
+                num,
+                mug,
+                data,
+                packet: None,
+            },
+        );
+        assert_eq!(next(&mut runtime).await, Notice::Committed(EventNum(4)));
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
+    assert_eq!(log.state().events[3].epoch, Epoch(4));
+}
+
+#[tokio::test]
+async fn agreeing_with_a_later_leader_clears_a_mismatch() {
+    let Harness {
+        agent,
+        mut runtime,
+        log,
+        election,
+        shutdown,
+        ..
+    } = harness(16);
+    // Epoch 2's leader recorded a mug nobody else computes; epoch 3's
+    // leader computed what this replica computes.
+    log.commit(event_by(1, 2, Mug::of(b"broken"))).unwrap();
+    log.commit(event_by(2, 3, mug(2))).unwrap();
+    election.set_leader(Some(Epoch(3)));
+    let script = async {
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        answer_replays(&mut runtime, 1..=2, mug).await;
+        let _lose = election.grant(Epoch(5));
+        assert_eq!(
+            next(&mut runtime).await,
+            Notice::Lead {
+                epoch: Epoch(5),
+                next: EventNum(3)
+            }
+        );
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn a_replica_that_contradicts_two_leaders_never_campaigns_again() {
+    let ttl = Duration::from_millis(300);
+    let Harness {
+        agent,
+        mut runtime,
+        log,
+        election,
+        shutdown,
+        ..
+    } = harness_with(16, ttl);
+    log.commit(event_by(1, 2, mug(1))).unwrap();
+    log.commit(event_by(2, 3, mug(2))).unwrap();
+    let script = async {
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        answer_replays(&mut runtime, 1..=2, |n| {
+            Mug::of(format!("mine {n}").as_bytes())
+        })
+        .await;
+        sleep(Duration::from_millis(50)).await;
+        let _lose = election.grant(Epoch(5));
+        sleep(ttl * 5).await;
+        assert!(
+            election.unclaimed(),
+            "a replica two leaders contradicted took a term"
+        );
+        assert_eq!(log.fences(), 0);
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn promotion_gives_up_after_a_ttl_when_the_fence_hangs() {
+    let ttl = Duration::from_millis(300);
+    let Harness {
+        mut agent,
+        shutdown,
+        log,
+        ..
+    } = harness_with(16, ttl);
+    log.state().hang_fences = true;
+    let (term, _lose) = FakeTerm::new(Epoch(5));
+    let resigned = term.resigned.clone();
+    let end = timeout(ttl * 10, agent.lead(term, &shutdown))
+        .await
+        .expect("the promotion outlived its TTL");
+    assert_eq!(end.unwrap(), End::StepDown(StepDown::PromotionStalled));
+    assert!(
+        resigned.load(Ordering::SeqCst),
+        "the term was not handed back"
+    );
+}
+
+#[tokio::test]
+async fn catching_up_stops_when_the_lease_is_lost() {
+    let Harness {
+        mut agent,
+        shutdown,
+        log,
+        ..
+    } = harness(16);
+    for n in 1..=2 {
+        log.commit(event(n, None)).unwrap();
+    }
+    log.state().hang_reads = true;
+    let (term, lose) = FakeTerm::new(Epoch(5));
+    let script = async {
+        sleep(Duration::from_millis(100)).await;
+        lose.send_replace(Some(LossReason::KeepAliveTimeout));
+    };
+    let (end, ()) = tokio::join!(
+        timeout(Duration::from_secs(5), agent.lead(term, &shutdown)),
+        script
+    );
+    let end = end.expect("catching up ignored the lost lease");
+    assert_eq!(end.unwrap(), End::StepDown(StepDown::LeaseLost));
+}
+
+#[tokio::test]
+async fn catching_up_gives_up_after_a_ttl() {
+    let ttl = Duration::from_millis(300);
+    let Harness {
+        mut agent,
+        shutdown,
+        log,
+        ..
+    } = harness_with(16, ttl);
+    for n in 1..=2 {
+        log.commit(event(n, None)).unwrap();
+    }
+    log.state().hang_reads = true;
+    let (term, _lose) = FakeTerm::new(Epoch(5));
+    let end = timeout(ttl * 10, agent.lead(term, &shutdown))
+        .await
+        .expect("catching up outlived the TTL");
+    assert_eq!(end.unwrap(), End::StepDown(StepDown::PromotionStalled));
+}
+
+#[tokio::test]
+async fn a_leader_steps_down_when_its_appends_stop_committing() {
+    let ttl = Duration::from_millis(300);
+    let Harness {
+        mut agent,
+        mut runtime,
+        log,
+        shutdown,
+        ..
+    } = harness_with(16, ttl);
+    log.hold();
+    let (term, _lose) = FakeTerm::new(Epoch(5));
+    let script = async {
+        assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
+        let (num, mug, data) = (EventNum(1), mug(1), Bytes::from_static(b"e"));
+        tell(
+            &runtime,
+            Command::Plan {
+                num,
+                mug,
+                data,
+                packet: None,
+            },
+        );
+    };
+    let (end, ()) = tokio::join!(timeout(ttl * 10, agent.lead(term, &shutdown)), script);
+    let end = end.expect("a stalled leader kept its term");
+    assert_eq!(end.unwrap(), End::StepDown(StepDown::CommitStalled));
+}
+
+#[tokio::test]
+async fn a_failing_fence_backs_off_instead_of_campaigning_in_a_loop() {
+    let Harness {
+        agent,
+        mut runtime,
+        log,
+        election,
+        shutdown,
+        ..
+    } = harness(16);
+    log.state().fence_error = Some(AppendError::Refused(
+        "epoch regressed: etcd's history went back".into(),
+    ));
+    election.win_always(Epoch(10));
+    let script = async {
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                notice = runtime.notices.recv() => match notice {
+                    Some(Notice::Rewind) => tell(&runtime, Command::Restored { last: EventNum::NONE }),
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+        }
+        let campaigns = election.campaigns();
+        assert!(campaigns <= 6, "{campaigns} campaigns in a second");
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
 }
