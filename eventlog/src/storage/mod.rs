@@ -3,6 +3,7 @@
 
 mod codec;
 mod durable;
+pub(crate) mod fsync;
 mod log;
 
 pub(crate) use durable::Tracker;
