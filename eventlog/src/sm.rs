@@ -19,7 +19,7 @@ use openraft::type_config::alias::SnapshotOf;
 use tokio::sync::watch;
 
 use crate::command::{Command, Outcome};
-use crate::fence::FenceState;
+use crate::fence::{FenceState, Rejection};
 use crate::machine::{Machine, SnapshotError};
 use crate::metrics as m;
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
@@ -210,7 +210,14 @@ impl StateMachine {
                     (Outcome::Stored { .. }, Command::Append(b)) if !b.events.is_empty() => {
                         m::stored(b.count(), b.data_bytes() as u64)
                     }
-                    (Outcome::Rejected(r), _) => m::rejected(r.reason()),
+                    (Outcome::Rejected(r), _) => {
+                        if let Rejection::EpochReused { .. } = r {
+                            // etcd's history went back; every node says so.
+                            let why = eventlog_client::AppendError::from(*r);
+                            tracing::error!(index, "{why}");
+                        }
+                        m::rejected(r.reason())
+                    }
                     _ => {}
                 }
                 out
@@ -532,6 +539,7 @@ mod tests {
                 })
                 .collect(),
             retry: false,
+            by: None,
         };
         machine.apply(5, &Command::Append(batch));
         let meta = SnapshotMeta {

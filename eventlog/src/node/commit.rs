@@ -88,6 +88,7 @@ mod tests {
             applied: FenceState {
                 last: EventNum(applied),
                 highest: Epoch(4),
+                holder: None,
             },
             purge_point: EventNum(purge_point),
             flushed,

@@ -477,6 +477,7 @@ mod tests {
                     data: bytes::Bytes::from(vec![index as u8; 100]),
                 }],
                 retry: false,
+                by: None,
             })),
         }
     }
