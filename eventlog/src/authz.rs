@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use config::{ReplicaId, Role};
+use eventlog_client::AppendError;
 use tonic::Status;
 use trust::Peer;
 
@@ -188,6 +189,34 @@ impl Authz {
             _ => decide(peer.as_ref(), action),
         };
         refuse_unless(peer.as_ref(), action, decided)
+    }
+
+    /// Why `replica`'s fence at `epoch`, below the log's `highest`, was
+    /// refused. Normally it is a leader that was deposed (`StaleEpoch`).
+    /// But if etcd says `replica` holds `epoch` now, etcd's history went
+    /// back: the log applied `highest` only once etcd had said its holder
+    /// held it, and etcd's revisions only grow, so a leader key created at
+    /// a lower revision cannot be current unless etcd was restored from an
+    /// older snapshot or replaced. Logged at error level and counted: until
+    /// etcd's revisions pass `highest` no leader can write.
+    pub(crate) async fn stale(
+        &self,
+        replica: ReplicaId,
+        epoch: Epoch,
+        highest: Epoch,
+    ) -> AppendError {
+        match self.epochs.holder(epoch).await {
+            Ok(Some(holder)) if holder == replica && epoch < highest => {
+                let err = AppendError::EpochRegressed {
+                    etcd: epoch,
+                    log: highest,
+                };
+                tracing::error!(%replica, "{err}");
+                m::epoch_regressed();
+                err
+            }
+            _ => AppendError::StaleEpoch { highest },
+        }
     }
 
     /// Whether `replica` holds `epoch`: remembered once etcd said so.
@@ -407,6 +436,37 @@ mod tests {
                 Ok(())
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_fence_below_the_log_by_the_replica_etcd_says_holds_it_is_a_regression() {
+        let r1 = ReplicaId::new(1).unwrap();
+        let r2 = ReplicaId::new(2).unwrap();
+        // etcd, restored from an older snapshot, gave epoch 4 to replica 1;
+        // the log has applied epoch 9.
+        let authz = Authz::new(Arc::new(Fixed(Some((Epoch(4), r1)))));
+        assert_eq!(
+            authz.stale(r1, Epoch(4), Epoch(9)).await,
+            AppendError::EpochRegressed {
+                etcd: Epoch(4),
+                log: Epoch(9)
+            }
+        );
+        // A deposed leader: etcd does not say it holds its old epoch.
+        assert_eq!(
+            authz.stale(r2, Epoch(3), Epoch(9)).await,
+            AppendError::StaleEpoch { highest: Epoch(9) }
+        );
+        assert_eq!(
+            authz.stale(r2, Epoch(4), Epoch(9)).await,
+            AppendError::StaleEpoch { highest: Epoch(9) }
+        );
+        // etcd cannot say: nothing is claimed.
+        let blind = Authz::new(Arc::new(Down));
+        assert_eq!(
+            blind.stale(r1, Epoch(4), Epoch(9)).await,
+            AppendError::StaleEpoch { highest: Epoch(9) }
+        );
     }
 
     #[test]

@@ -73,7 +73,10 @@ impl Machine {
     }
 
     fn append(&mut self, index: u64, batch: &Batch) -> Outcome {
-        match self.fence.check(batch.epoch, batch.first, batch.count()) {
+        match self
+            .fence
+            .check(batch.epoch, batch.first, batch.count(), batch.by)
+        {
             Ok(next) => {
                 for e in &batch.events {
                     self.data_bytes += e.data.len() as u64;
@@ -213,17 +216,24 @@ impl Machine {
             });
         }
         let version = u32::from_be_bytes(r.array()?);
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(r.corrupt(format!("unknown snapshot version {version}")));
         }
         let meta = r.blob()?;
         let header_at = r.offset;
-        let header: Header =
-            postcard::from_bytes(&r.blob()?).map_err(|source| SnapshotError::Undecodable {
-                offset: header_at,
-                part: "header",
-                source,
-            })?;
+        let blob = r.blob()?;
+        let undecodable = |source| SnapshotError::Undecodable {
+            offset: header_at,
+            part: "header",
+            source,
+        };
+        let header: Header = if version == 1 {
+            postcard::from_bytes::<HeaderV1>(&blob)
+                .map_err(undecodable)?
+                .into()
+        } else {
+            postcard::from_bytes(&blob).map_err(undecodable)?
+        };
         let mut m = Machine {
             fence: header.fence,
             purge_point: header.purge_point,
@@ -268,7 +278,9 @@ impl Machine {
 }
 
 const MAGIC: &[u8; 8] = b"SGEVSNAP";
-const VERSION: u32 = 1;
+/// 2: the fence records the replica that holds the highest epoch. Version 1
+/// is still read (its holder unknown).
+const VERSION: u32 = 2;
 /// No blob in a snapshot is this large: events are at most 64 MiB.
 const MAX_BLOB: u32 = 1 << 30;
 
@@ -279,6 +291,38 @@ struct Header {
     watermarks: BTreeMap<u32, EventNum>,
     voters: BTreeSet<u32>,
     events: u64,
+}
+
+/// Version 1's header: the fence without its holder.
+#[derive(Serialize, Deserialize)]
+struct HeaderV1 {
+    fence: FenceV1,
+    purge_point: EventNum,
+    watermarks: BTreeMap<u32, EventNum>,
+    voters: BTreeSet<u32>,
+    events: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FenceV1 {
+    last: EventNum,
+    highest: Epoch,
+}
+
+impl From<HeaderV1> for Header {
+    fn from(h: HeaderV1) -> Self {
+        Header {
+            fence: FenceState {
+                last: h.fence.last,
+                highest: h.fence.highest,
+                holder: None,
+            },
+            purge_point: h.purge_point,
+            watermarks: h.watermarks,
+            voters: h.voters,
+            events: h.events,
+        }
+    }
 }
 
 /// A snapshot file that cannot be read back.
@@ -425,6 +469,7 @@ mod tests {
                 })
                 .collect(),
             retry: false,
+            by: None,
         })
     }
 
@@ -583,5 +628,70 @@ mod tests {
             Machine::read_snapshot(&b"garbage!garbage!"[..]),
             Err(SnapshotError::Corrupt { offset: 0, .. })
         ));
+    }
+
+    fn by(command: Command, replica: u32) -> Command {
+        match command {
+            Command::Append(mut b) => {
+                b.by = config::ReplicaId::new(replica);
+                Command::Append(b)
+            }
+            other => other,
+        }
+    }
+
+    #[test]
+    fn the_epochs_holder_survives_a_snapshot_and_another_replica_is_refused_at_it() {
+        let mut m = Machine::default();
+        m.apply(1, &by(batch(4, 1, 2), 1));
+        let mut file = Vec::new();
+        m.write_snapshot(b"meta", &mut file).unwrap();
+        let (_, mut back) = Machine::read_snapshot(&file[..]).unwrap();
+        assert_eq!(back.fence().holder, config::ReplicaId::new(1));
+        assert_eq!(
+            back.apply(2, &by(batch(4, 3, 1), 2)),
+            Outcome::Rejected(Rejection::EpochReused {
+                epoch: Epoch(4),
+                holder: config::ReplicaId::new(1).unwrap(),
+                by: config::ReplicaId::new(2).unwrap(),
+            })
+        );
+        assert_eq!(back.apply(3, &by(batch(4, 3, 1), 1)), stored(3));
+    }
+
+    #[test]
+    fn a_version_1_snapshot_still_reads_its_holder_unknown() {
+        let mut m = Machine::default();
+        m.set_voters([1]);
+        m.apply(1, &batch(4, 1, 2));
+        // Version 1's layout: the fence without its holder.
+        let mut w = HashWriter::new(Vec::new());
+        w.write_all(MAGIC).unwrap();
+        w.write_all(&1u32.to_be_bytes()).unwrap();
+        write_blob(&mut w, b"meta").unwrap();
+        let header = HeaderV1 {
+            fence: FenceV1 {
+                last: m.fence.last,
+                highest: m.fence.highest,
+            },
+            purge_point: m.purge_point,
+            watermarks: m.watermarks.clone(),
+            voters: m.voters.clone(),
+            events: m.events.len() as u64,
+        };
+        write_blob(&mut w, &postcard::to_stdvec(&header).unwrap()).unwrap();
+        for s in &m.events {
+            w.write_all(&s.epoch.get().to_be_bytes()).unwrap();
+            w.write_all(&s.mug.to_be_bytes()).unwrap();
+            w.write_all(&s.index.to_be_bytes()).unwrap();
+            write_blob(&mut w, &s.data).unwrap();
+        }
+        let hash = w.hasher.finalize();
+        let mut file = w.inner;
+        file.extend_from_slice(hash.as_bytes());
+        let (meta, back) = Machine::read_snapshot(&file[..]).unwrap();
+        assert_eq!(meta, b"meta");
+        assert_eq!(back, m);
+        assert_eq!(back.fence().holder, None);
     }
 }

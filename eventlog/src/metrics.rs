@@ -15,6 +15,7 @@ pub const LOG_FLUSH_SECONDS: &str = "seguro_eventlog_log_flush_seconds";
 pub const COMMIT_SECONDS: &str = "seguro_eventlog_commit_seconds";
 /// Connections and requests refused, by reason (docs/METRICS.md).
 pub const REFUSED_TOTAL: &str = "seguro_eventlog_auth_refused_total";
+pub const EPOCH_REGRESSIONS_TOTAL: &str = "seguro_eventlog_epoch_regressions_total";
 
 /// Why the node's metrics are not served.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,7 @@ fn zero() {
     }
     for reason in [
         "stale_epoch",
+        "epoch_reused",
         "gap",
         "duplicate",
         "too_large",
@@ -75,6 +77,7 @@ fn zero() {
         "seguro_eventlog_snapshots_installed_total",
         "seguro_eventlog_log_purges_total",
         "seguro_eventlog_raft_restarts_total",
+        EPOCH_REGRESSIONS_TOTAL,
     ] {
         counter!(name).absolute(0);
     }
@@ -119,6 +122,10 @@ pub(crate) fn snapshot_built() {
 
 pub(crate) fn snapshot_installed() {
     counter!("seguro_eventlog_snapshots_installed_total").increment(1);
+}
+
+pub(crate) fn epoch_regressed() {
+    counter!(EPOCH_REGRESSIONS_TOTAL).increment(1);
 }
 
 pub(crate) fn restarts() {

@@ -315,6 +315,7 @@ mod tests {
                 })
                 .collect(),
             retry: true,
+            by: config::ReplicaId::new(u32::MAX),
         });
         let members: BTreeMap<_, _> = (1..=config::MAX_REPLICAS as u64)
             .map(|i| {

@@ -19,11 +19,12 @@ use openraft::type_config::alias::SnapshotOf;
 use tokio::sync::watch;
 
 use crate::command::{Command, Outcome};
-use crate::fence::FenceState;
+use crate::fence::{FenceState, Rejection};
 use crate::machine::{Machine, SnapshotError};
 use crate::metrics as m;
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::LogStore;
+use crate::storage::fsync::{self, Failures};
 use crate::types::EventNum;
 
 /// Where the applied state stands; published after every apply.
@@ -74,6 +75,8 @@ struct Inner {
     current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     position: watch::Sender<Position>,
     log: Mutex<Option<LogStore>>,
+    /// A snapshot's failed write or fsync stops the node (see `fsync`).
+    failures: Failures,
 }
 
 /// A snapshot file that cannot be used: the node does not start.
@@ -88,8 +91,9 @@ pub struct BadSnapshot {
 }
 
 impl StateMachine {
-    /// Loads the latest snapshot in `dir` (`<node dir>/snapshots`), if any.
-    pub(crate) fn open(dir: &Path) -> Result<StateMachine, BadSnapshot> {
+    /// Loads the latest snapshot in `dir` (`<node dir>/snapshots`), if any
+    /// (the caller settles the directory first, `fsync::settle`).
+    pub(crate) fn open(dir: &Path, failures: Failures) -> Result<StateMachine, BadSnapshot> {
         let io_err = |source: io::Error| BadSnapshot {
             file: dir.to_path_buf(),
             source: SnapshotError::Io(source),
@@ -133,6 +137,7 @@ impl StateMachine {
                 dir: dir.to_path_buf(),
                 current: Mutex::new(current),
                 log: Mutex::new(None),
+                failures,
             }),
         };
         sm.publish();
@@ -205,7 +210,14 @@ impl StateMachine {
                     (Outcome::Stored { .. }, Command::Append(b)) if !b.events.is_empty() => {
                         m::stored(b.count(), b.data_bytes() as u64)
                     }
-                    (Outcome::Rejected(r), _) => m::rejected(r.reason()),
+                    (Outcome::Rejected(r), _) => {
+                        if let Rejection::EpochReused { .. } = r {
+                            // etcd's history went back; every node says so.
+                            let why = eventlog_client::AppendError::from(*r);
+                            tracing::error!(index, "{why}");
+                        }
+                        m::rejected(r.reason())
+                    }
                     _ => {}
                 }
                 out
@@ -247,6 +259,7 @@ impl StateMachine {
             .join(format!("incoming-{}.tmp", hex::encode(r)));
         let file = File::options().write(true).create_new(true).open(&path)?;
         Ok(Incoming {
+            failures: self.inner.failures.clone(),
             partial: Partial { path, keep: false },
             dir: self.inner.dir.clone(),
             w: BufWriter::with_capacity(1 << 20, file),
@@ -261,6 +274,7 @@ impl StateMachine {
 /// before Raft may install it. Dropped before [`Incoming::finish`] succeeds,
 /// its file is deleted.
 pub(crate) struct Incoming {
+    failures: Failures,
     partial: Partial,
     dir: PathBuf,
     w: BufWriter<File>,
@@ -311,9 +325,9 @@ impl Incoming {
     /// node, refused here the leader sends it again.
     pub fn finish(mut self) -> Result<SnapshotData, IncomingError> {
         let file = self.w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_data()?;
+        let synced = fsync::sync_data(&file).and_then(|()| fsync::sync_dir(&self.dir));
+        synced.inspect_err(self.failures.on("snapshot"))?;
         drop(file);
-        File::open(&self.dir)?.sync_all()?;
         verify_snapshot_file(&self.partial.path).map_err(IncomingError::Damaged)?;
         let file = File::open(&self.partial.path)?;
         self.partial.keep = true;
@@ -362,10 +376,10 @@ pub(crate) fn verify_snapshot_file(path: &Path) -> Result<(), BadSnapshot> {
 
 /// Writes `file` durably: data, then the rename, then the directory.
 fn persist(tmp: &Path, file: File, dest: &Path) -> io::Result<()> {
-    file.sync_all()?;
+    fsync::sync_all(&file)?;
     drop(file);
     fs::rename(tmp, dest)?;
-    File::open(dest.parent().unwrap_or(Path::new(".")))?.sync_all()
+    fsync::sync_dir(dest.parent().unwrap_or(Path::new(".")))
 }
 
 pub struct SnapshotBuilder {
@@ -403,7 +417,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(io::Error::other)?
-        .inspect_err(|_| m::storage_error("snapshot"))?;
+        .inspect_err(self.sm.inner.failures.on("snapshot"))?;
         m::snapshot_built();
         tracing::info!(snapshot = %path.display(), "built a snapshot");
         let file = File::open(&path)?;
@@ -469,7 +483,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })
             .await
             .map_err(io::Error::other)?
-            .inspect_err(|_| m::storage_error("snapshot"))?;
+            .inspect_err(self.inner.failures.on("snapshot"))?;
         let fence = machine.fence();
         {
             let mut st = self.inner.state.write().unwrap();
@@ -525,6 +539,7 @@ mod tests {
                 })
                 .collect(),
             retry: false,
+            by: None,
         };
         machine.apply(5, &Command::Append(batch));
         let meta = SnapshotMeta {
@@ -559,7 +574,7 @@ mod tests {
     #[test]
     fn an_oversize_or_damaged_snapshot_is_refused_and_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let sm = StateMachine::open(dir.path()).unwrap();
+        let sm = StateMachine::open(dir.path(), Failures::default()).unwrap();
         let (_, bytes) = leader_snapshot();
 
         let mut incoming = sm.incoming(bytes.len() as u64 - 1).unwrap();
@@ -583,7 +598,7 @@ mod tests {
     #[tokio::test]
     async fn a_whole_snapshot_within_the_limit_installs() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let mut sm = StateMachine::open(dir.path(), Failures::default()).unwrap();
         let (meta, bytes) = leader_snapshot();
         let mut incoming = sm.incoming(bytes.len() as u64).unwrap();
         send(&mut incoming, &bytes).unwrap();
@@ -600,7 +615,7 @@ mod tests {
             "the temporary file became the snapshot"
         );
         // And a restart reads it back.
-        let again = StateMachine::open(dir.path()).unwrap();
+        let again = StateMachine::open(dir.path(), Failures::default()).unwrap();
         assert_eq!(again.position(), pos);
     }
 }

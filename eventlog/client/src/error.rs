@@ -2,18 +2,41 @@
 
 use std::time::Duration;
 
+use config::ReplicaId;
+
 use crate::types::{Epoch, EventNum};
 
 /// Why an append (or a fence) did not store its batch.
 ///
-/// The first three are the fence's verdicts (docs/SPEC.md §6.2) and are
-/// final: the batch is not in the log. `Unavailable` and `Timeout` mean the
+/// The fence's verdicts (`StaleEpoch`, `Gap`, `Duplicate`, `EpochReused`;
+/// docs/SPEC.md §6.2) and `EpochRegressed` are final: the batch is not in
+/// the log. `Unavailable` and `Timeout` mean the
 /// client could not find out: the batch may or may not have been stored, and
 /// the writer resumes from the first unacknowledged event (§4).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     #[error("stale epoch: the log has applied epoch {highest}, newer than the batch's")]
     StaleEpoch { highest: Epoch },
+    /// The batch's epoch is the log's highest, but another replica fenced
+    /// the log at it: etcd handed one epoch to two replicas.
+    #[error(
+        "epoch {epoch} reused: replica {holder} fenced the log at it, and replica {by} now \
+         writes at it; etcd handed the same epoch out twice, so its history went back (restored \
+         from an older snapshot, or replaced); see docs/DEPLOY.md, \"etcd restored from an older snapshot\""
+    )]
+    EpochReused {
+        epoch: Epoch,
+        holder: ReplicaId,
+        by: ReplicaId,
+    },
+    /// etcd says the writer holds `etcd`, below the log's highest epoch:
+    /// no leader can write until etcd's revisions pass `log` again.
+    #[error(
+        "epoch regressed: etcd says this replica holds epoch {etcd}, but the log has applied \
+         epoch {log}; etcd's history went back (restored from an older snapshot, or replaced), \
+         and no leader can write until its revisions pass {log} again; see docs/DEPLOY.md, \"etcd restored from an older snapshot\""
+    )]
+    EpochRegressed { etcd: Epoch, log: Epoch },
     #[error("gap: the batch does not start at the next event number, {expected}")]
     Gap { expected: EventNum },
     #[error("duplicate: the log already holds events up to {last}")]

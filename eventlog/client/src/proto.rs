@@ -5,6 +5,8 @@
 
 tonic::include_proto!("seguro.eventlog.v1");
 
+use config::ReplicaId;
+
 use crate::error::AppendError as Err;
 use crate::types::{Epoch, EventNum};
 
@@ -41,6 +43,15 @@ impl From<&Err> for AppendError {
         use append_error::Kind;
         let kind = match e {
             Err::StaleEpoch { highest } => Kind::StaleEpoch(highest.get()),
+            Err::EpochReused { epoch, holder, by } => Kind::EpochReused(EpochReused {
+                epoch: epoch.get(),
+                holder: holder.get(),
+                by: by.get(),
+            }),
+            Err::EpochRegressed { etcd, log } => Kind::EpochRegressed(EpochRegressed {
+                etcd: etcd.get(),
+                log: log.get(),
+            }),
             Err::Gap { expected } => Kind::Gap(expected.get()),
             Err::Duplicate { last } => Kind::Duplicate(last.get()),
             Err::EventTooLarge { event, size, limit } => Kind::TooLarge(TooLarge {
@@ -77,6 +88,21 @@ impl From<AppendError> for AppendVerdict {
         use append_error::Kind;
         let err = match e.kind {
             Some(Kind::StaleEpoch(h)) => Err::StaleEpoch { highest: Epoch(h) },
+            Some(Kind::EpochReused(r)) => match (ReplicaId::new(r.holder), ReplicaId::new(r.by)) {
+                (Some(holder), Some(by)) => Err::EpochReused {
+                    epoch: Epoch(r.epoch),
+                    holder,
+                    by,
+                },
+                _ => Err::Invalid(format!(
+                    "the server said epoch {} was reused, naming replica 0",
+                    r.epoch
+                )),
+            },
+            Some(Kind::EpochRegressed(r)) => Err::EpochRegressed {
+                etcd: Epoch(r.etcd),
+                log: Epoch(r.log),
+            },
             Some(Kind::Gap(x)) => Err::Gap {
                 expected: EventNum(x),
             },
@@ -118,6 +144,65 @@ impl From<CommitState> for crate::types::CommitState {
             epoch: Epoch(s.epoch),
             leader_durable: EventNum(s.leader_durable),
             all_durable: EventNum(s.all_durable),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(e: Err) -> Err {
+        match AppendVerdict::from(AppendError::from(&e)) {
+            AppendVerdict::Error(back) => back,
+            AppendVerdict::NotLeader(h) => panic!("{e} came back as not-leader {h:?}"),
+        }
+    }
+
+    #[test]
+    fn the_fences_verdicts_cross_the_wire_typed() {
+        let r = |n| ReplicaId::new(n).unwrap();
+        for e in [
+            Err::StaleEpoch { highest: Epoch(9) },
+            Err::EpochReused {
+                epoch: Epoch(9),
+                holder: r(1),
+                by: r(2),
+            },
+            Err::EpochRegressed {
+                etcd: Epoch(4),
+                log: Epoch(9),
+            },
+            Err::Gap {
+                expected: EventNum(3),
+            },
+            Err::Duplicate { last: EventNum(3) },
+        ] {
+            assert_eq!(round_trip(e.clone()), e);
+            assert!(e.is_rejection(), "{e}");
+        }
+        let zero = AppendError {
+            kind: Some(append_error::Kind::EpochReused(EpochReused {
+                epoch: 9,
+                holder: 0,
+                by: 2,
+            })),
+        };
+        assert!(matches!(
+            AppendVerdict::from(zero),
+            AppendVerdict::Error(Err::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn an_epoch_regression_says_what_happened_and_where_recovery_is() {
+        let msg = Err::EpochRegressed {
+            etcd: Epoch(4),
+            log: Epoch(9),
+        }
+        .to_string();
+        for part in ["etcd", "older snapshot", "docs/DEPLOY.md", "4", "9"] {
+            assert!(msg.contains(part), "{msg}");
         }
     }
 }

@@ -3,6 +3,8 @@
 //! machine and the log's durability tracker. What the gatekeeper may
 //! release follows from it, so each of its rules has a test below.
 
+use std::time::Duration;
+
 use eventlog_client::LogIndex;
 
 use crate::app::CommitView;
@@ -15,6 +17,12 @@ pub(crate) struct Inputs<'a> {
     /// Whether this node leads; only the leader knows every voter's
     /// progress.
     pub leading: bool,
+    /// Whether its leadership is confirmed now ([`leadership_confirmed`]):
+    /// no other leader can have been elected.
+    pub confirmed: bool,
+    /// The leader durable number last published while it was confirmed,
+    /// in this term (nothing at its start).
+    pub confirmed_durable: EventNum,
     /// Who this node believes leads.
     pub current_leader: Option<NodeId>,
     /// What the state machine has applied: the last event and the highest
@@ -46,8 +54,15 @@ pub(crate) fn commit_view(i: &Inputs<'_>) -> CommitView {
         None => Some(EventNum::NONE),
         Some(index) => (i.on_disk)(index),
     };
+    // Only while no other leader can have been elected: a deposed leader
+    // that has not noticed yet keeps writing entries that never commit.
+    let on_leader_disk = if i.confirmed {
+        on_disk(i.flushed).unwrap_or(i.purge_point)
+    } else {
+        i.confirmed_durable
+    };
     // What is committed is on the leader's disk, whatever the tracker says.
-    let leader_durable = on_disk(i.flushed).unwrap_or(i.purge_point).max(committed);
+    let leader_durable = on_leader_disk.max(committed);
     // The lowest index every voter has; unknown if any voter's is.
     let lowest = i
         .matched
@@ -63,6 +78,22 @@ pub(crate) fn commit_view(i: &Inputs<'_>) -> CommitView {
         leader_durable,
         all_durable,
     })
+}
+
+/// Whether a leader is confirmed now: it alone is a quorum, or a quorum
+/// acknowledged an AppendEntries (or heartbeat) it sent less than `lease`
+/// ago (`quorum_acked_age`). openraft's followers do not vote for another
+/// candidate for `lease` (its leader lease, `election_timeout_max`) after
+/// they accepted the leader's message, so while this holds no other leader
+/// exists. Ages are measured on this node's monotonic clock; a pause
+/// (SIGSTOP, a VM freeze) only makes them older.
+pub(crate) fn leadership_confirmed(
+    leading: bool,
+    self_quorum: bool,
+    quorum_acked_age: Option<Duration>,
+    lease: Duration,
+) -> bool {
+    leading && (self_quorum || quorum_acked_age.is_some_and(|age| age < lease))
 }
 
 #[cfg(test)]
@@ -84,10 +115,13 @@ mod tests {
     ) -> Inputs<'a> {
         Inputs {
             leading: true,
+            confirmed: true,
+            confirmed_durable: EventNum::NONE,
             current_leader: Some(NodeId(1)),
             applied: FenceState {
                 last: EventNum(applied),
                 highest: Epoch(4),
+                holder: None,
             },
             purge_point: EventNum(purge_point),
             flushed,
@@ -192,5 +226,34 @@ mod tests {
         let s = state(commit_view(&leader(at(4), &matched, 20, 60)));
         assert_eq!(s.leader_durable, EventNum(40));
         assert_eq!(s.all_durable, EventNum(40));
+    }
+
+    #[test]
+    fn a_leader_whose_leadership_is_in_doubt_does_not_advance_leader_durable() {
+        let matched = [(NodeId(2), at(9)), (NodeId(3), at(9))];
+        let mut i = leader(at(9), &matched, 40, 0);
+        i.confirmed = false;
+        i.confirmed_durable = EventNum(60);
+        let s = state(commit_view(&i));
+        // Entries 7 to 9 reached the disk since: they may never commit.
+        assert_eq!(s.leader_durable, EventNum(60));
+        assert_eq!(s.all_durable, EventNum(60));
+        // Never below what is committed.
+        i.confirmed_durable = EventNum(10);
+        assert_eq!(state(commit_view(&i)).leader_durable, EventNum(40));
+        // Confirmed again, it counts its disk again.
+        i.confirmed = true;
+        assert_eq!(state(commit_view(&i)).leader_durable, EventNum(90));
+    }
+
+    #[test]
+    fn leadership_is_confirmed_only_within_the_lease_of_a_quorums_ack() {
+        let lease = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        assert!(leadership_confirmed(true, false, Some(ms(999)), lease));
+        assert!(!leadership_confirmed(true, false, Some(ms(1000)), lease));
+        assert!(!leadership_confirmed(true, false, None, lease));
+        assert!(leadership_confirmed(true, true, None, lease));
+        assert!(!leadership_confirmed(false, true, Some(ms(1)), lease));
     }
 }

@@ -2,8 +2,8 @@
 //! and the tasks that keep them going.
 //!
 //! - `server`: the gRPC server (Raft traffic, the event log API, admin).
-//! - `supervisor`: starts Raft on the node's disk, and restarts it from
-//!   disk, with backoff, after a storage failure (a full disk, say).
+//! - `supervisor`: starts Raft on the node's disk; stops the node when its
+//!   storage fails (restarts Raft from disk, with backoff, on a full disk).
 //! - `bootstrap`: forms the cluster, once.
 //! - `publish`, `commit`: the commit view the leader publishes (a pure
 //!   function of Raft's metrics, the state machine and the disk), and the
@@ -100,6 +100,12 @@ pub enum NodeError {
     Raft(#[source] StartError),
     #[error("the gRPC server failed: {0}")]
     Serve(#[source] ServeError),
+    #[error(
+        "the event log's storage failed: {0}; the node stops rather than trust what it wrote \
+         since its last good fdatasync (after a failed one the kernel may keep pages that never \
+         reached the disk). Check the disk; restarted, the node recovers from what is on it"
+    )]
+    StorageFailed(String),
 }
 
 /// Why Raft did not start on the node's storage.
@@ -169,12 +175,13 @@ pub async fn run(opts: NodeOptions, shutdown: impl Future<Output = ()>) -> Resul
     let (stop_server, stopped) = oneshot::channel();
     let server = server::spawn(listener, &ctx, &opts.credentials, stopped);
 
-    raft.run(first, current_tx, down_tx, shutdown).await;
+    let ran = raft.run(first, current_tx, down_tx, shutdown).await;
 
     let _ = stop_server.send(());
-    match server.await {
+    let served = match server.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(NodeError::Serve(e.into())),
         Err(e) => Err(NodeError::Serve(e.into())),
-    }
+    };
+    ran.and(served)
 }

@@ -9,17 +9,24 @@ use openraft::rt::WatchReceiver;
 use openraft::{RaftMetrics, ServerState};
 use tokio::sync::watch;
 
-use super::commit::{Inputs, commit_view};
+use super::commit::{Inputs, commit_view, leadership_confirmed};
 use crate::app::{CommitView, Running};
 use crate::ids::NodeId;
 use crate::metrics as m;
 use crate::raft::TypeConfig;
 use crate::storage::LogStore;
+use crate::types::EventNum;
 
 /// Publishes the commit view to `tx` until Raft, the state machine or the
 /// log store goes, or nobody listens.
 pub(super) async fn publish_commits(running: Running, tx: watch::Sender<CommitView>) {
     let Running { raft, sm, log, .. } = running;
+    // openraft's leader lease: followers grant no vote for this long after
+    // accepting the leader's message.
+    let lease = Duration::from_millis(raft.config().election_timeout_max);
+    // The leader durable number last published while the leadership was
+    // confirmed, and its term.
+    let mut confirmed_durable = (0, EventNum::NONE);
     let mut metrics = raft.metrics();
     let mut position = sm.watch_position();
     let mut flushed = log.watch_flushed();
@@ -31,11 +38,26 @@ pub(super) async fn publish_commits(running: Running, tx: watch::Sender<CommitVi
         if gauges {
             gauges_at = Instant::now();
         }
+        // When the leadership stops being confirmed unless a quorum acks
+        // again.
+        let mut doubt_in = None;
         let view = {
             let mt = metrics.borrow_and_update();
             let pos = *position.borrow_and_update();
             flushed.borrow_and_update();
             let leading = mt.state == ServerState::Leader;
+            let acked_age = mt
+                .last_quorum_acked
+                .as_ref()
+                .map(|t| openraft::Instant::elapsed(&**t));
+            let self_quorum = mt.membership_config.voter_ids().eq([mt.id]);
+            let confirmed = leadership_confirmed(leading, self_quorum, acked_age, lease);
+            if confirmed && !self_quorum {
+                doubt_in = acked_age.map(|age| lease.saturating_sub(age));
+            }
+            if !leading || confirmed_durable.0 != mt.current_term {
+                confirmed_durable = (mt.current_term, EventNum::NONE);
+            }
             let matched = if leading {
                 other_voters(&mt)
             } else {
@@ -45,6 +67,8 @@ pub(super) async fn publish_commits(running: Running, tx: watch::Sender<CommitVi
             let flushed = tracker.flushed_index();
             let view = commit_view(&Inputs {
                 leading,
+                confirmed,
+                confirmed_durable: confirmed_durable.1,
                 current_leader: mt.current_leader,
                 applied: pos.fence,
                 purge_point: pos.purge_point,
@@ -53,6 +77,9 @@ pub(super) async fn publish_commits(running: Running, tx: watch::Sender<CommitVi
                 on_disk: &|i| tracker.at(i).map(|s| s.last),
             });
             drop(tracker);
+            if let (true, CommitView::Leader(s)) = (confirmed, view) {
+                confirmed_durable.1 = s.leader_durable;
+            }
             if gauges {
                 export_gauges(&log, &mt, flushed, &matched, view);
             }
@@ -68,8 +95,11 @@ pub(super) async fn publish_commits(running: Running, tx: watch::Sender<CommitVi
             r = position.changed() => if r.is_err() { return },
             r = flushed.changed() => if r.is_err() { return },
             _ = tx.closed() => return,
-            // Refresh the gauges when nothing changes, too.
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            // Refresh the gauges when nothing changes, too, and the view
+            // once the leadership's confirmation runs out.
+            _ = tokio::time::sleep(doubt_in.map_or(Duration::from_millis(500), |d| {
+                d.min(Duration::from_millis(500))
+            })) => {}
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Raft on the node's disk: starting it, publishing it to the services
-//! while it runs, and restarting it from disk, with backoff, when it stops
-//! on a fatal error (its storage failed).
+//! while it runs, and when its storage fails, stopping the node (a failed
+//! fsync, any I/O error) or restarting Raft from disk with backoff (a full
+//! disk).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,7 +22,8 @@ use crate::metrics as m;
 use crate::network::Network;
 use crate::raft::{MAX_PAYLOAD_ENTRIES, Raft};
 use crate::sm::StateMachine;
-use crate::storage::{LogStore, Tracker};
+use crate::storage::fsync::{self, Failure, Failures};
+use crate::storage::{LogStore, OpenError, Tracker};
 
 fn raft_config(cluster: &str) -> openraft::Config {
     openraft::Config {
@@ -60,7 +62,11 @@ impl<'a> Supervisor<'a> {
 
     /// Opens the snapshot and the log and starts Raft on them.
     pub async fn start(&self) -> Result<Running, NodeError> {
-        let sm = StateMachine::open(&self.node_dir.join("snapshots"))?;
+        let failures = Failures::default();
+        let snapshots = self.node_dir.join("snapshots");
+        fsync::settle(&snapshots)
+            .map_err(|(file, source)| NodeError::Log(OpenError::Sync { file, source }))?;
+        let sm = StateMachine::open(&snapshots, failures.clone())?;
         let raw = {
             let dir = self.node_dir.join("log");
             let log_opts = self.opts.log.clone();
@@ -72,7 +78,7 @@ impl<'a> Supervisor<'a> {
         let next = pos.next_index();
         let tracker = Arc::new(Mutex::new(Tracker::default()));
         tracker.lock().unwrap().reset(next, pos.fence);
-        let log = LogStore::new(raw, tracker);
+        let log = LogStore::new(raw, tracker, failures);
         log.replay_into_tracker(next)
             .map_err(|e| NodeError::Raft(StartError::Replay(e)))?;
         sm.attach_log(log.clone());
@@ -104,16 +110,17 @@ impl<'a> Supervisor<'a> {
         Ok(running)
     }
 
-    /// Runs Raft, starting from `first`, until `shutdown` completes: the
-    /// services see it in `current` while it runs, and why it does not in
-    /// `down`.
+    /// Runs Raft, starting from `first`, until `shutdown` completes (then
+    /// `Ok`) or its storage fails in a way only a new process can recover
+    /// from: the services see it in `current` while it runs, and why it
+    /// does not in `down`.
     pub async fn run(
         &self,
         first: Running,
         current: watch::Sender<Option<Running>>,
         down: watch::Sender<Option<String>>,
         shutdown: impl Future<Output = ()>,
-    ) {
+    ) -> Result<(), NodeError> {
         let client = Client::new(&self.opts.config, self.opts.credentials.clone());
         let mut shutdown = std::pin::pin!(shutdown);
         let mut next = Some(first);
@@ -131,7 +138,7 @@ impl<'a> Supervisor<'a> {
                         down.send_replace(Some(format!("storage failed: {e}")));
                         tokio::select! {
                             _ = backoff.wait() => {}
-                            _ = &mut shutdown => return,
+                            _ = &mut shutdown => return Ok(()),
                         }
                         continue;
                     }
@@ -141,8 +148,10 @@ impl<'a> Supervisor<'a> {
             current.send_replace(Some(running.clone()));
             down.send_replace(None);
 
+            let failures = running.log.failures().clone();
             let fatal = tokio::select! {
                 f = wait_fatal(&running.raft) => Some(f),
+                f = wait_failure(&failures) => Some(f.to_string()),
                 _ = &mut shutdown => None,
             };
             current.send_replace(None);
@@ -157,9 +166,19 @@ impl<'a> Supervisor<'a> {
                     if let Err(e) = log.sync() {
                         tracing::warn!("final flush of the log failed: {e}");
                     }
-                    return;
+                    return Ok(());
                 }
                 Some(why) => {
+                    let failure = failures.get();
+                    if after_failure(failure.as_ref()) == AfterFailure::Stop {
+                        let why = failure.map_or(why, |f| f.to_string());
+                        tracing::error!(
+                            "the event log's storage failed ({why}): stopping the node"
+                        );
+                        down.send_replace(Some(format!("storage failed: {why}")));
+                        let _ = raft.shutdown().await;
+                        return Err(NodeError::StorageFailed(why));
+                    }
                     tracing::error!("Raft stopped: {why}; restarting it from disk");
                     m::restarts();
                     down.send_replace(Some(format!("storage failed: {why}")));
@@ -169,7 +188,7 @@ impl<'a> Supervisor<'a> {
                     // failed starts lengthen it.
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.peek()) => {}
-                        _ = &mut shutdown => return,
+                        _ = &mut shutdown => return Ok(()),
                     }
                 }
             }
@@ -209,6 +228,46 @@ impl<'a> Supervisor<'a> {
     }
 }
 
+/// What the node does once its storage failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterFailure {
+    /// Restart Raft in this process from what is on disk.
+    Reopen,
+    /// Stop the process (non-zero exit); its next start settles the files
+    /// and reads back only what is on disk.
+    Stop,
+}
+
+/// What to do after `failure` (`None`: Raft stopped without a recorded
+/// storage failure, a panic say). Only a full disk (or quota) is reopened
+/// in-process: raft-log reports a failed write and a failed fdatasync
+/// alike, and after a failed fdatasync the page cache may hold clean pages
+/// that never reached the disk, so any other error stops the node. A full
+/// disk's failed write leaves nothing cached as clean, and the reopen
+/// syncs the files and drops their cached pages before reading them.
+pub(super) fn after_failure(failure: Option<&Failure>) -> AfterFailure {
+    match failure.map(|f| f.kind) {
+        Some(std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) => {
+            AfterFailure::Reopen
+        }
+        _ => AfterFailure::Stop,
+    }
+}
+
+/// Resolves once the log store or the state machine records a failure.
+async fn wait_failure(failures: &Failures) -> Failure {
+    let mut rx = failures.watch();
+    loop {
+        if let Some(f) = rx.borrow_and_update().clone() {
+            return f;
+        }
+        if rx.changed().await.is_err() {
+            // The sender lives as long as `failures`.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Resolves when Raft stops on a fatal error (storage failed, panicked).
 async fn wait_fatal(raft: &Raft) -> String {
     let mut metrics = raft.metrics();
@@ -219,5 +278,39 @@ async fn wait_fatal(raft: &Raft) -> String {
         if metrics.changed().await.is_err() {
             return "Raft stopped".into();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    fn failed(what: &'static str, err: io::Error) -> Failures {
+        let f = Failures::default();
+        f.report(what, &err);
+        f
+    }
+
+    #[test]
+    fn a_failed_fdatasync_stops_the_node() {
+        let eio = failed("append", io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(after_failure(eio.get().as_ref()), AfterFailure::Stop);
+        let snapshot = failed("snapshot", io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(after_failure(snapshot.get().as_ref()), AfterFailure::Stop);
+        // raft-log's worker stops after a failure: what fails next says only
+        // that, and stops the node too.
+        let gone = failed("vote", io::Error::other("Failed to send request"));
+        assert_eq!(after_failure(gone.get().as_ref()), AfterFailure::Stop);
+        assert_eq!(after_failure(None), AfterFailure::Stop);
+    }
+
+    #[test]
+    fn a_full_disk_reopens_from_disk() {
+        let full = failed("append", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(after_failure(full.get().as_ref()), AfterFailure::Reopen);
+        let quota = failed("append", io::Error::from_raw_os_error(libc::EDQUOT));
+        assert_eq!(after_failure(quota.get().as_ref()), AfterFailure::Reopen);
     }
 }

@@ -26,6 +26,7 @@ use crate::metrics as m;
 use crate::proto::{self, event_log_server};
 use crate::raft::TypeConfig;
 use crate::types::{Epoch, EventNum};
+use config::ReplicaId;
 
 pub(crate) struct ApiService {
     ctx: Ctx,
@@ -55,8 +56,20 @@ fn not_leader_response(seq: u64, hint: proto::LeaderHint) -> proto::AppendRespon
     }
 }
 
-/// Checks a batch against the limits before it is proposed.
-fn validate(limits: Limits, req: proto::AppendRequest) -> Result<Batch, AppendError> {
+/// The replica a peer is, if it is one: the writer a batch records.
+fn replica_of(peer: Option<&trust::Peer>) -> Option<ReplicaId> {
+    match peer?.identity.role {
+        config::Role::Replica(id) => Some(id),
+        _ => None,
+    }
+}
+
+/// Checks a batch against the limits before it is proposed; `by` wrote it.
+fn validate(
+    limits: Limits,
+    req: proto::AppendRequest,
+    by: Option<ReplicaId>,
+) -> Result<Batch, AppendError> {
     let first = EventNum(req.first);
     let count = req.events.len() as u64;
     if count > 0 {
@@ -100,6 +113,7 @@ fn validate(limits: Limits, req: proto::AppendRequest) -> Result<Batch, AppendEr
             })
             .collect(),
         retry: req.retry,
+        by,
     })
 }
 
@@ -209,10 +223,10 @@ fn write_action(ctx: &Ctx, epoch: Epoch) -> Action {
     }
 }
 
-async fn submit(ctx: &Ctx, req: proto::AppendRequest) -> Pending {
+async fn submit(ctx: &Ctx, req: proto::AppendRequest, by: Option<ReplicaId>) -> Pending {
     let seq = req.seq;
     let started = Instant::now();
-    let batch = match validate(ctx.limits, req) {
+    let batch = match validate(ctx.limits, req, by) {
         Ok(b) => b,
         Err(e) => {
             m::rejected(match e {
@@ -252,6 +266,17 @@ async fn submit(ctx: &Ctx, req: proto::AppendRequest) -> Pending {
     }
 }
 
+/// The highest epoch a `StaleEpoch` answer names.
+fn stale_epoch(resp: &proto::AppendResponse) -> Option<Epoch> {
+    use proto::append_error::Kind;
+    match &resp.result {
+        Some(proto::append_response::Result::Error(proto::AppendError {
+            kind: Some(Kind::StaleEpoch(highest)),
+        })) => Some(Epoch(*highest)),
+        _ => None,
+    }
+}
+
 fn role(state: ServerState) -> Role {
     match state {
         ServerState::Leader => Role::Leader,
@@ -284,7 +309,7 @@ impl event_log_server::EventLog for ApiService {
                 // why; so does a refusal.
                 let next = match req {
                     Ok(req) => match allow_write(&ctx, peer.as_ref(), Epoch(req.epoch)).await {
-                        Ok(_) => Ok(submit(&ctx, req).await),
+                        Ok(_) => Ok(submit(&ctx, req, replica_of(peer.as_ref())).await),
                         Err(refused) => Err(refused),
                     },
                     Err(status) => Err(status),
@@ -309,7 +334,9 @@ impl event_log_server::EventLog for ApiService {
         req: Request<proto::FenceRequest>,
     ) -> Result<Response<proto::AppendResponse>, Status> {
         let epoch = Epoch(req.get_ref().epoch);
-        allow_write(&self.ctx, trust::peer_of(&req).as_ref(), epoch).await?;
+        let peer = trust::peer_of(&req);
+        allow_write(&self.ctx, peer.as_ref(), epoch).await?;
+        let by = replica_of(peer.as_ref());
         let req = proto::AppendRequest {
             seq: 0,
             epoch: req.get_ref().epoch,
@@ -317,7 +344,14 @@ impl event_log_server::EventLog for ApiService {
             events: Vec::new(),
             retry: false,
         };
-        Ok(Response::new(submit(&self.ctx, req).await.resolve().await))
+        let mut resp = submit(&self.ctx, req, by).await.resolve().await;
+        // A fence refused as stale: a deposed leader's, or etcd's history
+        // went back (`Authz::stale`).
+        if let (Some(by), Some(highest)) = (by, stale_epoch(&resp)) {
+            let why = self.ctx.authz.stale(by, epoch, highest).await;
+            resp = error_response(resp.seq, &why);
+        }
+        Ok(Response::new(resp))
     }
 
     type ReadStream = BoxStream<proto::ReadResponse>;
@@ -616,9 +650,9 @@ mod tests {
             },
             max_snapshot_bytes: 0,
         };
-        assert!(validate(limits, req(5, &[100, 100])).is_ok());
+        assert!(validate(limits, req(5, &[100, 100]), None).is_ok());
         assert_eq!(
-            validate(limits, req(5, &[10, 101, 10])).unwrap_err(),
+            validate(limits, req(5, &[10, 101, 10]), None).unwrap_err(),
             AppendError::EventTooLarge {
                 event: EventNum(6),
                 size: 101,
@@ -626,7 +660,7 @@ mod tests {
             }
         );
         assert_eq!(
-            validate(limits, req(5, &[100, 100, 100])).unwrap_err(),
+            validate(limits, req(5, &[100, 100, 100]), None).unwrap_err(),
             AppendError::BatchTooLarge {
                 first: EventNum(5),
                 size: 300,
@@ -634,14 +668,14 @@ mod tests {
             }
         );
         assert!(matches!(
-            validate(limits, req(0, &[1])),
+            validate(limits, req(0, &[1]), None),
             Err(AppendError::Invalid(_))
         ));
         assert!(matches!(
-            validate(limits, req(u64::MAX, &[1, 1])),
+            validate(limits, req(u64::MAX, &[1, 1]), None),
             Err(AppendError::Invalid(_))
         ));
         // A fence has no events and no first number.
-        assert!(validate(limits, req(0, &[])).is_ok());
+        assert!(validate(limits, req(0, &[]), None).is_ok());
     }
 }

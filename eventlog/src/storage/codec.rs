@@ -223,6 +223,7 @@ mod tests {
                 data: bytes::Bytes::from_static(b"hello"),
             }],
             retry: false,
+            by: None,
         })))
     }
 

@@ -61,9 +61,9 @@ impl Tracker {
         self.states.truncate(pos);
         let prev = self.last_state();
         let state = match payload {
-            openraft::EntryPayload::Normal(Command::Append(b)) => {
-                prev.check(b.epoch, b.first, b.count()).unwrap_or(prev)
-            }
+            openraft::EntryPayload::Normal(Command::Append(b)) => prev
+                .check(b.epoch, b.first, b.count(), b.by)
+                .unwrap_or(prev),
             _ => prev,
         };
         self.states.push_back(state);
@@ -145,6 +145,7 @@ mod tests {
                 })
                 .collect(),
             retry: false,
+            by: None,
         }))
     }
 
@@ -175,6 +176,7 @@ mod tests {
             FenceState {
                 last: EventNum(20),
                 highest: Epoch(2),
+                holder: None,
             },
         );
         t.append(LogIndex(10), &batch(2, 21, 2));

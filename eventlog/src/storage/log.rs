@@ -7,6 +7,10 @@
 //! flush before submitting the next append, so concurrent batches share
 //! fsyncs; an append is acknowledged (its callback called) only after the
 //! fdatasync that covers it returned.
+//!
+//! Any failed write or fdatasync is recorded in the store's [`Failures`]:
+//! the node stops on it (see `fsync`), and at its next start syncs the
+//! files and drops their cached pages before reading them back.
 
 use std::fmt::Debug;
 use std::io;
@@ -25,6 +29,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::codec::{Flushed, Lid, Payload, Rl, VoteRec};
 use super::durable::Tracker;
+use super::fsync::{self, Failures};
 use crate::metrics as m;
 use crate::raft::{Entry, LogId, TypeConfig, Vote};
 
@@ -70,6 +75,12 @@ pub enum OpenError {
     },
     #[error("cannot open the log in {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
+    #[error(
+        "cannot make {file} durable before reading it back: {source}; the disk is failing, \
+         or a write before this start did not reach it: check the disk (and the kernel log), \
+         then restart the node"
+    )]
+    Sync { file: PathBuf, source: io::Error },
 }
 
 /// The Raft log of one node. Cloning shares it (replication tasks read
@@ -82,17 +93,26 @@ pub(crate) struct LogStore {
     flushed_tx: Arc<watch::Sender<Option<LogIndex>>>,
     /// A committed index was written but no fdatasync has covered it yet.
     commit_unsynced: Arc<AtomicBool>,
+    /// The first write or fdatasync that failed.
+    failures: Failures,
+    /// Tests: the next flush fails with this error instead of its result.
+    #[cfg(test)]
+    fault: Arc<Mutex<Option<io::Error>>>,
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir`. A torn tail left by a crash is
-    /// cut; a damaged record anywhere else is an error naming the file and
-    /// the byte.
+    /// Opens (or creates) the log in `dir`. Its files are made durable and
+    /// their cached pages dropped first, so that everything read back is
+    /// on disk (a process that stopped before its fdatasync, or after a
+    /// failed one, left pages in the cache that are not). A torn tail left
+    /// by a crash is cut; a damaged record anywhere else is an error naming
+    /// the file and the byte.
     pub fn open(dir: &Path, options: &LogOptions) -> Result<RaftLog<Rl>, OpenError> {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
             dir: dir.to_path_buf(),
             source,
         })?;
+        fsync::settle(dir).map_err(|(file, source)| OpenError::Sync { file, source })?;
         let config = Arc::new(raft_log::Config {
             wal: raft_log::chunked_wal::Config {
                 dir: dir.to_string_lossy().into_owned(),
@@ -117,14 +137,44 @@ impl LogStore {
         })
     }
 
-    pub fn new(log: RaftLog<Rl>, tracker: Arc<Mutex<Tracker>>) -> Self {
+    pub fn new(log: RaftLog<Rl>, tracker: Arc<Mutex<Tracker>>, failures: Failures) -> Self {
         let flushed = tracker.lock().unwrap().flushed_index();
         LogStore {
             log: Arc::new(Mutex::new(log)),
             tracker,
             flushed_tx: Arc::new(watch::channel(flushed).0),
             commit_unsynced: Arc::new(AtomicBool::new(false)),
+            failures,
+            #[cfg(test)]
+            fault: Arc::default(),
         }
+    }
+
+    /// Hands everything queued to the flush thread with an fdatasync (none
+    /// if the debug switch skips it); `then` gets the result once it is
+    /// done, after a failure has been recorded as `what`'s.
+    fn flush(
+        &self,
+        log: &mut RaftLog<Rl>,
+        what: &'static str,
+        then: impl FnOnce(io::Result<()>) + Send + 'static,
+    ) -> io::Result<()> {
+        let failures = self.failures.clone();
+        #[cfg(test)]
+        let fault = self.fault.lock().unwrap().take();
+        let done = move |res: io::Result<()>| {
+            #[cfg(test)]
+            let res = match fault {
+                Some(e) => Err(e),
+                None => res,
+            };
+            if let Err(e) = &res {
+                failures.report(what, e);
+            }
+            then(res);
+        };
+        log.flush(!fsync::skip_fdatasync(), Some(Flushed::new(done)))
+            .inspect_err(self.failures.on(what))
     }
 
     /// The last log index known to be on disk, as it changes.
@@ -134,6 +184,11 @@ impl LogStore {
 
     pub fn tracker(&self) -> &Arc<Mutex<Tracker>> {
         &self.tracker
+    }
+
+    /// The first write or fdatasync that failed, as it happens.
+    pub fn failures(&self) -> &Failures {
+        &self.failures
     }
 
     fn lock(&self) -> MutexGuard<'_, RaftLog<Rl>> {
@@ -147,9 +202,8 @@ impl LogStore {
     pub fn sync_committed(&self) {
         if self.commit_unsynced.swap(false, Ordering::AcqRel) {
             let mut log = self.lock();
-            if log.flush(true, None).is_err() {
-                m::storage_error("commit");
-            }
+            // A failure is recorded (and stops the node) either way.
+            let _ = self.flush(&mut log, "commit", drop);
         }
     }
 
@@ -170,14 +224,16 @@ impl LogStore {
     }
 
     /// Feeds the tracker every entry after `index` (on open, and after a
-    /// snapshot replaced the state machine).
+    /// snapshot replaced the state machine). Everything it reads counts as
+    /// on disk: `open` made the files durable and dropped their cached
+    /// pages, and a failed fdatasync since stops the node.
     pub fn replay_into_tracker(&self, from: LogIndex) -> io::Result<()> {
         let log = self.lock();
         let mut tracker = self.tracker.lock().unwrap();
         let last = log.log_state().last().map(|l| LogIndex(l.0.index));
         if let Some(last) = last {
             for item in log.read(from.get(), last.get() + 1) {
-                let (lid, payload) = item?;
+                let (lid, payload) = item.inspect_err(self.failures.on("read"))?;
                 tracker.append(LogIndex(lid.0.index), &payload.payload);
             }
             tracker.flushed(last);
@@ -193,7 +249,7 @@ impl LogStore {
         let rx = {
             let mut log = self.lock();
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            log.flush(true, Some(Flushed::new(move |r| drop(tx.send(r)))))?;
+            self.flush(&mut log, "flush", move |r| drop(tx.send(r)))?;
             rx
         };
         rx.recv().map_err(io::Error::other)?
@@ -201,22 +257,20 @@ impl LogStore {
 
     /// Queues the pending records with an fdatasync; the receiver says when
     /// it is done.
-    fn flush_signal(log: &mut RaftLog<Rl>) -> io::Result<oneshot::Receiver<io::Result<()>>> {
+    fn flush_signal(
+        &self,
+        log: &mut RaftLog<Rl>,
+        what: &'static str,
+    ) -> io::Result<oneshot::Receiver<io::Result<()>>> {
         let (tx, rx) = oneshot::channel();
-        log.flush(true, Some(Flushed::new(move |r| drop(tx.send(r)))))
-            .inspect_err(|_| m::storage_error("flush"))?;
+        self.flush(log, what, move |r| drop(tx.send(r)))?;
         Ok(rx)
     }
 }
 
 async fn wait_flush(rx: oneshot::Receiver<io::Result<()>>) -> io::Result<()> {
-    let res = rx
-        .await
-        .unwrap_or_else(|_| Err(io::Error::other("the flush worker stopped")));
-    if res.is_err() {
-        m::storage_error("flush");
-    }
-    res
+    rx.await
+        .unwrap_or_else(|_| Err(io::Error::other("the flush worker stopped")))
 }
 
 /// Finds the first record raft-log cannot decode: `(file, byte, why)`.
@@ -272,7 +326,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 })
             })
             .collect::<io::Result<Vec<_>>>()
-            .inspect_err(|_| m::storage_error("read"))
+            .inspect_err(self.failures.on("read"))
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
@@ -301,8 +355,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let rx = {
             let mut log = self.lock();
             log.save_vote(VoteRec(*vote))
-                .inspect_err(|_| m::storage_error("vote"))?;
-            Self::flush_signal(&mut log)?
+                .inspect_err(self.failures.on("vote"))?;
+            self.flush_signal(&mut log, "vote")?
         };
         wait_flush(rx).await
     }
@@ -313,14 +367,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         let mut log = self.lock();
         log.commit(Lid(committed))
-            .inspect_err(|_| m::storage_error("commit"))?;
+            .inspect_err(self.failures.on("commit"))?;
         // The next append's fdatasync covers it (raft-log syncs a batch if
         // any write in it asks to), or `sync_committed` does within a
         // fraction of a second. Raft's safety does not depend on it; a
         // restart re-applies up to it before hearing from a leader.
         self.commit_unsynced.store(true, Ordering::Release);
-        log.flush(false, None)
-            .inspect_err(|_| m::storage_error("commit"))
+        let failures = self.failures.clone();
+        let written = move |res: io::Result<()>| {
+            if let Err(e) = res {
+                failures.report("commit", &e);
+            }
+        };
+        log.flush(false, Some(Flushed::new(written)))
+            .inspect_err(self.failures.on("commit"))
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
@@ -342,7 +402,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 (Lid(e.log_id), Payload::new(e.payload))
             });
             log.append(records)
-                .inspect_err(|_| m::storage_error("append"))?;
+                .inspect_err(self.failures.on("append"))?;
         }
         let Some(last) = last else {
             callback.io_completed(Ok(()));
@@ -353,55 +413,44 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let started = Instant::now();
         // This fdatasync covers every record queued before it.
         self.commit_unsynced.store(false, Ordering::Release);
-        log.flush(
-            true,
-            Some(Flushed::new(move |res| {
-                m::log_flush(started.elapsed());
-                match &res {
-                    Ok(()) => {
-                        tracker.lock().unwrap().flushed(last);
-                        flushed_tx.send_if_modified(|f| {
-                            let newer = f.is_none_or(|f| f < last);
-                            if newer {
-                                *f = Some(last);
-                            }
-                            newer
-                        });
+        self.flush(&mut log, "append", move |res| {
+            m::log_flush(started.elapsed());
+            // A failure is recorded already; nothing after it counts.
+            if res.is_ok() {
+                tracker.lock().unwrap().flushed(last);
+                flushed_tx.send_if_modified(|f| {
+                    let newer = f.is_none_or(|f| f < last);
+                    if newer {
+                        *f = Some(last);
                     }
-                    Err(e) => {
-                        m::storage_error("append");
-                        tracing::error!("writing the log failed: {e}");
-                    }
-                }
-                callback.io_completed(res);
-            })),
-        )
-        .inspect_err(|_| m::storage_error("append"))
+                    newer
+                });
+            }
+            callback.io_completed(res);
+        })
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let mut log = self.lock();
         let index = last_log_id.as_ref().map(|l| LogIndex(l.index));
         log.truncate(index.map_or(0, |i| i.get() + 1))
-            .inspect_err(|_| m::storage_error("truncate"))?;
+            .inspect_err(self.failures.on("truncate"))?;
         self.tracker.lock().unwrap().truncate_after(index);
         self.flushed_tx
             .send_modify(|f| *f = index.and_then(|i| f.map(|f| f.min(i))));
-        log.flush(true, None)
-            .inspect_err(|_| m::storage_error("truncate"))
+        self.flush(&mut log, "truncate", drop)
     }
 
     async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         let mut log = self.lock();
         let index = LogIndex(log_id.index);
         log.purge(Lid(log_id))
-            .inspect_err(|_| m::storage_error("purge"))?;
+            .inspect_err(self.failures.on("purge"))?;
         self.tracker.lock().unwrap().purge(index);
         m::log_purged(index);
         // The chunk files wholly below the purge point are removed once this
         // flush makes the purge record durable.
-        log.flush(true, None)
-            .inspect_err(|_| m::storage_error("purge"))
+        self.flush(&mut log, "purge", drop)
     }
 }
 
@@ -428,13 +477,14 @@ mod tests {
                     data: bytes::Bytes::from(vec![index as u8; 100]),
                 }],
                 retry: false,
+                by: None,
             })),
         }
     }
 
     fn open(dir: &Path) -> Result<LogStore, OpenError> {
         let log = LogStore::open(dir, &LogOptions::default())?;
-        Ok(LogStore::new(log, Arc::default()))
+        Ok(LogStore::new(log, Arc::default(), Failures::default()))
     }
 
     async fn append(store: &mut LogStore, range: std::ops::Range<u64>) {
@@ -563,6 +613,36 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&file.display().to_string()), "{msg}");
         assert!(msg.contains(&format!("byte {offset}")), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fdatasync_is_recorded_and_nothing_after_it_counts_as_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path()).unwrap();
+        store
+            .tracker()
+            .lock()
+            .unwrap()
+            .reset(LogIndex(1), Default::default());
+        append(&mut store, 1..3).await;
+        assert_eq!(store.failures().get(), None);
+        *store.fault.lock().unwrap() = Some(io::Error::from_raw_os_error(libc::EIO));
+        use openraft::type_config::TypeConfigExt;
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append((3..5).map(entry), IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        let acked = rx.await.unwrap();
+        assert!(acked.is_err(), "the append was acknowledged: {acked:?}");
+        let failure = store.failures().get().expect("the failure is recorded");
+        assert_eq!(failure.what, "append");
+        assert_eq!(failure.kind, io::Error::from_raw_os_error(libc::EIO).kind());
+        assert_eq!(
+            store.tracker().lock().unwrap().flushed_index(),
+            Some(LogIndex(2))
+        );
+        assert_eq!(*store.watch_flushed().borrow(), Some(LogIndex(2)));
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod codec;
 mod durable;
+pub(crate) mod fsync;
 mod log;
 #[cfg(test)]
 mod suite;
