@@ -300,10 +300,9 @@ impl ChaosReport {
             "| fault | rounds | not recovered | unavailable p50 | p99 | max |\n|---|---|---|---|---|---|\n",
         );
         for (kind, rounds) in by_kind {
-            let mut u: Vec<Duration> = rounds.iter().map(|r| r.unavailable).collect();
+            let u: Vec<Duration> = rounds.iter().map(|r| r.unavailable).collect();
             let q = |q| crate::probe::quantile(&mut u.clone(), q).unwrap_or_default();
             let max = u.iter().max().copied().unwrap_or_default();
-            u.sort();
             out += &format!(
                 "| {} | {} | {} | {:.2} s | {:.2} s | {:.2} s |\n",
                 kind.name(),
@@ -410,7 +409,11 @@ impl Disks {
         let mut notes = Vec::new();
         if let Some(fs) = self.fs.take() {
             for f in fs {
-                notes.push(f.crash()?.to_string());
+                let lost = f.crash();
+                notes.push(format!(
+                    "{} bytes in {} files never synced, gone",
+                    lost.dropped_bytes, lost.dropped_files
+                ));
             }
         }
         self.remount()?;

@@ -433,6 +433,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let mut log = self.lock();
         let index = last_log_id.as_ref().map(|l| LogIndex(l.index));
+        // Nothing after it: raft-log would look the entry up and fail, and a
+        // failed truncation stops the node.
+        let last = log.log_state().last().map(|l| l.0.index);
+        if index.is_some_and(|i| last.is_none_or(|l| i.get() >= l)) {
+            return Ok(());
+        }
         log.truncate(index.map_or(0, |i| i.get() + 1))
             .inspect_err(self.failures.on("truncate"))?;
         self.tracker.lock().unwrap().truncate_after(index);

@@ -135,12 +135,6 @@ macro_rules! all_tests {
             purge_logs_upto_0,
             purge_logs_upto_5,
             purge_logs_upto_20,
-            // Truncating after index 11 of a log that ends at 10: raft-log
-            // refuses ("Log not found at index 11") and so does the store.
-            // openraft (0.10.0-alpha.37, FollowingHandler::truncate_logs)
-            // only truncates after a log id it holds or the purged one, so
-            // the node never asks this; docs/EVENTLOG.md.
-            #[ignore = "truncate_after past the log's end is an error here; openraft never asks it"]
             delete_logs_after_11,
             delete_logs_after_5,
             delete_logs_after_0,
