@@ -14,6 +14,7 @@ pub mod edge;
 pub mod etcd;
 pub mod frame;
 pub mod lab;
+pub mod lazyfs;
 pub mod metrics_doc;
 pub mod netns;
 pub mod pki;
