@@ -16,6 +16,7 @@ pub mod etcd;
 pub mod frame;
 pub mod history;
 pub mod lab;
+pub mod lazyfs;
 pub mod metrics_doc;
 pub mod netns;
 pub mod pki;

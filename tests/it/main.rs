@@ -15,6 +15,7 @@ mod etcd_grant;
 mod eventlog_cluster;
 mod ffi;
 mod gatekeeper_daemon;
+mod lazyfs;
 mod lb_fanout;
 mod observability;
 mod status;
