@@ -464,6 +464,7 @@ impl Nemesis {
             }
         }
         lab.start_all()?;
+        eprintln!("chaos: the cluster is up in {}", lab.dir().display());
         let etcd_snapshot = if opts.kinds.contains(&FaultKind::EtcdRollback) {
             let path = lab.dir().join("etcd-at-start.db");
             lab.etcd_mut().snapshot(&path)?;
@@ -512,6 +513,7 @@ impl Nemesis {
     pub fn power_loss(&mut self, i: u8) -> io::Result<String> {
         self.lab.kill(&Daemon::Replica(i));
         self.lab.kill(&Daemon::Eventlog(i));
+        eprintln!("chaos: replica {i} lost power: its disks forget what was not synced");
         let disks = self.disks.get_mut(&i).expect("a replica's disks");
         disks.crash()
     }
@@ -726,9 +728,11 @@ impl Nemesis {
                 self.lab.start(Daemon::Replica(i))?;
             }
         }
+        eprintln!("chaos: waiting for every replica to catch up");
         for i in 1..=self.replicas {
             self.lab.wait_caught_up(i, Duration::from_secs(60))?;
         }
+        eprintln!("chaos: reading every replica's log");
         // Let the watcher see the last commit point.
         std::thread::sleep(Duration::from_millis(500));
         self.stop_watch
