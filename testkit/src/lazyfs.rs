@@ -46,8 +46,16 @@ use fuser::{
 /// replies, which the kernel applies itself.
 const TTL: Duration = Duration::from_secs(1);
 
-/// The mount's type in /proc/self/mountinfo: `fuse.` and the subtype.
-const FS_TYPE: &str = "fuse.lazyfs";
+/// How our mounts' source (the `fsname` option) begins in
+/// /proc/self/mountinfo, where the type is plain `fuse`.
+const SOURCE_PREFIX: &str = "lazyfs:";
+
+/// Files are opened without FLUSH on close: close persists nothing, and a
+/// process that dies with files open on a mount it serves itself (a test
+/// killed on time-out) would otherwise hang for good in its exit, waiting
+/// for a flush that its own dead threads were to answer. RELEASE is sent
+/// without waiting.
+const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
 
 /// Threads reading FUSE requests: a slow fsync must not stop reads of
 /// other files.
@@ -102,8 +110,7 @@ impl LazyFs {
         let shared = Arc::new(Shared::new(backing.clone())?);
         let mut config = fuser::Config::default();
         config.mount_options = vec![
-            MountOption::FSName(format!("lazyfs:{}", backing.display())),
-            MountOption::Subtype("lazyfs".into()),
+            MountOption::FSName(format!("{SOURCE_PREFIX}{}", backing.display())),
             MountOption::DefaultPermissions,
             MountOption::RW,
         ];
@@ -182,7 +189,11 @@ impl LazyFs {
         }
         if mounted_dev(path) == Some(self.dev) {
             if let Err(e) = umount2(path, libc::MNT_DETACH) {
-                tracing::warn!(mountpoint = %path.display(), error = %e, "could not detach lazyfs");
+                // Joining the threads would wait for a connection that
+                // nothing ends: leave them.
+                tracing::error!(mountpoint = %path.display(), error = %e, "could not unmount lazyfs; its threads are left running");
+                std::mem::forget(session);
+                return;
             }
         }
         // The serving threads end when the aborted connection tells them.
@@ -229,7 +240,9 @@ fn absolute_unresolved(path: &Path) -> io::Result<PathBuf> {
 /// mid-run); refuses to mount over one that still serves.
 fn clear_stale_mount(path: &Path) -> io::Result<()> {
     while mounted_dev(path).is_some() {
-        match fs::metadata(path) {
+        // opendir always asks the server, where stat may be answered from
+        // the kernel's attribute cache.
+        match fs::read_dir(path) {
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
                 tracing::warn!(mountpoint = %path.display(), "detaching a dead lazyfs mount");
                 umount2(path, libc::MNT_DETACH)?;
@@ -257,8 +270,13 @@ fn mounted_dev(path: &Path) -> Option<u64> {
             let dev = fields.nth(2)?;
             let point = fields.nth(1)?;
             let (_, after) = line.split_once(" - ")?;
-            let fstype = after.split(' ').next()?;
-            (fstype == FS_TYPE && unescape_mountinfo(point) == want).then_some(dev)
+            let mut after = after.split(' ');
+            let fstype = after.next()?;
+            let source = after.next()?;
+            (fstype.starts_with("fuse")
+                && source.starts_with(SOURCE_PREFIX)
+                && unescape_mountinfo(point) == want)
+                .then_some(dev)
         })
         .last()
         .and_then(|dev| {
@@ -1158,7 +1176,7 @@ impl Filesystem for Fs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.0.open_file(ino.0, flags.0 & libc::O_TRUNC != 0) {
-            Ok(()) => reply.opened(FileHandle(ino.0), FopenFlags::empty()),
+            Ok(()) => reply.opened(FileHandle(ino.0), OPEN_FLAGS),
             Err(e) => reply.error(e),
         }
     }
@@ -1396,13 +1414,7 @@ impl Filesystem for Fs {
             self.0.attr(id)
         })();
         match res {
-            Ok(a) => reply.created(
-                &TTL,
-                &a,
-                Generation(0),
-                FileHandle(a.ino.0),
-                FopenFlags::empty(),
-            ),
+            Ok(a) => reply.created(&TTL, &a, Generation(0), FileHandle(a.ino.0), OPEN_FLAGS),
             Err(e) => reply.error(e),
         }
     }
