@@ -17,6 +17,8 @@ mod publish;
 pub(crate) use publish::other_voters;
 mod server;
 mod supervisor;
+#[cfg(test)]
+pub(crate) use supervisor::open_storage;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use crate::network::Network;
 use crate::raft::{MAX_PAYLOAD_ENTRIES, Raft};
 use crate::sm::StateMachine;
 use crate::storage::fsync::{self, Failure, Failures};
-use crate::storage::{LogStore, OpenError, Tracker};
+use crate::storage::{LogOptions, LogStore, OpenError, Tracker};
 
 fn raft_config(cluster: &str) -> openraft::Config {
     openraft::Config {
@@ -44,6 +44,30 @@ fn raft_config(cluster: &str) -> openraft::Config {
 }
 
 /// Starts and restarts Raft for one node.
+/// Opens a node's storage from what is really on disk (each file synced
+/// and dropped from the page cache first, `fsync::settle`): the snapshot,
+/// then the log, replayed into the tracker of what is flushed. Blocking.
+pub(crate) fn open_storage(
+    node_dir: &Path,
+    log_opts: &LogOptions,
+) -> Result<(LogStore, StateMachine), NodeError> {
+    let failures = Failures::default();
+    let snapshots = node_dir.join("snapshots");
+    fsync::settle(&snapshots)
+        .map_err(|(file, source)| NodeError::Log(OpenError::Sync { file, source }))?;
+    let sm = StateMachine::open(&snapshots, failures.clone())?;
+    let raw = LogStore::open(&node_dir.join("log"), log_opts)?;
+    let pos = sm.position();
+    let next = pos.next_index();
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    tracker.lock().unwrap().reset(next, pos.fence);
+    let log = LogStore::new(raw, tracker, failures);
+    log.replay_into_tracker(next)
+        .map_err(|e| NodeError::Raft(StartError::Replay(e)))?;
+    sm.attach_log(log.clone());
+    Ok((log, sm))
+}
+
 pub(super) struct Supervisor<'a> {
     opts: &'a NodeOptions,
     node_dir: PathBuf,
@@ -62,26 +86,10 @@ impl<'a> Supervisor<'a> {
 
     /// Opens the snapshot and the log and starts Raft on them.
     pub async fn start(&self) -> Result<Running, NodeError> {
-        let failures = Failures::default();
-        let snapshots = self.node_dir.join("snapshots");
-        fsync::settle(&snapshots)
-            .map_err(|(file, source)| NodeError::Log(OpenError::Sync { file, source }))?;
-        let sm = StateMachine::open(&snapshots, failures.clone())?;
-        let raw = {
-            let dir = self.node_dir.join("log");
-            let log_opts = self.opts.log.clone();
-            tokio::task::spawn_blocking(move || LogStore::open(&dir, &log_opts))
-                .await
-                .map_err(|e| NodeError::Raft(StartError::Open(e)))??
-        };
-        let pos = sm.position();
-        let next = pos.next_index();
-        let tracker = Arc::new(Mutex::new(Tracker::default()));
-        tracker.lock().unwrap().reset(next, pos.fence);
-        let log = LogStore::new(raw, tracker, failures);
-        log.replay_into_tracker(next)
-            .map_err(|e| NodeError::Raft(StartError::Replay(e)))?;
-        sm.attach_log(log.clone());
+        let (dir, log_opts) = (self.node_dir.clone(), self.opts.log.clone());
+        let (log, sm) = tokio::task::spawn_blocking(move || open_storage(&dir, &log_opts))
+            .await
+            .map_err(|e| NodeError::Raft(StartError::Open(e)))??;
 
         let network = Network {
             channels: self.channels.clone(),

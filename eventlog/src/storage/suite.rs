@@ -9,13 +9,12 @@
 //! really delete files and reads cross chunk boundaries.
 
 use std::io;
-use std::sync::{Arc, Mutex};
 
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::{ErrorSubject, ErrorVerb, StorageError};
 use tempfile::TempDir;
 
-use super::{LogOptions, LogStore, Tracker};
+use super::{LogOptions, LogStore};
 use crate::ids::NodeId;
 use crate::raft::TypeConfig;
 use crate::sm::StateMachine;
@@ -46,18 +45,9 @@ fn store_error(
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(|e| store_error(ErrorVerb::Write, e))?;
-        let sm = StateMachine::open(&dir.path().join("snapshots"))
+        // As the node opens them (node/supervisor.rs).
+        let (log, sm) = crate::node::open_storage(dir.path(), &self.options)
             .map_err(|e| store_error(ErrorVerb::Read, e))?;
-        let raw = LogStore::open(&dir.path().join("log"), &self.options)
-            .map_err(|e| store_error(ErrorVerb::Read, e))?;
-        let pos = sm.position();
-        let next = pos.next_index();
-        let tracker = Arc::new(Mutex::new(Tracker::default()));
-        tracker.lock().unwrap().reset(next, pos.fence);
-        let log = LogStore::new(raw, tracker);
-        log.replay_into_tracker(next)
-            .map_err(|e| store_error(ErrorVerb::Read, e))?;
-        sm.attach_log(log.clone());
         Ok((dir, log, sm))
     }
 }
