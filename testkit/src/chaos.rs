@@ -288,6 +288,9 @@ pub struct Round {
     /// The longest time the peer went without an answer from the fault's
     /// start until the round ended.
     pub unavailable: Duration,
+    /// Events the event log acknowledged from the fault's start until the
+    /// round ended.
+    pub acked: u64,
 }
 
 /// What a run saw.
@@ -309,16 +312,17 @@ impl ChaosReport {
             by_kind.entry(r.fault.kind).or_default().push(r);
         }
         let mut out = String::from(
-            "| fault | rounds | not recovered | unavailable p50 | p99 | max |\n|---|---|---|---|---|---|\n",
+            "| fault | rounds | acknowledged during | not recovered | unavailable p50 | p99 | max |\n|---|---|---|---|---|---|---|\n",
         );
         for (kind, rounds) in by_kind {
             let u: Vec<Duration> = rounds.iter().map(|r| r.unavailable).collect();
             let q = |q| crate::probe::quantile(&mut u.clone(), q).unwrap_or_default();
             let max = u.iter().max().copied().unwrap_or_default();
             out += &format!(
-                "| {} | {} | {} | {:.2} s | {:.2} s | {:.2} s |\n",
+                "| {} | {} | {} | {} | {:.2} s | {:.2} s | {:.2} s |\n",
                 kind.name(),
                 rounds.len(),
+                rounds.iter().map(|r| r.acked).sum::<u64>(),
                 rounds.iter().filter(|r| r.recovered.is_none()).count(),
                 q(0.5).as_secs_f64(),
                 q(0.99).as_secs_f64(),
@@ -652,8 +656,10 @@ impl Nemesis {
                 let until = Instant::now() + hold;
                 let node = Daemon::Eventlog(i);
                 while Instant::now() < until {
-                    if self.lab.exited().contains(&node) {
-                        notes.push(format!("eventlog-{i} exited"));
+                    if let Some((_, status)) =
+                        self.lab.exited().into_iter().find(|(d, _)| *d == node)
+                    {
+                        notes.push(format!("eventlog-{i} stopped itself ({status})"));
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -711,8 +717,8 @@ impl Nemesis {
             }
         }
         // What systemd would do: start again whatever exited.
-        for d in self.lab.exited() {
-            notes.push(format!("{d} had exited: started again"));
+        for (d, status) in self.lab.exited() {
+            notes.push(format!("{d} had exited ({status}): started again"));
             self.lab.start(d)?;
         }
         Ok(notes)
@@ -746,7 +752,7 @@ impl Nemesis {
     /// Stops the watcher, starts anything that is down, waits for every
     /// replica to catch up, and reads every replica's log.
     pub fn finish(&mut self, probe: &ProbeReport) -> io::Result<History> {
-        for d in self.lab.exited() {
+        for (d, _) in self.lab.exited() {
             self.lab.start(d)?;
         }
         for i in 1..=self.replicas {
@@ -893,6 +899,7 @@ pub fn run(opts: &ChaosOptions) -> io::Result<ChaosReport> {
             healed,
             recovered,
             unavailable: Duration::ZERO,
+            acked: 0,
         });
     }
     let report = probe.stop();
@@ -907,6 +914,19 @@ pub fn run(opts: &ChaosOptions) -> io::Result<ChaosReport> {
     }
     let probe_sent = report.sent.len();
     let history = nemesis.finish(&report)?;
+    let acked_by = |t: Instant| {
+        history
+            .acked
+            .iter()
+            .filter(|a| a.at <= t)
+            .map(|a| a.num.get())
+            .max()
+            .unwrap_or(0)
+    };
+    for r in &mut rounds {
+        let end = r.recovered.unwrap_or(r.healed).max(r.healed);
+        r.acked = acked_by(end).saturating_sub(acked_by(r.started));
+    }
     let check = history::check(&history, &checker());
     Ok(ChaosReport {
         seed: opts.seed,
@@ -949,6 +969,7 @@ pub fn power_loss_check(opts: &ChaosOptions, load: Duration) -> io::Result<Chaos
             recovered: Some(healed),
             // No load during it: the time the hosts were down.
             unavailable: healed - started,
+            acked: 0,
         }],
         check,
         probe_sent,

@@ -445,12 +445,13 @@ impl ClusterLab {
         &mut self.etcd
     }
 
-    /// The daemons that were started and have exited by themselves since.
-    pub fn exited(&mut self) -> Vec<Daemon> {
+    /// The daemons that were started and have exited by themselves since,
+    /// and how.
+    pub fn exited(&mut self) -> Vec<(Daemon, std::process::ExitStatus)> {
         self.daemons
             .names()
             .into_iter()
-            .filter(|d| !self.daemons.is_running(d))
+            .filter_map(|d| Some((d.clone(), self.daemons.exit_status(&d)?)))
             .collect()
     }
 

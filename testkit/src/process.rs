@@ -133,6 +133,11 @@ impl<K: Ord + Clone + fmt::Display> Supervisor<K> {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// How `name` exited by itself, if it was started and has.
+    pub fn exit_status(&mut self, name: &K) -> Option<ExitStatus> {
+        self.children.get_mut(name)?.try_wait().ok().flatten()
+    }
+
     /// Whether `name` was started and not yet stopped or killed (it may have
     /// exited by itself).
     pub fn is_started(&self, name: &K) -> bool {

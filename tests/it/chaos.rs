@@ -89,3 +89,34 @@ fn power_loss_loses_nothing_acknowledged_and_the_check_can_fail() {
         unsynced.check
     );
 }
+
+/// EIO on fsync under the leader's and a follower's event log node: each
+/// node stops itself with a non-zero exit rather than go on with what its
+/// cache says, comes back (as systemd would start it) from what is on its
+/// disk, and nothing acknowledged is lost.
+#[test]
+fn eio_on_fsync_stops_the_node_and_it_recovers_from_its_disk() {
+    testkit::require_root("builds namespaces, attaches XDP and mounts FUSE");
+    let mut opts = options();
+    opts.kinds = vec![chaos::FaultKind::FsyncEio];
+    opts.rounds = 2;
+    let report = chaos::run(&opts).unwrap_or_else(|e| panic!("seed {}: {e}", opts.seed));
+    eprintln!("{report}");
+    assert!(report.check.violations.is_empty(), "{}", report.check);
+    for round in &report.rounds {
+        assert!(
+            round
+                .notes
+                .iter()
+                .any(|n| n.contains("stopped itself (exit status: 1)")),
+            "{}: the node did not stop itself: {:?}",
+            round.fault,
+            round.notes
+        );
+        assert!(
+            round.recovered.is_some(),
+            "{}: never recovered",
+            round.fault
+        );
+    }
+}

@@ -47,7 +47,9 @@ struct FileInner {
     opens: u32,
     /// Written, not yet synced.
     dirty: Extents,
-    /// Written, fsync failed: read like clean pages, never persisted.
+    /// Written, fsync failed: read like clean pages while the file is
+    /// open, never persisted, forgotten when its last handle closes (the
+    /// page cache dropped).
     lost: Extents,
     /// No name left in the backing directory: its data goes with the last
     /// handle.
@@ -530,6 +532,19 @@ impl Shared {
             f.fd = None;
             if f.unlinked {
                 self.drop_data(&mut f, "last handle of an unlinked file closed");
+            } else if f.lost.bytes > 0 {
+                // Pages whose writeback failed are clean: Linux may evict
+                // them at any time, and a program that reopens the file
+                // after dropping its cache (the event log node's start,
+                // fadvise DONTNEED) reads the disk's older bytes. With no
+                // handle left, forget them here.
+                let before = (f.dirty.bytes, f.lost.bytes);
+                f.lost.take();
+                self.account(before, &f);
+                tracing::debug!(
+                    ino,
+                    "lazyfs forgot data whose fsync failed: its last handle closed"
+                );
             }
         }
     }
