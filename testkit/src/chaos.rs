@@ -887,7 +887,11 @@ pub fn run(opts: &ChaosOptions) -> io::Result<ChaosReport> {
         }
         eprintln!("chaos: round {}: {fault}", rounds.len());
         let started = Instant::now();
-        let notes = nemesis.apply(fault)?;
+        // A round that cannot be applied (no leader to aim at) is an
+        // outage of its own: noted, and the run goes on.
+        let notes = nemesis
+            .apply(fault)
+            .unwrap_or_else(|e| vec![format!("could not apply it: {e}")]);
         let healed = Instant::now();
         let recovered = wait_answering(&probe, healed, RECOVERY_LIMIT);
         // A moment of normal service between faults.

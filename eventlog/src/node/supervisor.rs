@@ -56,7 +56,31 @@ pub(crate) fn open_storage(
     fsync::settle(&snapshots)
         .map_err(|(file, source)| NodeError::Log(OpenError::Sync { file, source }))?;
     let sm = StateMachine::open(&snapshots, failures.clone())?;
-    let raw = LogStore::open(&node_dir.join("log"), log_opts)?;
+    let log_dir = node_dir.join("log");
+    let marker = node_dir.join(fsync::FAILED_MARKER);
+    let raw = match LogStore::open(&log_dir, log_opts) {
+        Err(OpenError::Corrupt { file, offset, source }) if marker.exists() => {
+            tracing::error!(
+                file = %file.display(),
+                offset,
+                "the last run stopped on a failed write or fdatasync ({}), which left a hole \
+                 here ({source}): cutting the log there; nothing from it on was acknowledged, \
+                 and the peers send it again",
+                std::fs::read_to_string(&marker).unwrap_or_default().trim(),
+            );
+            let cut = crate::storage::cut_after_failure(&file, offset).map_err(|source| {
+                NodeError::Log(OpenError::Io {
+                    dir: log_dir.clone(),
+                    source,
+                })
+            })?;
+            if !cut.is_empty() {
+                tracing::warn!(chunks = ?cut, "deleted the log's chunks after the hole");
+            }
+            LogStore::open(&log_dir, log_opts)?
+        }
+        opened => opened?,
+    };
     let pos = sm.position();
     let next = pos.next_index();
     let tracker = Arc::new(Mutex::new(Tracker::default()));
@@ -65,6 +89,11 @@ pub(crate) fn open_storage(
     log.replay_into_tracker(next)
         .map_err(|e| NodeError::Raft(StartError::Replay(e)))?;
     sm.attach_log(log.clone());
+    if marker.exists() {
+        std::fs::remove_file(&marker)
+            .and_then(|()| fsync::sync_dir(node_dir))
+            .map_err(|source| NodeError::Log(OpenError::Sync { file: marker, source }))?;
+    }
     Ok((log, sm))
 }
 
@@ -185,6 +214,7 @@ impl<'a> Supervisor<'a> {
                         );
                         down.send_replace(Some(format!("storage failed: {why}")));
                         let _ = raft.shutdown().await;
+                        fsync::mark_failed(&self.node_dir, &why);
                         return Err(NodeError::StorageFailed(why));
                     }
                     tracing::error!("Raft stopped: {why}; restarting it from disk");

@@ -90,6 +90,23 @@ impl Failures {
 /// log skip every fdatasync and fsync of its own (a negative control: the
 /// power-loss check must then find losses).
 #[cfg(debug_assertions)]
+/// A file in the node's directory saying its last run stopped on a failed
+/// write or fdatasync: the next start may cut the log at the hole that
+/// left (`log::cut_after_failure`), and removes it once started.
+pub(crate) const FAILED_MARKER: &str = "storage-failed";
+
+/// Leaves [`FAILED_MARKER`] in `node_dir` saying `why`. Best effort: the
+/// disk is failing, and the file's name is what counts.
+pub(crate) fn mark_failed(node_dir: &Path, why: &str) {
+    let path = node_dir.join(FAILED_MARKER);
+    let written = std::fs::write(&path, format!("{why}\n"))
+        .and_then(|()| File::open(&path).and_then(|f| sync_all(&f)))
+        .and_then(|()| sync_dir(node_dir));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), "could not record the storage failure: {e}");
+    }
+}
+
 pub(crate) const SKIP_FDATASYNC_VAR: &str = "SEGURO_UNSAFE_SKIP_FDATASYNC";
 
 /// Whether fdatasync is skipped: never in a release build (the switch is

@@ -274,6 +274,33 @@ async fn wait_flush(rx: oneshot::Receiver<io::Result<()>>) -> io::Result<()> {
 }
 
 /// Finds the first record raft-log cannot decode: `(file, byte, why)`.
+/// Cuts the log at byte `offset` of chunk `file` and deletes the chunks
+/// after it. Only for a log whose node stopped on a failed write or
+/// fdatasync (`fsync::FAILED_MARKER`): the failed write left a hole there,
+/// and writes queued behind it reached the disk later (the next start's
+/// fsync). Nothing from the hole on was acknowledged, as the node
+/// acknowledges only what a successful fdatasync covered and stops at the
+/// first failure, so its peers give it those entries again. Returns the
+/// chunks deleted.
+pub(crate) fn cut_after_failure(file: &Path, offset: u64) -> io::Result<Vec<PathBuf>> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut later: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        // Chunk names are fixed-width offsets: later chunks sort after.
+        .filter(|p| p.file_name() > file.file_name())
+        .collect();
+    later.sort();
+    for chunk in &later {
+        std::fs::remove_file(chunk)?;
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(file)?;
+    f.set_len(offset)?;
+    fsync::sync_all(&f)?;
+    fsync::sync_dir(dir)?;
+    Ok(later)
+}
+
 fn locate_damage(config: &Arc<raft_log::Config>) -> Option<(PathBuf, u64, io::Error)> {
     let dump = raft_log::Dump::<Rl>::new(config.clone()).ok()?;
     let mut found = None;
@@ -619,6 +646,34 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&file.display().to_string()), "{msg}");
         assert!(msg.contains(&format!("byte {offset}")), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_fdatasync_the_log_is_cut_at_the_hole_it_left() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = open(dir.path()).unwrap();
+            append(&mut store, 1..6).await;
+            store.sync().unwrap();
+        }
+        // Entry 3's record never reached the disk (its fdatasync failed);
+        // entries 4 and 5, queued behind it, did (the restart's fsync).
+        let file = chunk_file(dir.path());
+        let mut bytes = std::fs::read(&file).unwrap();
+        let at = bytes
+            .windows(100)
+            .position(|w| w.iter().all(|b| *b == 3))
+            .unwrap();
+        bytes[at..at + 100].fill(0);
+        std::fs::write(&file, &bytes).unwrap();
+        let Err(OpenError::Corrupt { file: f, offset, .. }) = open(dir.path()) else {
+            panic!("a log with a hole must not open as it is")
+        };
+        assert_eq!(cut_after_failure(&f, offset).unwrap(), Vec::<PathBuf>::new());
+        let mut store = open(dir.path()).unwrap();
+        assert_eq!(indexes(&mut store).await, [1, 2]);
+        append(&mut store, 3..5).await;
+        assert_eq!(indexes(&mut store).await, [1, 2, 3, 4]);
     }
 
     #[tokio::test]
