@@ -108,7 +108,8 @@ systemd-verify: deps
 ROUNDS ?= 100
 SECONDS ?= 1500
 chaos: deps
-	$(CARGO) build --locked --bin seguro -p seguro-testkit --bin seguro-chaos
+	$(CARGO) build --locked -p seguro --bin seguro
+	$(CARGO) build --locked -p seguro-testkit --bin seguro-chaos
 	./target/debug/seguro-chaos --seguro target/debug/seguro --rounds $(ROUNDS) --seconds $(SECONDS) $(if $(SEED),--seed $(SEED))
 
 run: build

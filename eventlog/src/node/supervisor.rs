@@ -59,7 +59,11 @@ pub(crate) fn open_storage(
     let log_dir = node_dir.join("log");
     let marker = node_dir.join(fsync::FAILED_MARKER);
     let raw = match LogStore::open(&log_dir, log_opts) {
-        Err(OpenError::Corrupt { file, offset, source }) if marker.exists() => {
+        Err(OpenError::Corrupt {
+            file,
+            offset,
+            source,
+        }) if marker.exists() => {
             tracing::error!(
                 file = %file.display(),
                 offset,
@@ -92,7 +96,12 @@ pub(crate) fn open_storage(
     if marker.exists() {
         std::fs::remove_file(&marker)
             .and_then(|()| fsync::sync_dir(node_dir))
-            .map_err(|source| NodeError::Log(OpenError::Sync { file: marker, source }))?;
+            .map_err(|source| {
+                NodeError::Log(OpenError::Sync {
+                    file: marker,
+                    source,
+                })
+            })?;
     }
     Ok((log, sm))
 }

@@ -528,6 +528,15 @@ mod tests {
         store.sync().unwrap();
     }
 
+    /// Where entry `n`'s event data (100 bytes of `n`, `entry`) lies in a
+    /// chunk's bytes.
+    fn data_of(bytes: &[u8], n: u8) -> usize {
+        bytes
+            .windows(100)
+            .position(|w| w.iter().all(|b| *b == n))
+            .expect("the entry is in the chunk")
+    }
+
     fn chunk_file(dir: &Path) -> PathBuf {
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
@@ -625,10 +634,7 @@ mod tests {
         let file = chunk_file(dir.path());
         let mut bytes = std::fs::read(&file).unwrap();
         // Entry 3's event data sits in the middle of the file.
-        let at = bytes
-            .windows(100)
-            .position(|w| w.iter().all(|b| *b == 3))
-            .unwrap();
+        let at = data_of(&bytes, 3);
         bytes[at + 50] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
         let err = open(dir.path()).err().expect("a damaged log must not open");
@@ -660,16 +666,19 @@ mod tests {
         // entries 4 and 5, queued behind it, did (the restart's fsync).
         let file = chunk_file(dir.path());
         let mut bytes = std::fs::read(&file).unwrap();
-        let at = bytes
-            .windows(100)
-            .position(|w| w.iter().all(|b| *b == 3))
-            .unwrap();
+        let at = data_of(&bytes, 3);
         bytes[at..at + 100].fill(0);
         std::fs::write(&file, &bytes).unwrap();
-        let Err(OpenError::Corrupt { file: f, offset, .. }) = open(dir.path()) else {
+        let Err(OpenError::Corrupt {
+            file: f, offset, ..
+        }) = open(dir.path())
+        else {
             panic!("a log with a hole must not open as it is")
         };
-        assert_eq!(cut_after_failure(&f, offset).unwrap(), Vec::<PathBuf>::new());
+        assert_eq!(
+            cut_after_failure(&f, offset).unwrap(),
+            Vec::<PathBuf>::new()
+        );
         let mut store = open(dir.path()).unwrap();
         assert_eq!(indexes(&mut store).await, [1, 2]);
         append(&mut store, 3..5).await;

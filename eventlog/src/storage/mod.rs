@@ -9,5 +9,5 @@ mod log;
 mod suite;
 
 pub(crate) use durable::Tracker;
-pub(crate) use log::{LogStore, cut_after_failure};
 pub use log::{LogOptions, OpenError};
+pub(crate) use log::{LogStore, cut_after_failure};
