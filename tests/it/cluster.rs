@@ -20,78 +20,34 @@ use std::time::{Duration, Instant};
 use eventlog::EventNum;
 use testkit::Daemon;
 use testkit::cluster::{ClusterLab, ClusterOptions};
-use testkit::probe::{ProbeReport, request_seq};
+use config::ReplicaId;
+use testkit::history::{self, History, Logged};
+use testkit::probe::ProbeReport;
 
 const TTL: Duration = Duration::from_secs(2);
 
-/// One committed event as the test reads it: the probe request it holds
-/// (if it is one) and the state mug the leader recorded with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Logged {
-    epoch: u64,
-    data: Vec<u8>,
-    seq: Option<u64>,
-    mug: u32,
-}
-
 /// Reads the committed log from replica `i`'s node (up to its own commit
-/// point), from the edge namespace.
+/// point), from the edge namespace, by event number.
 fn read_log(c: &ClusterLab, i: u8) -> BTreeMap<u64, Logged> {
     let events = c.read_log(i, EventNum(1)).unwrap_or_else(|e| panic!("{e}"));
-    let mut log = BTreeMap::new();
-    let mut last = 0;
-    for e in events {
-        let num = e.num.get();
-        assert_eq!(num, last + 1, "replica {i}'s log has a gap before {num}");
-        last = num;
-        let seq = replica::frame::decode(&e.data)
-            .and_then(|(_, b)| replica::PacketEvent::decode(&b).ok())
-            .and_then(|p| request_seq(&p.packet));
-        log.insert(
-            num,
-            Logged {
-                epoch: e.epoch.get(),
-                data: e.data.to_vec(),
-                seq,
-                mug: e.mug,
-            },
-        );
-    }
-    log
+    events
+        .iter()
+        .map(|e| (e.num.get(), Logged::from_event(e)))
+        .collect()
 }
 
-/// Every answer the peer got is the ship's output for a committed event
-/// that holds that very request; no request is in the log twice.
+/// The history checker (testkit::history) on what the peer got and one
+/// replica's log: every answer is the ship's output for a committed event
+/// that holds that very request, once; no request is in the log twice; the
+/// log has no gap, its epochs never go back and its timestamps always go
+/// forward.
 fn check_answers(report: &ProbeReport, log: &BTreeMap<u64, Logged>, phase: &str) {
-    let mut in_log: BTreeMap<u64, u64> = BTreeMap::new();
-    for (num, e) in log {
-        if let Some(seq) = e.seq
-            && report.sent_seq(seq)
-            && let Some(first) = in_log.insert(seq, *num)
-        {
-            panic!("{phase}: request {seq} is in the log twice: events {first} and {num}");
-        }
-    }
-    for a in report.answers.iter().chain(&report.duplicates) {
-        let e = log.get(&a.num).unwrap_or_else(|| {
-            panic!(
-                "{phase}: request {} was answered as event {}, which is not committed",
-                a.seq, a.num
-            )
-        });
-        assert_eq!(
-            e.seq,
-            Some(a.seq),
-            "{phase}: answer to request {} names event {}, which holds another packet",
-            a.seq,
-            a.num
-        );
-        assert_eq!(
-            e.mug, a.mug,
-            "{phase}: answer to request {} (event {}) carries a mug the committed log does not give",
-            a.seq, a.num
-        );
-    }
+    let mut history = History::default();
+    history.add_probe(report);
+    let id = ReplicaId::new(1).expect("1 is a replica id");
+    history.logs.insert(id, log.values().cloned().collect());
+    let checked = history::check(&history, &history::Options::default());
+    assert!(checked.is_clean(), "{phase}:\n{checked}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,7 +283,7 @@ fn leader_cut_off_from_etcd(c: &mut ClusterLab) {
     // (plus a second for scheduling): everything answered later is the new
     // term's.
     for a in report.answers.iter().chain(&report.duplicates) {
-        let epoch = log[&a.num].epoch;
+        let epoch = log[&a.num].epoch.get();
         assert!(
             a.received < cut + TTL + Duration::from_secs(1) || epoch >= new_epoch,
             "event {} of epoch {epoch} reached the peer {:?} after the old leader was cut off (new epoch {new_epoch})",
