@@ -894,6 +894,17 @@ pub fn run(opts: &ChaosOptions) -> io::Result<ChaosReport> {
             .unwrap_or_else(|e| vec![format!("could not apply it: {e}")]);
         let healed = Instant::now();
         let recovered = wait_answering(&probe, healed, RECOVERY_LIMIT);
+        eprintln!(
+            "chaos:   {}; {}",
+            notes.join("; "),
+            match recovered {
+                Some(t) => format!(
+                    "answered again {:.2} s after the fault began",
+                    (t - started).as_secs_f64()
+                ),
+                None => format!("NOT answered within {RECOVERY_LIMIT:?} after it was healed"),
+            }
+        );
         // A moment of normal service between faults.
         std::thread::sleep(Duration::from_secs(1));
         rounds.push(Round {

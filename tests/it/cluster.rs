@@ -17,10 +17,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use config::ReplicaId;
 use eventlog::EventNum;
 use testkit::Daemon;
 use testkit::cluster::{ClusterLab, ClusterOptions};
-use config::ReplicaId;
 use testkit::history::{self, History, Logged};
 use testkit::probe::ProbeReport;
 

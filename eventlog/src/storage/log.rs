@@ -231,7 +231,9 @@ impl LogStore {
         let log = self.lock();
         let mut tracker = self.tracker.lock().unwrap();
         let last = log.log_state().last().map(|l| LogIndex(l.0.index));
-        if let Some(last) = last {
+        // A snapshot past the log's end (a follower far behind, or re-added)
+        // leaves nothing to replay; raft-log panics on a reversed range.
+        if let Some(last) = last.filter(|l| l.get() >= from.get()) {
             for item in log.read(from.get(), last.get() + 1) {
                 let (lid, payload) = item.inspect_err(self.failures.on("read"))?;
                 tracker.append(LogIndex(lid.0.index), &payload.payload);
@@ -580,6 +582,23 @@ mod tests {
         assert_eq!(store.read_committed().await.unwrap().unwrap().index, 4);
         let e = &store.try_get_log_entries(3..4).await.unwrap()[0];
         assert_eq!(e, &entry(3));
+    }
+
+    #[tokio::test]
+    async fn replaying_from_past_the_logs_end_reads_nothing() {
+        // A snapshot installed (or restored at start) beyond the log's last
+        // entry: a follower that was far behind, or re-added.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path()).unwrap();
+        append(&mut store, 1..4).await;
+        store.sync().unwrap();
+        store
+            .tracker()
+            .lock()
+            .unwrap()
+            .reset(LogIndex(10), Default::default());
+        store.replay_into_tracker(LogIndex(10)).unwrap();
+        assert_eq!(indexes(&mut store).await, [1, 2, 3]);
     }
 
     #[tokio::test]
