@@ -767,6 +767,27 @@ impl Nemesis {
         for i in 1..=self.replicas {
             self.lab.wait_caught_up(i, Duration::from_secs(60))?;
         }
+        // A follower's node learns the commit point from the leader's next
+        // message: wait until every node says the same before reading.
+        let nodes: Vec<Daemon> = (1..=self.replicas).map(Daemon::Eventlog).collect();
+        let committed = |lab: &ClusterLab| -> Vec<Option<f64>> {
+            nodes
+                .iter()
+                .map(|d| lab.metric(d, "seguro_eventlog_committed_event"))
+                .collect()
+        };
+        crate::wait::until(
+            Duration::from_secs(30),
+            "every node at the same commit point",
+            || {
+                let all = committed(&self.lab);
+                match all.first() {
+                    Some(Some(c)) if all.iter().all(|x| *x == Some(*c)) => Ok(()),
+                    _ => Err(format!("{all:?}")),
+                }
+            },
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::TimedOut, e.to_string()))?;
         eprintln!("chaos: reading every replica's log");
         // Let the watcher see the last commit point.
         std::thread::sleep(Duration::from_millis(500));

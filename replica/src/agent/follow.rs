@@ -95,6 +95,7 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                         self.notify(Notice::Purged { first_available }).await?;
                         let Some(last) = self.restored(shutdown).await? else { return Ok(None) };
                         self.runtime_last = last;
+                        self.forget_buffer(last);
                         committed = self.committed_from_here();
                     }
                     Some(Err(e)) => {

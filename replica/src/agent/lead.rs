@@ -327,6 +327,7 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                             return Ok(false);
                         };
                         self.runtime_last = restored;
+                        self.forget_buffer(restored);
                         break;
                     }
                     Some(Err(e)) => {

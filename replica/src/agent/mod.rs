@@ -240,6 +240,19 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
         }
     }
 
+    /// The runtime took a peer's checkpoint at `last`, past events this
+    /// replica never read: which buffered packets those events held cannot
+    /// be told, so none may be sequenced again. Dropping them loses at most
+    /// what no leader sequenced yet, which Ames retransmits; keeping them
+    /// answered requests twice (found by the nemesis).
+    fn forget_buffer(&mut self, last: EventNum) {
+        let dropped = self.buffer.drain().len();
+        gauge!(m::BUFFERED).set(0.0);
+        if dropped > 0 {
+            tracing::warn!(dropped, %last, "jumped to a checkpoint past unread events: forgot the packets buffered before it");
+        }
+    }
+
     /// Sends a committed event to the runtime, noting its mug for the check.
     async fn replay(&mut self, event: Event) -> Result<(), AgentError> {
         if event.num <= self.runtime_last {

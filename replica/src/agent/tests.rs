@@ -13,7 +13,7 @@ use std::time::Duration;
 use ames::{Lane, Mug};
 use bytes::Bytes;
 use config::{Key, ReplicaId};
-use eventlog_client::{AppendError, ClientError, Event};
+use eventlog_client::{AppendError, ClientError, Event, ReadError};
 use futures::stream;
 use leadership::{ElectionError, Epoch, EventNum, Keyring, LossReason};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -48,6 +48,8 @@ struct LogState {
     fence_error: Option<AppendError>,
     /// Reads of a range yield nothing and never end.
     hang_reads: bool,
+    /// Events below it are purged: reading from one yields `Purged`.
+    purged_below: EventNum,
 }
 
 impl MemLog {
@@ -62,6 +64,7 @@ impl MemLog {
             hang_fences: false,
             fence_error: None,
             hang_reads: false,
+            purged_below: EventNum::NONE,
         })))
     }
 
@@ -164,7 +167,18 @@ impl EventLog for MemLog {
             (self.clone(), from, last),
             |(log, next, mut last)| async move {
                 loop {
-                    let event = log.state().events.get(next.get() as usize - 1).cloned();
+                    let (event, purged) = {
+                        let s = log.state();
+                        (
+                            s.events.get(next.get() as usize - 1).cloned(),
+                            s.purged_below,
+                        )
+                    };
+                    if next < purged {
+                        let first_available = purged;
+                        let gone = Err(ReadError::Purged { first_available });
+                        return Some((gone, (log, purged, last)));
+                    }
                     if let Some(event) = event {
                         return Some((Ok(event), (log, next.next(), last)));
                     }
@@ -821,6 +835,53 @@ async fn answer_replays(
             other => panic!("expected the replay of {n}, got {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_follower_that_jumps_to_a_checkpoint_forgets_its_buffered_packets() {
+    let Harness {
+        agent,
+        mut runtime,
+        inbound,
+        log,
+        election,
+        shutdown,
+        ..
+    } = harness(16);
+    let script = async {
+        tell(
+            &runtime,
+            Command::Restored {
+                last: EventNum::NONE,
+            },
+        );
+        // Packets the edge box copied to this follower, which the leader
+        // sequences as events 1 and 2...
+        inbound
+            .send(vec![(lane(1), b"a".to_vec()), (lane(1), b"b".to_vec())])
+            .await
+            .unwrap();
+        quiet(&mut runtime).await;
+        // ...which this follower never reads: they are purged before it
+        // gets there, and its runtime takes a peer's checkpoint at event 2.
+        log.state().purged_below = EventNum(3);
+        for n in 1..=2 {
+            log.commit(event(n, None)).unwrap();
+        }
+        match next(&mut runtime).await {
+            Notice::Purged { first_available } => assert_eq!(first_available, EventNum(3)),
+            other => panic!("expected Purged, got {other:?}"),
+        }
+        tell(&runtime, Command::Restored { last: EventNum(2) });
+        quiet(&mut runtime).await;
+        // Leading now, it must not sequence "a" and "b" a second time.
+        let _lose = election.grant(Epoch(2));
+        assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
+        quiet(&mut runtime).await;
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
 }
 
 #[tokio::test]

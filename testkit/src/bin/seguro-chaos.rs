@@ -119,6 +119,14 @@ fn main() -> ExitCode {
         for skip in [false, true] {
             let mut o = opts.clone();
             o.skip_fdatasync = skip;
+            // A cluster of its own: its own directory under --dir.
+            o.dir = opts.dir.as_ref().map(|d| {
+                d.join(if skip {
+                    "control-unsynced"
+                } else {
+                    "control-synced"
+                })
+            });
             let what = if skip {
                 "negative control (fdatasync skipped)"
             } else {
