@@ -2,7 +2,7 @@
 //! that a new leader can sequence what the old one heard but never
 //! committed (docs/SPEC.md §4.4).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use ames::Lane;
 
@@ -47,6 +47,12 @@ pub struct PacketBuffer {
     next_seq: u64,
     by_id: HashMap<PacketId, (u64, Lane, Vec<u8>)>,
     by_arrival: BTreeMap<u64, PacketId>,
+    /// Committed packets that were not here when their event was read, the
+    /// last `capacity` of them: a copy that arrives after its event (a
+    /// follower paused, or catching up, reads the log before its socket)
+    /// must not be kept, or a new leader would sequence it a second time.
+    committed: VecDeque<PacketId>,
+    committed_set: HashSet<PacketId>,
 }
 
 impl PacketBuffer {
@@ -58,6 +64,8 @@ impl PacketBuffer {
             next_seq: 0,
             by_id: HashMap::new(),
             by_arrival: BTreeMap::new(),
+            committed: VecDeque::new(),
+            committed_set: HashSet::new(),
         }
     }
 
@@ -66,7 +74,7 @@ impl PacketBuffer {
     /// the packet itself if it is larger than the whole buffer.
     pub fn insert(&mut self, lane: Lane, packet: &[u8]) -> usize {
         let id = PacketId::of(lane, packet);
-        if self.by_id.contains_key(&id) {
+        if self.by_id.contains_key(&id) || self.committed_set.contains(&id) {
             return 0;
         }
         if packet.len() > self.max_bytes {
@@ -90,13 +98,23 @@ impl PacketBuffer {
         evicted
     }
 
-    /// Forgets a packet the log now holds. Returns whether it was here.
+    /// Forgets a packet the log now holds, and remembers it if it was not
+    /// here yet (its copy may still arrive). Returns whether it was here.
     pub fn remove(&mut self, id: PacketId) -> bool {
         match self.by_id.remove(&id) {
             Some((seq, _, packet)) => {
                 self.by_arrival.remove(&seq);
                 self.bytes -= packet.len();
                 true
+            }
+            None if self.committed_set.insert(id) => {
+                self.committed.push_back(id);
+                if self.committed.len() > self.capacity
+                    && let Some(old) = self.committed.pop_front()
+                {
+                    self.committed_set.remove(&old);
+                }
+                false
             }
             None => false,
         }
@@ -152,6 +170,21 @@ mod tests {
             vec![(lane(1), b"a".to_vec()), (lane(3), b"c".to_vec())]
         );
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_copy_that_arrives_after_its_event_is_not_kept() {
+        let mut buf = PacketBuffer::new(2, DEFAULT_BUFFER_BYTES);
+        // The log's event for "late" is read before the socket's copy.
+        assert!(!buf.remove(PacketId::of(lane(1), b"late")));
+        buf.insert(lane(1), b"late");
+        assert!(buf.is_empty(), "a committed packet was kept");
+        // As many such ids are remembered as the buffer holds packets.
+        for p in [b"x", b"y"] {
+            buf.remove(PacketId::of(lane(1), p));
+        }
+        buf.insert(lane(1), b"late");
+        assert_eq!(buf.len(), 1, "the oldest remembered id is forgotten");
     }
 
     #[test]
