@@ -286,15 +286,18 @@ pub(super) enum AfterFailure {
 }
 
 /// What to do after `failure` (`None`: Raft stopped without a recorded
-/// storage failure, a panic say). Only a full disk (or quota) is reopened
-/// in-process: raft-log reports a failed write and a failed fdatasync
+/// storage failure, a panic in openraft say: openraft's leader panics when
+/// a wiped replica rejoins with an empty log, and restarting from disk is
+/// what lets a replaced disk rejoin). A full disk (or quota) is reopened
+/// in-process too: raft-log reports a failed write and a failed fdatasync
 /// alike, and after a failed fdatasync the page cache may hold clean pages
-/// that never reached the disk, so any other error stops the node. A full
-/// disk's failed write leaves nothing cached as clean, and the reopen
-/// syncs the files and drops their cached pages before reading them.
+/// that never reached the disk, so any other storage error stops the node.
+/// A full disk's failed write leaves nothing cached as clean, and the
+/// reopen syncs the files and drops their cached pages before reading
+/// them.
 pub(super) fn after_failure(failure: Option<&Failure>) -> AfterFailure {
     match failure.map(|f| f.kind) {
-        Some(std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) => {
+        None | Some(std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) => {
             AfterFailure::Reopen
         }
         _ => AfterFailure::Stop,
@@ -350,7 +353,12 @@ mod tests {
         // that, and stops the node too.
         let gone = failed("vote", io::Error::other("Failed to send request"));
         assert_eq!(after_failure(gone.get().as_ref()), AfterFailure::Stop);
-        assert_eq!(after_failure(None), AfterFailure::Stop);
+    }
+
+    #[test]
+    fn raft_stopping_without_a_storage_failure_restarts_it_from_disk() {
+        // openraft's leader panics when a wiped replica rejoins empty.
+        assert_eq!(after_failure(None), AfterFailure::Reopen);
     }
 
     #[test]
