@@ -45,6 +45,8 @@ mod packet;
 #[cfg(feature = "std")]
 mod parse;
 #[cfg(feature = "std")]
+mod stateless;
+#[cfg(feature = "std")]
 mod stun;
 
 pub use classify::{Class, Defect, PREFIX_LEN, classify, classify_slice};
@@ -65,5 +67,7 @@ pub use mesa::{Mesa, MesaKind, NextHop};
 pub use packet::{Body, Packet};
 #[cfg(feature = "std")]
 pub use parse::{Datagram, parse};
+#[cfg(feature = "std")]
+pub use stateless::{NotStateless, Stateless, stateless};
 #[cfg(feature = "std")]
 pub use stun::{Stun, StunKind};

@@ -104,21 +104,18 @@ impl Stun {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::vec::Vec;
-
+impl Stun {
     /// A binding request as `u3_stun_make_request` builds it.
-    pub(crate) fn request(transaction_id: [u8; 12]) -> Vec<u8> {
+    pub fn binding_request(transaction_id: [u8; 12]) -> std::vec::Vec<u8> {
         let mut out = std::vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42];
         out.extend_from_slice(&transaction_id);
         append_fingerprint(&mut out);
         out
     }
 
-    /// A success response as `u3_stun_make_response` builds it.
-    pub(crate) fn response(transaction_id: [u8; 12], lane: SocketAddrV4) -> Vec<u8> {
+    /// A success response as `u3_stun_make_response` builds it: what vere
+    /// answers a request from `lane` with.
+    pub fn binding_response(transaction_id: [u8; 12], lane: SocketAddrV4) -> std::vec::Vec<u8> {
         let mut out = std::vec![0x01, 0x01, 0x00, 0x14, 0x21, 0x12, 0xa4, 0x42];
         out.extend_from_slice(&transaction_id);
         out.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01]);
@@ -127,11 +124,25 @@ pub(crate) mod tests {
         append_fingerprint(&mut out);
         out
     }
+}
 
-    fn append_fingerprint(out: &mut Vec<u8>) {
-        let crc = crc32fast::hash(out) ^ FINGERPRINT_XOR;
-        out.extend_from_slice(&FINGERPRINT);
-        out.extend_from_slice(&crc.to_be_bytes());
+fn append_fingerprint(out: &mut std::vec::Vec<u8>) {
+    let crc = crc32fast::hash(out) ^ FINGERPRINT_XOR;
+    out.extend_from_slice(&FINGERPRINT);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    pub fn request(transaction_id: [u8; 12]) -> Vec<u8> {
+        Stun::binding_request(transaction_id)
+    }
+
+    pub fn response(transaction_id: [u8; 12], lane: SocketAddrV4) -> Vec<u8> {
+        Stun::binding_response(transaction_id, lane)
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub(crate) struct RawGatekeeper {
     pub metrics: Option<S<String>>,
     pub hold_limit: Option<S<i64>>,
     pub hold_timeout: Option<S<String>>,
+    pub stateless_rate: Option<S<i64>>,
     pub tls_cert: Option<S<String>>,
     pub tls_key: Option<S<String>>,
 }

@@ -337,6 +337,13 @@ impl Builder<'_, '_> {
             65536,
             " effects",
         );
+        let stateless_rate = self.int(
+            raw.stateless_rate.as_ref(),
+            "gatekeeper.stateless_rate",
+            1..1_000_001,
+            1000,
+            " packets a second",
+        );
         let hold_timeout = self.duration(
             raw.hold_timeout.as_ref(),
             "gatekeeper.hold_timeout",
@@ -357,6 +364,7 @@ impl Builder<'_, '_> {
             metrics: metrics?,
             hold_limit: hold_limit? as usize,
             hold_timeout: hold_timeout?,
+            stateless_rate: stateless_rate? as u32,
             tls: pair,
         })
     }

@@ -247,6 +247,9 @@ pub struct GatekeeperConfig {
     pub hold_limit: usize,
     /// Longest an effect may wait for its event to commit before it is dropped.
     pub hold_timeout: Duration,
+    /// Most packets a second that reveal no state (STUN answers, forwarding)
+    /// the leader may send without a commit.
+    pub stateless_rate: u32,
     /// The edge box's TLS identity, used by the gatekeeper and `seguro status`.
     pub tls: CertPair,
 }

@@ -40,6 +40,8 @@ pub struct Settings {
     pub optimism: Optimism,
     pub hold_limit: usize,
     pub hold_timeout: Duration,
+    /// Most envelopes a second that need no commit (`gatekeeper.stateless_rate`).
+    pub stateless_rate: u32,
     /// The etcd lease TTL: of the gatekeeper's own lease, and the longest
     /// the leadership may go unconfirmed before failing closed.
     pub lease_ttl: Duration,
@@ -63,6 +65,7 @@ impl Settings {
             optimism: config.optimism,
             hold_limit: config.gatekeeper.hold_limit,
             hold_timeout: config.gatekeeper.hold_timeout,
+            stateless_rate: config.gatekeeper.stateless_rate,
             lease_ttl: config.etcd.lease_ttl,
             name,
             socket: SocketOptions::default(),
@@ -225,6 +228,7 @@ impl Gatekeeper {
             s.lease_ttl,
             self.stats.clone(),
         );
+        fwd.set_stateless_rate(s.stateless_rate);
         let mut commits = commits;
         if let Some(c) = &mut commits {
             fwd.set_commit(*c.borrow_and_update());

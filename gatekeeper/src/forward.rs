@@ -14,7 +14,10 @@ use crate::replay::ReplayWindows;
 use crate::stats::{DropReason, Stats};
 use config::ReplicaId;
 use leadership::envelope::{Envelope, Keyring, OpenError, Unverified};
-use leadership::{CommitState, LeaderView, Term};
+use leadership::{CommitState, EventNum, LeaderView, StatelessBudget, Term};
+
+/// `gatekeeper.stateless_rate`'s default.
+pub const DEFAULT_STATELESS_RATE: u32 = 1000;
 
 /// Replay windows kept: the current term's, and a few before it in case a
 /// term comes back after an etcd outage.
@@ -82,6 +85,9 @@ pub struct Forwarder<K = Keyring> {
     closed: bool,
     windows: ReplayWindows,
     hold: HoldQueue<Effect>,
+    /// Envelopes of event 0 (no state: STUN answers, forwarding) leave at
+    /// once, within this budget.
+    stateless: StatelessBudget,
     stats: Arc<Stats>,
     /// Drops counted since the last [`Forwarder::flush_stats`].
     pending: [u64; DropReason::ALL.len()],
@@ -109,9 +115,16 @@ impl<K: Keys> Forwarder<K> {
             closed: true,
             windows: ReplayWindows::new(WINDOWS_KEPT),
             hold: HoldQueue::new(hold_limit, hold_timeout),
+            stateless: StatelessBudget::new(DEFAULT_STATELESS_RATE, Instant::now()),
             stats,
             pending: [0; DropReason::ALL.len()],
         }
+    }
+
+    /// Bounds envelopes that need no commit to `rate` a second
+    /// (`gatekeeper.stateless_rate`).
+    pub fn set_stateless_rate(&mut self, rate: u32) {
+        self.stateless = StatelessBudget::new(rate, Instant::now());
     }
 
     /// Decides one received datagram. `truncated` datagrams (cut short by
@@ -169,6 +182,18 @@ impl<K: Keys> Forwarder<K> {
         // Only authentic envelopes of the current term reach the window.
         if !self.windows.accept(env.replica, env.epoch, env.seq) {
             return Err(DropReason::Replay);
+        }
+        // Event 0 is the state before any event: a packet that depends on
+        // none needs no commit, if it is what reveals none (SPEC §6.4).
+        if env.event == EventNum::NONE {
+            ames::stateless(env.payload).map_err(|_| DropReason::NotStateless)?;
+            if !self.stateless.take(now) {
+                return Err(DropReason::StatelessRate);
+            }
+            return Ok(Decision::Forward {
+                lane: env.lane.addr(),
+                payload: env.payload,
+            });
         }
         let Gate::Commits(policy) = self.gate else {
             return Ok(Decision::Forward {
@@ -668,5 +693,49 @@ mod tests {
         r.f.flush_stats();
         let s = r.stats.snapshot();
         assert_eq!((s.held, s.dropped(DropReason::StaleEpoch)), (0, 1));
+    }
+
+    #[test]
+    fn event_0_leaves_at_once_only_if_it_reveals_no_state_and_within_the_rate() {
+        let mut r = Rig::new(Gate::Commits(Optimism::Quorum));
+        r.f.set_stateless_rate(2);
+        let lane = LANE.parse().unwrap();
+        let mut leader = Sealer::new(id(1), Epoch(5), key(1));
+        // Nothing is committed in epoch 5, yet a STUN answer leaves.
+        let stun = ames::Stun::binding_response([3; 12], "192.0.2.9:1234".parse().unwrap());
+        let e = leader.seal(EventNum::NONE, lane, &stun).unwrap();
+        assert_eq!(forwarded(r.admit(&e)), Some(stun.clone()));
+        // The ship's own Ames packet (no origin lane) would reveal its
+        // state: it needs a commit like any effect.
+        let own = ames::Packet {
+            prelude: ames::Prelude::new(ames::Ship::new(1), ames::Ship::new(2)),
+            body: ames::Body::Ames(b"state".to_vec()),
+        };
+        let e = leader.seal(EventNum::NONE, lane, &own.to_bytes()).unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::NotStateless));
+        let mut relayed = own.clone();
+        relayed.prelude.origin = Some("198.51.100.1:4000".parse().unwrap());
+        let e = leader
+            .seal(EventNum::NONE, lane, &relayed.to_bytes())
+            .unwrap();
+        assert_eq!(forwarded(r.admit(&e)), Some(relayed.to_bytes()));
+        // The budget (2 a second) is spent.
+        let e = leader.seal(EventNum::NONE, lane, &stun).unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::StatelessRate));
+        // Only the leader's, as for effects.
+        let mut other = Sealer::new(id(2), Epoch(5), key(2));
+        let e = other.seal(EventNum::NONE, lane, &stun).unwrap();
+        assert_eq!(r.admit(&e), Decision::Dropped(DropReason::NotLeader));
+        // And an effect of event 1 still waits for its commit.
+        let e = leader.seal(EventNum(1), lane, b"effect").unwrap();
+        assert_eq!(r.admit(&e), Decision::Held);
+        let s = r.stats.snapshot();
+        assert_eq!(
+            (
+                s.dropped(DropReason::NotStateless),
+                s.dropped(DropReason::StatelessRate)
+            ),
+            (1, 1)
+        );
     }
 }

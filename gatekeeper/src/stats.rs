@@ -36,10 +36,16 @@ pub enum DropReason {
     /// The kernel refused to send it (or its lane's family does not match
     /// the ship's address).
     SendFailed,
+    /// It claims to need no commit (event 0), but its payload is neither a
+    /// STUN response nor another ship's packet forwarded on.
+    NotStateless,
+    /// One more packet needing no commit than `gatekeeper.stateless_rate`
+    /// allows.
+    StatelessRate,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Malformed,
         DropReason::UnknownReplica,
         DropReason::BadMac,
@@ -51,6 +57,8 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::HeldTooLong,
         DropReason::SendFailed,
+        DropReason::NotStateless,
+        DropReason::StatelessRate,
     ];
 
     /// The `reason` label.
@@ -67,6 +75,8 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::HeldTooLong => "held_too_long",
             DropReason::SendFailed => "send_failed",
+            DropReason::NotStateless => "not_stateless",
+            DropReason::StatelessRate => "stateless_rate",
         }
     }
 

@@ -14,10 +14,12 @@
 //!   only its own keys.
 
 pub mod access;
+mod budget;
 pub mod election;
 pub mod envelope;
 mod types;
 
+pub use budget::StatelessBudget;
 pub use election::{Election, ElectionError, LeaderView, Leadership, LossReason, Term};
 pub use envelope::{Envelope, Keyring, Sealer};
 pub use types::{CommitState, Epoch, EventNum};

@@ -171,6 +171,7 @@ impl Wired {
                 buffer_packets: config.agent.buffer_packets,
                 buffer_bytes: config.agent.buffer_bytes,
                 gatekeeper: config.gatekeeper.listen,
+                stateless_rate: config.gatekeeper.stateless_rate,
             },
             log: eventlog_client::Client::new(config, credentials.clone()),
             election,

@@ -17,6 +17,13 @@ pub const EFFECTS_FAILED: &str = "seguro_replica_effects_failed_total";
 pub const BUFFERED: &str = "seguro_replica_buffered_packets";
 pub const EVICTED: &str = "seguro_replica_buffer_evicted_total";
 pub const RECOVERED: &str = "seguro_replica_recovered_packets_total";
+/// Stateless packets (STUN answers, forwarding) the leader did not pass
+/// on, by reason: `rate` (over `gatekeeper.stateless_rate`) or `mismatch`
+/// (not what the runtime claimed, or not stateless at all).
+pub const STATELESS_DROPPED: &str = "seguro_replica_stateless_dropped_total";
+/// Inbound packets the runtime said it will never make an event of (its
+/// queue was full), as the leader's frames told this replica.
+pub const RUNTIME_DROPPED: &str = "seguro_replica_runtime_dropped_packets_total";
 pub const MISMATCHES: &str = "seguro_replica_mug_mismatches_total";
 pub const DIVERGED: &str = "seguro_replica_diverged";
 pub const PROMOTIONS: &str = "seguro_replica_promotions_total";
@@ -50,11 +57,15 @@ pub fn register() {
         MISMATCHES,
         PROMOTIONS,
         CHECKPOINTS,
+        RUNTIME_DROPPED,
     ] {
         counter!(c).absolute(0);
     }
     for reason in StepDown::ALL {
         counter!(STEP_DOWNS, "reason" => reason.label()).absolute(0);
+    }
+    for reason in ["rate", "mismatch"] {
+        counter!(STATELESS_DROPPED, "reason" => reason).absolute(0);
     }
     for source in ["local", "peer"] {
         counter!(RESTORES, "source" => source).absolute(0);

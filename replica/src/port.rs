@@ -3,7 +3,7 @@
 //! vere through the C ABI. The agent decides who leads and what is
 //! committed; the runtime computes events and their effects.
 
-use ames::{Lane, Mug};
+use ames::{Lane, Mug, Stateless};
 use bytes::Bytes;
 use leadership::{Epoch, EventNum};
 use tokio::sync::mpsc;
@@ -14,7 +14,12 @@ use crate::buffer::PacketId;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// Apply this committed event and answer [`Command::Applied`].
-    Replay { num: EventNum, data: Bytes },
+    Replay {
+        num: EventNum,
+        data: Bytes,
+        /// The mug the log recorded beside the event.
+        recorded: Recorded,
+    },
     /// You lead term `epoch`: every event up to `next - 1` has been sent as
     /// a replay; plan events from `next` on.
     Lead { epoch: Epoch, next: EventNum },
@@ -28,7 +33,10 @@ pub enum Notice {
     Committed(EventNum),
     /// You no longer lead, and your state may hold events the log will never
     /// have: go back to your last checkpoint and answer [`Command::Restored`].
-    Rewind,
+    /// Events up to `committed` are known committed: a runtime that keeps a
+    /// local log (vere) cuts it after `committed` and may replay its own copy
+    /// up to there.
+    Rewind { committed: EventNum },
     /// The log no longer holds the events before `first_available`: restore
     /// your state at or after `first_available - 1` from elsewhere (a peer's
     /// checkpoint) and answer [`Command::Restored`].
@@ -41,24 +49,72 @@ pub enum Command {
     /// The runtime's state is as of `last`: at start, and after a
     /// [`Notice::Rewind`] or [`Notice::Purged`].
     Restored { last: EventNum },
-    /// Replaying event `num` gave a state whose mug is `mug`.
-    Applied { num: EventNum, mug: Mug },
+    /// Replaying event `num` gave a state whose mug is `mug`; `None` only
+    /// for a boot event (recorded [`Recorded::Boot`]), whose state no
+    /// runtime has until the whole boot sequence is applied.
+    Applied { num: EventNum, mug: Option<Mug> },
     /// While leading: append event `num`, made from `packet` if it was.
+    /// `mug` is `None` only for the boot sequence: events 1 to the ship's
+    /// `life`, which vere applies as one batch (`u3v_boot`).
     Plan {
         num: EventNum,
-        mug: Mug,
+        mug: Option<Mug>,
         data: Bytes,
         packet: Option<PacketId>,
     },
-    /// While leading: an effect of planned event `num`.
+    /// While leading: a packet whose bytes depend on the ship's state
+    /// through event `num` (an effect of planned event `num`; a scry answer
+    /// or a retransmit from the state as of `num`). It leaves once `num` is
+    /// committed.
     Send {
         num: EventNum,
         lane: Lane,
         payload: Vec<u8>,
     },
+    /// While leading: a packet that reveals nothing of the ship's state (a
+    /// STUN answer; a packet of another ship's forwarded on). It leaves at
+    /// once, rate limited, only from the leader.
+    SendStateless {
+        kind: Stateless,
+        lane: Lane,
+        payload: Vec<u8>,
+    },
+    /// While leading: the runtime will never make an event of this packet
+    /// (its queue was full), so followers may drop their copies.
+    Dropped(PacketId),
     /// The runtime has durably saved its state as of this event: the log
     /// may purge up to it once every replica has.
     Checkpointed(EventNum),
+}
+
+/// The mug the log recorded beside an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The state's mug after the event, for the determinism check.
+    Mug(Mug),
+    /// 0: one of the boot sequence's events, planned without a mug.
+    Boot,
+    /// A word no ship computes (not 31 bits): no runtime's mug matches it.
+    Unreadable(u32),
+}
+
+impl Recorded {
+    pub fn of_stored(word: u32) -> Recorded {
+        match (word, Mug::from_stored(word)) {
+            (0, _) => Recorded::Boot,
+            (_, Some(mug)) => Recorded::Mug(mug),
+            (word, None) => Recorded::Unreadable(word),
+        }
+    }
+
+    /// The word as the log stores it.
+    pub fn stored(self) -> u32 {
+        match self {
+            Recorded::Mug(mug) => mug.get(),
+            Recorded::Boot => 0,
+            Recorded::Unreadable(word) => word,
+        }
+    }
 }
 
 /// The agent's ends of the two channels.

@@ -87,14 +87,14 @@ impl ShipRuntime {
                 _ = shutdown.cancelled() => return Ok(()),
             };
             match notice {
-                Notice::Replay { num, data } => {
+                Notice::Replay { num, data, .. } => {
                     let applied = self.ship.apply(num, &data)?;
                     if let Ok(packet) = PacketEvent::decode(&data) {
                         self.observe(packet.now_us);
                     }
                     self.tell(Command::Applied {
                         num,
-                        mug: applied.mug,
+                        mug: Some(applied.mug),
                     });
                     // A replayed state is a committed one.
                     self.maybe_checkpoint().await;
@@ -119,7 +119,7 @@ impl ShipRuntime {
                     self.last_us = Some(now_us);
                     self.tell(Command::Plan {
                         num,
-                        mug: applied.mug,
+                        mug: Some(applied.mug),
                         data: data.into(),
                         packet: Some(id),
                     });
@@ -137,7 +137,9 @@ impl ShipRuntime {
                         self.maybe_checkpoint().await;
                     }
                 }
-                Notice::Rewind => {
+                // The in-process runtime keeps no log of its own: back to
+                // the checkpoint, and the agent replays the rest.
+                Notice::Rewind { .. } => {
                     self.leading = false;
                     self.rewind()?;
                 }
@@ -324,7 +326,11 @@ mod tests {
         let num = EventNum(1);
         agent
             .notices
-            .send(Notice::Replay { num, data })
+            .send(Notice::Replay {
+                num,
+                data,
+                recorded: crate::port::Recorded::Boot,
+            })
             .await
             .unwrap();
         loop {

@@ -186,9 +186,10 @@ async fn event(client: &eventlog::Client, num: u64) -> (eventlog::Event, bytes::
         .await
         .expect("the event is in the log")
         .expect("the event can be read");
-    let (packet, data) = replica::frame::decode(&event.data).expect("framed by the agent");
+    let framed = replica::frame::decode(&event.data).expect("framed by the agent");
+    let data = framed.data;
     assert!(
-        packet.is_some(),
+        framed.packet.is_some(),
         "event {num} names the packet it came from"
     );
     (event, data)

@@ -267,7 +267,7 @@ fn committed_requests(lab: &ClusterLab, i: u8, from: u64) -> anyhow::Result<Hash
         .iter()
         .filter_map(|e| {
             replica::frame::decode(&e.data)
-                .and_then(|(_, b)| replica::PacketEvent::decode(&b).ok())
+                .and_then(|f| replica::PacketEvent::decode(&f.data).ok())
                 .and_then(|p| request_seq(&p.packet))
         })
         .collect();

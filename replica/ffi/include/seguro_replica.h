@@ -9,6 +9,11 @@
 #include <stdint.h>
 
 /*
+ Most lanes one `seguro_replica_push` sends to.
+ */
+#define SEGURO_PUSH_MAX_LANES 16
+
+/*
  Bytes in a packet's identity.
  */
 #define SEGURO_PACKET_ID_LEN 16
@@ -85,8 +90,9 @@ typedef enum {
   SEGURO_NOTICE_COMMITTED = 4,
   /*
    You no longer lead, and your state may hold events the log will
-   never have: go back to your last snapshot and answer
-   `seguro_replica_restored`.
+   never have: cut your local log after event `num` (the last known
+   committed), go back to your last snapshot (and replay your own log
+   up to `num` if you like), and answer `seguro_replica_restored`.
    */
   SEGURO_NOTICE_REWIND = 5,
   /*
@@ -96,6 +102,21 @@ typedef enum {
    */
   SEGURO_NOTICE_PURGED = 6,
 } seguro_notice_kind;
+
+/*
+ What a packet sent with `seguro_replica_send_stateless` is.
+ */
+typedef enum {
+  /*
+   A STUN binding response (vere's `_stun_on_request`).
+   */
+  SEGURO_STATELESS_STUN = 1,
+  /*
+   Another ship's packet passed on (vere's `_ames_forward`: a classic
+   Ames packet with its origin lane set, or a mesa packet).
+   */
+  SEGURO_STATELESS_FORWARD = 2,
+} seguro_stateless_kind;
 
 /*
  A running replica agent. Made by `seguro_replica_start`, freed by
@@ -125,7 +146,8 @@ typedef struct {
   seguro_notice_kind kind;
   /*
    REPLAY, COMMITTED: the event. LEAD: the next event to plan. PURGED:
-   the first event the log still holds.
+   the first event the log still holds. REWIND: the last event known
+   committed.
    */
   uint64_t num;
   /*
@@ -146,6 +168,12 @@ typedef struct {
    */
   const uint8_t *data;
   size_t len;
+  /*
+   REPLAY: the mug the leader recorded after the event; 0 for an event
+   of the boot sequence (planned with `seguro_replica_plan_boot`),
+   which a runtime applies as one batch.
+   */
+  uint32_t mug;
 } seguro_notice;
 
 #ifdef __cplusplus
@@ -210,7 +238,9 @@ seguro_error seguro_replica_next_notice(const seguro_replica *h, seguro_notice *
  Answers a REPLAY: applying event `num` gave a state whose mug is `mug`
  (`u3r_mug` of the new state, 31 bits, non-zero). The agent checks it
  against the leader's: a mismatch means the ship is not deterministic, and
- this replica never leads again until restored.
+ this replica never leads again until restored. `mug` may be 0 only for
+ a boot event (the notice's `mug` was 0), whose batch is not applied yet;
+ for any other event 0 counts as a mismatch.
 
  # Safety
  `h` is null or a live handle.
@@ -237,10 +267,14 @@ seguro_error seguro_replica_plan(const seguro_replica *h,
                                  const uint8_t *packet_id);
 
 /*
- While leading: an effect of planned event `num`, a UDP payload for
- `lane`. The agent seals it and sends it to the gatekeeper, which lets it
- out once event `num` is committed (as the cluster's optimism says). The
- library copies `payload`.
+ While leading: a UDP payload for `lane` whose bytes depend on the
+ ship's state through event `num`: an effect of planned event `num`, or a
+ scry answer or retransmit computed from the state as of `num` (the last
+ event planned or replayed). The agent seals it and sends it to the
+ gatekeeper, which lets it out once event `num` is committed (as the
+ cluster's optimism says). `num` from 1 to the last event planned or
+ replayed; a packet for a later one is dropped and counted. The library
+ copies `payload`.
 
  # Safety
  `h` is null or a live handle; `lane` is null or readable; `payload` is
@@ -251,6 +285,70 @@ seguro_error seguro_replica_send(const seguro_replica *h,
                                  const seguro_lane *lane,
                                  const uint8_t *payload,
                                  size_t len);
+
+/*
+ While leading: mesa's `%push`, the same payload to each of `n_lanes`
+ lanes (1 to `SEGURO_PUSH_MAX_LANES`), under the rule of
+ `seguro_replica_send` for `num`. A retransmit of a push is pushed again
+ under the same `num`.
+
+ # Safety
+ `h` is null or a live handle; `lanes` is null (only if `n_lanes` is 0)
+ or `n_lanes` readable lanes; `payload` is null (only if `len` is 0) or
+ `len` readable bytes.
+ */
+seguro_error seguro_replica_push(const seguro_replica *h,
+                                 uint64_t num,
+                                 const seguro_lane *lanes,
+                                 size_t n_lanes,
+                                 const uint8_t *payload,
+                                 size_t len);
+
+/*
+ While leading: a packet that reveals nothing of the ship's state, sent
+ at once without an event: a STUN binding response, or another ship's
+ packet forwarded on. It must be what `kind` says (else
+ `SEGURO_ERR_INVALID`): the agent and the gatekeeper check, and both
+ bound how many leave a second (`gatekeeper.stateless_rate`).
+
+ # Safety
+ `h` is null or a live handle; `lane` is null or readable; `payload` is
+ null (only if `len` is 0) or `len` readable bytes.
+ */
+seguro_error seguro_replica_send_stateless(const seguro_replica *h,
+                                           seguro_stateless_kind kind,
+                                           const seguro_lane *lane,
+                                           const uint8_t *payload,
+                                           size_t len);
+
+/*
+ While leading, with an empty log (LEAD's `num` was 1): plans the boot
+ sequence, events 1 to `count` (vere's pill formulas; `count` is the
+ ship's `life`), each with mug 0, since the state exists only once all of
+ them are applied as one batch (`u3v_boot`). Then plan event `count + 1`
+ on as usual. Anywhere else the agent stops (a protocol error).
+
+ # Safety
+ `h` is null or a live handle; `events` and `lens` are null (only if
+ `count` is 0) or `count` readable entries; each `events[i]` is null
+ (only if `lens[i]` is 0) or `lens[i]` readable bytes.
+ */
+seguro_error seguro_replica_plan_boot(const seguro_replica *h,
+                                      const uint8_t *const *events,
+                                      const size_t *lens,
+                                      size_t count);
+
+/*
+ While leading: the runtime will never make an event of the PACKET
+ notice with this `packet_id` (the king's queue was full, as vere's
+ `_ames_cap_queue` drops). The agent tells followers with the next
+ event, so that they drop their copies instead of keeping them for a
+ promotion.
+
+ # Safety
+ `h` is null or a live handle; `packet_id` is null or 16 readable bytes.
+ */
+seguro_error seguro_replica_dropped(const seguro_replica *h, const uint8_t *packet_id);
 
 /*
  Answers a REWIND or PURGED: the runtime's state is now as of event

@@ -495,6 +495,7 @@ mod tests {
                 .blocking_send(Notice::Replay {
                     num: EventNum(n),
                     data,
+                    recorded: replica::port::Recorded::Boot,
                 })
                 .unwrap();
         }
@@ -510,7 +511,7 @@ mod tests {
         let nums: Vec<_> = seen
             .iter()
             .map(|n| match n {
-                Notice::Replay { num, data } => (num.get(), data[0]),
+                Notice::Replay { num, data, .. } => (num.get(), data[0]),
                 other => panic!("{other:?}"),
             })
             .collect();

@@ -27,7 +27,8 @@ use replica::port::Command;
 
 pub use handle::Replica;
 pub use types::{
-    SEGURO_PACKET_ID_LEN, seguro_error, seguro_lane, seguro_notice, seguro_notice_kind,
+    SEGURO_PACKET_ID_LEN, SEGURO_PUSH_MAX_LANES, seguro_error, seguro_lane, seguro_notice,
+    seguro_notice_kind, seguro_stateless_kind,
 };
 
 use handle::Failure;
@@ -93,6 +94,26 @@ unsafe fn bytes<'a>(data: *const u8, len: usize, what: &str) -> Result<&'a [u8],
     // SAFETY: non-null, and the caller promises `len` readable bytes that
     // stay put for the duration of the call.
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
+}
+
+/// # Safety
+/// `id` is null or points to 16 readable bytes.
+unsafe fn packet(id: *const u8) -> Option<PacketId> {
+    if id.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, and the caller promises 16 readable bytes.
+    let id = unsafe { id.cast::<[u8; SEGURO_PACKET_ID_LEN]>().read_unaligned() };
+    Some(PacketId::from_bytes(id))
+}
+
+/// # Safety
+/// `lane` is null or readable.
+unsafe fn lane_of(lane: *const seguro_lane) -> Result<ames::Lane, Failure> {
+    // SAFETY: the caller promises `lane` is null or readable.
+    let lane = unsafe { lane.as_ref() }.ok_or_else(|| null("lane"))?;
+    lane.to_lane()
+        .ok_or_else(|| invalid(format!("lane family {} is neither 4 nor 6", lane.family)))
 }
 
 fn event(num: u64) -> Result<EventNum, Failure> {
@@ -241,7 +262,9 @@ pub unsafe extern "C" fn seguro_replica_next_notice(
 /// Answers a REPLAY: applying event `num` gave a state whose mug is `mug`
 /// (`u3r_mug` of the new state, 31 bits, non-zero). The agent checks it
 /// against the leader's: a mismatch means the ship is not deterministic, and
-/// this replica never leads again until restored.
+/// this replica never leads again until restored. `mug` may be 0 only for
+/// a boot event (the notice's `mug` was 0), whose batch is not applied yet;
+/// for any other event 0 counts as a mismatch.
 ///
 /// # Safety
 /// `h` is null or a live handle.
@@ -254,9 +277,13 @@ pub unsafe extern "C" fn seguro_replica_applied(
     guard(|| {
         // SAFETY: the caller's promise is `replica`'s.
         let replica = unsafe { replica(h) }?;
+        let mug = match mug {
+            0 => None,
+            m => Some(self::mug(m)?),
+        };
         let command = Command::Applied {
             num: event(num)?,
-            mug: self::mug(mug)?,
+            mug,
         };
         replica.tell(command)?;
         Ok(SEGURO_OK)
@@ -287,20 +314,11 @@ pub unsafe extern "C" fn seguro_replica_plan(
         let replica = unsafe { replica(h) }?;
         // SAFETY: the caller promises `len` readable bytes at `data`.
         let data = Bytes::copy_from_slice(unsafe { bytes(data, len, "data") }?);
-        let packet = if packet_id.is_null() {
-            None
-        } else {
-            // SAFETY: non-null, and the caller promises 16 readable bytes.
-            let id = unsafe {
-                packet_id
-                    .cast::<[u8; SEGURO_PACKET_ID_LEN]>()
-                    .read_unaligned()
-            };
-            Some(PacketId::from_bytes(id))
-        };
+        // SAFETY: the caller promises null or 16 readable bytes.
+        let packet = unsafe { packet(packet_id) };
         replica.tell(Command::Plan {
             num: event(num)?,
-            mug: self::mug(mug)?,
+            mug: Some(self::mug(mug)?),
             data,
             packet,
         })?;
@@ -308,10 +326,14 @@ pub unsafe extern "C" fn seguro_replica_plan(
     })
 }
 
-/// While leading: an effect of planned event `num`, a UDP payload for
-/// `lane`. The agent seals it and sends it to the gatekeeper, which lets it
-/// out once event `num` is committed (as the cluster's optimism says). The
-/// library copies `payload`.
+/// While leading: a UDP payload for `lane` whose bytes depend on the
+/// ship's state through event `num`: an effect of planned event `num`, or a
+/// scry answer or retransmit computed from the state as of `num` (the last
+/// event planned or replayed). The agent seals it and sends it to the
+/// gatekeeper, which lets it out once event `num` is committed (as the
+/// cluster's optimism says). `num` from 1 to the last event planned or
+/// replayed; a packet for a later one is dropped and counted. The library
+/// copies `payload`.
 ///
 /// # Safety
 /// `h` is null or a live handle; `lane` is null or readable; `payload` is
@@ -328,10 +350,7 @@ pub unsafe extern "C" fn seguro_replica_send(
         // SAFETY: the caller's promise is `replica`'s.
         let replica = unsafe { replica(h) }?;
         // SAFETY: the caller promises `lane` is null or readable.
-        let lane = unsafe { lane.as_ref() }.ok_or_else(|| null("lane"))?;
-        let lane = lane
-            .to_lane()
-            .ok_or_else(|| invalid(format!("lane family {} is neither 4 nor 6", lane.family)))?;
+        let lane = unsafe { lane_of(lane) }?;
         // SAFETY: the caller promises `len` readable bytes at `payload`.
         let payload = unsafe { bytes(payload, len, "payload") }?.to_vec();
         replica.tell(Command::Send {
@@ -339,6 +358,188 @@ pub unsafe extern "C" fn seguro_replica_send(
             lane,
             payload,
         })?;
+        Ok(SEGURO_OK)
+    })
+}
+
+/// While leading: mesa's `%push`, the same payload to each of `n_lanes`
+/// lanes (1 to `SEGURO_PUSH_MAX_LANES`), under the rule of
+/// `seguro_replica_send` for `num`. A retransmit of a push is pushed again
+/// under the same `num`.
+///
+/// # Safety
+/// `h` is null or a live handle; `lanes` is null (only if `n_lanes` is 0)
+/// or `n_lanes` readable lanes; `payload` is null (only if `len` is 0) or
+/// `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seguro_replica_push(
+    h: *const seguro_replica,
+    num: u64,
+    lanes: *const seguro_lane,
+    n_lanes: usize,
+    payload: *const u8,
+    len: usize,
+) -> seguro_error {
+    guard(|| {
+        // SAFETY: the caller's promise is `replica`'s.
+        let replica = unsafe { replica(h) }?;
+        if !(1..=SEGURO_PUSH_MAX_LANES).contains(&n_lanes) {
+            return Err(invalid(format!(
+                "{n_lanes} lanes; a push goes to 1 to {SEGURO_PUSH_MAX_LANES}"
+            )));
+        }
+        if lanes.is_null() {
+            return Err(null("lanes"));
+        }
+        // SAFETY: non-null, and the caller promises `n_lanes` readable lanes.
+        let lanes = unsafe { std::slice::from_raw_parts(lanes, n_lanes) };
+        let lanes = lanes
+            .iter()
+            // SAFETY: each is a readable lane of that slice.
+            .map(|l| unsafe { lane_of(l) })
+            .collect::<Result<Vec<_>, _>>()?;
+        // SAFETY: the caller promises `len` readable bytes at `payload`.
+        let payload = unsafe { bytes(payload, len, "payload") }?;
+        let num = event(num)?;
+        for lane in lanes {
+            replica.tell(Command::Send {
+                num,
+                lane,
+                payload: payload.to_vec(),
+            })?;
+        }
+        Ok(SEGURO_OK)
+    })
+}
+
+/// While leading: a packet that reveals nothing of the ship's state, sent
+/// at once without an event: a STUN binding response, or another ship's
+/// packet forwarded on. It must be what `kind` says (else
+/// `SEGURO_ERR_INVALID`): the agent and the gatekeeper check, and both
+/// bound how many leave a second (`gatekeeper.stateless_rate`).
+///
+/// # Safety
+/// `h` is null or a live handle; `lane` is null or readable; `payload` is
+/// null (only if `len` is 0) or `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seguro_replica_send_stateless(
+    h: *const seguro_replica,
+    kind: seguro_stateless_kind,
+    lane: *const seguro_lane,
+    payload: *const u8,
+    len: usize,
+) -> seguro_error {
+    guard(|| {
+        // SAFETY: the caller's promise is `replica`'s.
+        let replica = unsafe { replica(h) }?;
+        // SAFETY: the caller promises `lane` is null or readable.
+        let lane = unsafe { lane_of(lane) }?;
+        // SAFETY: the caller promises `len` readable bytes at `payload`.
+        let payload = unsafe { bytes(payload, len, "payload") }?.to_vec();
+        let kind = match kind as u32 {
+            1 => ames::Stateless::Stun,
+            2 => ames::Stateless::Forward,
+            other => {
+                return Err(invalid(format!(
+                    "stateless kind {other} is neither 1 nor 2"
+                )));
+            }
+        };
+        match ames::stateless(&payload) {
+            Ok(found) if found == kind => {}
+            Ok(found) => {
+                return Err(invalid(format!(
+                    "the payload is a {found:?} packet, not {kind:?}"
+                )));
+            }
+            Err(e) => {
+                return Err(invalid(format!(
+                    "the payload may not go out statelessly: {e}"
+                )));
+            }
+        }
+        replica.tell(Command::SendStateless {
+            kind,
+            lane,
+            payload,
+        })?;
+        Ok(SEGURO_OK)
+    })
+}
+
+/// While leading, with an empty log (LEAD's `num` was 1): plans the boot
+/// sequence, events 1 to `count` (vere's pill formulas; `count` is the
+/// ship's `life`), each with mug 0, since the state exists only once all of
+/// them are applied as one batch (`u3v_boot`). Then plan event `count + 1`
+/// on as usual. Anywhere else the agent stops (a protocol error).
+///
+/// # Safety
+/// `h` is null or a live handle; `events` and `lens` are null (only if
+/// `count` is 0) or `count` readable entries; each `events[i]` is null
+/// (only if `lens[i]` is 0) or `lens[i]` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seguro_replica_plan_boot(
+    h: *const seguro_replica,
+    events: *const *const u8,
+    lens: *const usize,
+    count: usize,
+) -> seguro_error {
+    guard(|| {
+        // SAFETY: the caller's promise is `replica`'s.
+        let replica = unsafe { replica(h) }?;
+        if count == 0 {
+            return Err(invalid("a boot sequence of 0 events".into()));
+        }
+        if events.is_null() {
+            return Err(null("events"));
+        }
+        if lens.is_null() {
+            return Err(null("lens"));
+        }
+        // SAFETY: non-null, and the caller promises `count` readable entries.
+        let (events, lens) = unsafe {
+            (
+                std::slice::from_raw_parts(events, count),
+                std::slice::from_raw_parts(lens, count),
+            )
+        };
+        let mut planned = Vec::with_capacity(count);
+        for (i, (&data, &len)) in events.iter().zip(lens).enumerate() {
+            // SAFETY: the caller promises `lens[i]` readable bytes.
+            let data = unsafe { bytes(data, len, "an event") }?;
+            planned.push(Command::Plan {
+                num: event(i as u64 + 1)?,
+                mug: None,
+                data: Bytes::copy_from_slice(data),
+                packet: None,
+            });
+        }
+        for command in planned {
+            replica.tell(command)?;
+        }
+        Ok(SEGURO_OK)
+    })
+}
+
+/// While leading: the runtime will never make an event of the PACKET
+/// notice with this `packet_id` (the king's queue was full, as vere's
+/// `_ames_cap_queue` drops). The agent tells followers with the next
+/// event, so that they drop their copies instead of keeping them for a
+/// promotion.
+///
+/// # Safety
+/// `h` is null or a live handle; `packet_id` is null or 16 readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn seguro_replica_dropped(
+    h: *const seguro_replica,
+    packet_id: *const u8,
+) -> seguro_error {
+    guard(|| {
+        // SAFETY: the caller's promise is `replica`'s.
+        let replica = unsafe { replica(h) }?;
+        // SAFETY: the caller promises null or 16 readable bytes.
+        let id = unsafe { packet(packet_id) }.ok_or_else(|| null("packet_id"))?;
+        replica.tell(Command::Dropped(id))?;
         Ok(SEGURO_OK)
     })
 }
@@ -539,7 +740,39 @@ mod tests {
                     SEGURO_EMPTY
                 );
                 assert_eq!(seguro_replica_checkpointed(h, 0), SEGURO_OK);
-                assert_eq!(seguro_replica_applied(h, 1, 0), SEGURO_ERR_INVALID);
+                assert_eq!(
+                    seguro_replica_applied(h, 1, 0x8000_0000),
+                    SEGURO_ERR_INVALID
+                );
+                // 0 answers a boot event: the agent, not the ABI, knows.
+                assert_eq!(seguro_replica_applied(h, 1, 0), SEGURO_OK);
+                let lane = seguro_lane::from_lane("192.0.2.1:1".parse().unwrap());
+                let lanes = [lane; SEGURO_PUSH_MAX_LANES + 1];
+                let p = b"payload";
+                let push = |n| seguro_replica_push(h, 1, lanes.as_ptr(), n, p.as_ptr(), p.len());
+                assert_eq!(push(0), SEGURO_ERR_INVALID);
+                assert_eq!(push(SEGURO_PUSH_MAX_LANES + 1), SEGURO_ERR_INVALID);
+                assert!(last_error().contains("1 to 16"), "{}", last_error());
+                assert_eq!(push(SEGURO_PUSH_MAX_LANES), SEGURO_OK);
+                use seguro_stateless_kind::*;
+                let stun = ames::Stun::binding_response([1; 12], "192.0.2.1:1".parse().unwrap());
+                let stateless = |kind, bytes: &[u8]| {
+                    seguro_replica_send_stateless(h, kind, &lane, bytes.as_ptr(), bytes.len())
+                };
+                assert_eq!(stateless(SEGURO_STATELESS_STUN, &stun), SEGURO_OK);
+                assert_eq!(
+                    stateless(SEGURO_STATELESS_FORWARD, &stun),
+                    SEGURO_ERR_INVALID
+                );
+                assert!(last_error().contains("not Forward"), "{}", last_error());
+                assert_eq!(stateless(SEGURO_STATELESS_FORWARD, p), SEGURO_ERR_INVALID);
+                let events = [p.as_ptr()];
+                let lens = [p.len()];
+                assert_eq!(
+                    seguro_replica_plan_boot(h, events.as_ptr(), lens.as_ptr(), 0),
+                    SEGURO_ERR_INVALID
+                );
+                assert_eq!(seguro_replica_dropped(h, std::ptr::null()), SEGURO_ERR_NULL);
                 seguro_replica_stop(h);
             }
         }

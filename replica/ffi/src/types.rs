@@ -55,14 +55,29 @@ pub enum seguro_notice_kind {
     /// Events up to `num` are on a quorum of disks (only while leading).
     SEGURO_NOTICE_COMMITTED = 4,
     /// You no longer lead, and your state may hold events the log will
-    /// never have: go back to your last snapshot and answer
-    /// `seguro_replica_restored`.
+    /// never have: cut your local log after event `num` (the last known
+    /// committed), go back to your last snapshot (and replay your own log
+    /// up to `num` if you like), and answer `seguro_replica_restored`.
     SEGURO_NOTICE_REWIND = 5,
     /// The log no longer holds the events before `num`: restore a state at
     /// or after event `num - 1` from elsewhere (a peer's snapshot) and
     /// answer `seguro_replica_restored`.
     SEGURO_NOTICE_PURGED = 6,
 }
+
+/// What a packet sent with `seguro_replica_send_stateless` is.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum seguro_stateless_kind {
+    /// A STUN binding response (vere's `_stun_on_request`).
+    SEGURO_STATELESS_STUN = 1,
+    /// Another ship's packet passed on (vere's `_ames_forward`: a classic
+    /// Ames packet with its origin lane set, or a mesa packet).
+    SEGURO_STATELESS_FORWARD = 2,
+}
+
+/// Most lanes one `seguro_replica_push` sends to.
+pub const SEGURO_PUSH_MAX_LANES: usize = 16;
 
 /// A UDP address: `family` 4 (the first 4 bytes of `addr` are the IPv4
 /// address) or 6 (all 16 bytes); `addr` in network order, `port` in host
@@ -88,7 +103,8 @@ pub const SEGURO_PACKET_ID_LEN: usize = 16;
 pub struct seguro_notice {
     pub kind: seguro_notice_kind,
     /// REPLAY, COMMITTED: the event. LEAD: the next event to plan. PURGED:
-    /// the first event the log still holds.
+    /// the first event the log still holds. REWIND: the last event known
+    /// committed.
     pub num: u64,
     /// LEAD: the term's epoch.
     pub epoch: u64,
@@ -100,6 +116,10 @@ pub struct seguro_notice {
     /// packet.
     pub data: *const u8,
     pub len: usize,
+    /// REPLAY: the mug the leader recorded after the event; 0 for an event
+    /// of the boot sequence (planned with `seguro_replica_plan_boot`),
+    /// which a runtime applies as one batch.
+    pub mug: u32,
 }
 
 impl seguro_lane {
@@ -149,13 +169,19 @@ impl seguro_notice {
             packet_id: [0; SEGURO_PACKET_ID_LEN],
             data: std::ptr::null(),
             len: 0,
+            mug: 0,
         };
         match notice {
-            Notice::Replay { num, data } => {
+            Notice::Replay {
+                num,
+                data,
+                recorded,
+            } => {
                 out.kind = seguro_notice_kind::SEGURO_NOTICE_REPLAY;
                 out.num = num.get();
                 out.data = data.as_ptr();
                 out.len = data.len();
+                out.mug = recorded.stored();
             }
             Notice::Lead { epoch, next } => {
                 out.kind = seguro_notice_kind::SEGURO_NOTICE_LEAD;
@@ -173,7 +199,7 @@ impl seguro_notice {
                 out.kind = seguro_notice_kind::SEGURO_NOTICE_COMMITTED;
                 out.num = num.get();
             }
-            Notice::Rewind => {}
+            Notice::Rewind { committed } => out.num = committed.get(),
             Notice::Purged { first_available } => {
                 out.kind = seguro_notice_kind::SEGURO_NOTICE_PURGED;
                 out.num = first_available.get();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use eventlog_client::{AppendError, ReadError};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use leadership::{Epoch, EventNum, Sealer};
+use leadership::{Epoch, EventNum, Sealer, StatelessBudget};
 use metrics::{counter, gauge};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -90,14 +90,22 @@ struct Pipeline<W: LogWriter> {
     /// Appends not yet committed, oldest first.
     in_flight: FuturesOrdered<W::Append>,
     committed: EventNum,
-    /// The first event of this term: effects of earlier (replayed) events
-    /// are not this term's to send (SPEC §6.3.1).
-    first: EventNum,
     /// When the oldest append still in flight was made, or the last commit.
     progress_at: Instant,
     /// Sealed effects waiting for the next send.
     outgoing: Vec<Vec<u8>>,
+    /// Whether every event planned so far is a boot event from event 1:
+    /// only then may the runtime plan one without a mug.
+    booting: bool,
+    /// Packets the runtime said it will never plan, for the next event's
+    /// frame to tell followers.
+    dropped: Vec<PacketId>,
+    /// Stateless packets this term may still send now (a token bucket).
+    stateless: StatelessBudget,
 }
+
+/// Most packet drops one event's frame carries; more wait for the next.
+const DROPS_PER_EVENT: usize = 256;
 
 /// Most commands handled before sealed effects are flushed.
 const COMMAND_BATCH: usize = 256;
@@ -169,10 +177,13 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
             sealer: Sealer::new(self.settings.id, epoch, self.key.clone()),
             in_flight: FuturesOrdered::new(),
             committed: last,
-            first: last.next(),
             progress_at: Instant::now(),
             outgoing: Vec::new(),
+            booting: last == EventNum::NONE,
+            dropped: Vec::new(),
+            stateless: StatelessBudget::new(self.settings.stateless_rate, Instant::now()),
         };
+        self.committed = self.committed.max(last);
         // What the old leader heard but never committed (SPEC §4.4).
         let backlog = self.buffer.drain();
         gauge!(m::BUFFERED).set(0.0);
@@ -208,6 +219,7 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                     Ok(n) => {
                         self.term_committed = true;
                         term.committed = term.committed.max(n);
+                        self.committed = self.committed.max(term.committed);
                         term.progress_at = Instant::now();
                         gauge!(m::COMMITTED).set(term.committed.get() as f64);
                         gauge!(m::RUN_AHEAD).set(self.runtime_last.get().saturating_sub(term.committed.get()) as f64);
@@ -359,37 +371,85 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                 if num != expected {
                     return Err(AgentError::OutOfOrderPlan { expected, got: num });
                 }
+                match mug {
+                    None if !term.booting => return Err(AgentError::BootOutOfPlace { num }),
+                    None => {}
+                    Some(_) => term.booting = false,
+                }
                 if term.in_flight.is_empty() {
                     term.progress_at = Instant::now();
                 }
+                let cut = term.dropped.len().min(DROPS_PER_EVENT);
+                let dropped: Vec<PacketId> = term.dropped.drain(..cut).collect();
                 term.in_flight.push_back(term.writer.append(
                     num,
                     mug,
-                    frame::encode(&data, packet),
+                    frame::encode(&data, packet, &dropped),
                 ));
                 self.runtime_last = num;
                 counter!(m::SEQUENCED).increment(1);
                 gauge!(m::APPLIED).set(num.get() as f64);
                 gauge!(m::RUN_AHEAD).set(num.get().saturating_sub(term.committed.get()) as f64);
             }
+            // Any state the runtime has may be revealed once committed: an
+            // effect of this term's events, or a scry answer or retransmit
+            // from the state as of a replayed one (docs/VERE.md).
             Command::Send { num, lane, payload }
-                if (term.first..=self.runtime_last).contains(&num) =>
+                if num != EventNum::NONE && num <= self.runtime_last =>
             {
-                match term.sealer.seal(num, lane, &payload) {
-                    Ok(datagram) => term.outgoing.push(datagram),
-                    Err(e) => {
-                        counter!(m::EFFECTS_FAILED).increment(1);
-                        tracing::warn!(error = %e, event = %num, "cannot seal an effect");
-                    }
-                }
+                self.seal(term, num, lane, &payload);
             }
             Command::Send { num, .. } => {
                 counter!(m::EFFECTS_FAILED).increment(1);
-                tracing::warn!(event = %num, "dropping an effect of an event not planned in this term");
+                tracing::warn!(event = %num, last = %self.runtime_last, "dropping a packet that depends on an event the runtime does not have");
+            }
+            Command::SendStateless {
+                kind,
+                lane,
+                payload,
+            } => {
+                if !term.stateless.take(Instant::now()) {
+                    counter!(m::STATELESS_DROPPED, "reason" => "rate").increment(1);
+                    return Ok(());
+                }
+                match ames::stateless(&payload) {
+                    // Event 0 is the state before any event: the envelope
+                    // says the packet depends on none (docs/SPEC.md §6.4).
+                    Ok(found) if found == kind => self.seal(term, EventNum::NONE, lane, &payload),
+                    Ok(found) => {
+                        counter!(m::STATELESS_DROPPED, "reason" => "mismatch").increment(1);
+                        tracing::warn!(claimed = ?kind, ?found, "dropping a stateless packet of another kind than claimed");
+                    }
+                    Err(e) => {
+                        counter!(m::STATELESS_DROPPED, "reason" => "mismatch").increment(1);
+                        tracing::warn!(claimed = ?kind, error = %e, "dropping a packet that may reveal the ship's state from the stateless path");
+                    }
+                }
+            }
+            Command::Dropped(id) => {
+                if term.dropped.len() < self.settings.buffer_packets {
+                    term.dropped.push(id);
+                }
             }
             other => self.on_command(other),
         }
         Ok(())
+    }
+
+    fn seal(
+        &self,
+        term: &mut Pipeline<L::Writer>,
+        num: EventNum,
+        lane: ames::Lane,
+        payload: &[u8],
+    ) {
+        match term.sealer.seal(num, lane, payload) {
+            Ok(datagram) => term.outgoing.push(datagram),
+            Err(e) => {
+                counter!(m::EFFECTS_FAILED).increment(1);
+                tracing::warn!(error = %e, event = %num, "cannot seal an effect");
+            }
+        }
     }
 
     /// Sends the sealed effects to the gatekeeper in one batch.

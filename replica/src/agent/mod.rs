@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::PacketBuffer;
 use crate::frame;
 use crate::metrics as m;
-use crate::port::{AgentPort, Command, Notice};
+use crate::port::{AgentPort, Command, Notice, Recorded};
 
 pub use lead::StepDown;
 use ports::{EffectSink, Elector, EventLog};
@@ -43,6 +43,9 @@ pub struct Settings {
     pub buffer_bytes: usize,
     /// Where effect envelopes go (`gatekeeper.listen`).
     pub gatekeeper: SocketAddr,
+    /// Most stateless packets (STUN answers, forwarding) a second the
+    /// leader passes on (`gatekeeper.stateless_rate`).
+    pub stateless_rate: u32,
 }
 
 /// Inbound packets, a batch at a time, from the agent's Ames socket.
@@ -56,6 +59,10 @@ pub enum AgentError {
     RuntimeGone,
     #[error("the runtime planned event {got} where {expected} was next")]
     OutOfOrderPlan { expected: EventNum, got: EventNum },
+    #[error(
+        "the runtime planned event {num} without a mug, but only the boot sequence (from event 1, before any other event) may"
+    )]
+    BootOutOfPlace { num: EventNum },
     #[error("cannot send effects to the gatekeeper: {0}")]
     Effects(#[source] std::io::Error),
 }
@@ -113,9 +120,12 @@ pub struct Agent<L = eventlog_client::Client, E = leadership::Election, S = udp:
     /// The last event the runtime has (replayed to it, or planned by it).
     runtime_last: EventNum,
     /// The mugs the log recorded for replays the runtime has not answered,
-    /// with the epoch that wrote each: `None` where the log holds a word no
-    /// ship computes, which no runtime's mug matches.
-    pending: VecDeque<(EventNum, Epoch, Option<Mug>)>,
+    /// with the epoch that wrote each.
+    pending: VecDeque<(EventNum, Epoch, Recorded)>,
+    /// The last event this agent knows is committed: replayed, or reported
+    /// committed while leading. A rewinding runtime keeps its local log up
+    /// to here.
+    committed: EventNum,
     watermark: watch::Sender<EventNum>,
     verdict: Verdict,
     /// Whether the runtime was told to lead in the last term (so that its
@@ -147,6 +157,7 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
             port,
             runtime_last: EventNum::NONE,
             pending: VecDeque::new(),
+            committed: EventNum::NONE,
             watermark: watch::channel(EventNum::NONE).0,
             verdict: Verdict::Agrees,
             runtime_led: false,
@@ -193,7 +204,8 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                         "stepped down; the runtime goes back to its checkpoint"
                     );
                     self.runtime_led = false;
-                    self.notify(Notice::Rewind).await?;
+                    let committed = self.committed.min(self.runtime_last);
+                    self.notify(Notice::Rewind { committed }).await?;
                     let Some(last) = self.restored(&shutdown).await? else {
                         return Ok(());
                     };
@@ -264,24 +276,34 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                 got: event.num,
             });
         }
-        let (num, epoch, recorded) = (event.num, event.epoch, Mug::from_stored(event.mug));
+        let (num, epoch, recorded) = (event.num, event.epoch, Recorded::of_stored(event.mug));
         let data = match frame::decode(&event.data) {
-            Some((packet, data)) => {
-                if let Some(id) = packet {
+            Some(framed) => {
+                if let Some(id) = framed.packet {
                     self.buffer.remove(id);
-                    gauge!(m::BUFFERED).set(self.buffer.len() as f64);
                 }
-                data
+                for id in &framed.dropped {
+                    self.buffer.remove(*id);
+                }
+                counter!(m::RUNTIME_DROPPED).increment(framed.dropped.len() as u64);
+                gauge!(m::BUFFERED).set(self.buffer.len() as f64);
+                framed.data
             }
             None => {
                 tracing::warn!(event = %event.num, "an event no agent framed; passing it on as it is");
                 event.data.clone()
             }
         };
-        self.notify(Notice::Replay { num, data }).await?;
+        self.notify(Notice::Replay {
+            num,
+            data,
+            recorded,
+        })
+        .await?;
         // Noted once sent: a replay abandoned half-way is not awaited.
         self.pending.push_back((num, epoch, recorded));
         self.runtime_last = num;
+        self.committed = self.committed.max(num);
         counter!(m::REPLAYED).increment(1);
         gauge!(m::COMMITTED).set(num.get() as f64);
         Ok(())
@@ -302,6 +324,9 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
             Command::Plan { num, .. } | Command::Send { num, .. } => {
                 tracing::debug!(event = %num, "dropping a plan or effect from outside a term");
             }
+            Command::SendStateless { .. } | Command::Dropped(_) => {
+                tracing::debug!("dropping a stateless packet or a drop notice from outside a term");
+            }
             Command::Restored { last } => {
                 tracing::warn!(%last, "the runtime restored itself unasked");
                 self.runtime_last = last;
@@ -314,7 +339,7 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
     /// be the one the leader of its epoch recorded. A mismatch is held
     /// against that leader or this replica, whichever later leaders side
     /// with (docs/SPEC.md §6.3.2).
-    fn check(&mut self, num: EventNum, mug: Mug) {
+    fn check(&mut self, num: EventNum, mug: Option<Mug>) {
         while let Some(&(pending, epoch, recorded)) = self.pending.front() {
             if pending > num {
                 break;
@@ -324,7 +349,21 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                 continue;
             }
             gauge!(m::APPLIED).set(num.get() as f64);
-            let verdict = if recorded == Some(mug) {
+            let computed = match (recorded, mug) {
+                // The boot sequence has no mug until all of it is applied:
+                // nothing to compare.
+                (Recorded::Boot, _) => continue,
+                (_, Some(mug)) => mug,
+                (Recorded::Mug(_) | Recorded::Unreadable(_), None) => {
+                    counter!(m::MISMATCHES).increment(1);
+                    tracing::error!(event = %num, "the runtime answered a replay with no mug, but the event is not a boot event");
+                    self.verdict = Verdict::Diverged;
+                    gauge!(m::DIVERGED).set(1.0);
+                    continue;
+                }
+            };
+            let mug = computed;
+            let verdict = if recorded == Recorded::Mug(mug) {
                 match self.verdict {
                     Verdict::Contradicts(wrong) if epoch > wrong => {
                         tracing::warn!(
@@ -340,7 +379,10 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                 }
             } else {
                 counter!(m::MISMATCHES).increment(1);
-                let recorded = recorded.map_or_else(|| "not a mug".to_owned(), |m| m.to_string());
+                let recorded = match recorded {
+                    Recorded::Mug(m) => m.to_string(),
+                    _ => format!("{:#x} (not a mug)", recorded.stored()),
+                };
                 let verdict = match self.verdict {
                     Verdict::Agrees => Verdict::Contradicts(epoch),
                     Verdict::Contradicts(wrong) if wrong == epoch => Verdict::Contradicts(wrong),

@@ -48,8 +48,9 @@ pub trait EventLog: Clone + Send + Sync + 'static {
 pub trait LogWriter: Send {
     type Append: Future<Output = Result<EventNum, AppendError>> + Send;
 
-    /// Appends event `num`, after which the ship's state has mug `mug`.
-    fn append(&self, num: EventNum, mug: Mug, data: Bytes) -> Self::Append;
+    /// Appends event `num`, after which the ship's state has mug `mug`
+    /// (`None`: a boot event, recorded as 0).
+    fn append(&self, num: EventNum, mug: Option<Mug>, data: Bytes) -> Self::Append;
 }
 
 /// The leader election in etcd (SPEC §6.1).
@@ -115,9 +116,10 @@ impl EventLog for eventlog_client::Client {
 impl LogWriter for Appender {
     type Append = AppendFuture;
 
-    fn append(&self, num: EventNum, mug: Mug, data: Bytes) -> AppendFuture {
-        // The log keeps a mug as the 32-bit word vere writes.
-        Appender::append(self, num, mug.get(), data)
+    fn append(&self, num: EventNum, mug: Option<Mug>, data: Bytes) -> AppendFuture {
+        // The log keeps a mug as the 32-bit word vere writes: 0 for the
+        // boot sequence's events.
+        Appender::append(self, num, mug.map_or(0, Mug::get), data)
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ames::{Lane, Mug};
+use ames::{Lane, Mug, Stateless};
 use bytes::Bytes;
 use config::{Key, ReplicaId};
 use eventlog_client::{AppendError, ClientError, Event, ReadError};
@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::lead::{End, StepDown};
 use super::ports::{Committed, EffectSink, Elector, EventLog, LogWriter, Term};
-use super::{Agent, Parts, Settings};
+use super::{Agent, AgentError, Parts, Settings};
 use crate::buffer::PacketId;
 use crate::frame;
-use crate::port::{self, Command, Notice, RuntimePort};
+use crate::port::{self, Command, Notice, Recorded, RuntimePort};
 
 type Appended = oneshot::Sender<Result<EventNum, AppendError>>;
 
@@ -107,6 +107,14 @@ impl MemLog {
     fn release(&self) {
         let held = std::mem::take(&mut self.state().held);
         for (event, done) in held {
+            let _ = done.send(self.commit(event));
+        }
+    }
+
+    /// Commits the oldest held append.
+    fn release_one(&self) {
+        let first = self.state().held.pop_front();
+        if let Some((event, done)) = first {
             let _ = done.send(self.commit(event));
         }
     }
@@ -205,11 +213,11 @@ struct MemWriter {
 impl LogWriter for MemWriter {
     type Append = Pin<Box<dyn Future<Output = Result<EventNum, AppendError>> + Send>>;
 
-    fn append(&self, num: EventNum, mug: Mug, data: Bytes) -> Self::Append {
+    fn append(&self, num: EventNum, mug: Option<Mug>, data: Bytes) -> Self::Append {
         let event = Event {
             num,
             epoch: self.epoch,
-            mug: mug.get(),
+            mug: mug.map_or(0, Mug::get),
             data,
         };
         let mut s = self.log.state();
@@ -405,6 +413,7 @@ fn harness_with(max_run_ahead: u64, ttl: Duration) -> Harness {
             buffer_packets: 64,
             buffer_bytes: crate::DEFAULT_BUFFER_BYTES,
             gatekeeper: GATEKEEPER.parse().unwrap(),
+            stateless_rate: 1000,
         },
         log: log.clone(),
         election: election.clone(),
@@ -440,7 +449,7 @@ fn event(n: u64, packet: Option<PacketId>) -> Event {
         num: EventNum(n),
         epoch: Epoch(1),
         mug: mug(n).get(),
-        data: frame::encode(format!("event {n}").as_bytes(), packet),
+        data: frame::encode(format!("event {n}").as_bytes(), packet, &[]),
     }
 }
 
@@ -506,7 +515,12 @@ async fn a_leader_that_lost_its_term_rewinds_its_runtime_and_campaigns_again() {
         let lose = election.grant(Epoch(5));
         assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
         lose.send_replace(Some(LossReason::KeyLost));
-        assert_eq!(next(&mut runtime).await, Notice::Rewind);
+        assert_eq!(
+            next(&mut runtime).await,
+            Notice::Rewind {
+                committed: EventNum::NONE
+            }
+        );
         tell(
             &runtime,
             Command::Restored {
@@ -552,7 +566,7 @@ async fn steps_down_when_a_newer_leader_fenced_the_log() {
             &runtime,
             Command::Plan {
                 num: EventNum(1),
-                mug: mug(1),
+                mug: Some(mug(1)),
                 data: Bytes::from_static(b"e"),
                 packet: Some(id),
             },
@@ -593,7 +607,7 @@ async fn stops_taking_packets_at_the_run_ahead_limit() {
                 &runtime,
                 Command::Plan {
                     num,
-                    mug,
+                    mug: Some(mug),
                     data,
                     packet,
                 },
@@ -644,7 +658,13 @@ async fn a_replica_whose_mug_differs_stops_campaigning() {
             assert_eq!(num, EventNum(n));
             // Event 2 leaves this ship in another state than the leader's.
             let computed = if n == 2 { Mug::of(b"other") } else { mug(n) };
-            tell(&runtime, Command::Applied { num, mug: computed });
+            tell(
+                &runtime,
+                Command::Applied {
+                    num,
+                    mug: Some(computed),
+                },
+            );
         }
         // Let the agent take the answer before a term is on offer.
         sleep(Duration::from_millis(50)).await;
@@ -694,14 +714,15 @@ async fn a_new_leader_sequences_the_packets_the_old_one_did_not_commit() {
             replay,
             Notice::Replay {
                 num: EventNum(1),
-                data: Bytes::from_static(b"event 1")
+                data: Bytes::from_static(b"event 1"),
+                recorded: Recorded::Mug(mug(1)),
             }
         );
         tell(
             &runtime,
             Command::Applied {
                 num: EventNum(1),
-                mug: mug(1),
+                mug: Some(mug(1)),
             },
         );
         sleep(Duration::from_millis(50)).await;
@@ -750,11 +771,18 @@ async fn a_replica_behind_replays_the_log_before_it_leads() {
                 replay,
                 Notice::Replay {
                     num: EventNum(n),
-                    data
+                    data,
+                    recorded: Recorded::Mug(mug(n)),
                 }
             );
             let (num, mug) = (EventNum(n), mug(n));
-            tell(&runtime, Command::Applied { num, mug });
+            tell(
+                &runtime,
+                Command::Applied {
+                    num,
+                    mug: Some(mug),
+                },
+            );
         }
         assert_eq!(
             next(&mut runtime).await,
@@ -764,18 +792,19 @@ async fn a_replica_behind_replays_the_log_before_it_leads() {
             }
         );
         // Its own event's effect goes to the gatekeeper, sealed for this
-        // term; a replayed event's is not this term's to send.
+        // term, and so does a packet from the state as of a replayed event
+        // (a scry answer); one from a state it does not have is dropped.
         let (num, mug, data) = (EventNum(4), mug(4), Bytes::from_static(b"e"));
         tell(
             &runtime,
             Command::Plan {
                 num,
-                mug,
+                mug: Some(mug),
                 data,
                 packet: None,
             },
         );
-        for num in [EventNum(2), EventNum(4)] {
+        for num in [EventNum(2), EventNum(4), EventNum(5), EventNum::NONE] {
             let (lane, payload) = (lane(7), b"effect".to_vec());
             tell(&runtime, Command::Send { num, lane, payload });
         }
@@ -788,19 +817,23 @@ async fn a_replica_behind_replays_the_log_before_it_leads() {
     assert_eq!(log.fences(), 1);
 
     let sent = sink.take();
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].0, GATEKEEPER.parse().unwrap());
+    assert_eq!(sent.len(), 2, "{sent:?}");
     let mut keys = Keyring::new();
     keys.insert(ReplicaId::new(1).unwrap(), Key::from_bytes([1; 32]));
-    let envelope = leadership::envelope::open(&sent[0].1, &keys).unwrap();
+    let opened: Vec<_> = sent
+        .iter()
+        .map(|(to, datagram)| {
+            assert_eq!(*to, GATEKEEPER.parse().unwrap());
+            let e = leadership::envelope::open(datagram, &keys).unwrap();
+            (e.epoch, e.event, e.seq, e.payload.to_vec())
+        })
+        .collect();
     assert_eq!(
-        (
-            envelope.epoch,
-            envelope.event,
-            envelope.seq,
-            envelope.payload
-        ),
-        (Epoch(4), EventNum(4), 1, &b"effect"[..])
+        opened,
+        [
+            (Epoch(4), EventNum(2), 1, b"effect".to_vec()),
+            (Epoch(4), EventNum(4), 2, b"effect".to_vec())
+        ]
     );
 }
 
@@ -810,7 +843,7 @@ fn event_by(n: u64, epoch: u64, mug: Mug) -> Event {
         num: EventNum(n),
         epoch: Epoch(epoch),
         mug: mug.get(),
-        data: frame::encode(format!("event {n}").as_bytes(), None),
+        data: frame::encode(format!("event {n}").as_bytes(), None, &[]),
     }
 }
 
@@ -828,7 +861,7 @@ async fn answer_replays(
                     runtime,
                     Command::Applied {
                         num,
-                        mug: computed(n),
+                        mug: Some(computed(n)),
                     },
                 );
             }
@@ -908,7 +941,13 @@ async fn a_replica_does_not_lead_before_its_mugs_are_checked() {
         quiet(&mut runtime).await;
         // Its state differs from the one the log recorded.
         let (num, mug) = (EventNum(1), Mug::of(b"other"));
-        tell(&runtime, Command::Applied { num, mug });
+        tell(
+            &runtime,
+            Command::Applied {
+                num,
+                mug: Some(mug),
+            },
+        );
         quiet(&mut runtime).await;
         assert!(!election.unclaimed(), "it never campaigned");
         shutdown.cancel();
@@ -973,7 +1012,7 @@ async fn a_healthy_follower_leads_once_a_diverged_leader_is_gone() {
             &runtime,
             Command::Plan {
                 num,
-                mug,
+                mug: Some(mug),
                 data,
                 packet: None,
             },
@@ -1147,7 +1186,7 @@ async fn a_leader_steps_down_when_its_appends_stop_committing() {
             &runtime,
             Command::Plan {
                 num,
-                mug,
+                mug: Some(mug),
                 data,
                 packet: None,
             },
@@ -1183,7 +1222,7 @@ async fn a_failing_fence_backs_off_instead_of_campaigning_in_a_loop() {
         loop {
             tokio::select! {
                 notice = runtime.notices.recv() => match notice {
-                    Some(Notice::Rewind) => tell(&runtime, Command::Restored { last: EventNum::NONE }),
+                    Some(Notice::Rewind { .. }) => tell(&runtime, Command::Restored { last: EventNum::NONE }),
                     Some(other) => panic!("unexpected {other:?}"),
                     None => break,
                 },
@@ -1192,6 +1231,388 @@ async fn a_failing_fence_backs_off_instead_of_campaigning_in_a_loop() {
         }
         let campaigns = election.campaigns();
         assert!(campaigns <= 6, "{campaigns} campaigns in a second");
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
+}
+
+/// A STUN binding response, as vere's `_stun_on_request` sends one.
+fn stun_response() -> Vec<u8> {
+    ames::Stun::binding_response([7; 12], "198.51.100.7:4000".parse().unwrap())
+}
+
+/// An Ames packet between two ships, relayed (with an origin) or not.
+fn ames_packet(relayed: bool) -> Vec<u8> {
+    let mut prelude = ames::Prelude::new(ames::Ship::new(0x100), ames::Ship::new(0x200));
+    if relayed {
+        prelude.origin = Some("198.51.100.7:4000".parse().unwrap());
+    }
+    ames::Packet {
+        prelude,
+        body: ames::Body::Ames(b"hi".to_vec()),
+    }
+    .to_bytes()
+}
+
+#[tokio::test]
+async fn the_boot_sequence_is_planned_without_mugs_and_only_from_event_1() {
+    let Harness {
+        mut agent,
+        mut runtime,
+        log,
+        shutdown,
+        ..
+    } = harness(16);
+    let (term, _lose) = FakeTerm::new(Epoch(3));
+    let script = async {
+        assert!(matches!(
+            next(&mut runtime).await,
+            Notice::Lead {
+                next: EventNum(1),
+                ..
+            }
+        ));
+        for n in 1..=3 {
+            let data = Bytes::from(format!("formula {n}"));
+            let (num, mug, packet) = (EventNum(n), None, None);
+            tell(
+                &runtime,
+                Command::Plan {
+                    num,
+                    mug,
+                    data,
+                    packet,
+                },
+            );
+        }
+        let data = Bytes::from_static(b"first real event");
+        let (num, mug, packet) = (EventNum(4), Some(mug(4)), None);
+        tell(
+            &runtime,
+            Command::Plan {
+                num,
+                mug,
+                data,
+                packet,
+            },
+        );
+        for n in 1..=4 {
+            assert_eq!(next(&mut runtime).await, Notice::Committed(EventNum(n)));
+        }
+        // Once the ship has a mug, a mugless plan is a broken runtime.
+        let data = Bytes::from_static(b"late formula");
+        let (num, mug, packet) = (EventNum(5), None, None);
+        tell(
+            &runtime,
+            Command::Plan {
+                num,
+                mug,
+                data,
+                packet,
+            },
+        );
+    };
+    let (end, ()) = tokio::join!(agent.lead(term, &shutdown), script);
+    assert!(
+        matches!(end, Err(AgentError::BootOutOfPlace { num: EventNum(5) })),
+        "{end:?}"
+    );
+    let mugs: Vec<u32> = log.state().events.iter().map(|e| e.mug).collect();
+    assert_eq!(mugs, [0, 0, 0, mug(4).get()]);
+}
+
+#[tokio::test]
+async fn a_leader_after_event_1_may_not_plan_a_boot_event() {
+    let Harness {
+        mut agent,
+        mut runtime,
+        log,
+        shutdown,
+        ..
+    } = harness(16);
+    log.commit(event(1, None)).unwrap();
+    agent.runtime_last = EventNum(1);
+    let (term, _lose) = FakeTerm::new(Epoch(3));
+    let script = async {
+        assert!(matches!(
+            next(&mut runtime).await,
+            Notice::Lead {
+                next: EventNum(2),
+                ..
+            }
+        ));
+        let (num, mug, data, packet) = (EventNum(2), None, Bytes::new(), None);
+        tell(
+            &runtime,
+            Command::Plan {
+                num,
+                mug,
+                data,
+                packet,
+            },
+        );
+    };
+    let (end, ()) = tokio::join!(agent.lead(term, &shutdown), script);
+    assert!(
+        matches!(end, Err(AgentError::BootOutOfPlace { num: EventNum(2) })),
+        "{end:?}"
+    );
+}
+
+#[tokio::test]
+async fn boot_events_replay_with_no_mug_to_check() {
+    let Harness {
+        agent,
+        mut runtime,
+        log,
+        election,
+        shutdown,
+        ..
+    } = harness(16);
+    for n in 1..=2 {
+        let mut boot = event(n, None);
+        boot.mug = 0;
+        log.commit(boot).unwrap();
+    }
+    log.commit(event(3, None)).unwrap();
+    let script = async {
+        let last = EventNum::NONE;
+        tell(&runtime, Command::Restored { last });
+        for n in 1..=3 {
+            let Notice::Replay { num, recorded, .. } = next(&mut runtime).await else {
+                panic!("expected replay {n}");
+            };
+            let expected = if n < 3 {
+                Recorded::Boot
+            } else {
+                Recorded::Mug(mug(3))
+            };
+            assert_eq!((num, recorded), (EventNum(n), expected));
+        }
+        // Boot events answered without a mug, or with any mug: neither is
+        // a mismatch. Event 3's mug is checked as ever.
+        tell(
+            &runtime,
+            Command::Applied {
+                num: EventNum(1),
+                mug: None,
+            },
+        );
+        let (num, answer) = (EventNum(2), Some(Mug::of(b"anything")));
+        tell(&runtime, Command::Applied { num, mug: answer });
+        let (num, computed) = (EventNum(3), Some(mug(3)));
+        tell(&runtime, Command::Applied { num, mug: computed });
+        sleep(Duration::from_millis(50)).await;
+        let _lose = election.grant(Epoch(2));
+        assert_eq!(
+            next(&mut runtime).await,
+            Notice::Lead {
+                epoch: Epoch(2),
+                next: EventNum(4)
+            }
+        );
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn stateless_packets_leave_as_event_0_only_if_they_reveal_no_state() {
+    let Harness {
+        mut agent,
+        mut runtime,
+        sink,
+        shutdown,
+        ..
+    } = harness(16);
+    let (term, _lose) = FakeTerm::new(Epoch(3));
+    let script = async {
+        assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
+        let sends = [
+            (Stateless::Stun, stun_response()),
+            (Stateless::Forward, ames_packet(true)),
+            // The ship's own packet, or a kind other than claimed: refused.
+            (Stateless::Forward, ames_packet(false)),
+            (Stateless::Stun, ames_packet(true)),
+            (Stateless::Forward, b"junk".to_vec()),
+        ];
+        for (kind, payload) in sends {
+            let lane = lane(7);
+            tell(
+                &runtime,
+                Command::SendStateless {
+                    kind,
+                    lane,
+                    payload,
+                },
+            );
+        }
+        quiet(&mut runtime).await;
+        shutdown.cancel();
+    };
+    let (end, ()) = tokio::join!(agent.lead(term, &shutdown), script);
+    assert_eq!(end.unwrap(), End::Shutdown);
+    let mut keys = Keyring::new();
+    keys.insert(ReplicaId::new(1).unwrap(), Key::from_bytes([1; 32]));
+    let sent: Vec<_> = sink
+        .take()
+        .iter()
+        .map(|(_, d)| {
+            let e = leadership::envelope::open(d, &keys).unwrap();
+            (e.event, e.payload.to_vec())
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (EventNum::NONE, stun_response()),
+            (EventNum::NONE, ames_packet(true))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_stateless_rate_is_bounded_per_term() {
+    let Harness {
+        mut agent,
+        mut runtime,
+        sink,
+        shutdown,
+        ..
+    } = harness(16);
+    agent.settings.stateless_rate = 5;
+    let (term, _lose) = FakeTerm::new(Epoch(3));
+    let script = async {
+        assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
+        for _ in 0..50 {
+            let (kind, lane, payload) = (Stateless::Stun, lane(7), stun_response());
+            tell(
+                &runtime,
+                Command::SendStateless {
+                    kind,
+                    lane,
+                    payload,
+                },
+            );
+        }
+        quiet(&mut runtime).await;
+        shutdown.cancel();
+    };
+    let (end, ()) = tokio::join!(agent.lead(term, &shutdown), script);
+    assert_eq!(end.unwrap(), End::Shutdown);
+    // A burst of a second's worth, and what 300 ms more allow.
+    let sent = sink.take().len();
+    assert!((5..=7).contains(&sent), "{sent} sent");
+}
+
+#[tokio::test]
+async fn a_packet_the_leaders_runtime_dropped_is_not_kept_by_followers() {
+    let Harness {
+        mut agent,
+        mut runtime,
+        inbound,
+        log,
+        shutdown,
+        ..
+    } = harness(16);
+    let (term, _lose) = FakeTerm::new(Epoch(3));
+    let dropped = PacketId::of(lane(1), b"over the cap");
+    let script = async {
+        assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
+        tell(&runtime, Command::Dropped(dropped));
+        inbound
+            .send(vec![(lane(2), b"kept".to_vec())])
+            .await
+            .unwrap();
+        let Notice::Packet { id, .. } = next(&mut runtime).await else {
+            panic!("expected the packet");
+        };
+        let (num, mug, data) = (EventNum(1), Some(mug(1)), Bytes::from_static(b"e"));
+        tell(
+            &runtime,
+            Command::Plan {
+                num,
+                mug,
+                data,
+                packet: Some(id),
+            },
+        );
+        assert_eq!(next(&mut runtime).await, Notice::Committed(EventNum(1)));
+        shutdown.cancel();
+    };
+    let (end, ()) = tokio::join!(agent.lead(term, &shutdown), script);
+    assert_eq!(end.unwrap(), End::Shutdown);
+    let written = log.state().events[0].data.clone();
+    let framed = frame::decode(&written).unwrap();
+    assert_eq!(framed.dropped, [dropped]);
+    assert_eq!(framed.data, Bytes::from_static(b"e"));
+
+    // A follower that holds the dropped packet forgets it on replay.
+    let Harness {
+        agent: mut follower,
+        runtime: mut follower_runtime,
+        ..
+    } = harness(16);
+    follower.buffer.insert(lane(1), b"over the cap");
+    let event = log.state().events[0].clone();
+    let (replayed, notice) = tokio::join!(follower.replay(event), next(&mut follower_runtime));
+    replayed.unwrap();
+    assert!(matches!(notice, Notice::Replay { .. }));
+    assert!(follower.buffer.is_empty(), "the dropped packet is gone");
+}
+
+#[tokio::test]
+async fn a_rewind_says_how_far_the_log_is_known_committed() {
+    let Harness {
+        agent,
+        mut runtime,
+        log,
+        election,
+        shutdown,
+        ..
+    } = harness(16);
+    log.commit(event(1, None)).unwrap();
+    let script = async {
+        let last = EventNum::NONE;
+        tell(&runtime, Command::Restored { last });
+        assert!(matches!(next(&mut runtime).await, Notice::Replay { .. }));
+        let (num, answer) = (EventNum(1), Some(mug(1)));
+        tell(&runtime, Command::Applied { num, mug: answer });
+        sleep(Duration::from_millis(50)).await;
+        let lose = election.grant(Epoch(5));
+        assert!(matches!(
+            next(&mut runtime).await,
+            Notice::Lead {
+                next: EventNum(2),
+                ..
+            }
+        ));
+        log.hold();
+        // Event 2 commits, event 3 is planned but never commits.
+        for n in 2..=3 {
+            let (num, computed, data) = (EventNum(n), Some(mug(n)), Bytes::from_static(b"e"));
+            tell(
+                &runtime,
+                Command::Plan {
+                    num,
+                    mug: computed,
+                    data,
+                    packet: None,
+                },
+            );
+        }
+        sleep(Duration::from_millis(50)).await;
+        log.release_one();
+        assert_eq!(next(&mut runtime).await, Notice::Committed(EventNum(2)));
+        lose.send_replace(Some(LossReason::KeyLost));
+        assert_eq!(
+            next(&mut runtime).await,
+            Notice::Rewind {
+                committed: EventNum(2)
+            }
+        );
         shutdown.cancel();
     };
     let (result, ()) = tokio::join!(agent.run(shutdown.clone()), script);
