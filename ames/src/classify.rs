@@ -27,10 +27,6 @@ const STUN_RESPONSE_LEN: usize = 40;
 pub(crate) const FINE_PATH_MAX: usize = 384;
 /// A fine request body: tag (1), fragment (4), path length (2), path.
 pub(crate) const REQUEST_HEAD_LEN: usize = 7;
-/// A fine response body: fragment (4), path length (2), path, signature
-/// (64), fragment count and data.
-pub(crate) const RESPONSE_HEAD_LEN: usize = 6;
-pub(crate) const SIGNATURE_LEN: usize = 64;
 /// The shortest scry path vere's path parser takes: `/`.
 const MIN_PATH_LEN: usize = 1;
 
@@ -135,17 +131,18 @@ pub(crate) const fn is_stun(prefix: &[u8; PREFIX_LEN], len: usize) -> bool {
 ///    `BadVersion` unless the version is 0; then the flags pick Ames, fine
 ///    request or fine response, and `len` must cover the header, origin
 ///    (if relayed), life ticks, both ships at their ranks, and the minimum
-///    body (`Truncated` otherwise): nothing for Ames; for a request 8 bytes
-///    (tag, fragment, path length, and a path of at least `/`); for a
-///    response 71 (fragment, path length, `/`, 64-byte signature). A
-///    request's body may not exceed 7 + 384 bytes (`TooLong`).
+///    body (`Truncated` otherwise): nothing for Ames or a response (vere
+///    injects any response body unread); for a request 8 bytes (tag,
+///    fragment, path length, and a path of at least `/`). A request's body
+///    may not exceed 7 + 384 bytes (`TooLong`).
 ///
 /// Bytes of `prefix` at or past `len` never affect the result, so how a
 /// short payload is padded does not matter.
 ///
 /// Deliberately looser than [`parse`](crate::parse): it does not check the
-/// mug, the STUN FINGERPRINT, or anything at a variable offset (a request's
-/// tag, path length and path; a response's path and signature length). See
+/// mug, the STUN FINGERPRINT, anything at a variable offset (a request's
+/// tag, path length and path), or a mesa body (a page's next-hop kind is in
+/// the header, but no [`Defect`] names it; lengths depend on the body). See
 /// [`ParseError::is_shallow`](crate::ParseError::is_shallow).
 #[inline(always)]
 pub fn classify(prefix: &[u8; PREFIX_LEN], len: usize) -> Class {
@@ -175,11 +172,9 @@ pub fn classify(prefix: &[u8; PREFIX_LEN], len: usize) -> Class {
             REQUEST_HEAD_LEN + MIN_PATH_LEN,
             REQUEST_HEAD_LEN + FINE_PATH_MAX,
         ),
-        Kind::FineResponse => (
-            Class::FineResponse,
-            RESPONSE_HEAD_LEN + MIN_PATH_LEN + SIGNATURE_LEN,
-            usize::MAX,
-        ),
+        // `_ames_hear` checks header, mug and prelude, then
+        // `_fine_hear_response` injects the packet without reading its body.
+        Kind::FineResponse => (Class::FineResponse, 0, usize::MAX),
     };
     let body_at = HEADER_LEN + header.prelude_len();
     if len < body_at + body_min {
@@ -257,13 +252,10 @@ mod tests {
             classify(&request, 9 + 7 + 385),
             Class::Malformed(Defect::TooLong)
         );
-        // Response: bits 2 and 3 set.
+        // Response: bits 2 and 3 set; vere reads no body.
         let response = ames_header(0b1100, 0, false);
-        assert_eq!(
-            classify(&response, 9 + 70),
-            Class::Malformed(Defect::Truncated)
-        );
-        assert_eq!(classify(&response, 9 + 71), Class::FineResponse);
+        assert_eq!(classify(&response, 8), Class::Malformed(Defect::Truncated));
+        assert_eq!(classify(&response, 9), Class::FineResponse);
     }
 
     #[test]

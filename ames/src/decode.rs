@@ -104,17 +104,22 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 /// Every datagram has `class`: `ames`, `fine-request`, `fine-response`,
 /// `stun`, `mesa` or `malformed`.
 ///
-/// - Ames-family packets: `version`, `sender_rank` and `receiver_rank` (in
-///   bytes: 2, 4, 8 or 16), `sender`, `sender_p`, `receiver`, `receiver_p`,
-///   `sender_tick`, `receiver_tick`, `origin` (`IP:PORT` or null),
-///   `mug_header`, `mug_computed` (both 20-bit), `mug_ok`; then `ames`:
-///   `content_hex`; `fine-request`: `fragment`, `path`; `fine-response`:
-///   `fragment`, `path`, `num_fragments`, `signature_hex`, `data_hex`.
+/// - Ames-family packets: `version`, `sender_rank` (vere's 2-bit code,
+///   0 to 3), `sender_width` (the ship's bytes: 2, 4, 8 or 16),
+///   `receiver_rank`, `receiver_width`, `sender`, `sender_p`, `receiver`,
+///   `receiver_p`, `sender_tick`, `receiver_tick`, `origin` (`IP:PORT` or
+///   null), `mug_header`, `mug_computed` (both 20-bit), `mug_ok`; then
+///   `ames`: `content_hex`; `fine-request`: `fragment`, `path`;
+///   `fine-response`: `fragment`, `path`, `num_fragments`, `signature_hex`,
+///   `data_hex` if the body has the shape vere etches, else `body_hex`
+///   (vere injects any body).
 /// - `stun`: `stun_type` (`request` or `response`), `transaction_id`
 ///   (hex), `mapped` (`IP:PORT` or null).
-/// - `mesa`: `mesa_type` (`reserved`, `page`, `peek`, `poke`), `next_hop`
-///   (`none`, `short`, `long`, `many`), `hop_count`, `mug_header`,
-///   `mug_computed`, `mug_ok`, `body_hex`.
+/// - `mesa`: `mesa_type` (`reserved`, `page`, `peek`, `poke`: the type
+///   bits), `handled_as` (`page`, `peek`, `poke`: the handler vere's
+///   `_mesa_hear` gives it, a poke for `reserved`), `next_hop` (`none`,
+///   `short`, `long`, `many`), `hop_count`, `mug_header`, `mug_computed`,
+///   `mug_ok`, `body_hex`.
 /// - `malformed`: `reason`, a sentence naming the byte offset; then, if
 ///   the datagram is meant as an Ames-family packet and its header and
 ///   prelude read, their fields (this is where `mug_ok` can be false).
@@ -174,8 +179,12 @@ impl Decoded {
             .unwrap_or_default();
         let computed = Mug::of(mugged).checksum();
         self.push("version", header.version.get());
-        self.push("sender_rank", header.sender_rank.width() as u64);
-        self.push("receiver_rank", header.receiver_rank.width() as u64);
+        // vere's rank is the 2-bit code (`sac_y`, `rac_y` in
+        // `_ames_sift_head`); the ship takes `2 << rank` bytes.
+        self.push("sender_rank", header.sender_rank.bits());
+        self.push("sender_width", header.sender_rank.width() as u64);
+        self.push("receiver_rank", header.receiver_rank.bits());
+        self.push("receiver_width", header.receiver_rank.width() as u64);
         self.push("sender", prelude.sender.ship().get());
         self.push("sender_p", prelude.sender.ship().to_string());
         self.push("receiver", prelude.receiver.ship().get());
@@ -206,6 +215,7 @@ impl Decoded {
                 self.push("signature_hex", hex(&purr.meow.signature));
                 self.push("data_hex", hex(&purr.meow.data));
             }
+            Body::OpaqueFineResponse(body) => self.push("body_hex", hex(body)),
         }
     }
 
@@ -227,6 +237,14 @@ impl Decoded {
                 MesaKind::Page => "page",
                 MesaKind::Peek => "peek",
                 MesaKind::Poke => "poke",
+            },
+        );
+        self.push(
+            "handled_as",
+            match mesa.handled_as() {
+                MesaKind::Page => "page",
+                MesaKind::Peek => "peek",
+                MesaKind::Reserved | MesaKind::Poke => "poke",
             },
         );
         self.push(

@@ -21,6 +21,34 @@ pub enum Field {
     Path,
     /// A fine response's 64-byte signature.
     Signature,
+    /// A mesa name's meta byte.
+    MesaNameMeta,
+    /// A mesa name's ship.
+    MesaShip,
+    /// A mesa name's rift.
+    MesaRift,
+    /// A mesa name's bloq.
+    MesaBloq,
+    /// A mesa name's fragment number.
+    MesaFragmentNumber,
+    /// A mesa name's 2-byte path length.
+    MesaPathLength,
+    /// A mesa name's path.
+    MesaPath,
+    /// A mesa data block's meta byte.
+    MesaDataMeta,
+    /// A mesa data block's total size.
+    MesaTotal,
+    /// A mesa data block's authenticator.
+    MesaAuth,
+    /// The byte giving a mesa fragment length's width.
+    MesaLengthWidth,
+    /// A mesa fragment's length.
+    MesaFragmentLength,
+    /// A mesa fragment.
+    MesaFragment,
+    /// A mesa page's 6-byte next-hop lane.
+    MesaNextHop,
 }
 
 impl fmt::Display for Field {
@@ -33,6 +61,22 @@ impl fmt::Display for Field {
             Field::ResponseHead => "fine response's fragment and path length",
             Field::Path => "scry path",
             Field::Signature => "fine response's signature",
+            Field::MesaNameMeta => {
+                "mesa name's meta byte (rank, rift width, init, auth, fragment width)"
+            }
+            Field::MesaShip => "mesa name's ship",
+            Field::MesaRift => "mesa name's rift",
+            Field::MesaBloq => "mesa name's bloq",
+            Field::MesaFragmentNumber => "mesa name's fragment number",
+            Field::MesaPathLength => "mesa name's path length",
+            Field::MesaPath => "mesa name's path",
+            Field::MesaDataMeta => "mesa data's meta byte (total width, auth kind, length width)",
+            Field::MesaTotal => "mesa data's total size",
+            Field::MesaAuth => "mesa data's authenticator (signature, HMAC or hash pair)",
+            Field::MesaLengthWidth => "mesa fragment length's width byte",
+            Field::MesaFragmentLength => "mesa fragment's length",
+            Field::MesaFragment => "mesa fragment",
+            Field::MesaNextHop => "mesa page's 6-byte next hop",
         })
     }
 }
@@ -74,7 +118,8 @@ pub enum ParseError {
         computed: Checksum,
         /// Where the hashed bytes start.
         start: usize,
-        /// Where they end: the packet's length.
+        /// Where they end: the packet's length (for mesa, the end of the
+        /// body vere read).
         len: usize,
     },
 
@@ -166,6 +211,40 @@ pub enum ParseError {
         /// The protocol found.
         found: u8,
     },
+
+    /// A mesa page whose header says its next hop is long or many, which
+    /// vere's `_mesa_sift_page_pact` refuses (pages take none or short).
+    #[error(
+        "bytes 0..4: the header gives this mesa page a {} next hop, but vere \
+         takes only none or a 6-byte short one on pages",
+        if *.many { "many" } else { "long" }
+    )]
+    MesaPageHop {
+        /// `HOP_MANY` rather than `HOP_LONG`.
+        many: bool,
+    },
+
+    /// An init mesa name (bit 4 of its meta byte) with the auth bit or a
+    /// fragment-number width set: `_mesa_sift_name` asserts against both,
+    /// so vere would abort.
+    #[error(
+        "byte {at}: a mesa init name with the auth bit or a fragment-number \
+         width set, which vere asserts never happens"
+    )]
+    MesaInitName {
+        /// Offset of the name's meta byte.
+        at: usize,
+    },
+
+    /// A mesa fragment length wider than the 4 bytes `_sift_var_word`
+    /// reads.
+    #[error("byte {at}: mesa fragment length {width} bytes wide, but vere reads at most 4")]
+    MesaLengthWidth {
+        /// The width found.
+        width: u8,
+        /// Offset of the width byte.
+        at: usize,
+    },
 }
 
 impl ParseError {
@@ -175,13 +254,16 @@ impl ParseError {
             ParseError::Truncated { len, .. } => len,
             ParseError::BadVersion { .. }
             | ParseError::MugMismatch { .. }
-            | ParseError::MesaVersion { .. } => 0,
+            | ParseError::MesaVersion { .. }
+            | ParseError::MesaPageHop { .. } => 0,
             ParseError::RequestTag { at, .. }
             | ParseError::PathTooLong { at, .. }
             | ParseError::EmptyPath { at }
             | ParseError::BadPath { at, .. }
             | ParseError::StunFingerprintNotLast { at }
-            | ParseError::StunFingerprintMismatch { at, .. } => at,
+            | ParseError::StunFingerprintMismatch { at, .. }
+            | ParseError::MesaInitName { at }
+            | ParseError::MesaLengthWidth { at, .. } => at,
             ParseError::TrailingBytes { end, .. } => end,
             ParseError::StunNoFingerprint { .. } => 20,
             ParseError::MesaTooLong { .. } => crate::classify::MESA_MAX_LEN,
@@ -198,11 +280,7 @@ impl ParseError {
         match *self {
             ParseError::Truncated { field, .. } => matches!(
                 field,
-                Field::Header
-                    | Field::Origin
-                    | Field::Prelude
-                    | Field::RequestHead
-                    | Field::ResponseHead
+                Field::Header | Field::Origin | Field::Prelude | Field::RequestHead
             ),
             ParseError::BadVersion { .. }
             | ParseError::MesaTooLong { .. }
@@ -215,7 +293,10 @@ impl ParseError {
             | ParseError::TrailingBytes { .. }
             | ParseError::StunNoFingerprint { .. }
             | ParseError::StunFingerprintNotLast { .. }
-            | ParseError::StunFingerprintMismatch { .. } => false,
+            | ParseError::StunFingerprintMismatch { .. }
+            | ParseError::MesaPageHop { .. }
+            | ParseError::MesaInitName { .. }
+            | ParseError::MesaLengthWidth { .. } => false,
         }
     }
 }

@@ -4,8 +4,18 @@ use core::fmt;
 use std::string::String;
 use std::vec::Vec;
 
-use crate::classify::{FINE_PATH_MAX, REQUEST_HEAD_LEN, RESPONSE_HEAD_LEN, SIGNATURE_LEN};
+use crate::classify::{FINE_PATH_MAX, REQUEST_HEAD_LEN};
 use crate::{Field, ParseError};
+
+/// A fine response body as `_fine_etch_purr` writes it: fragment (4), path
+/// length (2), path, signature (64), fragment count and data. vere reads
+/// none of it (`_fine_hear_response`); only [`Packet::parse`] looks for
+/// this shape.
+///
+/// [`Packet::parse`]: crate::Packet::parse
+const RESPONSE_HEAD_LEN: usize = 6;
+/// The signature in a response.
+pub(crate) const SIGNATURE_LEN: usize = 64;
 
 /// A scry path as vere accepts it: `/` then printable ASCII, at most 384
 /// bytes (what `;~(pfix fas (most fas ...prn...))` parses).
@@ -186,6 +196,8 @@ pub(crate) fn sift_request(packet: &[u8], at: usize) -> Result<Peep, ParseError>
 }
 
 /// Reads a response body at byte `at`, the inverse of `_fine_etch_purr`.
+/// vere itself never reads one (`_fine_hear_response` injects the packet
+/// whole), so an error here only means the body has another shape.
 pub(crate) fn sift_response(packet: &[u8], at: usize) -> Result<Purr, ParseError> {
     let [f0, f1, f2, f3, l0, l1] = take::<RESPONSE_HEAD_LEN>(packet, at, Field::ResponseHead)?;
     let (path, path_start) = path_at(packet, at + 4, u16::from_le_bytes([l0, l1]))?;

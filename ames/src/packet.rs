@@ -12,8 +12,13 @@ pub enum Body {
     Ames(Vec<u8>),
     /// A fine request ("wail"); its tag is always 0 (unsigned).
     FineRequest(Peep),
-    /// A fine response ("purr").
+    /// A fine response ("purr") in the shape `_fine_etch_response` writes.
     FineResponse(Purr),
+    /// A fine response of any other shape (shorter than a peep and a
+    /// signature, or with a path vere's path parser refuses), kept as
+    /// bytes: vere injects it all the same, since `_fine_hear_response`
+    /// reads no body.
+    OpaqueFineResponse(Vec<u8>),
 }
 
 impl Body {
@@ -22,7 +27,7 @@ impl Body {
         match self {
             Body::Ames(_) => Kind::Ames,
             Body::FineRequest(_) => Kind::FineRequest,
-            Body::FineResponse(_) => Kind::FineResponse,
+            Body::FineResponse(_) | Body::OpaqueFineResponse(_) => Kind::FineResponse,
         }
     }
 }
@@ -46,9 +51,10 @@ impl Packet {
     /// requests as `_fine_sift_wail` and `_fine_scry_path` check them).
     ///
     /// This does not look for mesa or STUN first; [`parse`](crate::parse)
-    /// does. vere hands fine responses to arvo unparsed; this parses them
-    /// into the shape `_fine_etch_response` gives them (with a valid scry
-    /// path), so it rejects responses vere would pass on.
+    /// does. vere hands fine responses to arvo unread
+    /// (`_fine_hear_response`), so any body is accepted: one in the shape
+    /// `_fine_etch_response` gives them (with a valid scry path) becomes a
+    /// [`Body::FineResponse`], anything else a [`Body::OpaqueFineResponse`].
     pub fn parse(bytes: &[u8]) -> Result<Packet, ParseError> {
         let len = bytes.len();
         let header = Header::sift(bytes.first_chunk().copied().ok_or(ParseError::Truncated {
@@ -85,7 +91,10 @@ impl Packet {
         let body = match header.kind {
             Kind::Ames => Body::Ames(bytes.get(at..).unwrap_or_default().to_vec()),
             Kind::FineRequest => Body::FineRequest(fine::sift_request(bytes, at)?),
-            Kind::FineResponse => Body::FineResponse(fine::sift_response(bytes, at)?),
+            Kind::FineResponse => match fine::sift_response(bytes, at) {
+                Ok(purr) => Body::FineResponse(purr),
+                Err(_) => Body::OpaqueFineResponse(bytes.get(at..).unwrap_or_default().to_vec()),
+            },
         };
         Ok(Packet { prelude, body })
     }
@@ -108,6 +117,7 @@ impl Packet {
             Body::Ames(content) => out.extend_from_slice(content),
             Body::FineRequest(peep) => fine::etch_request(peep, out),
             Body::FineResponse(purr) => fine::etch_response(purr, out),
+            Body::OpaqueFineResponse(body) => out.extend_from_slice(body),
         }
         let header = Header {
             kind: self.body.kind(),

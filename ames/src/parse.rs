@@ -21,7 +21,7 @@ impl Datagram {
             Datagram::Ames(packet) => match packet.body {
                 Body::Ames(_) => Class::Ames,
                 Body::FineRequest(_) => Class::FineRequest,
-                Body::FineResponse(_) => Class::FineResponse,
+                Body::FineResponse(_) | Body::OpaqueFineResponse(_) => Class::FineResponse,
             },
             Datagram::Stun(_) => Class::Stun,
             Datagram::Mesa(_) => Class::Mesa,

@@ -24,8 +24,10 @@ fn ames_packet_json() {
         json!({
             "class": "ames",
             "version": 0,
-            "sender_rank": 2,
-            "receiver_rank": 2,
+            "sender_rank": 0,
+            "sender_width": 2,
+            "receiver_rank": 0,
+            "receiver_width": 2,
             "sender": 0,
             "sender_p": "~zod",
             "receiver": 1,
@@ -60,6 +62,8 @@ fn ames_packet_json() {
     assert!(lines.contains(&"origin: none"));
     assert!(lines.contains(&"mug_header: 0x76a1e"));
     assert!(lines.contains(&"sender_p: ~zod"));
+    assert!(lines.contains(&"sender_rank: 0"));
+    assert!(lines.contains(&"sender_width: 2"));
 }
 
 #[test]
@@ -74,7 +78,11 @@ fn relayed_comet_sender_is_a_decimal_string() {
     };
     let object = json(&decode(&packet.to_bytes()));
     assert_eq!(object["sender"], json!(comet.to_string()));
-    assert_eq!(object["sender_rank"], json!(16));
+    // vere's rank is the 2-bit code; the width in bytes is beside it.
+    assert_eq!(object["sender_rank"], json!(3));
+    assert_eq!(object["sender_width"], json!(16));
+    assert_eq!(object["receiver_rank"], json!(1));
+    assert_eq!(object["receiver_width"], json!(4));
     assert_eq!(object["receiver"], json!(1_624_961_343u64));
     assert_eq!(object["receiver_p"], json!("~sampel-palnet"));
     assert_eq!(object["origin"], json!("1.2.3.4:5678"));
@@ -192,6 +200,7 @@ fn stun_and_mesa() {
     assert!(stun.get("mug_ok").is_none(), "STUN look-alikes get no head");
 
     // Mesa, reserved type, empty body: checksum of nothing is 0xf04e8.
+    // `_mesa_hear` hands type 0 to `_mesa_hear_poke` (its `default:`).
     let word: u32 = (1 << 4) | (0xf_04e8 << 12);
     let mut mesa = word.to_le_bytes().to_vec();
     mesa.extend_from_slice(&[0x00, 0x02, 0xe0, 0x67]);
@@ -201,6 +210,7 @@ fn stun_and_mesa() {
         json!({
             "class": "mesa",
             "mesa_type": "reserved",
+            "handled_as": "poke",
             "next_hop": "none",
             "hop_count": 0,
             "mug_header": 0xf04e8,

@@ -1,12 +1,15 @@
 //! Property tests: `classify` and `parse` never panic and agree, and every
 //! packet round-trips through `to_bytes` and `parse`.
 
+mod common;
+
 use std::net::SocketAddrV4;
 
+use common::{Auth, Data, Name};
 use proptest::prelude::*;
 use seguro_ames::{
-    Body, Class, Datagram, LifeTick, Meow, Mug, Packet, Peep, Prelude, Purr, Rank, RankedShip,
-    ScryPath, Ship, classify_slice, decode, parse,
+    Body, Class, Datagram, LifeTick, Meow, Packet, Peep, Prelude, Purr, Rank, RankedShip, ScryPath,
+    Ship, classify_slice, decode, parse,
 };
 
 /// What `classify` and `parse` must agree on, for any input:
@@ -109,6 +112,9 @@ fn body() -> impl Strategy<Value = Body> {
                     },
                 })
             }),
+        // Shorter than any etched purr (peep of at least 7 bytes and a
+        // 64-byte signature), so it parses back opaque.
+        prop::collection::vec(any::<u8>(), 0..71).prop_map(Body::OpaqueFineResponse),
     ]
 }
 
@@ -179,19 +185,81 @@ fn stun_request() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-/// A mesa packet of a non-reserved type with a valid checksum.
+fn mesa_name() -> impl Strategy<Value = Name> {
+    (
+        (0..4u8, any::<u128>(), 0..4u8, any::<u32>(), any::<u8>()),
+        (any::<bool>(), any::<bool>(), 0..4u8, any::<u64>()),
+        prop::collection::vec(any::<u8>(), 0..40),
+    )
+        .prop_map(
+            |((rank, ship, rift_code, rift, bloq), (init, auth, fragment_code, fragment), path)| {
+                Name {
+                    rank,
+                    ship,
+                    rift_code,
+                    rift,
+                    bloq,
+                    init,
+                    // An init name has neither (vere asserts it).
+                    auth: auth && !init,
+                    fragment_code: if init { 0 } else { fragment_code },
+                    fragment,
+                    path,
+                }
+            },
+        )
+}
+
+fn mesa_data() -> impl Strategy<Value = Data> {
+    (
+        (
+            0..4u8,
+            any::<u64>(),
+            prop::sample::select(Auth::ALL.to_vec()),
+        ),
+        (0..=4u8, any::<bool>()),
+        prop::collection::vec(any::<u8>(), 1..60),
+    )
+        .prop_map(
+            |((total_code, total, auth), (len_width, len_byte), fragment)| {
+                Data {
+                    total_code,
+                    total,
+                    auth,
+                    len_width,
+                    len_byte,
+                    // A zero-width length says the fragment is empty.
+                    fragment: if len_width == 0 { vec![] } else { fragment },
+                }
+            },
+        )
+}
+
+/// A well-formed mesa packet of a non-reserved type, etched as vere's
+/// `_mesa_etch_pact` would (widths not minimised), with any hop count and,
+/// on peeks and pokes, any next-hop bits.
 fn mesa() -> impl Strategy<Value = Vec<u8>> {
     (
         1..4u32,
         0..4u32,
         0..8u32,
-        prop::collection::vec(any::<u8>(), 0..100),
+        mesa_name(),
+        mesa_name(),
+        mesa_data(),
+        any::<[u8; 6]>(),
     )
-        .prop_map(|(kind, next_hop, hops, body)| {
-            let checksum = Mug::of(&body).checksum().get();
-            let word = (next_hop << 2) | (1 << 4) | (kind << 7) | (hops << 9) | (checksum << 12);
-            let mut out = word.to_le_bytes().to_vec();
-            out.extend_from_slice(&[0x00, 0x02, 0xe0, 0x67]);
+        .prop_map(|(kind, next_hop, hops, name, payload, data, lane)| {
+            let (next_hop, body) = match kind {
+                common::PAGE => {
+                    // Pages take only none or short.
+                    let short = next_hop & 1;
+                    let lane = if short == 1 { &lane[..] } else { &[] };
+                    (short, common::page_body(&name, &data, lane))
+                }
+                common::PEEK => (next_hop, common::peek_body(&name)),
+                _ => (next_hop, common::poke_body(&name, &payload, &data)),
+            };
+            let mut out = common::head(kind, next_hop, hops, &body);
             out.extend_from_slice(&body);
             out
         })

@@ -273,17 +273,8 @@ fn shortest_packets_sit_on_the_classifier_bound() {
             fragment: 0,
             path: slash(),
         }),
-        Body::FineResponse(Purr {
-            peep: Peep {
-                fragment: 0,
-                path: slash(),
-            },
-            meow: Meow {
-                signature: [0; 64],
-                num_fragments: 0,
-                data: vec![],
-            },
-        }),
+        // vere reads no fine response body (`_fine_hear_response`).
+        Body::OpaqueFineResponse(vec![]),
     ];
     let origins = [None, Some(SocketAddrV4::new([10, 0, 0, 1].into(), 1))];
     for sender_rank in Rank::ALL {

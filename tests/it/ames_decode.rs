@@ -57,8 +57,12 @@ fn every_rank_pair_relayed_and_not() {
                 assert_eq!(code, Some(0), "{json}");
                 assert_eq!(json["class"], "ames");
                 assert_eq!(json["version"], 0);
-                assert_eq!(json["sender_rank"], sender_rank.width());
-                assert_eq!(json["receiver_rank"], receiver_rank.width());
+                // vere's rank is the 2-bit code (`sac_y`, `rac_y`); the
+                // width in bytes is printed beside it.
+                assert_eq!(json["sender_rank"], sender_rank.bits());
+                assert_eq!(json["sender_width"], sender_rank.width());
+                assert_eq!(json["receiver_rank"], receiver_rank.bits());
+                assert_eq!(json["receiver_width"], receiver_rank.width());
                 assert_eq!(json["sender"], ship_json(sender));
                 assert_eq!(json["receiver"], ship_json(receiver));
                 assert_eq!(json["sender_p"], sender.to_string());
