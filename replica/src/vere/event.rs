@@ -29,10 +29,12 @@ pub enum Card {
     Wake,
 }
 
-/// The event hearing `packet` from `lane` at `now_us`: `%heer` if it parses
-/// as mesa (as vere's `_mesa_hear` tries first), else `%hear`.
+/// The event hearing `packet` from `lane` at `now_us`: `%heer` if its first
+/// bytes say mesa (vere's `_mesa_hear` asks `mesa_is_new_pact` first), else
+/// `%hear`. vere drops a mesa packet that then fails to parse; here it is
+/// heard, and gets no answer.
 pub fn packet_event(now_us: u64, lane: Lane, packet: &[u8]) -> Vec<u8> {
-    let mesa = matches!(ames::parse(packet), Ok(ames::Datagram::Mesa(_)));
+    let mesa = ames::classify_slice(packet) == ames::Class::Mesa;
     let mut n = Nouns::new();
     let lane = match lane.addr() {
         SocketAddr::V4(addr) if mesa => {
@@ -146,5 +148,136 @@ fn read_card(n: &Nouns, wire: Noun, card: Noun) -> Option<Card> {
             })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddrV6;
+
+    use super::*;
+
+    const NOW: u64 = 1_780_000_000_000_000;
+
+    /// An Ames packet from ~marzod to ~nec carrying "ping".
+    fn ping() -> Vec<u8> {
+        ames::Packet {
+            prelude: ames::Prelude::new(ames::Ship::new(0x1234), ames::Ship::new(1)),
+            body: ames::Body::Ames(b"ping".to_vec()),
+        }
+        .to_bytes()
+    }
+
+    /// Header and cookie of a mesa packet: what tells mesa apart.
+    fn mesa() -> Vec<u8> {
+        let word: u32 = (1 << 4) | (3 << 7) | (0x1_2345 << 12);
+        let mut out = word.to_le_bytes().to_vec();
+        out.extend_from_slice(&[0x00, 0x02, 0xe0, 0x67, 1, 2, 3]);
+        out
+    }
+
+    fn vector(description: &str) -> Vec<u8> {
+        let file = include_str!("../../tests/data/jam-vectors.txt");
+        let line = file
+            .lines()
+            .find(|l| l.split_once(' ').is_some_and(|(_, d)| d == description))
+            .expect(description);
+        let hex = line.split_once(' ').unwrap().0;
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn builds_the_events_the_vector_file_holds() {
+        let lane: Lane = "192.0.2.9:4000".parse().unwrap();
+        assert_eq!(
+            packet_event(NOW, lane, &ping()),
+            vector(
+                "[0x652e68bb34000 [%ames ~] [%hear [1 0xfa0c0000209] 0x676e697000011234008bdc9800]]"
+            )
+        );
+        assert_eq!(
+            wake_event(NOW + 2),
+            vector("[0x652e68bb34002 [%behn ~] [%wake ~]]")
+        );
+        assert_eq!(boot_event(1), vector("[%boot 1]"));
+    }
+
+    #[test]
+    fn reads_back_what_it_builds() {
+        let lane: Lane = "192.0.2.9:4000".parse().unwrap();
+        let hear = packet_event(NOW, lane, &ping());
+        assert_eq!(
+            read_event(&hear),
+            Some((NOW, Some(Card::Hear { lane, blob: ping() })))
+        );
+        assert_eq!(
+            read_event(&packet_event(NOW, lane, &mesa())),
+            Some((NOW, Some(Card::Heer { lane, blob: mesa() })))
+        );
+        assert_eq!(read_event(&wake_event(7)), Some((7, Some(Card::Wake))));
+        // A blob is an atom: its trailing zero bytes are gone.
+        let mut zeros = ping();
+        zeros.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            read_event(&packet_event(NOW, lane, &zeros)),
+            read_event(&hear)
+        );
+    }
+
+    #[test]
+    fn boot_events_ipv6_and_odd_shapes_carry_no_card() {
+        // A boot event is not `[now ovum]`: no time either.
+        assert_eq!(read_event(&boot_event(1)), None);
+        assert_eq!(read_event(b"\xff\x00garbage"), None);
+        let v6 = Lane::from(SocketAddrV6::new(
+            "2001:db8::1".parse().unwrap(),
+            4000,
+            0,
+            0,
+        ));
+        assert_eq!(
+            read_event(&packet_event(NOW, v6, &ping())),
+            Some((NOW, None))
+        );
+        assert_eq!(
+            read_event(&packet_event(NOW, v6, &mesa())),
+            Some((NOW, None))
+        );
+
+        let mut n = Nouns::new();
+        let event = |n: &mut Nouns, wire: &str, card: &str| {
+            let text = format!("[{NOW} [{wire} ~] {card}]");
+            let noun = crate::vere::text::parse(n, &text).expect(&text);
+            read_event(&n.jam(noun))
+        };
+        // A chub over 48 bits, a lane that is not `%.n`, a card on the
+        // wrong wire, a `%wake` with something after it.
+        for (wire, card) in [
+            ("%ames", "[%hear [1 0x1000000000000] 5]"),
+            ("%ames", "[%hear [0 0xfa0c0000209] 5]"),
+            ("%mesa", "[%hear [1 0xfa0c0000209] 5]"),
+            ("%mesa", "[%heer [%if 0x100000000 1] 5]"),
+            ("%ames", "[%heer [%if 1 1] 5]"),
+            ("%behn", "[%wake 1]"),
+        ] {
+            assert_eq!(
+                event(&mut n, wire, card),
+                Some((NOW, None)),
+                "{wire} {card}"
+            );
+        }
+        assert_eq!(
+            event(&mut n, "%mesa", "[%heer [%if 0xc0000209 4000] 5]"),
+            Some((
+                NOW,
+                Some(Card::Heer {
+                    lane: "192.0.2.9:4000".parse().unwrap(),
+                    blob: vec![5]
+                })
+            ))
+        );
     }
 }

@@ -109,7 +109,11 @@ impl Nouns {
     /// `[a b c]`, that is `[a [b c]]`; `None` for no nouns.
     pub fn tuple(&mut self, nouns: &[Noun]) -> Option<Noun> {
         let (&last, rest) = nouns.split_last()?;
-        Some(rest.iter().rev().fold(last, |tail, &head| self.cell(head, tail)))
+        Some(
+            rest.iter()
+                .rev()
+                .fold(last, |tail, &head| self.cell(head, tail)),
+        )
     }
 
     pub fn view(&self, noun: Noun) -> View<'_> {
@@ -153,9 +157,7 @@ impl Nouns {
         let mut stack = vec![noun];
         while let Some(n) = stack.pop() {
             match (self.view(n), seen.get(&n)) {
-                (View::Atom(bytes), Some(&at)) if bit_len(bytes) > bit_len_u64(at) => {
-                    out.back(at)
-                }
+                (View::Atom(bytes), Some(&at)) if bit_len(bytes) > bit_len_u64(at) => out.back(at),
                 (View::Atom(bytes), Some(_)) => out.atom(bytes),
                 (View::Cell(..), Some(&at)) => out.back(at),
                 (view, None) => {
@@ -218,10 +220,9 @@ impl Nouns {
                         return Err(CueError::TooLong { bit: start });
                     }
                     let target = input.read_u64(len as u32);
-                    *found.get(&target).ok_or(CueError::BadReference {
-                        bit: start,
-                        target,
-                    })?
+                    *found
+                        .get(&target)
+                        .ok_or(CueError::BadReference { bit: start, target })?
                 }
             };
             loop {
@@ -406,11 +407,11 @@ impl BitReader<'_> {
         let mut out = vec![0u8; within.div_ceil(8) as usize];
         if within == 0 {
             // Past the end already (the length's own bits ran over it).
-        } else if self.pos % 8 == 0 {
+        } else if self.pos.is_multiple_of(8) {
             let from = (self.pos / 8) as usize;
             let len = out.len();
             out.copy_from_slice(&self.bytes[from..from + len]);
-            if within % 8 != 0 {
+            if !within.is_multiple_of(8) {
                 *out.last_mut().expect("within > 0") &= (1u8 << (within % 8)) - 1;
             }
         } else {
@@ -452,7 +453,9 @@ mod tests {
             ("[2 3]", &[0x21, 0xd1]),
             (
                 "[%fast %full]",
-                &[0x1, 0xdf, 0x2c, 0x6c, 0x8e, 0xe, 0x7c, 0xb3, 0x3a, 0x36, 0x36],
+                &[
+                    0x1, 0xdf, 0x2c, 0x6c, 0x8e, 0xe, 0x7c, 0xb3, 0x3a, 0x36, 0x36,
+                ],
             ),
             ("[1 1 1]", &[0x71, 0xcc]),
             ("[1 2 3]", &[0x71, 0x48, 0x34]),
@@ -557,7 +560,9 @@ mod tests {
         // 01 (cell) | 01 (cell at bit 2) 0 01 1 (atom 1) 0 001 0 01 (atom 2)
         // | 11 (back) 001 0 01 (mat 2: bit 2)
         let mut expected = BitWriter::default();
-        for bit in [1, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, 0, 1] {
+        for bit in [
+            1, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, 0, 1,
+        ] {
             expected.bit(bit == 1);
         }
         assert_eq!(jammed, expected.bytes);
