@@ -227,8 +227,11 @@ pub struct ReplicaArgs {
     pub id: config::ReplicaId,
 
     /// The ship to run: `reference` (deterministic; answers every Ames
-    /// packet with its event number and state mug) or `nondeterministic`
-    /// (the same, salted per process: only for testing the determinism check).
+    /// packet with its event number and state mug), `vere` (the same answers
+    /// and chain, with vere's jammed `%hear`/`%heer` events: it can share a
+    /// cluster with the C vere-shaped runtime) or `nondeterministic` (the
+    /// reference ship salted per process: only for testing the determinism
+    /// check).
     #[arg(long, value_name = "SHIP", default_value = "reference")]
     pub ship: ShipKind,
 }
@@ -237,6 +240,7 @@ pub struct ReplicaArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ShipKind {
     Reference,
+    Vere,
     Nondeterministic,
 }
 

@@ -3,8 +3,9 @@
 //! The [`Agent`] decides who leads (etcd), what is committed (the event
 //! log), what followers keep of inbound packets, and where effects go (the
 //! gatekeeper). A runtime computes the ship: [`ShipRuntime`] runs a [`Ship`]
-//! in-process (the [`ReferenceShip`] for tests and demos); a C runtime such
-//! as vere speaks the same [`port`] through the C ABI.
+//! in-process (the [`ReferenceShip`] for tests and demos, the [`VereShip`]
+//! with vere's event shapes); a C runtime such as vere speaks the same
+//! [`port`] through the C ABI.
 //!
 //! The agent reaches the event log, the election and the gatekeeper through
 //! [`ports`]: [`Wired`] plugs in the real ones, the agent's tests in-memory
@@ -25,6 +26,7 @@ pub mod port;
 mod reference;
 mod runtime;
 mod ship;
+pub mod vere;
 
 pub use agent::{Agent, AgentError, Inbound, Parts, Settings, StepDown, ports};
 pub use buffer::{DEFAULT_BUFFER_BYTES, PacketBuffer, PacketId};
@@ -37,3 +39,4 @@ pub use event::{EventDecodeError, PacketEvent};
 pub use reference::{ReferenceShip, Variant};
 pub use runtime::{RuntimeError, ShipRuntime};
 pub use ship::{Applied, Effect, Ship, ShipError};
+pub use vere::VereShip;

@@ -48,25 +48,8 @@ impl ReferenceShip {
 
     /// The answer to an inbound Ames packet: what a peer receives.
     fn answer(&self, num: EventNum, lane: Lane, inbound: &[u8]) -> Option<Effect> {
-        let Ok(ames::Datagram::Ames(request)) = ames::parse(inbound) else {
-            return None;
-        };
-        if !matches!(request.body, Body::Ames(_)) {
-            return None;
-        }
-        let mut content = num.get().to_be_bytes().to_vec();
-        content.extend_from_slice(&self.mug.get().to_be_bytes());
-        let answer = Packet {
-            prelude: Prelude::new(
-                request.prelude.receiver.ship(),
-                request.prelude.sender.ship(),
-            ),
-            body: Body::Ames(content),
-        };
-        Some(Effect {
-            lane,
-            payload: answer.to_bytes(),
-        })
+        let payload = answer(num, self.mug, inbound)?;
+        Some(Effect { lane, payload })
     }
 
     /// Reads an answer's content: `(event number, state mug)`.
@@ -111,9 +94,7 @@ impl Ship for ReferenceShip {
     }
 
     fn checkpoint(&self) -> Vec<u8> {
-        let mut out = self.last.get().to_be_bytes().to_vec();
-        out.extend_from_slice(&self.mug.get().to_be_bytes());
-        out
+        checkpoint(self.last, self.mug)
     }
 
     fn reset(&mut self) {
@@ -121,19 +102,54 @@ impl Ship for ReferenceShip {
     }
 
     fn restore(&mut self, checkpoint: &[u8]) -> Result<(), ShipError> {
-        let bytes: &[u8; CHECKPOINT_LEN] = checkpoint.try_into().map_err(|_| {
-            ShipError::BadCheckpoint(format!(
-                "{} bytes, expected {CHECKPOINT_LEN}",
-                checkpoint.len()
-            ))
-        })?;
-        let (last, mug) = bytes.split_first_chunk::<8>().expect("12 bytes hold 8");
-        let mug = u32::from_be_bytes(*mug.first_chunk::<4>().expect("12 bytes hold 8 + 4"));
-        self.mug = Mug::from_stored(mug)
-            .ok_or_else(|| ShipError::BadCheckpoint(format!("{mug:#x} is not a mug")))?;
-        self.last = EventNum(u64::from_be_bytes(*last));
+        (self.last, self.mug) = restore(checkpoint)?;
         Ok(())
     }
+}
+
+/// The answer to an inbound classic Ames packet, after event `num` left
+/// the state's mug at `mug`: an Ames packet from its receiver to its sender
+/// whose content is `num` (8 bytes) and `mug` (4 bytes), both big-endian.
+/// `None` for anything else. The vere-shaped ship answers the same way.
+pub(crate) fn answer(num: EventNum, mug: Mug, inbound: &[u8]) -> Option<Vec<u8>> {
+    let Ok(ames::Datagram::Ames(request)) = ames::parse(inbound) else {
+        return None;
+    };
+    if !matches!(request.body, Body::Ames(_)) {
+        return None;
+    }
+    let mut content = num.get().to_be_bytes().to_vec();
+    content.extend_from_slice(&mug.get().to_be_bytes());
+    let answer = Packet {
+        prelude: Prelude::new(
+            request.prelude.receiver.ship(),
+            request.prelude.sender.ship(),
+        ),
+        body: Body::Ames(content),
+    };
+    Some(answer.to_bytes())
+}
+
+/// A chained ship's checkpoint: the last event and the mug, big-endian.
+pub(crate) fn checkpoint(last: EventNum, mug: Mug) -> Vec<u8> {
+    let mut out = last.get().to_be_bytes().to_vec();
+    out.extend_from_slice(&mug.get().to_be_bytes());
+    out
+}
+
+/// Reads back what [`checkpoint`] wrote.
+pub(crate) fn restore(checkpoint: &[u8]) -> Result<(EventNum, Mug), ShipError> {
+    let bytes: &[u8; CHECKPOINT_LEN] = checkpoint.try_into().map_err(|_| {
+        ShipError::BadCheckpoint(format!(
+            "{} bytes, expected {CHECKPOINT_LEN}",
+            checkpoint.len()
+        ))
+    })?;
+    let (last, mug) = bytes.split_first_chunk::<8>().expect("12 bytes hold 8");
+    let mug = u32::from_be_bytes(*mug.first_chunk::<4>().expect("12 bytes hold 8 + 4"));
+    let mug = Mug::from_stored(mug)
+        .ok_or_else(|| ShipError::BadCheckpoint(format!("{mug:#x} is not a mug")))?;
+    Ok((EventNum(u64::from_be_bytes(*last)), mug))
 }
 
 #[cfg(test)]

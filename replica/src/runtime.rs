@@ -11,7 +11,6 @@ use trust::Credentials;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::clock::Clock;
-use crate::event::PacketEvent;
 use crate::metrics as m;
 use crate::peer;
 use crate::peer::PeerCheckpoint;
@@ -89,8 +88,8 @@ impl ShipRuntime {
             match notice {
                 Notice::Replay { num, data, .. } => {
                     let applied = self.ship.apply(num, &data)?;
-                    if let Ok(packet) = PacketEvent::decode(&data) {
-                        self.observe(packet.now_us);
+                    if let Some(us) = self.ship.time_of(&data) {
+                        self.observe(us);
                     }
                     self.tell(Command::Applied {
                         num,
@@ -108,12 +107,7 @@ impl ShipRuntime {
                 }
                 Notice::Packet { lane, packet, id } if self.leading => {
                     let now_us = self.clock.now_us();
-                    let data = PacketEvent {
-                        now_us,
-                        lane,
-                        packet,
-                    }
-                    .encode();
+                    let data = self.ship.event_of(now_us, lane, &packet);
                     let num = self.ship.last().next();
                     let applied = self.ship.apply(num, &data)?;
                     self.last_us = Some(now_us);
@@ -291,6 +285,7 @@ mod tests {
     use config::{ReplicaId, Role};
 
     use super::*;
+    use crate::event::PacketEvent;
     use crate::port;
     use crate::reference::{ReferenceShip, Variant};
 

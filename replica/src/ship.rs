@@ -4,6 +4,8 @@
 use ames::{Lane, Mug};
 use leadership::EventNum;
 
+use crate::event::PacketEvent;
+
 /// One outbound Ames packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Effect {
@@ -50,4 +52,21 @@ pub trait Ship: Send {
 
     /// Goes back to the state before event 1.
     fn reset(&mut self);
+
+    /// The event that hears `packet` from `lane` at the leader's clock
+    /// `now_us`: what the leader plans. By default a [`PacketEvent`].
+    fn event_of(&self, now_us: u64, lane: Lane, packet: &[u8]) -> Vec<u8> {
+        PacketEvent {
+            now_us,
+            lane,
+            packet: packet.to_vec(),
+        }
+        .encode()
+    }
+
+    /// The leader's clock written in `event` by [`Ship::event_of`]; `None`
+    /// if it carries none (a boot event, say).
+    fn time_of(&self, event: &[u8]) -> Option<u64> {
+        PacketEvent::decode(event).ok().map(|p| p.now_us)
+    }
 }

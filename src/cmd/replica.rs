@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use config::{KeyCheck, Role};
-use replica::{ReferenceShip, Ship, Variant};
+use replica::{ReferenceShip, Ship, Variant, VereShip};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{ReplicaArgs, ShipKind};
@@ -18,12 +18,13 @@ pub fn run(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
     )?;
     super::known_replica(&config, args.id)?;
     let credentials = super::credentials(&config, Role::Replica(args.id))?;
-    let ship: Box<dyn Ship> = Box::new(ReferenceShip::new(match args.ship {
-        ShipKind::Reference => Variant::Deterministic,
-        ShipKind::Nondeterministic => Variant::NonDeterministic {
+    let ship: Box<dyn Ship> = match args.ship {
+        ShipKind::Reference => Box::new(ReferenceShip::new(Variant::Deterministic)),
+        ShipKind::Vere => Box::new(VereShip::new()),
+        ShipKind::Nondeterministic => Box::new(ReferenceShip::new(Variant::NonDeterministic {
             salt: u64::from(std::process::id()),
-        },
-    }));
+        })),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("seguro-replica")
