@@ -65,7 +65,7 @@ unit: deps
 # effect envelope, the agent's checkpoint, the event log's snapshot and Raft
 # messages (crate:target). A short run of each on every `make test`; `make
 # fuzz` runs each longer. One target directory: they share most of a build.
-FUZZ_TARGETS = ames:classify_parse leadership:envelope_open replica:checkpoint_decode eventlog:snapshot_decode eventlog:raft_message
+FUZZ_TARGETS = ames:classify_parse leadership:envelope_open replica:checkpoint_decode replica:vere_cue eventlog:snapshot_decode eventlog:raft_message
 # The short run builds without optimisation (--dev): the decoders' crates
 # pull in tonic, openraft and rustls, and an optimised sanitizer build of
 # them would cost `make test` more minutes than the 15 s it runs.

@@ -308,7 +308,11 @@ mod tests {
             let data = bytes::Bytes::from(data.clone());
             agent
                 .notices
-                .send(Notice::Replay { num, data })
+                .send(Notice::Replay {
+                    num,
+                    data,
+                    recorded: crate::port::Recorded::Boot,
+                })
                 .await
                 .unwrap();
         }
@@ -338,6 +342,7 @@ mod tests {
         assert_eq!(data[..], packet_event(stamped, lane, &ping(b"f"))[..]);
         let mut expected = replayed.to_vec();
         expected.push(data.to_vec());
+        let mug = mug.expect("a planned event has a mug");
         assert_eq!(mug, chain(&expected)[2]);
         let Command::Send { num, payload, .. } = agent.commands.recv().await.unwrap() else {
             panic!("the answer follows the plan")
