@@ -104,9 +104,11 @@ pub struct Logged {
 }
 
 /// The agent's frame (replica/src/frame.rs): a plain event, or one made
-/// from an inbound packet, whose 16-byte id follows.
+/// from an inbound packet, whose 16-byte id follows, or one that also
+/// names packets the leader's runtime dropped.
 const FRAME_PLAIN: u8 = 0;
 const FRAME_FROM_PACKET: u8 = 1;
+const FRAME_WITH_DROPS: u8 = 2;
 const PACKET_ID_LEN: usize = 16;
 /// The packet event's version (replica/src/event.rs).
 const PACKET_EVENT_VERSION: u8 = 1;
@@ -136,6 +138,15 @@ fn packet_event(framed: &[u8]) -> Option<(u64, &[u8])> {
     let event = match framed.split_first()? {
         (&FRAME_PLAIN, rest) => rest,
         (&FRAME_FROM_PACKET, rest) => rest.get(PACKET_ID_LEN..)?,
+        (&FRAME_WITH_DROPS, rest) => {
+            let rest = match rest.split_first()? {
+                (0, rest) => rest,
+                (1, rest) => rest.get(PACKET_ID_LEN..)?,
+                _ => return None,
+            };
+            let (count, rest) = rest.split_first_chunk::<2>()?;
+            rest.get(usize::from(u16::from_be_bytes(*count)) * PACKET_ID_LEN..)?
+        }
         _ => return None,
     };
     let (&version, rest) = event.split_first()?;
@@ -1050,6 +1061,23 @@ mod tests {
         }
         out.extend_from_slice(packet);
         out
+    }
+
+    #[test]
+    fn a_frame_naming_dropped_packets_reads_as_its_event() {
+        let plain = packet_event_bytes(7, "192.0.2.1:1".parse().unwrap(), b"p");
+        let mut with_drops = vec![FRAME_WITH_DROPS, 1];
+        with_drops.extend_from_slice(&plain[1..1 + PACKET_ID_LEN]);
+        with_drops.extend_from_slice(&2u16.to_be_bytes());
+        with_drops.extend_from_slice(&[0xbb; 2 * PACKET_ID_LEN]);
+        with_drops.extend_from_slice(&plain[1 + PACKET_ID_LEN..]);
+        assert_eq!(packet_event(&with_drops), packet_event(&plain));
+        assert_eq!(
+            packet_event(&plain).map(|(us, p)| (us, p.to_vec())),
+            Some((7, b"p".to_vec()))
+        );
+        with_drops.truncate(3 + PACKET_ID_LEN + 2 + PACKET_ID_LEN);
+        assert_eq!(packet_event(&with_drops), None, "ids cut short");
     }
 
     fn event(num: u64, epoch: u64, mug: u32, data: Vec<u8>) -> Event {
