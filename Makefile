@@ -51,6 +51,9 @@ lint: deps
 	$(CARGO) fmt --all --check
 	cd ebpf && $(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	# `make run` and the benchmarks build in release, where cfg(debug_assertions)
+	# code is compiled out: check that build too (a release-only break landed once).
+	$(CARGO) check --workspace --release --locked
 	cd ebpf && $(CARGO) clippy --locked -Z build-std=core --target bpfel-unknown-none \
 		--release --target-dir ../target/ebpf-lint -- -D warnings
 

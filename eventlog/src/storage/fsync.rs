@@ -86,10 +86,6 @@ impl Failures {
     }
 }
 
-/// The environment variable that, in debug builds only, makes the event
-/// log skip every fdatasync and fsync of its own (a negative control: the
-/// power-loss check must then find losses).
-#[cfg(debug_assertions)]
 /// A file in the node's directory saying its last run stopped on a failed
 /// write or fdatasync: the next start may cut the log at the hole that
 /// left (`log::cut_after_failure`), and removes it once started.
@@ -107,6 +103,10 @@ pub(crate) fn mark_failed(node_dir: &Path, why: &str) {
     }
 }
 
+/// The environment variable that, in debug builds only, makes the event
+/// log skip every fdatasync and fsync of its own (a negative control: the
+/// power-loss check must then find losses).
+#[cfg(debug_assertions)]
 pub(crate) const SKIP_FDATASYNC_VAR: &str = "SEGURO_UNSAFE_SKIP_FDATASYNC";
 
 /// Whether fdatasync is skipped: never in a release build (the switch is
