@@ -57,7 +57,11 @@ pub enum PierError {
         "{path}: epoch 0i{epoch} starts after event {epoch}, but the epochs before it end at \
          event {last}"
     )]
-    EpochBoundary { path: PathBuf, epoch: u64, last: u64 },
+    EpochBoundary {
+        path: PathBuf,
+        epoch: u64,
+        last: u64,
+    },
     #[error("{path}: no EVENTS table")]
     NoEvents { path: PathBuf },
     #[error("{path}: event {event}: a gap in EVENTS: the next event should be {expected}")]
@@ -67,13 +71,23 @@ pub enum PierError {
         expected: u64,
     },
     #[error("{path}: EVENTS key of {len} bytes after event {after}: keys are 8-byte event numbers")]
-    BadKey { path: PathBuf, after: u64, len: usize },
+    BadKey {
+        path: PathBuf,
+        after: u64,
+        len: usize,
+    },
     #[error(
         "{path}: event {event}: its value is {len} bytes; vere's are a 4-byte mug and a jammed \
          event, more than 4 (disk.c u3_disk_sift)"
     )]
-    ShortValue { path: PathBuf, event: u64, len: usize },
-    #[error("{path}: event {event} is {size} bytes, over the event log's limit of {limit} (eventlog.max_event_bytes)")]
+    ShortValue {
+        path: PathBuf,
+        event: u64,
+        len: usize,
+    },
+    #[error(
+        "{path}: event {event} is {size} bytes, over the event log's limit of {limit} (eventlog.max_event_bytes)"
+    )]
     TooLarge {
         path: PathBuf,
         event: u64,

@@ -48,9 +48,7 @@ pub fn epoch_version(bytes: &[u8]) -> Option<u32> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    text.parse()
-        .ok()
-        .filter(|v| EPOCH_VERSIONS.contains(v))
+    text.parse().ok().filter(|v| EPOCH_VERSIONS.contains(v))
 }
 
 /// The pier's lock file (disk.c `_disk_lock`: `<pier>/.vere.lock`).

@@ -144,7 +144,9 @@ pub async fn import(
             for (n, value) in chunk {
                 let Some((mug, jam)) = crate::split(&value) else {
                     // Pier::walk refuses such a value before it gets here.
-                    return Err(ImportError::Reader(format!("event {n} has no jammed event")));
+                    return Err(ImportError::Reader(format!(
+                        "event {n} has no jammed event"
+                    )));
                 };
                 if n <= held {
                     let stored = match log.next().await {

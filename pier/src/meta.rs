@@ -178,7 +178,12 @@ mod tests {
 
     #[test]
     fn refuses_what_vere_refuses_or_misreads() {
-        let ok: &[(&str, &[u8])] = &[("version", &[3]), ("who", &[1]), ("fake", &[1]), ("life", &[1])];
+        let ok: &[(&str, &[u8])] = &[
+            ("version", &[3]),
+            ("who", &[1]),
+            ("fake", &[1]),
+            ("life", &[1]),
+        ];
         assert!(Meta::parse(&raw(ok)).is_ok());
         for key in ["version", "who", "fake", "life"] {
             let without: Vec<_> = ok.iter().copied().filter(|(k, _)| *k != key).collect();
@@ -192,12 +197,33 @@ mod tests {
                 }))
             );
         }
-        let bad_fake: &[(&str, &[u8])] = &[("version", &[3]), ("who", &[1]), ("fake", &[2]), ("life", &[1])];
+        let bad_fake: &[(&str, &[u8])] = &[
+            ("version", &[3]),
+            ("who", &[1]),
+            ("fake", &[2]),
+            ("life", &[1]),
+        ];
         assert_eq!(Meta::parse(&raw(bad_fake)), Err(MetaError::Fake(vec![2])));
         let long_who = [1u8; 17];
-        let bad_who: &[(&str, &[u8])] = &[("version", &[3]), ("who", &long_who), ("fake", &[1]), ("life", &[1])];
-        assert!(matches!(Meta::parse(&raw(bad_who)), Err(MetaError::TooLong { key: "who", .. })));
-        let big_life: &[(&str, &[u8])] = &[("version", &[3]), ("who", &[1]), ("fake", &[1]), ("life", &[0, 0, 0, 0x80])];
-        assert_eq!(Meta::parse(&raw(big_life)), Err(MetaError::Life(0x8000_0000)));
+        let bad_who: &[(&str, &[u8])] = &[
+            ("version", &[3]),
+            ("who", &long_who),
+            ("fake", &[1]),
+            ("life", &[1]),
+        ];
+        assert!(matches!(
+            Meta::parse(&raw(bad_who)),
+            Err(MetaError::TooLong { key: "who", .. })
+        ));
+        let big_life: &[(&str, &[u8])] = &[
+            ("version", &[3]),
+            ("who", &[1]),
+            ("fake", &[1]),
+            ("life", &[0, 0, 0, 0x80]),
+        ];
+        assert_eq!(
+            Meta::parse(&raw(big_life)),
+            Err(MetaError::Life(0x8000_0000))
+        );
     }
 }

@@ -59,7 +59,9 @@ impl Pier {
         if !log.is_dir() {
             return Err(PierError::Missing { path: log });
         }
-        if let Some(pid) = layout::running_holder(root).map_err(PierError::io(layout::lock_path(root)))? {
+        if let Some(pid) =
+            layout::running_holder(root).map_err(PierError::io(layout::lock_path(root)))?
+        {
             return Err(PierError::Locked {
                 path: layout::lock_path(root),
                 pid,
@@ -123,7 +125,9 @@ impl Pier {
             let data = dir.join("data.mdb");
             let (epoch_meta, events) = with_env(&dir, |env| {
                 let epoch_meta = read_meta(env, &data)?;
-                let events = scan(env, &data, number, limit, &mut |_, _| ControlFlow::Continue(()))?;
+                let events = scan(env, &data, number, limit, &mut |_, _| {
+                    ControlFlow::Continue(())
+                })?;
                 Ok((epoch_meta, events))
             })?;
             // A migrated pier's 0i0 keeps its old META (version 1 or 2), so
@@ -312,4 +316,187 @@ fn scan(
         }
     }
     Ok(range)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::write::{ExportMeta, write_log};
+
+    const LIMIT: usize = 1 << 20;
+
+    fn meta(version: u32) -> ExportMeta {
+        let mut m = ExportMeta::new(
+            Meta {
+                version: 3,
+                who: 0x1_0000,
+                fake: false,
+                life: 2,
+            },
+            "4.5",
+        );
+        m.top.insert(b"version".to_vec(), vec![version as u8]);
+        m
+    }
+
+    fn value(n: u64) -> Vec<u8> {
+        crate::join(n as u32 * 7, format!("jam {n}").as_bytes())
+    }
+
+    /// A pier at `dir` whose events are `events` (number, value), in order.
+    fn pier(dir: &Path, version: u32, events: Vec<(u64, Vec<u8>)>) {
+        write_log(dir, &meta(version), events.into_iter().map(Ok::<_, ()>))
+            .unwrap()
+            .unwrap();
+    }
+
+    fn events(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
+        range.map(|n| (n, value(n))).collect()
+    }
+
+    #[test]
+    fn a_written_log_reads_back_event_for_event() {
+        let dir = tempfile::tempdir().unwrap();
+        pier(dir.path(), 3, events(1..=50));
+        let p = Pier::open(dir.path(), LIMIT).unwrap();
+        assert_eq!(p.last, 50);
+        assert_eq!(p.epochs.len(), 1);
+        assert_eq!(p.epochs[0].events, Some((1, 50)));
+        assert_eq!(p.epochs[0].epoc_txt, b"2");
+        assert_eq!(p.meta.who, 0x1_0000);
+        let mut seen = Vec::new();
+        p.walk(48, LIMIT, |n, v| {
+            seen.push((n, v.to_vec()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(seen, events(48..=50));
+        assert!(!dir.path().join(".urb/log/0i0/lock.mdb").exists());
+    }
+
+    #[test]
+    fn an_empty_log_has_no_events() {
+        let dir = tempfile::tempdir().unwrap();
+        pier(dir.path(), 3, vec![]);
+        let p = Pier::open(dir.path(), LIMIT).unwrap();
+        assert_eq!((p.last, p.epochs[0].events), (0, None));
+    }
+
+    #[test]
+    fn a_gap_names_the_file_and_the_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = events(1..=10);
+        e.remove(4);
+        pier(dir.path(), 3, e);
+        let err = Pier::open(dir.path(), LIMIT).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PierError::Gap {
+                    event: 6,
+                    expected: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("0i0/data.mdb: event 6"), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_only_a_mug_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = events(1..=10);
+        e[6].1.truncate(4);
+        pier(dir.path(), 3, e);
+        let err = Pier::open(dir.path(), LIMIT).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PierError::ShortValue {
+                    event: 7,
+                    len: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_event_over_the_logs_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        pier(dir.path(), 3, events(1..=3));
+        let err = Pier::open(dir.path(), 5).unwrap_err();
+        assert!(matches!(err, PierError::TooLarge { event: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn meta_version_other_than_3_and_a_missing_epoc_txt_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        pier(dir.path(), 2, events(1..=3));
+        let err = Pier::open(dir.path(), LIMIT).unwrap_err();
+        assert!(
+            matches!(err, PierError::MetaVersion { found: 2, .. }),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        pier(dir.path(), 3, events(1..=3));
+        let epoc = dir.path().join(".urb/log/0i0/epoc.txt");
+        std::fs::remove_file(&epoc).unwrap();
+        let err = Pier::open(dir.path(), LIMIT).unwrap_err();
+        assert!(
+            matches!(&err, PierError::Missing { path } if *path == epoc),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn epochs_must_meet_end_to_end_from_event_1() {
+        let dir = tempfile::tempdir().unwrap();
+        pier(dir.path(), 3, events(1..=10));
+        let log = log_dir(dir.path());
+        std::fs::rename(log.join("0i0"), log.join("0i4")).unwrap();
+        let err = Pier::open(dir.path(), LIMIT).unwrap_err();
+        assert!(matches!(err, PierError::Chopped { first: 4, .. }), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        pier(dir.path(), 3, events(1..=10));
+        let log = log_dir(dir.path());
+        std::fs::create_dir(log.join("0i12")).unwrap();
+        let err = Pier::open(dir.path(), LIMIT).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PierError::EpochBoundary {
+                    epoch: 12,
+                    last: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_running_urbit_holding_the_pier_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        pier(dir.path(), 3, events(1..=3));
+        let me = std::process::id();
+        std::fs::write(layout::lock_path(dir.path()), format!("{me}\n")).unwrap();
+        let err = Pier::open(dir.path(), LIMIT).unwrap_err();
+        assert!(
+            matches!(err, PierError::Locked { pid, .. } if pid == me),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn export_refuses_to_write_over_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        pier(dir.path(), 3, events(1..=3));
+        let err = write_log(dir.path(), &meta(3), std::iter::empty::<Result<_, ()>>()).unwrap_err();
+        assert!(matches!(err, PierError::NotEmpty { .. }), "{err}");
+    }
 }
