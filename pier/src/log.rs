@@ -266,8 +266,7 @@ pub async fn export(
         expected += 1;
     }
     drop(tx);
-    let written = writer
+    writer
         .await
-        .map_err(|e| ExportError::Writer(e.to_string()))??;
-    written
+        .map_err(|e| ExportError::Writer(e.to_string()))??
 }

@@ -275,8 +275,8 @@ fn scan(
     };
     let rtxn = env.read_txn().map_err(PierError::lmdb(path))?;
     let mut range = None;
-    let mut expected = epoch + 1;
-    for entry in events.iter(&rtxn).map_err(PierError::lmdb(path))? {
+    let entries = events.iter(&rtxn).map_err(PierError::lmdb(path))?;
+    for (expected, entry) in (epoch + 1..).zip(entries) {
         let (key, value) = entry.map_err(PierError::lmdb(path))?;
         let Ok(key) = <[u8; 8]>::try_from(key) else {
             return Err(PierError::BadKey {
@@ -310,7 +310,6 @@ fn scan(
             });
         }
         range = Some((range.map_or(event, |(first, _)| first), event));
-        expected += 1;
         if visit(event, value).is_break() {
             break;
         }
