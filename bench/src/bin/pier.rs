@@ -32,7 +32,10 @@ fn python(args: &[&str]) -> anyhow::Result<String> {
         .output()
         .context("cannot run python3 (run `make deps`)")?;
     if !out.status.success() {
-        bail!("vere_pier.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "vere_pier.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8(out.stdout)?)
 }
@@ -49,7 +52,8 @@ fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/bench-pier"));
     if root.exists() {
-        std::fs::remove_dir_all(&root).with_context(|| format!("cannot clear {}", root.display()))?;
+        std::fs::remove_dir_all(&root)
+            .with_context(|| format!("cannot clear {}", root.display()))?;
     }
     std::fs::create_dir_all(&root)?;
     let root = root.canonicalize()?;
@@ -92,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         .map(drop)
         .context("cannot start etcd (run `make deps`)")?;
     cluster.start_eventlog()?;
-    let import_took = import(&cluster, &pier, limit)?;
+    let import_took = import(&cluster, &pier, events, limit)?;
 
     println!("\n## Pier import: {events} events of {size} bytes, 2 epochs\n");
     println!("| what | events/s | seconds | vs the Python read |");
@@ -101,7 +105,10 @@ fn main() -> anyhow::Result<()> {
     for (what, took) in [
         ("Python lmdb: plain read of EVENTS", py_took),
         ("seguro: checking pass (Pier::open)", check_took),
-        ("seguro pier import (3 nodes, quorum fdatasync)", import_took),
+        (
+            "seguro pier import (3 nodes, quorum fdatasync)",
+            import_took,
+        ),
     ] {
         let r = rate(events, took);
         println!(
@@ -114,8 +121,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `seguro pier import` to its end, killed after `limit`.
-fn import(cluster: &Lab, pier: &Path, limit: Duration) -> anyhow::Result<Duration> {
+/// Runs `seguro pier import` to its end (all `events` in the log, as it
+/// reports), killed after `limit`.
+fn import(cluster: &Lab, pier: &Path, events: u64, limit: Duration) -> anyhow::Result<Duration> {
     let config = cluster.config_path();
     let started = Instant::now();
     let mut child = Command::new(cluster.bin())
@@ -132,6 +140,11 @@ fn import(cluster: &Lab, pier: &Path, limit: Duration) -> anyhow::Result<Duratio
             let took = started.elapsed();
             if !status.success() {
                 bail!("seguro pier import failed: {status}");
+            }
+            let mut said = String::new();
+            std::io::Read::read_to_string(&mut child.stdout.take().context("stdout")?, &mut said)?;
+            if !said.contains(&format!("events 1 to {events} in the log")) {
+                bail!("the import did not report all {events} events in the log: {said}");
             }
             return Ok(took);
         }
