@@ -11,7 +11,7 @@ export SEGURO_ETCD ?= /usr/local/bin/etcd
 # The pinned nightly (eBPF, fuzzing): ebpf/rust-toolchain.toml names it.
 NIGHTLY := $(shell sed -n 's/^channel = "\(.*\)"$$/\1/p' ebpf/rust-toolchain.toml)
 
-.PHONY: help deps bare-check build test lint unit fuzz fuzz-smoke promtool systemd-verify run failover chaos bench bench-eventlog bench-gatekeeper bench-lb bench-failover
+.PHONY: help deps bare-check build test lint unit fuzz fuzz-smoke promtool systemd-verify run failover chaos bench bench-eventlog bench-gatekeeper bench-lb bench-failover bench-pier
 
 help:
 	@echo "make run         a whole cluster in network namespaces with a live status view (root)"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-gatekeeper  effects/s vs a plain UDP relay; election failover p50/p99"
 	@echo "make bench-lb    edge fan-out: XDP/TC vs nftables dup vs the userspace relay"
 	@echo "make bench-failover  20 leader kills under load: failover p50/p99, loss, answered/s"
+	@echo "make bench-pier  seguro pier import of 1,000,000 events vs a plain Python LMDB read"
 	@echo "make fuzz        fuzz every decoder for FUZZ_SECONDS each (default $(FUZZ_SECONDS))"
 	@echo "make deps        install the toolchain and tools (Debian 12, root)"
 	@echo "make bare-check  make test in a fresh clone of HEAD on a bare Debian 12 (root, 30-40 min)"
@@ -121,7 +122,7 @@ run: build
 failover: build
 	@scripts/run.sh --failover
 
-bench: bench-eventlog bench-gatekeeper bench-lb bench-failover
+bench: bench-eventlog bench-gatekeeper bench-lb bench-failover bench-pier
 
 # Each benchmark is a release binary of bench/ that starts what it needs
 # (etcd, event log nodes, namespaces) and prints its results as Markdown tables.
@@ -142,3 +143,9 @@ bench-lb: deps
 bench-failover: deps
 	$(CARGO) build --release --locked -p seguro -p seguro-bench --bin seguro --bin failover
 	./target/release/failover
+
+# seguro pier import of 1,000,000 events of 200 bytes into 3 event log
+# nodes, against a plain read of the same LMDB by Python (about a minute).
+bench-pier: deps
+	$(CARGO) build --release --locked -p seguro -p seguro-bench --bin seguro --bin pier
+	./target/release/pier

@@ -111,4 +111,13 @@ if ! /usr/local/bin/etcd --version 2>/dev/null | grep -q 'etcd Version: 3.5'; th
     ln -sf "$bin/etcdutl" /usr/local/bin/etcdutl
 fi
 
+# Python's lmdb binding (PyPI, with LMDB built in): the pier tests and
+# bench-pier write and read vere-shaped piers with it (pier/tests/vere_pier.py),
+# an implementation independent of the heed crate that `seguro pier` uses.
+if ! python3 -c 'import lmdb' 2>/dev/null; then
+    say "installing Python's lmdb from PyPI"
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check \
+        --root-user-action=ignore 'lmdb==3.0.0'
+fi
+
 say "ready"

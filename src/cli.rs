@@ -98,6 +98,88 @@ pub enum Command {
     /// leader and a quorum; 1 when not; 2 for bad usage or config. With
     /// `--watch`, runs until SIGINT/SIGTERM and exits 0.
     Status(StatusArgs),
+    /// Move a ship between an urbit pier and Seguro's event log.
+    ///
+    /// docs/DEPLOY.md, "Moving an existing ship onto Seguro", walks through
+    /// it; docs/PERFORMANCE.md has the import rate.
+    #[command(subcommand)]
+    Pier(PierCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PierCommand {
+    /// Append a stopped pier's whole event log to Seguro's event log.
+    ///
+    /// Checks the whole pier first (not running, META version 3, every epoch
+    /// and event readable and contiguous from event 1) and appends nothing
+    /// if any check fails. Then takes the leadership in etcd as replica
+    /// `--id` (stop every agent first), fences the log at its epoch, checks
+    /// that events already in the log (an interrupted import) are the
+    /// pier's, and appends the rest. Run it again to resume.
+    ///
+    /// Exit codes: 0 when the log holds the whole pier; 1 when the pier is
+    /// unusable, the log holds other events, or appending failed; 2 for bad
+    /// usage or config.
+    Import(PierImportArgs),
+    /// Write the event log's committed events as a new pier's `.urb/log`.
+    ///
+    /// One epoch, 0i0, with every event and no snapshot: vere replays the
+    /// ship from its first event. META comes from `--meta-from` (a pier of
+    /// the same ship, e.g. the one imported) or from `--who`/`--life`/`--fake`.
+    Export(PierExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PierImportArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// The replica whose certificate and election key the import uses.
+    #[arg(long, value_name = "N")]
+    pub id: config::ReplicaId,
+
+    /// Give up if another replica still leads after SECS seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub wait: f64,
+
+    /// The pier directory (the one holding `.urb`).
+    #[arg(value_name = "PIER")]
+    pub pier: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PierExportArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// The replica whose certificate reads the log.
+    #[arg(long, value_name = "N")]
+    pub id: config::ReplicaId,
+
+    /// Copy META, `epoc.txt` and `vere.txt` from this pier (exactly as stored).
+    #[arg(long, value_name = "PIER", conflicts_with_all = ["who", "life", "fake"])]
+    pub meta_from: Option<PathBuf>,
+
+    /// The ship's address as a number (decimal or 0x hex).
+    #[arg(long, value_name = "N", required_unless_present = "meta_from")]
+    pub who: Option<String>,
+
+    /// META `life`: how many boot events the log begins with.
+    #[arg(long, value_name = "N", required_unless_present = "meta_from")]
+    pub life: Option<u32>,
+
+    /// A fake ship (`urbit -F`).
+    #[arg(long)]
+    pub fake: bool,
+
+    /// What to write in `vere.txt` when no pier gives it.
+    #[arg(long, value_name = "VERSION", default_value = "4.5")]
+    pub vere: String,
+
+    /// The pier directory to write `.urb/log` into (created if absent; its
+    /// `.urb/log` must not exist or be empty).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

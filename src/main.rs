@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Lb(args) => cmd::lb::run(args),
         Command::Replica(args) => cmd::replica::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Pier(args) => cmd::pier::run(args),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@ pub mod eventlog;
 pub mod gatekeeper;
 pub mod keygen;
 pub mod lb;
+pub mod pier;
 pub mod replica;
 pub mod status;
 

@@ -18,4 +18,5 @@ mod gatekeeper_daemon;
 mod lazyfs;
 mod lb_fanout;
 mod observability;
+mod pier;
 mod status;
