@@ -163,7 +163,7 @@ pub async fn import(
                         Some("event number")
                     } else if stored.mug != mug {
                         Some("mug")
-                    } else if frame::decode(&stored.data).is_none_or(|(_, d)| d != jam) {
+                    } else if frame::decode(&stored.data).is_none_or(|f| f.data != jam) {
                         Some("jammed event")
                     } else {
                         None
@@ -175,7 +175,7 @@ pub async fn import(
                     continue;
                 }
                 // Appended here, in order; only the answers are awaited later.
-                let answer = appender.append(EventNum(n), mug, frame::encode(jam, None));
+                let answer = appender.append(EventNum(n), mug, frame::encode(jam, None, &[]));
                 pending.push_back(async move { (n, answer.await) });
                 while pending.len() >= WINDOW {
                     let (n, r) = pending.next().await.expect("not empty");
@@ -248,7 +248,7 @@ pub async fn export(
                 got: e.num.get(),
             }),
             Ok(e) => match frame::decode(&e.data) {
-                Some((_, jam)) => Ok((expected, crate::join(e.mug, &jam))),
+                Some(framed) => Ok((expected, crate::join(e.mug, &framed.data))),
                 None => Err(ExportError::Unframed { event: expected }),
             },
             Err(source) => Err(ExportError::Read {

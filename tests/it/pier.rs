@@ -161,8 +161,13 @@ fn a_pier_round_trips_byte_for_byte_and_the_log_holds_veres_events() {
     });
     assert_eq!(events.len(), 300);
     for e in &events {
-        let (packet, jam) = replica::frame::decode(&e.data).expect("an agent's frame");
-        assert_eq!(packet, None, "a plain frame");
+        let framed = replica::frame::decode(&e.data).expect("an agent's frame");
+        assert_eq!(
+            (framed.packet, framed.dropped.len()),
+            (None, 0),
+            "a plain frame"
+        );
+        let jam = framed.data;
         assert_eq!(
             jam.len(),
             196,
