@@ -1,0 +1,46 @@
+/* The vere-shaped runtime: what the king (king.c) and the serf (mars.c)
+ * share. See README.md. */
+
+#ifndef VERE_VERE_H
+#define VERE_VERE_H
+
+#include <stdint.h>
+
+#include "noun.h"
+
+/* Events 1..LIFE of a new ship: the boot sequence, `[%boot i]`. */
+#define VERE_LIFE 3
+
+/* Up to this many lanes in one %push (SEGURO_PUSH_MAX_LANES). */
+#define VERE_PUSH_LANES 16
+
+typedef struct {
+  const char *config;
+  uint32_t replica_id;
+  const char *dir;
+  uint64_t snapshot_every;
+  uint8_t ship[16]; /* our ship, little-endian */
+  uint64_t wake_ms; /* the leader's %wake timer; 0: none */
+  uint64_t work_ms; /* the serf's time per poke (an Arvo event's cost) */
+  /* --route SHIP=IP:PORT: where forwarded packets for SHIP go. */
+  struct route {
+    uint8_t ship[16];
+    uint32_t ip; /* host order */
+    uint16_t port;
+  } routes[32];
+  int n_routes;
+} vere_args;
+
+/* The serf: holds the state, the local log and the agent. Returns the
+ * process's exit code. */
+int mars_main(const vere_args *a, int king_fd);
+/* The king: the ship's network side. Returns the process's exit code. */
+int king_main(const vere_args *a, int mars_fd, int mars_pid);
+
+/* A lane as vere encodes it in %hear: [%.n chub], chub = ip | port << 32. */
+uint64_t lane_chub(uint32_t ip, uint16_t port);
+
+/* Logs to stderr with the side's name. */
+void say(const char *side, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
