@@ -27,7 +27,7 @@ const PEER_SHIP: u32 = 0x1234;
 /// The directory of the cdylib cargo built for this test run (the root
 /// package dev-depends on `seguro-replica-ffi` for this): beside the test
 /// binary, in `<target>/<profile>/deps`.
-fn cdylib_dir() -> PathBuf {
+pub(crate) fn cdylib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
     [deps, deps.parent().unwrap()]
@@ -40,6 +40,13 @@ fn cdylib_dir() -> PathBuf {
 /// Compiles the C ship against the cdylib in `lib_dir`, warnings as errors.
 fn compile_ship(lib_dir: &Path, out: &Path) {
     let ffi = Path::new(env!("CARGO_MANIFEST_DIR")).join("replica/ffi");
+    compile_c(lib_dir, &[ffi.join("examples/reference_ship.c")], out);
+}
+
+/// Compiles C `sources` into the program `out`, linked against the cdylib
+/// in `lib_dir`, warnings as errors.
+pub(crate) fn compile_c(lib_dir: &Path, sources: &[PathBuf], out: &Path) {
+    let ffi = Path::new(env!("CARGO_MANIFEST_DIR")).join("replica/ffi");
     let output = Command::new("cc")
         .args([
             "-std=c11",
@@ -51,7 +58,7 @@ fn compile_ship(lib_dir: &Path, out: &Path) {
         ])
         .arg("-I")
         .arg(ffi.join("include"))
-        .arg(ffi.join("examples/reference_ship.c"))
+        .args(sources)
         .arg("-L")
         .arg(lib_dir)
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
@@ -68,12 +75,12 @@ fn compile_ship(lib_dir: &Path, out: &Path) {
 }
 
 /// Replica `id`'s agent: the C ship, or `seguro replica`.
-fn agent(id: u32) -> Daemon {
+pub(crate) fn agent(id: u32) -> Daemon {
     Daemon::Replica(id.try_into().expect("a small replica id"))
 }
 
 /// Every daemon's last lines, for a failure message.
-fn logs(c: &mut Lab) -> String {
+pub(crate) fn logs(c: &mut Lab) -> String {
     c.logs_tail(60)
 }
 
@@ -97,7 +104,7 @@ fn spawn_rust_replica(c: &mut Lab, id: u32) {
 }
 
 /// Waits until `series` reads `value` on `daemon`.
-fn wait_metric(c: &mut Lab, daemon: &Daemon, series: &str, value: f64) {
+pub(crate) fn wait_metric(c: &mut Lab, daemon: &Daemon, series: &str, value: f64) {
     block_in_place(|| {
         c.wait(
             Duration::from_secs(30),
@@ -110,7 +117,7 @@ fn wait_metric(c: &mut Lab, daemon: &Daemon, series: &str, value: f64) {
 /// Waits until replica `id` leads and the gatekeeper follows its term: a
 /// gatekeeper drops effects of a term it has not seen yet (a real peer
 /// would retransmit; this one counts answers).
-fn wait_leading(c: &mut Lab, id: u32) {
+pub(crate) fn wait_leading(c: &mut Lab, id: u32) {
     wait_metric(c, &agent(id), "seguro_replica_leader", 1.0);
     let epoch = c
         .metric(&agent(id), "seguro_replica_epoch")
@@ -169,7 +176,7 @@ async fn answer(c: &Lab, peer: &UdpSocket, wait: Duration) -> Option<(EventNum, 
 
 /// Stops replica `id`'s ship with SIGTERM: it stops the agent, which
 /// resigns; it exits 0.
-fn stop_ship(c: &mut Lab, id: u32) {
+pub(crate) fn stop_ship(c: &mut Lab, id: u32) {
     let status = block_in_place(|| c.stop(&agent(id), Duration::from_secs(15)));
     assert!(
         status.is_some_and(|s| s.success()),
@@ -311,7 +318,7 @@ async fn a_c_ship_answers_peers_through_the_gatekeeper_and_its_events_commit() {
 }
 
 /// Waits until one of `ids` leads, and returns it.
-fn leader_among(c: &mut Lab, ids: &[u32]) -> u32 {
+pub(crate) fn leader_among(c: &mut Lab, ids: &[u32]) -> u32 {
     block_in_place(|| {
         c.wait(
             Duration::from_secs(30),
@@ -325,7 +332,7 @@ fn leader_among(c: &mut Lab, ids: &[u32]) -> u32 {
     })
 }
 
-fn mismatches(c: &Lab, id: u32) -> Option<f64> {
+pub(crate) fn mismatches(c: &Lab, id: u32) -> Option<f64> {
     c.metric(&agent(id), "seguro_replica_mug_mismatches_total")
 }
 

@@ -20,3 +20,4 @@ mod lb_fanout;
 mod observability;
 mod pier;
 mod status;
+mod vere;
