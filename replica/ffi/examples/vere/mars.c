@@ -6,8 +6,8 @@
  * u3r_mug_bytes("seguro vere-shaped ship").
  *
  * The local log (vere's LMDB) keeps each event as vere's u3_disk_etch does
- * (4-byte little-endian mug, then the jammed event) behind an 8-byte event
- * number and a 4-byte length. `sen` is the last event written (planned),
+ * (4-byte little-endian mug, then the jammed event) behind an 8-byte
+ * little-endian event number and a 4-byte length of the mug and event. `sen` is the last event written (planned),
  * `dun` the last one fdatasync'd; replays are written too, so u3_disk_plan's
  * `sen + 1 == eve` holds on the first plan after any replay. The commit
  * mark `com` is separate: the replicated log's (COMMITTED notices, and every
@@ -118,14 +118,14 @@ static int disk_open(uint64_t sav) {
   disk.n = 0;
   while (pread(disk.fd, rec, 16, at) == 16) {
     uint64_t num = get_le(rec, 8);
-    uint32_t len = (uint32_t)get_le(rec + 8, 4);
+    uint32_t size = (uint32_t)get_le(rec + 8, 4); /* mug and event */
     struct stat st;
-    if (fstat(disk.fd, &st) != 0 || at + 16 + (off_t)len > st.st_size) break;
+    if (size < 4 || fstat(disk.fd, &st) != 0 || at + 12 + (off_t)size > st.st_size) break;
     if (expect != 0 && num != expect) break;
     if (expect == 0) disk.first = num;
     disk_index(at);
     expect = num + 1;
-    at += 16 + len;
+    at += 12 + size;
   }
   disk.end = at;
   disk.sen = disk.dun = expect ? expect - 1 : sav;
