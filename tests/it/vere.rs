@@ -298,6 +298,18 @@ fn wait_log(c: &mut Lab, id: u32, needle: &str) -> String {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Waits until `series` on replica `id` reads at least `value` (the
+/// leader's timer keeps adding events).
+fn wait_at_least(c: &mut Lab, id: u32, series: &str, value: f64) {
+    block_in_place(|| {
+        c.wait(
+            Duration::from_secs(30),
+            &format!("{series} >= {value} on replica {id}"),
+            |c| c.metric(&agent(id), series).is_some_and(|v| v >= value),
+        )
+    });
+}
+
 /// Ends the leader's term behind its back: its key in etcd deleted.
 async fn end_term(c: &Lab) {
     let config = testkit::load_config(&c.config_path());
@@ -385,7 +397,7 @@ async fn a_vere_cluster_boots_a_new_ship_and_fails_over_without_duplicates() {
         .metric(&agent(next), "seguro_replica_committed_event")
         .unwrap() as u64;
     let events = log_events(&client).await;
-    assert_eq!(events.len() as u64, committed, "{}", logs(&mut c));
+    assert!(events.len() as u64 >= committed, "{}", logs(&mut c));
     for (i, (num, mug, packet, data)) in events.iter().take(LIFE as usize).enumerate() {
         assert_eq!(*num, i as u64 + 1);
         assert_eq!(*mug, 0, "boot event {num} has mug 0");
@@ -435,9 +447,9 @@ async fn a_vere_cluster_boots_a_new_ship_and_fails_over_without_duplicates() {
     assert!(answered.len() >= 15, "{} answers: {said:?}", answered.len());
 
     spawn_vere(&mut c, &vere, first, &["--wake-ms", "700"]);
-    wait_metric(
+    wait_at_least(
         &mut c,
-        &agent(first),
+        first,
         "seguro_replica_applied_event",
         committed as f64,
     );
@@ -498,7 +510,7 @@ async fn no_scry_answer_leaves_before_its_state_commits() {
         (last + 1) as f64,
     );
     send(&c, &peer, &fine_request("/x/state/after")).await;
-    let early = recv(&c, &peer, Duration::from_millis(2500)).await;
+    let early = recv(&c, &peer, Duration::from_secs(2)).await;
     let committed = c.metric(&agent(leader), "seguro_replica_committed_event");
     freeze_log(&c, leader, libc::SIGCONT);
     assert_eq!(
@@ -714,6 +726,8 @@ async fn stateless_packets_pushes_and_queue_caps_follow_vere() {
     }
     wait_log(&mut c, leader, "king: ames: packet dropped");
     let _ = collect(&c, &peer, Duration::from_secs(3), Duration::from_secs(30)).await;
+    // One more event carries the last drops to the followers.
+    ask(&mut c, &peer, b"after the burst").await;
     for id in (1..=3).filter(|&id| id != leader) {
         wait_metric(&mut c, &agent(id), "seguro_replica_buffered_packets", 0.0);
     }

@@ -46,6 +46,7 @@
 static const vere_args *args;
 static newt mars;
 static int leading;
+static uint64_t term; /* the term the serf leads, which pokes carry */
 
 static uint64_t now_ms(void) {
   struct timespec t;
@@ -138,7 +139,8 @@ static void ames_cap_queue(void) {
   }
 }
 
-/* u3_auto_next → the serf: one poke at a time, as [%poke has pid ovum]. */
+/* u3_auto_next → the serf: one poke at a time, as
+ * [%poke term has pid ovum]. */
 static void pump(void) {
   if (in_flight || q_len == 0 || !leading) return;
   ovum *o = &queue[0];
@@ -155,8 +157,8 @@ static void pump(void) {
   else
     ovo = n_cell(n_cell(n_cord("behn"), n_u64(0)), n_cell(n_cord("wake"), n_u64(0)));
   int has = o->kind != Q_WAKE;
-  to_mars(n_tuple(4, n_cord("poke"), n_u64((uint64_t)has), has ? n_bytes(o->pid, 16) : n_u64(0),
-                  ovo));
+  to_mars(n_tuple(5, n_cord("poke"), n_u64(term), n_u64((uint64_t)has),
+                  has ? n_bytes(o->pid, 16) : n_u64(0), ovo));
   noun_release(m);
   in_flight = 1;
   dequeue(0);
@@ -427,6 +429,7 @@ static void from_mars(const noun *msg) {
     in_flight = 0;
   } else if (n_is_cord(tag, "lead")) {
     leading = 1;
+    n_get_u64(n_tail(n_tail(msg)), &term);
     SAY("leading");
   } else if (n_is_cord(tag, "unlead")) {
     unlead();

@@ -247,6 +247,10 @@ static gift *gifts;
 static size_t n_gifts, cap_gifts;
 static uint64_t com; /* the commit mark: committed in the replicated log */
 static int leading;
+/* The term being led (its epoch): the king tags each poke with the term
+ * it was heard in, and a poke from an earlier term is not planned (the
+ * agent hands its packet to whoever leads next). */
+static uint64_t term;
 
 static void gift_add(uint64_t eve, int push, uint32_t ip, uint16_t port, const uint8_t *p,
                      size_t len) {
@@ -453,9 +457,10 @@ static int boot_new_ship(void) {
 /* _mars_work %poke: stamp `now`, compute, plan (u3_disk_plan and the
  * agent's plan), keep the effects for _mars_flush. */
 static int poke(const noun *msg) {
-  noun *has = n_head(n_tail(msg)), *pid = n_head(n_tail(n_tail(msg)));
-  noun *ovum = n_tail(n_tail(n_tail(msg)));
-  if (!leading || !ovum) return 0;
+  noun *body = n_tail(n_tail(msg));
+  noun *has = n_head(body), *pid = n_head(n_tail(body)), *ovum = n_tail(n_tail(body));
+  uint64_t heard_in;
+  if (!leading || !ovum || n_get_u64(n_head(n_tail(msg)), &heard_in) || heard_in != term) return 0;
   if (args->work_ms) {
     struct timespec t = {(time_t)(args->work_ms / 1000), (long)(args->work_ms % 1000) * 1000000L};
     nanosleep(&t, NULL);
@@ -535,7 +540,8 @@ static int notice(const seguro_notice *n) {
     leading = 1;
     if (n->num == 1 && boot_new_ship()) return -1;
     size_t m = noun_mark();
-    newt_send(&king, n_cell(n_cord("lead"), n_u64(last + 1)));
+    term = n->epoch;
+    newt_send(&king, n_tuple(3, n_cord("lead"), n_u64(last + 1), n_u64(term)));
     noun_release(m);
     return 0;
   }
