@@ -311,8 +311,10 @@ static int mars_flush(void) {
     }
     free(g->payload);
   }
-  memmove(gifts, gifts + done, (n_gifts - done) * sizeof *gifts);
-  n_gifts -= done;
+  if (done) {
+    memmove(gifts, gifts + done, (n_gifts - done) * sizeof *gifts);
+    n_gifts -= done;
+  }
   /* u3m_save when due, and only of a committed, locally durable state */
   if (last <= com && last <= disk.dun && last >= sav + args->snapshot_every && last > sav) {
     if (snapshot_save() == 0) {
@@ -406,7 +408,7 @@ static int replay(const seguro_notice *n) {
     boot.num[boot.n] = n->num;
     boot.bytes[boot.n] = malloc(n->len ? n->len : 1);
     if (!boot.bytes[boot.n]) abort();
-    memcpy(boot.bytes[boot.n], n->data, n->len);
+    if (n->len) memcpy(boot.bytes[boot.n], n->data, n->len);
     boot.len[boot.n] = n->len;
     boot.n++;
     return boot.n == VERE_LIFE ? boot_apply() : 0;
