@@ -747,20 +747,23 @@ async fn stateless_packets_pushes_and_queue_caps_follow_vere() {
     block_in_place(|| c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10)));
 }
 
-/// Jam vectors both runtimes check: the C runtime's `jam-check` cues each
-/// vector's jam and jams it back byte for byte. Always checked: vectors
-/// worked from Hoon's `++jam` (and a corrupted one, which must fail);
-/// `replica/tests/data/jam-vectors.txt` (the Rust side's file, a noun and
-/// its jam in hex as the last field of each line) once it exists.
+/// Jam vectors both runtimes check: the C runtime's `jam-check` reads
+/// `<hex> <noun>` lines and checks that each jam cues to the noun and the
+/// noun jams to those bytes. Always checked: vectors worked from Hoon's
+/// `++jam` (the boot event among them), and wrong ones, which must fail;
+/// `replica/tests/data/jam-vectors.txt` (the Rust side's file) once it
+/// exists.
 #[test]
 fn the_c_runtime_jams_and_cues_the_shared_vectors() {
     let dir = tempfile::tempdir().unwrap();
     let vere = dir.path().join("vere");
     compile_vere(&vere);
-    let check = |file: &Path| {
+    let check = |name: &str, vectors: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, vectors).unwrap();
         let out = Command::new(&vere)
             .arg("jam-check")
-            .arg(file)
+            .arg(&file)
             .output()
             .unwrap();
         (
@@ -772,26 +775,21 @@ fn the_c_runtime_jams_and_cues_the_shared_vectors() {
             ),
         )
     };
-    let known = dir.path().join("known.txt");
-    // Atoms as 0x..., or bytes least significant first (the boot event).
-    let vectors = format!(
-        "# noun  jam\n0 0x2\n1 0xc\n[1 2] 0x1231\n[0 0] 0x29\n[[1 2] [1 2]] 0x49c8c5\n\
-         [%boot 1] {}\n",
+    let known = format!(
+        "# jam  noun\n02 0\n0c 1\n3112 [1 2]\n29 [0 0]\nc5c849 [[1 2] [1 2]]\n{} [%boot 1]\n",
         hex(&boot_event(1))
     );
-    std::fs::write(&known, vectors).unwrap();
-    let (ok, out) = check(&known);
-    assert!(ok, "{out}");
-    assert!(out.contains("6 vectors, 0 failed"), "{out}");
-
-    // A back-reference to a position no noun starts at does not cue.
-    let bad = dir.path().join("bad.txt");
-    std::fs::write(&bad, "broken 0x1d\n").unwrap();
-    assert!(!check(&bad).0, "a bad vector fails the check");
+    let (ok, out) = check("known.txt", &known);
+    assert!(ok && out.contains("6 vectors, 0 failed"), "{out}");
+    for wrong in ["3112 [1 3]", "1d [0 0]", "0c 2"] {
+        let (ok, out) = check("wrong.txt", &format!("{wrong}\n"));
+        assert!(!ok, "{wrong:?} must fail: {out}");
+    }
 
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("replica/tests/data/jam-vectors.txt");
     if shared.exists() {
-        let (ok, out) = check(&shared);
+        let vectors = std::fs::read_to_string(&shared).unwrap();
+        let (ok, out) = check("shared.txt", &vectors);
         assert!(ok, "{}: {out}", shared.display());
     } else {
         eprintln!(

@@ -55,7 +55,12 @@ static int parse_route(const char *s, struct route *r) {
   return 0;
 }
 
-/* ---- jam-check: every vector's jam cues and jams back byte for byte ---- */
+/* ---- jam-check: the shared vectors (replica/tests/data/jam-vectors.txt) ----
+ *
+ * One vector a line, `<hex> <noun>`: the jam's bytes (least significant
+ * first), then the noun: decimal atoms, 0x atoms (any size, most
+ * significant digit first), ~ (0), %cords, [a b c] cells (right-nested).
+ * For each: cue(bytes) is the noun, and jam(noun) is the bytes. */
 
 static int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -64,36 +69,63 @@ static int hex_value(char c) {
   return -1;
 }
 
-/* "0x..." is an atom written most significant digit first; bare hex is
- * the atom's bytes, least significant first. */
-static uint8_t *parse_hex(const char *s, size_t *len) {
-  int atom = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
-  if (atom) s += 2;
-  char digits[1 << 16];
-  size_t n = 0;
-  for (; *s && n + 1 < sizeof digits; s++) {
-    if (*s == '.' || *s == '_') continue;
-    if (hex_value(*s) < 0) return NULL;
-    digits[n++] = *s;
-  }
-  size_t bytes = (n + 1) / 2;
-  uint8_t *out = calloc(bytes ? bytes : 1, 1);
-  if (!out) abort();
-  if (atom) {
-    for (size_t i = 0; i < n; i++) {
-      size_t nib = n - 1 - i; /* nibble index from the least significant */
-      out[nib / 2] |= (uint8_t)(hex_value(digits[i]) << (4 * (nib % 2)));
+static const char *text;
+
+static void skip_spaces(void) {
+  while (*text == ' ' || *text == '\t') text++;
+}
+
+static noun *parse_noun(int depth) {
+  skip_spaces();
+  if (depth > 1000) return NULL;
+  if (*text == '[') {
+    text++;
+    noun *items[256];
+    int n = 0;
+    for (;;) {
+      skip_spaces();
+      if (*text == ']') {
+        text++;
+        break;
+      }
+      if (n == 256 || !*text) return NULL;
+      if (!(items[n++] = parse_noun(depth + 1))) return NULL;
     }
-  } else {
-    if (n % 2) {
-      free(out);
-      return NULL;
-    }
-    for (size_t i = 0; i < bytes; i++)
-      out[i] = (uint8_t)(hex_value(digits[2 * i]) << 4 | hex_value(digits[2 * i + 1]));
+    if (n < 2) return NULL;
+    noun *cell = items[n - 1];
+    for (int i = n - 2; i >= 0; i--) cell = n_cell(items[i], cell);
+    return cell;
   }
-  *len = bytes;
-  return out;
+  if (*text == '~') {
+    text++;
+    return n_u64(0);
+  }
+  if (*text == '%') {
+    const char *start = ++text;
+    while (*text && *text != ' ' && *text != '\t' && *text != ']' && *text != '[') text++;
+    return n_bytes((const uint8_t *)start, (size_t)(text - start));
+  }
+  if (text[0] == '0' && text[1] == 'x') {
+    const char *start = text += 2;
+    while (hex_value(*text) >= 0) text++;
+    size_t digits = (size_t)(text - start);
+    uint8_t *bytes = calloc(digits / 2 + 1, 1);
+    if (!bytes) abort();
+    for (size_t i = 0; i < digits; i++) {
+      size_t nib = digits - 1 - i; /* from the least significant */
+      bytes[nib / 2] |= (uint8_t)(hex_value(start[i]) << (4 * (nib % 2)));
+    }
+    noun *a = n_bytes(bytes, digits / 2 + 1);
+    free(bytes);
+    return a;
+  }
+  if (*text >= '0' && *text <= '9') {
+    char *end;
+    uint64_t v = strtoull(text, &end, 10);
+    text = end;
+    return n_u64(v);
+  }
+  return NULL;
 }
 
 static int jam_check(const char *path) {
@@ -103,43 +135,36 @@ static int jam_check(const char *path) {
     return 1;
   }
   static char line[1 << 17];
+  static uint8_t bytes[1 << 16];
   int checked = 0, failed = 0, lineno = 0;
   while (fgets(line, sizeof line, f)) {
     lineno++;
-    char *hash = line;
-    while (*hash == ' ' || *hash == '\t') hash++;
-    if (*hash == '#' || *hash == '\n' || *hash == 0) continue;
-    /* the jam is the line's last field */
-    char *end = line + strlen(line);
-    while (end > line && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
-      *--end = 0;
-    char *field = end;
-    while (field > line && field[-1] != ' ' && field[-1] != '\t') field--;
-    size_t len;
-    uint8_t *bytes = parse_hex(field, &len);
-    if (!bytes) {
-      fprintf(stderr, "line %d: the last field is not hex: %s\n", lineno, field);
-      failed++;
-      continue;
+    line[strcspn(line, "\r\n")] = 0;
+    text = line;
+    skip_spaces();
+    if (*text == '#' || *text == 0) continue;
+    size_t len = 0;
+    while (hex_value(text[0]) >= 0 && hex_value(text[1]) >= 0 && len < sizeof bytes) {
+      bytes[len++] = (uint8_t)(hex_value(text[0]) << 4 | hex_value(text[1]));
+      text += 2;
     }
-    while (len > 0 && bytes[len - 1] == 0) len--;
     size_t m = noun_mark();
-    noun *n = n_cue(bytes, len);
-    if (!n) {
-      fprintf(stderr, "line %d: does not cue\n", lineno);
+    noun *want = (*text == ' ' || *text == '\t') ? parse_noun(0) : NULL;
+    skip_spaces();
+    noun *got = n_cue(bytes, len);
+    size_t jam_len = 0;
+    uint8_t *jam = want ? n_jam(want, &jam_len) : NULL;
+    const char *why = !want || *text ? "cannot read the line"
+                      : !got         ? "does not cue"
+                      : !n_equal(got, want) ? "cues to another noun"
+                      : jam_len != len || memcmp(jam, bytes, len) != 0 ? "jams to other bytes"
+                                                                        : NULL;
+    if (why) {
+      fprintf(stderr, "%s:%d: %s\n", path, lineno, why);
       failed++;
-    } else {
-      size_t again_len;
-      uint8_t *again = n_jam(n, &again_len);
-      if (again_len != len || memcmp(again, bytes, len) != 0) {
-        fprintf(stderr, "line %d: jam(cue(x)) != x (%zu bytes, %zu back)\n", lineno, len,
-                again_len);
-        failed++;
-      }
-      free(again);
     }
+    free(jam);
     noun_release(m);
-    free(bytes);
     checked++;
   }
   fclose(f);
