@@ -356,10 +356,17 @@ static void effects(uint64_t num, const noun *ovum) {
     if (!n_is_cord(n_head(lane), "if") || n_get_u64(n_head(n_tail(lane)), &ip) ||
         n_get_u64(n_tail(n_tail(lane)), &port))
       return;
+    /* A mesa poke to us is answered from its receiver to the ship named
+     * in its payload; a classic Ames packet carried in a %heer (as the
+     * Rust ship answers it) from its receiver to its sender. */
     mesa_pact m;
-    if (mesa_sift(p, len, &m) || m.kind != MESA_POKE || memcmp(m.her, args->ship, 16)) return;
-    size_t n = ames_etch(out, m.her, m.sender, content, answer_content(content, num));
-    gift_add(num, 1, (uint32_t)ip, (uint16_t)port, out, n);
+    ames_pact a;
+    size_t n = 0;
+    if (mesa_sift(p, len, &m) == 0 && m.kind == MESA_POKE && !memcmp(m.her, args->ship, 16))
+      n = ames_etch(out, m.her, m.sender, content, answer_content(content, num));
+    else if (ames_sift(p, len, &a) == 0 && a.kind == PACT_AMES && !memcmp(a.receiver, args->ship, 16))
+      n = ames_etch(out, a.receiver, a.sender, content, answer_content(content, num));
+    if (n) gift_add(num, 1, (uint32_t)ip, (uint16_t)port, out, n);
   }
 }
 
