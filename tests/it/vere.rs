@@ -37,15 +37,46 @@ fn vere_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("replica/ffi/examples/vere")
 }
 
-/// Compiles every C file of the runtime into `out`.
-fn compile_vere(out: &Path) {
+/// Compiles every C file of the runtime into `out`, against the cdylib in
+/// `lib_dir`.
+fn compile_vere(lib_dir: &Path, out: &Path) {
     let mut sources: Vec<PathBuf> = std::fs::read_dir(vere_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "c"))
         .collect();
     sources.sort();
-    compile_c(&cdylib_dir(), &sources, out);
+    compile_c(lib_dir, &sources, out);
+}
+
+/// This test run's `seguro` binary and cdylib, linked where no other build
+/// reaches them: worktrees share the target directory, and another one's
+/// build may replace both while a cluster runs (cargo writes new files, so
+/// a hard link keeps this run's).
+struct Pinned {
+    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    lib_dir: PathBuf,
+}
+
+fn pin() -> Pinned {
+    let dir = tempfile::tempdir().unwrap();
+    let lib_dir = dir.path().join("lib");
+    std::fs::create_dir_all(&lib_dir).unwrap();
+    let link = |from: &Path, to: &Path| {
+        if std::fs::hard_link(from, to).is_err() {
+            std::fs::copy(from, to).unwrap();
+        }
+    };
+    let bin = dir.path().join("seguro");
+    link(Path::new(env!("CARGO_BIN_EXE_seguro")), &bin);
+    let lib = "libseguro_replica.so";
+    link(&cdylib_dir().join(lib), &lib_dir.join(lib));
+    Pinned {
+        _dir: dir,
+        bin,
+        lib_dir,
+    }
 }
 
 /// etcd, `n` event log nodes, the config (leases of `ttl`), the runtime
@@ -54,11 +85,13 @@ struct Setup {
     c: Lab,
     vere: PathBuf,
     client: eventlog::Client,
+    _pinned: Pinned,
 }
 
 async fn setup(n: u8, ttl: Duration) -> Setup {
+    let pinned = pin();
     let mut c = block_in_place(|| {
-        let mut c = Lab::new(env!("CARGO_BIN_EXE_seguro"), "vere-test", n)?;
+        let mut c = Lab::new(&pinned.bin, "vere-test", n)?;
         c.start_etcd()?;
         c.file_mut().etcd.lease_ttl = Some(ttl);
         c.write_config()?;
@@ -67,7 +100,7 @@ async fn setup(n: u8, ttl: Duration) -> Setup {
     })
     .unwrap();
     let vere = c.dir().join("vere");
-    block_in_place(|| compile_vere(&vere));
+    block_in_place(|| compile_vere(&pinned.lib_dir, &vere));
     let one = config::Role::Replica(config::ReplicaId::new(1).unwrap());
     let client = eventlog::Client::new(&testkit::load_config(&c.config_path()), c.credentials(one));
     block_in_place(|| c.start(Daemon::Gatekeeper(1))).unwrap();
@@ -77,7 +110,12 @@ async fn setup(n: u8, ttl: Duration) -> Setup {
         "seguro_gatekeeper_active",
         1.0,
     );
-    Setup { c, vere, client }
+    Setup {
+        c,
+        vere,
+        client,
+        _pinned: pinned,
+    }
 }
 
 /// Starts the runtime as replica `id` with `extra` options.
@@ -85,7 +123,11 @@ fn spawn_vere(c: &mut Lab, vere: &Path, id: u32, extra: &[&str]) {
     let dir = c.dir().join(format!("vere-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut command = Command::new(vere);
+    // cargo's LD_LIBRARY_PATH names the shared target directory, where an
+    // older libseguro_replica.so may sit; it would win over the runpath.
     command
+        .env_remove("LD_LIBRARY_PATH")
+        .env("VERE_VERBOSE", "1")
         .arg(c.config_path())
         .arg(id.to_string())
         .arg(dir)
@@ -98,7 +140,10 @@ fn ship(n: u64) -> ShipName {
     ShipName::new(n.into())
 }
 
-/// A classic Ames packet from the peer to `to`.
+/// A classic Ames packet from the peer to `to`. `content` must not end in
+/// a zero byte: events carry the packet as an atom (vere's `u3i_bytes`),
+/// which has none, so the serf would read it shorter and its checksum
+/// wrong.
 fn ames_packet(to: u64, content: &[u8]) -> Vec<u8> {
     Packet {
         prelude: Prelude::new(ship(PEER_SHIP), ship(to)),
@@ -372,6 +417,7 @@ async fn a_vere_cluster_boots_a_new_ship_and_fails_over_without_duplicates() {
         mut c,
         vere,
         client,
+        _pinned,
     } = setup(3, Duration::from_secs(2)).await;
     for id in 1..=3 {
         spawn_vere(&mut c, &vere, id, &["--wake-ms", "700"]);
@@ -388,7 +434,7 @@ async fn a_vere_cluster_boots_a_new_ship_and_fails_over_without_duplicates() {
     let mut requests = HashSet::new();
     let mut said = Vec::new();
     for i in 0..10u8 {
-        let (id, answer) = ask(&mut c, &peer, &[b'a', i]).await;
+        let (id, answer) = ask(&mut c, &peer, format!("a{i}").as_bytes()).await;
         requests.insert(id);
         said.push(answer);
     }
@@ -400,14 +446,28 @@ async fn a_vere_cluster_boots_a_new_ship_and_fails_over_without_duplicates() {
     // followers' buffers, and the next leader plans them.
     block_in_place(|| c.kill(&agent(first)));
     for i in 0..5u8 {
-        requests.insert(send(&c, &peer, &ames_packet(OUR_SHIP, &[b'g', i])).await);
+        requests.insert(
+            send(
+                &c,
+                &peer,
+                &ames_packet(OUR_SHIP, format!("g{i}").as_bytes()),
+            )
+            .await,
+        );
     }
     let others: Vec<u32> = (1..=3).filter(|&id| id != first).collect();
     let next = leader_among(&mut c, &others);
     wait_leading(&mut c, next);
     eprintln!("replica {first} killed; replica {next} leads");
     for i in 0..5u8 {
-        requests.insert(send(&c, &peer, &ames_packet(OUR_SHIP, &[b'b', i])).await);
+        requests.insert(
+            send(
+                &c,
+                &peer,
+                &ames_packet(OUR_SHIP, format!("b{i}").as_bytes()),
+            )
+            .await,
+        );
     }
     said.extend(collect(&c, &peer, Duration::from_secs(4), Duration::from_secs(30)).await);
 
@@ -494,7 +554,12 @@ async fn a_vere_cluster_boots_a_new_ship_and_fails_over_without_duplicates() {
 /// claiming event n with the request's mug.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_scry_answer_leaves_before_its_state_commits() {
-    let Setup { mut c, vere, .. } = setup(3, Duration::from_secs(8)).await;
+    let Setup {
+        mut c,
+        vere,
+        _pinned,
+        ..
+    } = setup(3, Duration::from_secs(8)).await;
     for id in 1..=3 {
         spawn_vere(&mut c, &vere, id, &[]);
     }
@@ -503,7 +568,8 @@ async fn no_scry_answer_leaves_before_its_state_commits() {
     let peer = UdpSocket::bind("127.0.0.4:0").await.unwrap();
     let mut last = 0;
     for i in 0..3u8 {
-        if let (_, Said::Answer { num, .. }) = ask(&mut c, &peer, &[b'a', i]).await {
+        if let (_, Said::Answer { num, .. }) = ask(&mut c, &peer, format!("a{i}").as_bytes()).await
+        {
             last = num;
         }
     }
@@ -572,7 +638,12 @@ async fn no_scry_answer_leaves_before_its_state_commits() {
 /// it. Once the log thaws, a leader answers on and no mug differs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewind_trims_the_local_log_after_the_last_committed_event() {
-    let Setup { mut c, vere, .. } = setup(3, Duration::from_secs(4)).await;
+    let Setup {
+        mut c,
+        vere,
+        _pinned,
+        ..
+    } = setup(3, Duration::from_secs(4)).await;
     for id in 1..=3 {
         spawn_vere(&mut c, &vere, id, &["--snapshot-every", "2"]);
     }
@@ -580,7 +651,7 @@ async fn a_rewind_trims_the_local_log_after_the_last_committed_event() {
     wait_leading(&mut c, leader);
     let peer = UdpSocket::bind("127.0.0.4:0").await.unwrap();
     for i in 0..3u8 {
-        ask(&mut c, &peer, &[b'a', i]).await;
+        ask(&mut c, &peer, format!("a{i}").as_bytes()).await;
     }
     let committed = LIFE + 3;
     wait_metric(
@@ -592,7 +663,12 @@ async fn a_rewind_trims_the_local_log_after_the_last_committed_event() {
 
     freeze_log(&c, leader, libc::SIGSTOP);
     for i in 0..2u8 {
-        send(&c, &peer, &ames_packet(OUR_SHIP, &[b'u', i])).await;
+        send(
+            &c,
+            &peer,
+            &ames_packet(OUR_SHIP, format!("u{i}").as_bytes()),
+        )
+        .await;
     }
     wait_metric(
         &mut c,
@@ -651,6 +727,7 @@ async fn stateless_packets_pushes_and_queue_caps_follow_vere() {
         mut c,
         vere,
         client,
+        _pinned,
     } = setup(3, Duration::from_secs(4)).await;
     let third = UdpSocket::bind("127.0.0.5:0").await.unwrap();
     let route = format!("{THIRD_SHIP}={}", third.local_addr().unwrap());
@@ -741,7 +818,14 @@ async fn stateless_packets_pushes_and_queue_caps_follow_vere() {
     // The queue cap: 60 packets at once; the king keeps 30 waiting.
     let mut burst = HashSet::new();
     for i in 0..60u8 {
-        burst.insert(send(&c, &peer, &ames_packet(OUR_SHIP, &[b'q', i])).await);
+        burst.insert(
+            send(
+                &c,
+                &peer,
+                &ames_packet(OUR_SHIP, format!("q{i}").as_bytes()),
+            )
+            .await,
+        );
     }
     wait_log(&mut c, leader, "king: ames: packet dropped");
     let _ = collect(&c, &peer, Duration::from_secs(3), Duration::from_secs(30)).await;
@@ -788,13 +872,15 @@ async fn stateless_packets_pushes_and_queue_caps_follow_vere() {
 /// exists.
 #[test]
 fn the_c_runtime_jams_and_cues_the_shared_vectors() {
+    let pinned = pin();
     let dir = tempfile::tempdir().unwrap();
     let vere = dir.path().join("vere");
-    compile_vere(&vere);
+    compile_vere(&pinned.lib_dir, &vere);
     let check = |name: &str, vectors: &str| {
         let file = dir.path().join(name);
         std::fs::write(&file, vectors).unwrap();
         let out = Command::new(&vere)
+            .env_remove("LD_LIBRARY_PATH")
             .arg("jam-check")
             .arg(&file)
             .output()
@@ -848,6 +934,7 @@ async fn c_and_rust_vere_ships_stay_in_step() {
         mut c,
         vere,
         client,
+        _pinned,
     } = setup(3, Duration::from_secs(2)).await;
     let spawn_rust = |c: &mut Lab| {
         let mut command = Command::new(c.bin());
@@ -866,7 +953,7 @@ async fn c_and_rust_vere_ships_stay_in_step() {
     let peer = UdpSocket::bind("127.0.0.4:0").await.unwrap();
     let mut answers = Vec::new();
     for i in 0..5u8 {
-        answers.push(ask(&mut c, &peer, &[b'r', i]).await.1);
+        answers.push(ask(&mut c, &peer, format!("r{i}").as_bytes()).await.1);
     }
     let Some(Said::Answer { num: rust_last, .. }) = answers.last().cloned() else {
         panic!("{answers:?}")
@@ -885,7 +972,7 @@ async fn c_and_rust_vere_ships_stay_in_step() {
     let next = leader_among(&mut c, &[1, 2]);
     wait_leading(&mut c, next);
     for i in 0..5u8 {
-        answers.push(ask(&mut c, &peer, &[b'c', i]).await.1);
+        answers.push(ask(&mut c, &peer, format!("c{i}").as_bytes()).await.1);
     }
     let Some(Said::Answer { num: c_last, .. }) = answers.last().cloned() else {
         panic!("{answers:?}")

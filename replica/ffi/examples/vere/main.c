@@ -33,6 +33,8 @@ void say(const char *side, const char *fmt, ...) {
   fprintf(stderr, "%s: %s\n", side, line);
 }
 
+int verbose;
+
 uint64_t lane_chub(uint32_t ip, uint16_t port) { return (uint64_t)ip | (uint64_t)port << 32; }
 
 static int parse_ship(const char *s, uint8_t out[16]) {
@@ -174,6 +176,7 @@ static int jam_check(const char *path) {
 
 int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "jam-check") == 0) return jam_check(argv[2]);
+  verbose = getenv("VERE_VERBOSE") != NULL;
   static vere_args a;
   a.snapshot_every = 10000;
   a.wake_ms = 0;

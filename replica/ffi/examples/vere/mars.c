@@ -307,6 +307,7 @@ static int mars_flush(void) {
     } else {
       seguro_lane lane;
       lane_v4(&lane, g->ip, g->port);
+      if (verbose) SAY("effect of event %" PRIu64 " released", g->eve);
       if (soft(seguro_replica_send(h, g->eve, &lane, g->payload, g->len), "send")) return -1;
     }
     free(g->payload);
@@ -485,6 +486,7 @@ static int poke(const noun *msg) {
   disk_plan(num, mug, event, len);
   seguro_error e = seguro_replica_plan(h, num, mug, event, len, has_id ? id : NULL);
   free(event);
+  if (verbose) SAY("planned event %" PRIu64 " (%d)", num, (int)e);
   if (e == SEGURO_OK) effects(num, ovum);
   return soft(e, "plan");
 }
@@ -555,6 +557,7 @@ static int notice(const seguro_notice *n) {
     return 0;
   }
   case SEGURO_NOTICE_PACKET: {
+    if (verbose) SAY("packet of %zu bytes%s", n->len, leading ? "" : " (not leading)");
     if (!leading) return 0;
     size_t m = noun_mark();
     noun *addr = n->lane.family == 4 ? n_u64(get_be(n->lane.addr, 4)) : n_bytes(n->lane.addr, 16);
@@ -566,6 +569,7 @@ static int notice(const seguro_notice *n) {
     return 0;
   }
   case SEGURO_NOTICE_COMMITTED:
+    if (verbose) SAY("committed %" PRIu64, n->num);
     if (n->num > com) com = n->num;
     return 0;
   case SEGURO_NOTICE_REWIND:
@@ -698,9 +702,6 @@ int mars_main(const vere_args *a, int king_fd) {
       }
       if (notice(&n)) goto out;
     }
-    /* the agent has nothing more for now: a boot batch cut short by the
-     * log's read is applied as it stands */
-    if (boot.n && boot_apply()) goto out;
     if (newt_fill(&king) != 0) goto out;
     for (;;) {
       size_t m = noun_mark();

@@ -40,6 +40,9 @@ int king_main(const vere_args *a, int mars_fd, int mars_pid);
 /* A lane as vere encodes it in %hear: [%.n chub], chub = ip | port << 32. */
 uint64_t lane_chub(uint32_t ip, uint16_t port);
 
+/* VERE_VERBOSE set in the environment: a line per packet and event. */
+extern int verbose;
+
 /* Logs to stderr with the side's name. */
 void say(const char *side, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
