@@ -923,12 +923,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A mixed cluster: `seguro replica --ship vere` (the same state machine in
-/// Rust, replica/src/vere/) beside two C runtimes. The Rust replica boots
-/// the ship and leads; the C runtimes replay its events (boot batch
-/// included) with the same mugs; it is killed, a C runtime takes over, and
-/// the Rust replica, back, replays the C runtime's events.
+/// Rust, replica/src/vere/) as replica 3 beside two C runtimes. A C
+/// runtime boots the ship (events 1..3 with mug 0) and leads; the Rust
+/// replica replays the boot batch and its events; with the C runtimes
+/// stopped, the Rust replica leads and the C runtimes, back, replay its
+/// events; it is killed, a C runtime takes over, and the Rust replica,
+/// back, replays those. No mug differs anywhere, and every answer's mug is
+/// the log's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs `seguro replica --ship vere` (branch i16-vrs), not on main yet"]
 async fn c_and_rust_vere_ships_stay_in_step() {
     let Setup {
         mut c,
@@ -945,64 +947,75 @@ async fn c_and_rust_vere_ships_stay_in_step() {
             .args(["--id", "3", "--ship", "vere"]);
         block_in_place(|| c.spawn(agent(3), command)).unwrap();
     };
-    spawn_rust(&mut c);
-    wait_leading(&mut c, 3);
+    let peer = UdpSocket::bind("127.0.0.4:0").await.unwrap();
+    let mut answers = Vec::new();
+    let last_answer = |answers: &[Said]| match answers.last() {
+        Some(Said::Answer { num, .. }) => *num,
+        other => panic!("{other:?}"),
+    };
+    let in_step = |c: &mut Lab, ids: &[u32], num: u64| {
+        for &id in ids {
+            wait_metric(c, &agent(id), "seguro_replica_applied_event", num as f64);
+            assert_eq!(mismatches(c, id), Some(0.0), "replica {id}\n{}", logs(c));
+        }
+    };
+
+    // A C runtime boots the ship; the Rust replica replays it.
     for id in [1, 2] {
         spawn_vere(&mut c, &vere, id, &[]);
     }
-    let peer = UdpSocket::bind("127.0.0.4:0").await.unwrap();
-    let mut answers = Vec::new();
-    for i in 0..5u8 {
+    let first = leader_among(&mut c, &[1, 2]);
+    wait_leading(&mut c, first);
+    spawn_rust(&mut c);
+    for i in 0..3u8 {
+        answers.push(ask(&mut c, &peer, format!("c{i}").as_bytes()).await.1);
+    }
+    in_step(&mut c, &[1, 2, 3], last_answer(&answers));
+
+    // The Rust replica leads; the C runtimes replay its events.
+    for id in [1, 2] {
+        stop_ship(&mut c, id);
+    }
+    wait_leading(&mut c, 3);
+    for i in 0..3u8 {
         answers.push(ask(&mut c, &peer, format!("r{i}").as_bytes()).await.1);
     }
-    let Some(Said::Answer { num: rust_last, .. }) = answers.last().cloned() else {
-        panic!("{answers:?}")
-    };
     for id in [1, 2] {
-        wait_metric(
-            &mut c,
-            &agent(id),
-            "seguro_replica_applied_event",
-            rust_last as f64,
-        );
-        assert_eq!(mismatches(&c, id), Some(0.0), "{}", logs(&mut c));
+        spawn_vere(&mut c, &vere, id, &[]);
     }
+    in_step(&mut c, &[1, 2, 3], last_answer(&answers));
 
+    // Killed, it hands over to a C runtime, and replays its events.
     block_in_place(|| c.kill(&agent(3)));
     let next = leader_among(&mut c, &[1, 2]);
     wait_leading(&mut c, next);
-    for i in 0..5u8 {
-        answers.push(ask(&mut c, &peer, format!("c{i}").as_bytes()).await.1);
+    for i in 0..3u8 {
+        answers.push(ask(&mut c, &peer, format!("d{i}").as_bytes()).await.1);
     }
-    let Some(Said::Answer { num: c_last, .. }) = answers.last().cloned() else {
-        panic!("{answers:?}")
-    };
     spawn_rust(&mut c);
-    wait_metric(
-        &mut c,
-        &agent(3),
-        "seguro_replica_applied_event",
-        c_last as f64,
+    in_step(&mut c, &[1, 2, 3], last_answer(&answers));
+
+    let events = log_events(&client).await;
+    assert!(
+        events.iter().take(LIFE as usize).all(|e| e.mug == 0),
+        "the C runtime booted the ship"
     );
-    for id in 1..=3 {
-        assert_eq!(
-            mismatches(&c, id),
-            Some(0.0),
-            "replica {id}\n{}",
-            logs(&mut c)
-        );
-    }
-    let mugs: HashMap<u64, u32> = log_events(&client)
-        .await
-        .into_iter()
-        .map(|e| (e.num, e.mug))
+    let mugs: HashMap<u64, u32> = events.iter().map(|e| (e.num, e.mug)).collect();
+    let nums: Vec<u64> = answers
+        .iter()
+        .map(|a| {
+            let Said::Answer { num, mug } = a else {
+                panic!("{a:?}")
+            };
+            assert_eq!(mugs[num], *mug, "event {num}");
+            *num
+        })
         .collect();
-    for a in &answers {
-        let Said::Answer { num, mug } = a else {
-            panic!()
-        };
-        assert_eq!(mugs[num], *mug, "event {num}");
-    }
+    assert_eq!(
+        nums,
+        (LIFE + 1..=LIFE + 9).collect::<Vec<_>>(),
+        "one event per request, in order, across three terms"
+    );
     for id in [1, 2] {
         stop_ship(&mut c, id);
     }
