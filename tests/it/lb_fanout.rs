@@ -1023,10 +1023,26 @@ fn check_fragments(edge: &Edge, mode: &str) {
             got.iter().map(|(_, b)| b.len()).collect::<Vec<_>>()
         );
     }
-    edge.metrics_when("the fragmented fine response, counted once", |m| {
+    let m = edge.metrics_when("the fragmented fine response, counted once", |m| {
         m.get("seguro_lb_packets_total{class=\"fine-response\"}") == fine_before + 1.0
             && m.get("seguro_lb_dropped_total{reason=\"fragment\"}") == 0.0
     });
+    // The kernel programs passed its first fragment to the edge box's stack;
+    // the relay alone never sees fragments.
+    let passed = if mode == "userspace" { 0.0 } else { 1.0 };
+    assert_eq!(
+        m.get("seguro_lb_fragments_total") - before.get("seguro_lb_fragments_total"),
+        passed,
+        "{mode}: first fragments passed to the stack"
+    );
+    for i in 1..=3 {
+        let copies = format!("seguro_lb_copies_total{{replica=\"{i}\"}}");
+        assert_eq!(
+            m.get(&copies) - before.get(&copies),
+            3.0,
+            "{mode}: {copies}"
+        );
+    }
 
     // A large datagram for the edge box itself, on a port not the ship's.
     let own = SocketAddr::new(edge.ship().ip(), 7002);
