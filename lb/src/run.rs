@@ -230,8 +230,8 @@ enum Engine {
         /// The hops last published, to publish only on a change.
         published: Option<(Desired, Vec<Hop>)>,
         /// The relay that fans out the datagrams the edge box's stack
-        /// reassembles from the fragments the programs pass it; `None` if
-        /// it could not start (the programs then drop first fragments).
+        /// reassembles from the fragments the programs pass it (if it could
+        /// not start, the programs drop first fragments instead).
         fragments: Fragments,
     },
     Relay {

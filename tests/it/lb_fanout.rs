@@ -1081,3 +1081,34 @@ fn fragmented_datagrams_reach_every_replica_whole_over_ipv6() {
         assert!(lb.stop().success(), "{mode}: seguro lb failed");
     }
 }
+
+/// In an XDP mode with the ship's port taken on the edge box, `seguro lb`
+/// cannot receive reassembled datagrams: it says so, and the TC program
+/// drops and counts first fragments instead of passing them on; whole
+/// packets still reach every replica.
+#[test]
+fn without_the_relay_socket_first_fragments_are_dropped_and_counted() {
+    let edge = Edge::new(Family::V4);
+    let squatter = edge.lab.edge.run(|| UdpSocket::bind(edge.ship()).unwrap());
+    squatter
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let config = edge.install(&edge.config("xdp", &[1, 2, 3]));
+    let lb = edge.start(&config);
+    lb.wait_for("no relay for fragmented datagrams", 1);
+    // The warning says "already bound", which `start` took for "ready".
+    lb.wait_for("run: ready", 1);
+    let small = mix().accepted[0].clone();
+    edge.send(&[fragmented_fine_response(), small.clone()]);
+    edge.assert_delivered(&[small], &[1, 2, 3]);
+    edge.metrics_when("the first fragment dropped", |m| {
+        m.get("seguro_lb_dropped_total{reason=\"fragment\"}") == 1.0
+            && m.get("seguro_lb_fragments_total") == 0.0
+    });
+    let mut buf = [0u8; 4096];
+    assert!(
+        squatter.recv_from(&mut buf).is_err(),
+        "the fragmented datagram reached the edge box's stack"
+    );
+    assert!(lb.stop().success());
+}
