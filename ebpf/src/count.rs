@@ -35,6 +35,13 @@ pub fn passed() {
     }
 }
 
+#[inline(always)]
+pub fn fragment() {
+    if let Some(c) = maps::counters() {
+        c.fragments += 1;
+    }
+}
+
 /// Adds one to a replica's counter in `pick(counters)`.
 #[inline(always)]
 pub fn replica(slot: u8, pick: impl FnOnce(&mut Counters) -> &mut [u64; lb_abi::MAX_REPLICAS]) {

@@ -7,6 +7,10 @@
 //! place between copies; the last replica gets the packet itself
 //! (`bpf_redirect`), so nothing of it reaches the edge box's own stack.
 //!
+//! The first fragment of a datagram to the ship's port is passed to the
+//! edge box's stack when the loader says a relay socket there receives the
+//! reassembled datagrams (`Plan::reassemble`), and dropped otherwise.
+//!
 //! A packet the XDP program marked is trusted as classified; an unmarked one
 //! (IPv4 options, IPv6 extension headers, or no XDP program) is parsed here
 //! through `bpf_skb_load_bytes` and classified the same way.
@@ -40,6 +44,8 @@ struct Ship {
 enum Found {
     Other,
     Drop(DropReason),
+    /// The first fragment of a datagram to the ship's port.
+    Fragment,
     Ship(Ship),
 }
 
@@ -61,6 +67,17 @@ pub fn seguro_tc(ctx: TcContext) -> i32 {
         Ok(Found::Ship(ship)) => ship,
         Ok(Found::Drop(reason)) => {
             count::dropped(reason);
+            return TC_ACT_SHOT;
+        }
+        // The edge box's stack reassembles the datagram (the later fragments
+        // pass as "not for the ship": they carry no port) and delivers it
+        // to the relay socket, which fans it out whole.
+        Ok(Found::Fragment) if plan.reassemble != 0 => {
+            count::fragment();
+            return TC_ACT_OK;
+        }
+        Ok(Found::Fragment) => {
+            count::dropped(DropReason::Fragment);
             return TC_ACT_SHOT;
         }
         Ok(Found::Other) | Err(Failed) => {
@@ -145,7 +162,7 @@ fn ipv4(ctx: &TcContext, plan: &Plan, l3: usize) -> Parse<Found> {
         return Ok(Found::Other);
     }
     if frag & IP_MF != 0 {
-        return Ok(Found::Drop(DropReason::Fragment));
+        return Ok(Found::Fragment);
     }
     let total = usize::from(u16::from_be_bytes([
         ip[IPV4_TOTAL_LEN],
@@ -211,7 +228,7 @@ fn ipv6(ctx: &TcContext, plan: &Plan, l3: usize) -> Parse<Found> {
         return Ok(Found::Other);
     }
     if fragment {
-        return Ok(Found::Drop(DropReason::Fragment));
+        return Ok(Found::Fragment);
     }
     let end = l3 + IPV6_HLEN + payload;
     let udp_len = usize::from(u16::from_be_bytes([udp[UDP_LEN], udp[UDP_LEN + 1]]));

@@ -118,16 +118,12 @@ fn ipv4<const L3: usize>(ctx: &XdpContext, plan: &Plan) -> Verdict {
         return Verdict::Pass;
     }
     let frag = be16(ip + IPV4_FRAG);
-    let dport = read::<u16>(udp + UDP_DPORT);
     if frag & (IP_MF | IP_OFFSET) != 0 {
-        // Only a first fragment has the UDP header to tell whose it is.
-        return if frag & IP_OFFSET == 0 && dport == plan.ship_port {
-            Verdict::Drop(DropReason::Fragment)
-        } else {
-            Verdict::Pass
-        };
+        // Fragments are rare: the TC program decides about them (pass them
+        // to the stack for reassembly, or drop a first one) and counts.
+        return Verdict::Pass;
     }
-    if dport != plan.ship_port {
+    if read::<u16>(udp + UDP_DPORT) != plan.ship_port {
         return Verdict::Pass;
     }
     let total = usize::from(be16(ip + IPV4_TOTAL_LEN));

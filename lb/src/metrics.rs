@@ -27,6 +27,7 @@ impl Exporter {
         telemetry::serve(PrometheusBuilder::new(), addr, "lb")?;
         describe();
         counter!("seguro_lb_passed_total").absolute(0);
+        counter!("seguro_lb_fragments_total").absolute(0);
         for result in ["ok", "error"] {
             counter!("seguro_lb_reloads_total", "result" => result).absolute(0);
         }
@@ -62,6 +63,7 @@ impl Exporter {
             );
         }
         counter!("seguro_lb_passed_total").increment(delta(now.passed, last.passed));
+        counter!("seguro_lb_fragments_total").increment(delta(now.fragments, last.fragments));
         for slot in 0..MAX_REPLICAS {
             let Some(id) = slots.owner(slot) else {
                 continue;
@@ -127,6 +129,10 @@ fn describe() {
     describe_counter!(
         "seguro_lb_passed_total",
         "Packets not for the ship, passed to the edge box's stack untouched"
+    );
+    describe_counter!(
+        "seguro_lb_fragments_total",
+        "First IP fragments to the ship's port passed to the edge box's stack to reassemble"
     );
     describe_counter!("seguro_lb_copies_total", "Copies sent to each replica");
     describe_counter!(

@@ -229,6 +229,10 @@ enum Engine {
         hops: NextHops,
         /// The hops last published, to publish only on a change.
         published: Option<(Desired, Vec<Hop>)>,
+        /// The relay that fans out the datagrams the edge box's stack
+        /// reassembles from the fragments the programs pass it (if it could
+        /// not start, the programs drop first fragments instead).
+        fragments: Fragments,
     },
     Relay {
         relay: Option<Relay>,
@@ -251,6 +255,7 @@ impl Engine {
                     programs,
                     hops,
                     published: None,
+                    fragments: Fragments::NotStarted,
                 })
             }
         }
@@ -265,7 +270,9 @@ impl Engine {
                 programs,
                 hops,
                 published,
+                fragments,
             } => {
+                let reassemble = fragments.apply(desired);
                 let addrs = desired.addrs();
                 let deadline = Instant::now() + RESOLVE_WAIT;
                 let mut found = hops.resolve(&addrs).await?;
@@ -274,7 +281,9 @@ impl Engine {
                         .as_ref()
                         .is_none_or(|(d, h)| d != desired || *h != found);
                     if changed {
-                        programs.publish(&desired.kernel_plan(&found))?;
+                        let mut plan = desired.kernel_plan(&found);
+                        plan.reassemble = u32::from(reassemble);
+                        programs.publish(&plan)?;
                         log_hops(
                             desired,
                             &found,
@@ -307,7 +316,17 @@ impl Engine {
 
     fn counters(&self) -> Result<Counters, Error> {
         match self {
-            Engine::Kernel { programs, .. } => programs.counters(),
+            Engine::Kernel {
+                programs,
+                fragments,
+                ..
+            } => {
+                let mut counters = programs.counters()?;
+                if let Fragments::Running(relay, _) = fragments {
+                    counters.add(&relay.counters());
+                }
+                Ok(counters)
+            }
             Engine::Relay { relay, .. } => {
                 Ok(relay.as_ref().map_or(Counters::ZERO, Relay::counters))
             }
@@ -341,13 +360,64 @@ impl Engine {
 
     async fn stop(self) -> Result<(), Error> {
         match self {
-            Engine::Kernel { mut programs, .. } => programs.detach(),
+            Engine::Kernel {
+                mut programs,
+                fragments,
+                ..
+            } => {
+                let detached = programs.detach();
+                if let Fragments::Running(relay, _) = fragments {
+                    relay.stop().await;
+                }
+                detached
+            }
             Engine::Relay { relay, .. } => {
                 if let Some(r) = relay {
                     r.stop().await;
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+/// The kernel engine's relay for reassembled datagrams.
+enum Fragments {
+    NotStarted,
+    /// With the replica set it was last given.
+    Running(Relay, Box<Desired>),
+    /// It could not start (logged); first fragments are dropped and counted.
+    Off,
+}
+
+impl Fragments {
+    /// Starts the relay on the first call, gives it `desired` on the later
+    /// ones; whether it runs.
+    fn apply(&mut self, desired: &Desired) -> bool {
+        match self {
+            Fragments::NotStarted => match Relay::start(desired) {
+                Ok(relay) => {
+                    *self = Fragments::Running(relay, Box::new(desired.clone()));
+                    true
+                }
+                Err(e) => {
+                    warn!(
+                        error = %e,
+                        "no relay for fragmented datagrams: their first fragments are dropped \
+                         (seguro_lb_dropped_total{{reason=\"fragment\"}})"
+                    );
+                    *self = Fragments::Off;
+                    false
+                }
+            },
+            Fragments::Running(relay, given) => {
+                if **given != *desired {
+                    relay.publish(desired);
+                    **given = desired.clone();
+                }
+                true
+            }
+            Fragments::Off => false,
         }
     }
 }

@@ -206,13 +206,14 @@ fn unusual_layouts_are_left_to_the_tc_program() {
 }
 
 #[test]
-fn fragments_and_lying_lengths_are_dropped() {
+fn fragments_are_left_to_tc_and_lying_lengths_dropped() {
     let p = programs(SHIP, true);
     let before = p.counters().unwrap();
     let packet = ames();
     let frame = Frame::udp(addr(PEER), addr(SHIP), &packet);
-    // A first fragment shows the ship's port; later ones show no port.
-    assert_eq!(run(&p, &frame.clone().fragment(0, true)), Seen::Dropped);
+    // The TC program decides about fragments (passed to the stack to be
+    // reassembled, or a first one dropped) and counts them.
+    assert_eq!(run(&p, &frame.clone().fragment(0, true)), Seen::Passed);
     assert_eq!(run(&p, &frame.clone().fragment(185, false)), Seen::Passed);
     assert_eq!(
         run(&p, &frame.clone().udp_len(packet.len() as u16 + 100)),
@@ -221,8 +222,9 @@ fn fragments_and_lying_lengths_are_dropped() {
     assert_eq!(run(&p, &frame.clone().udp_len(4)), Seen::Dropped);
     assert_eq!(run(&p, &frame.clone().ip_len(1400)), Seen::Dropped);
     let d = delta(&before, &p.counters().unwrap());
-    assert_eq!(d.dropped[DropReason::Fragment as usize], 1);
+    assert_eq!(d.dropped[DropReason::Fragment as usize], 0);
     assert_eq!(d.dropped[DropReason::BadLength as usize], 3);
+    assert_eq!(d.fragments, before.fragments, "counted by the TC program");
 }
 
 #[test]

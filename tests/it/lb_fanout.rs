@@ -967,3 +967,148 @@ fn minimal_config(mode: LbMode, interface: &str) -> ClusterFile {
     f.lb.metrics = Some(local(9460));
     f
 }
+
+// ---------------------------------------------------------------------------
+// IP fragments
+
+/// A fine response with the longest path vere accepts (384 bytes) and a full
+/// 1024-byte fragment of data, from a 16-byte ship to a 16-byte ship: longer
+/// than one packet on a 1500-byte link, so the peer's kernel fragments it.
+fn fragmented_fine_response() -> Vec<u8> {
+    let path = format!("/{}", "p".repeat(383));
+    let packet = Packet {
+        prelude: Prelude::new(ship_of(Rank::Sixteen), ship_of(Rank::Sixteen)),
+        body: Body::FineResponse(Purr {
+            peep: Peep {
+                fragment: 7,
+                path: ScryPath::new(&path).unwrap(),
+            },
+            meow: Meow {
+                signature: [0x5e; 64],
+                num_fragments: 9,
+                data: (0..1024).map(|b| (b * 7 % 251) as u8).collect(),
+            },
+        }),
+    }
+    .to_bytes();
+    assert!(packet.len() > 1472, "{} bytes fit one packet", packet.len());
+    assert_eq!(ames::classify_slice(&packet), ames::Class::FineResponse);
+    packet
+}
+
+/// The peer sends a datagram its kernel fragments, between two small ones:
+/// every replica gets all three, whole, from the peer's lane, and the fine
+/// response is counted as one. The edge box's own fragmented UDP to another
+/// port still reaches it whole, and its other traffic works.
+fn check_fragments(edge: &Edge, mode: &str) {
+    let big = fragmented_fine_response();
+    let small = mix().accepted[..2].to_vec();
+    let sent = vec![small[0].clone(), big.clone(), small[1].clone()];
+    let before = edge.metrics();
+    let fine_before = before.get("seguro_lb_packets_total{class=\"fine-response\"}");
+    edge.send(&sent);
+    for i in 1..=3u8 {
+        let mut got = edge.expected_at(i, Duration::from_millis(600));
+        // The fragmented datagram takes a path of its own and may overtake
+        // or trail the others; each arrives exactly once.
+        got.sort_by_key(|(_, bytes)| bytes.len());
+        let mut want: Vec<(SocketAddr, Vec<u8>)> =
+            sent.iter().map(|p| (edge.peer_addr(), p.clone())).collect();
+        want.sort_by_key(|(_, bytes)| bytes.len());
+        assert_eq!(got.len(), 3, "{mode}: replica {i}: datagrams received");
+        assert!(
+            got == want,
+            "{mode}: replica {i} got the datagrams wrong (lanes {:?}, lengths {:?})",
+            got.iter().map(|(from, _)| *from).collect::<Vec<_>>(),
+            got.iter().map(|(_, b)| b.len()).collect::<Vec<_>>()
+        );
+    }
+    let m = edge.metrics_when("the fragmented fine response, counted once", |m| {
+        m.get("seguro_lb_packets_total{class=\"fine-response\"}") == fine_before + 1.0
+            && m.get("seguro_lb_dropped_total{reason=\"fragment\"}") == 0.0
+    });
+    // The kernel programs passed its first fragment to the edge box's stack;
+    // the relay alone never sees fragments.
+    let passed = if mode == "userspace" { 0.0 } else { 1.0 };
+    assert_eq!(
+        m.get("seguro_lb_fragments_total") - before.get("seguro_lb_fragments_total"),
+        passed,
+        "{mode}: first fragments passed to the stack"
+    );
+    for i in 1..=3 {
+        let copies = format!("seguro_lb_copies_total{{replica=\"{i}\"}}");
+        assert_eq!(
+            m.get(&copies) - before.get(&copies),
+            3.0,
+            "{mode}: {copies}"
+        );
+    }
+
+    // A large datagram for the edge box itself, on a port not the ship's.
+    let own = SocketAddr::new(edge.ship().ip(), 7002);
+    let socket = edge.lab.edge.run(|| UdpSocket::bind(own).unwrap());
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let payload: Vec<u8> = (0..4000).map(|b| (b % 253) as u8).collect();
+    edge.peer.send_to(&payload, own).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("{mode}: the edge box's own fragmented UDP: {e}"));
+    assert_eq!((&buf[..n], from), (&payload[..], edge.peer_addr()));
+    assert_edge_traffic_untouched(edge);
+}
+
+#[test]
+fn fragmented_datagrams_reach_every_replica_whole() {
+    let edge = Edge::new(Family::V4);
+    for (mode, shown) in [("xdp", "xdp-native"), ("userspace", "userspace")] {
+        let config = edge.install(&edge.config(mode, &[1, 2, 3]));
+        let lb = edge.start(&config);
+        check_fragments(&edge, shown);
+        assert!(lb.stop().success(), "{mode}: seguro lb failed");
+    }
+}
+
+#[test]
+fn fragmented_datagrams_reach_every_replica_whole_over_ipv6() {
+    let edge = Edge::new(Family::V6);
+    for (mode, shown) in [("xdp", "xdp-native"), ("userspace", "userspace")] {
+        let config = edge.install(&edge.config(mode, &[1, 2, 3]));
+        let lb = edge.start(&config);
+        check_fragments(&edge, shown);
+        assert!(lb.stop().success(), "{mode}: seguro lb failed");
+    }
+}
+
+/// In an XDP mode with the ship's port taken on the edge box, `seguro lb`
+/// cannot receive reassembled datagrams: it says so, and the TC program
+/// drops and counts first fragments instead of passing them on; whole
+/// packets still reach every replica.
+#[test]
+fn without_the_relay_socket_first_fragments_are_dropped_and_counted() {
+    let edge = Edge::new(Family::V4);
+    let squatter = edge.lab.edge.run(|| UdpSocket::bind(edge.ship()).unwrap());
+    squatter
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let config = edge.install(&edge.config("xdp", &[1, 2, 3]));
+    let lb = edge.start(&config);
+    lb.wait_for("no relay for fragmented datagrams", 1);
+    // The warning says "already bound", which `start` took for "ready".
+    lb.wait_for("run: ready", 1);
+    let small = mix().accepted[0].clone();
+    edge.send(&[fragmented_fine_response(), small.clone()]);
+    edge.assert_delivered(&[small], &[1, 2, 3]);
+    edge.metrics_when("the first fragment dropped", |m| {
+        m.get("seguro_lb_dropped_total{reason=\"fragment\"}") == 1.0
+            && m.get("seguro_lb_fragments_total") == 0.0
+    });
+    let mut buf = [0u8; 4096];
+    assert!(
+        squatter.recv_from(&mut buf).is_err(),
+        "the fragmented datagram reached the edge box's stack"
+    );
+    assert!(lb.stop().success());
+}

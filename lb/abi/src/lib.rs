@@ -54,6 +54,11 @@ pub struct Plan {
     pub drop_malformed: u8,
     /// How many of `targets` are in use.
     pub len: u32,
+    /// 1: a relay socket on the edge box receives the ship's datagrams the
+    /// kernel reassembles, so first fragments to the ship's port are passed
+    /// to the edge box's stack (and counted in [`Counters::fragments`]);
+    /// 0: they are dropped as [`DropReason::Fragment`].
+    pub reassemble: u32,
     pub targets: [Target; MAX_REPLICAS],
 }
 
@@ -98,6 +103,7 @@ impl Plan {
         family: FAMILY_NONE,
         drop_malformed: 1,
         len: 0,
+        reassemble: 0,
         targets: [Target::EMPTY; MAX_REPLICAS],
     };
 
@@ -132,8 +138,9 @@ pub enum DropReason {
     Truncated = 2,
     /// Malformed: longer than its format allows.
     TooLong = 3,
-    /// An IP fragment to the ship's port: Ames packets fit in one datagram,
-    /// and the edge box does not reassemble.
+    /// The first IP fragment of a datagram to the ship's port, when nothing
+    /// on the edge box receives reassembled datagrams (see
+    /// [`Plan::reassemble`]).
     Fragment = 4,
     /// The IP or UDP length disagrees with the frame.
     BadLength = 5,
@@ -198,6 +205,10 @@ pub struct Counters {
     pub dropped: [u64; DROP_REASONS],
     /// Packets not for the ship, passed untouched.
     pub passed: u64,
+    /// First IP fragments of datagrams to the ship's port, passed to the
+    /// edge box's stack for it to reassemble and the relay socket to fan
+    /// out whole.
+    pub fragments: u64,
     /// Copies sent, by replica slot.
     pub copies: [u64; MAX_REPLICAS],
     /// Copies skipped because the next hop was unresolved, by slot.
@@ -212,6 +223,7 @@ impl Counters {
         bytes: [0; CLASSES],
         dropped: [0; DROP_REASONS],
         passed: 0,
+        fragments: 0,
         copies: [0; MAX_REPLICAS],
         skipped: [0; MAX_REPLICAS],
         clone_failures: [0; MAX_REPLICAS],
@@ -264,6 +276,7 @@ impl Counters {
         sum(&mut self.bytes, &other.bytes);
         sum(&mut self.dropped, &other.dropped);
         self.passed = self.passed.wrapping_add(other.passed);
+        self.fragments = self.fragments.wrapping_add(other.fragments);
         sum(&mut self.copies, &other.copies);
         sum(&mut self.skipped, &other.skipped);
         sum(&mut self.clone_failures, &other.clone_failures);
@@ -281,9 +294,9 @@ mod user {
 // The layouts have no padding, so copying them byte for byte copies no
 // uninitialised memory.
 const _: () = assert!(core::mem::size_of::<Target>() == 36);
-const _: () = assert!(core::mem::size_of::<Plan>() == 24 + 36 * MAX_REPLICAS);
+const _: () = assert!(core::mem::size_of::<Plan>() == 28 + 36 * MAX_REPLICAS);
 const _: () = assert!(
-    core::mem::size_of::<Counters>() == 8 * (2 * CLASSES + DROP_REASONS + 1 + 3 * MAX_REPLICAS)
+    core::mem::size_of::<Counters>() == 8 * (2 * CLASSES + DROP_REASONS + 2 + 3 * MAX_REPLICAS)
 );
 
 #[cfg(test)]

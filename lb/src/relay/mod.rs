@@ -11,7 +11,13 @@
 //! there.
 //!
 //! It never sees packets that are not for the ship, and the kernel has
-//! already reassembled fragments and checked lengths and checksums.
+//! already reassembled fragments and checked lengths and checksums. A copy
+//! longer than the route to its replica carries (a fine response with a
+//! long path is) leaves as IP fragments the relay cuts itself
+//! ([`fragment`]): a raw socket refuses anything over the MTU.
+//!
+//! In the XDP modes the same relay receives only what the kernel programs
+//! pass to the edge box's stack: fragmented datagrams, once reassembled.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,6 +33,13 @@ use udp::{BatchSocket, RecvBatch, SocketOptions};
 use crate::Error;
 use crate::plan::Desired;
 
+mod fragment;
+
+/// Assumed when the route to a replica cannot be looked up: the smallest
+/// MTU each family guarantees.
+const MIN_MTU_V4: usize = 576;
+const MIN_MTU_V6: usize = 1280;
+
 /// Socket buffers asked for: a burst of several batches.
 const SOCKET_BUFFER: usize = 8 << 20;
 /// The UDP socket receives only; the ship's address must be this host's.
@@ -40,8 +53,9 @@ const RECEIVER: SocketOptions = SocketOptions {
 #[derive(Clone, Debug, PartialEq)]
 struct Targets {
     drop_malformed: bool,
-    /// Each replica: its Ames address and its counter slot.
-    to: Vec<(SocketAddr, u8)>,
+    /// Each replica: its Ames address, its counter slot, and the MTU of
+    /// the route to it (looked up when the plan is published).
+    to: Vec<(SocketAddr, u8, usize)>,
 }
 
 /// A running relay.
@@ -78,10 +92,24 @@ impl Relay {
 
         let udp = BatchSocket::register(udp).map_err(Error::io("registering the UDP socket"))?;
         let raw = raw::Sender::register(raw).map_err(Error::io("registering the raw socket"))?;
+        // Fragments, whose headers the relay writes whole.
+        let fragments = raw::socket(Family::of(ship.ip()), SOCKET_BUFFER)
+            .and_then(BatchSocket::register)
+            .map_err(Error::io("creating the relay's raw socket for fragments"))?;
         let (targets, watch) = watch::channel(Arc::new(Targets::from(desired)));
         let counters = Arc::new(Mutex::new(Counters::ZERO));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(relay(udp, raw, watch, counters.clone(), stopped));
+        let task = tokio::spawn(relay(
+            udp,
+            Senders {
+                raw,
+                fragments,
+                id: first_id(),
+            },
+            watch,
+            counters.clone(),
+            stopped,
+        ));
         Ok(Relay {
             targets,
             counters,
@@ -116,14 +144,28 @@ impl From<&Desired> for Targets {
     fn from(d: &Desired) -> Self {
         Targets {
             drop_malformed: d.drop_malformed,
-            to: d.replicas.iter().map(|r| (r.ames, r.slot)).collect(),
+            to: d
+                .replicas
+                .iter()
+                .map(|r| (r.ames, r.slot, route_mtu(r.ames)))
+                .collect(),
         }
     }
 }
 
+/// What the relay sends with.
+struct Senders {
+    /// Copies that fit one packet: headers written per copy.
+    raw: raw::Sender,
+    /// Fragments of longer copies, headers written by [`fragment::split`].
+    fragments: BatchSocket,
+    /// The identification of the next fragmented copy.
+    id: u32,
+}
+
 async fn relay(
     udp: BatchSocket,
-    mut raw: raw::Sender,
+    mut send: Senders,
     targets: watch::Receiver<Arc<Targets>>,
     counters: Arc<Mutex<Counters>>,
     mut stopped: oneshot::Receiver<()>,
@@ -177,20 +219,30 @@ async fn relay(
         let copies = accepted.len() * plan.to.len();
         let mut outgoing = Vec::with_capacity(copies);
         let mut slots = Vec::with_capacity(copies);
+        let mut long = Vec::new();
         for &(i, from, sum) in &accepted {
             let payload = batch.get(i).data;
-            for &(to, slot) in &plan.to {
-                outgoing.push(Outgoing {
+            for &(to, slot, mtu) in &plan.to {
+                let copy = Outgoing {
                     from,
                     to,
                     payload,
                     sum,
-                });
-                slots.push(slot);
+                };
+                if fragment::fits(from, payload.len(), mtu) {
+                    outgoing.push(copy);
+                    slots.push(slot);
+                } else {
+                    long.push((copy, slot, mtu));
+                }
             }
         }
-        if let Err(e) = raw.send(&outgoing, &mut outcome).await {
+        if let Err(e) = send.raw.send(&outgoing, &mut outcome).await {
             warn!(error = %e, "sending copies from the raw socket");
+        }
+        for (copy, slot, mtu) in long {
+            outcome.push(send.fragmented(&copy, mtu).await);
+            slots.push(slot);
         }
         // Each copy counts for its replica: taken, or refused (unreachable,
         // too long, filtered...) or never tried because the socket failed.
@@ -206,6 +258,95 @@ async fn relay(
         }
         let mut shared = counters.lock().unwrap_or_else(PoisonError::into_inner);
         shared.add(&local);
+    }
+}
+
+impl Senders {
+    /// Sends `copy` as IP fragments of at most `mtu` bytes; true if the
+    /// kernel took every one (a receiver can do nothing with fewer).
+    async fn fragmented(&mut self, copy: &Outgoing<'_>, mtu: usize) -> bool {
+        // IPv4 takes the low 16 bits, and zero would have the kernel number
+        // each fragment on its own.
+        self.id = self.id.wrapping_add(1);
+        if self.id as u16 == 0 {
+            self.id = self.id.wrapping_add(1);
+        }
+        let mut pieces = Vec::new();
+        if !fragment::split(
+            copy.from,
+            copy.to,
+            copy.payload.len(),
+            copy.sum,
+            mtu,
+            self.id,
+            &mut pieces,
+        ) {
+            return false;
+        }
+        // As for whole copies: an IPv6 raw socket reads the port as a
+        // protocol number, and the headers hold the real one.
+        let route_to = SocketAddr::new(copy.to.ip().to_canonical(), 0);
+        let gathered: Vec<(SocketAddr, [&[u8]; 2])> = pieces
+            .iter()
+            .map(|f| (route_to, [f.header(), &copy.payload[f.payload.clone()]]))
+            .collect();
+        let mut went = Vec::new();
+        match self.fragments.send_gathered(&gathered, &mut went).await {
+            Ok(sent) => sent.failed == 0 && sent.sent == pieces.len(),
+            Err(e) => {
+                warn!(error = %e, "sending fragments from the raw socket");
+                false
+            }
+        }
+    }
+}
+
+/// A first identification for fragmented copies that another run of the
+/// relay is unlikely to have just used towards the same replica.
+fn first_id() -> u32 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u32
+}
+
+/// The MTU of the route to `to`, as the kernel would use for a datagram
+/// sent there (`IP_MTU` of a connected UDP socket); the family's minimum if
+/// there is no route now.
+fn route_mtu(to: SocketAddr) -> usize {
+    let floor = if to.is_ipv4() { MIN_MTU_V4 } else { MIN_MTU_V6 };
+    let lookup = || -> io::Result<usize> {
+        let socket = Socket::new(Domain::for_address(to), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.connect(&to.into())?;
+        let (level, name) = if to.is_ipv4() {
+            (libc::IPPROTO_IP, libc::IP_MTU)
+        } else {
+            (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+        };
+        let mut mtu: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt on a live descriptor, into a c_int of the
+        // size given.
+        let rc = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                level,
+                name,
+                std::ptr::from_mut(&mut mtu).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(mtu).unwrap_or(0))
+    };
+    match lookup() {
+        Ok(mtu) => mtu.max(floor),
+        Err(e) => {
+            warn!(replica = %to, error = %e, mtu = floor, "cannot look up the route's MTU; fragmenting long copies to the minimum");
+            floor
+        }
     }
 }
 
