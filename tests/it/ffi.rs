@@ -428,23 +428,7 @@ async fn a_c_ship_that_loses_its_term_rewinds_to_its_snapshot_and_carries_on() {
         answers.push(ask(&mut c, &peer, &[b'a', i]).await);
     }
 
-    let config = testkit::load_config(&c.config_path());
-    let key = format!(
-        "{}/{}",
-        config.etcd_root(),
-        leadership::election::LEADER_KEY
-    );
-    // The admin may not touch the leader key: the test plays etcd's root.
-    let root = leadership::access::as_root(testkit::etcd::ROOT_PASSWORD);
-    let mut etcd_client = leadership::election::connect_with(
-        &[c.etcd_endpoint()],
-        &c.credentials(config::Role::Admin),
-        root,
-    )
-    .await
-    .unwrap();
-    let deleted = etcd_client.delete(key.as_str(), None).await.unwrap();
-    assert_eq!(deleted.deleted(), 1, "no leader key at {key}");
+    end_term(&c).await;
     wait_metric(
         &mut c,
         &agent(first),
@@ -499,4 +483,25 @@ async fn a_c_ship_that_loses_its_term_rewinds_to_its_snapshot_and_carries_on() {
         stop_ship(&mut c, id);
     }
     block_in_place(|| c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10)));
+}
+
+/// Ends the leader's term behind its back: its key in etcd deleted (the
+/// admin may not touch the leader key: the test plays etcd's root).
+pub(crate) async fn end_term(c: &Lab) {
+    let config = testkit::load_config(&c.config_path());
+    let key = format!(
+        "{}/{}",
+        config.etcd_root(),
+        leadership::election::LEADER_KEY
+    );
+    let root = leadership::access::as_root(testkit::etcd::ROOT_PASSWORD);
+    let mut etcd = leadership::election::connect_with(
+        &[c.etcd_endpoint()],
+        &c.credentials(config::Role::Admin),
+        root,
+    )
+    .await
+    .unwrap();
+    let deleted = etcd.delete(key.as_str(), None).await.unwrap();
+    assert_eq!(deleted.deleted(), 1, "no leader key at {key}");
 }

@@ -21,8 +21,8 @@ use tokio::task::block_in_place;
 use tokio::time::{Instant, timeout};
 
 use super::ffi::{
-    agent, cdylib_dir, compile_c, leader_among, logs, mismatches, stop_ship, wait_leading,
-    wait_metric,
+    agent, cdylib_dir, compile_c, end_term, leader_among, logs, mismatches, stop_ship,
+    wait_leading, wait_metric,
 };
 
 /// The ship the replicas run, its peer, and a ship the peer reaches
@@ -371,26 +371,6 @@ fn wait_at_least(c: &mut Lab, id: u32, series: &str, value: f64) {
             |c| c.metric(&agent(id), series).is_some_and(|v| v >= value),
         )
     });
-}
-
-/// Ends the leader's term behind its back: its key in etcd deleted.
-async fn end_term(c: &Lab) {
-    let config = testkit::load_config(&c.config_path());
-    let key = format!(
-        "{}/{}",
-        config.etcd_root(),
-        leadership::election::LEADER_KEY
-    );
-    let root = leadership::access::as_root(testkit::etcd::ROOT_PASSWORD);
-    let mut etcd = leadership::election::connect_with(
-        &[c.etcd_endpoint()],
-        &c.credentials(config::Role::Admin),
-        root,
-    )
-    .await
-    .unwrap();
-    let deleted = etcd.delete(key.as_str(), None).await.unwrap();
-    assert_eq!(deleted.deleted(), 1, "no leader key at {key}");
 }
 
 /// Freezes (SIGSTOP) or thaws (SIGCONT) the event log nodes other than
