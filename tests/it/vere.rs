@@ -164,6 +164,26 @@ fn fine_request(path: &str) -> Vec<u8> {
     .to_bytes()
 }
 
+/// A fine response from the peer to our ship: one fragment of `data` at
+/// `path` (`data` must not end in a zero byte, see [`ames_packet`]).
+fn fine_response(path: &str, data: &[u8]) -> Vec<u8> {
+    Packet {
+        prelude: Prelude::new(ship(PEER_SHIP), ship(OUR_SHIP)),
+        body: Body::FineResponse(ames::Purr {
+            peep: Peep {
+                fragment: 1,
+                path: ScryPath::new(path).unwrap(),
+            },
+            meow: ames::Meow {
+                signature: [0; 64],
+                num_fragments: 1,
+                data: data.to_vec(),
+            },
+        }),
+    }
+    .to_bytes()
+}
+
 /// A mesa name (`_mesa_etch_name`) of a 2-byte ship: rank 0, a 1-byte
 /// rift, an init name (no fragment number), then the path.
 fn mesa_name(ship: u64, path: &[u8]) -> Vec<u8> {
@@ -384,6 +404,20 @@ async fn log_events(client: &eventlog::Client) -> Vec<Logged> {
             }
         })
         .collect()
+}
+
+/// The committed event made from packet `id`, once there is one (within
+/// 15 s).
+async fn logged(client: &eventlog::Client, id: PacketId) -> Option<Logged> {
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end {
+        let events = log_events(client).await;
+        if let Some(e) = events.into_iter().find(|e| e.packet == Some(id)) {
+            return Some(e);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }
 
 /// `jam([%boot i])`, the C runtime's boot event `i` (worked by hand from
@@ -630,14 +664,15 @@ async fn held_until_commit(
 /// while n is uncommitted, and both do once the nodes are back, the scry
 /// claiming event n with the request's mug. Then the same with a mesa
 /// peek, answered by a page (`_mesa_hear_peek` → scry →
-/// `_mesa_send_piece`) for event n + 1.
+/// `_mesa_send_piece`) for event n + 1. A fine response to our ship is no
+/// scry: it becomes an event (`_fine_hear_response`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_scry_answer_leaves_before_its_state_commits() {
     let Setup {
         mut c,
         vere,
+        client,
         _pinned,
-        ..
     } = setup(3, Duration::from_secs(8)).await;
     for id in 1..=3 {
         spawn_vere(&mut c, &vere, id, &[]);
@@ -711,6 +746,45 @@ async fn no_scry_answer_leaves_before_its_state_commits() {
             mug
         }),
         "the page read the state through event {num}: {said:?}"
+    );
+
+    // _fine_hear_response: an answer to a scry of ours is heard by Arvo,
+    // an event on wire [%fine ~] with card [%hear [%.n chub] blob].
+    let purr = fine_response("/x/theirs", b"their data");
+    let id = send(&c, &peer, &purr).await;
+    let Some(event) = logged(&client, id).await else {
+        panic!("the fine response made no event\n{}", logs(&mut c))
+    };
+    let mut n = replica::vere::Nouns::new();
+    let root = n.cue(&event.data).expect("the event is a jam");
+    let (_now, ovum) = n.split(root).expect("[now ovum]");
+    let (wire, card) = n.split(ovum).expect("[wire card]");
+    let (wire_head, wire_tail) = n.split(wire).expect("a wire");
+    let (tag, rest) = n.split(card).expect("a card");
+    let (lane, blob) = n.split(rest).expect("[lane blob]");
+    let (flag, chub) = n.split(lane).expect("[%.n chub]");
+    let SocketAddr::V4(v4) = peer.local_addr().unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(
+        (
+            n.bytes(wire_head),
+            n.as_u64(wire_tail),
+            n.bytes(tag),
+            n.as_u64(flag),
+            n.as_u64(chub),
+            n.bytes(blob),
+        ),
+        (
+            Some(&b"fine"[..]),
+            Some(0),
+            Some(&b"hear"[..]),
+            Some(1),
+            Some(u64::from(v4.ip().to_bits()) | u64::from(v4.port()) << 32),
+            Some(&purr[..]),
+        ),
+        "event {}: [[%fine ~] [%hear [%.n chub] blob]]",
+        event.num
     );
 
     for id in 1..=3 {

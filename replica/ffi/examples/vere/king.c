@@ -5,8 +5,9 @@
  * notice up as [%hear ...], and the king decides as _mesa_hear and
  * _ames_hear do: mesa first, then STUN, then the Ames family (forward what
  * is not for us; fine requests are scries; Ames content becomes a %hear
- * event); a mesa peek for our data is a scry answered with a page. What the king sends goes back down to the serf, which calls the
- * ABI: scry answers and pushes with an event number, STUN answers and
+ * event, a fine response a %hear event on wire [%fine ~]); a mesa peek
+ * for our data is a scry answered with a page. What the king sends goes
+ * back down to the serf, which calls the ABI: scry answers and pushes with an event number, STUN answers and
  * forwards as stateless packets. Packets that will never be an event are
  * reported dropped, so that followers do not keep them.
  *
@@ -79,7 +80,7 @@ static struct {
 
 /* ---- the event queue (u3_auto: ova waiting for the serf) ---- */
 
-enum { Q_AMES, Q_MESA, Q_WAKE };
+enum { Q_AMES, Q_FINE, Q_MESA, Q_WAKE }; /* Q_AMES, Q_FINE: the ames driver's */
 
 typedef struct {
   int kind;
@@ -124,11 +125,12 @@ static void dequeue(size_t i) {
   q_len--;
 }
 
-/* _ames_cap_queue: past QUEUE_MAX waiting %hear ova, drop the oldest. */
+/* _ames_cap_queue: past QUEUE_MAX waiting %hear ova (Ames content and
+ * fine responses, the ames driver's), drop the oldest. */
 static void ames_cap_queue(void) {
   size_t i = 0;
-  while (depth(Q_AMES) > QUEUE_MAX && i < q_len) {
-    if (queue[i].kind == Q_AMES) {
+  while (depth(Q_AMES) + depth(Q_FINE) > QUEUE_MAX && i < q_len) {
+    if (queue[i].kind == Q_AMES || queue[i].kind == Q_FINE) {
       dropped(queue[i].pid);
       stats.ames_capped++;
       SAY("ames: packet dropped (%" PRIu64 " total)", stats.ames_capped);
@@ -146,8 +148,8 @@ static void pump(void) {
   ovum *o = &queue[0];
   size_t m = noun_mark();
   noun *ovo;
-  if (o->kind == Q_AMES)
-    ovo = n_cell(n_cell(n_cord("ames"), n_u64(0)),
+  if (o->kind == Q_AMES || o->kind == Q_FINE)
+    ovo = n_cell(n_cell(n_cord(o->kind == Q_AMES ? "ames" : "fine"), n_u64(0)),
                  n_tuple(3, n_cord("hear"), n_cell(n_u64(1), n_u64(lane_chub(o->ip, o->port))),
                          n_bytes(o->blob, o->len)));
   else if (o->kind == Q_MESA)
@@ -455,9 +457,10 @@ static void hear(const noun *msg) {
     enqueue(Q_AMES, pid, (uint32_t)ip, (uint16_t)port, p, len);
     ames_cap_queue();
   } else {
-    /* a fine response: this ship asks no one */
-    stats.strange++;
-    dropped(pid);
+    /* _fine_hear_response: a fine response is heard by Arvo, on wire
+     * [%fine ~], as the ames driver's event */
+    enqueue(Q_FINE, pid, (uint32_t)ip, (uint16_t)port, p, len);
+    ames_cap_queue();
   }
   free(p);
 }
