@@ -164,6 +164,26 @@ fn fine_request(path: &str) -> Vec<u8> {
     .to_bytes()
 }
 
+/// A fine response from the peer to our ship: one fragment of `data` at
+/// `path` (`data` must not end in a zero byte, see [`ames_packet`]).
+fn fine_response(path: &str, data: &[u8]) -> Vec<u8> {
+    Packet {
+        prelude: Prelude::new(ship(PEER_SHIP), ship(OUR_SHIP)),
+        body: Body::FineResponse(ames::Purr {
+            peep: Peep {
+                fragment: 1,
+                path: ScryPath::new(path).unwrap(),
+            },
+            meow: ames::Meow {
+                signature: [0; 64],
+                num_fragments: 1,
+                data: data.to_vec(),
+            },
+        }),
+    }
+    .to_bytes()
+}
+
 /// A mesa name (`_mesa_etch_name`) of a 2-byte ship: rank 0, a 1-byte
 /// rift, an init name (no fragment number), then the path.
 fn mesa_name(ship: u64, path: &[u8]) -> Vec<u8> {
@@ -176,7 +196,7 @@ fn mesa_name(ship: u64, path: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A mesa packet of type `kind` (1 page, 3 poke) with `body`.
+/// A mesa packet of type `kind` (1 page, 2 peek, 3 poke) with `body`.
 fn mesa_packet(kind: u32, body: &[u8]) -> Vec<u8> {
     let sum = ames::Mug::of(body).checksum().get();
     let word = (1 << 4) | (kind << 7) | (sum << 12);
@@ -192,6 +212,48 @@ fn mesa_poke(content: &[u8]) -> Vec<u8> {
     body.extend(mesa_name(PEER_SHIP, b"/a/payload"));
     body.extend_from_slice(content);
     mesa_packet(3, &body)
+}
+
+/// A mesa peek from the peer for our ship's `path` (an init name).
+fn mesa_peek(path: &[u8]) -> Vec<u8> {
+    mesa_packet(2, &mesa_name(OUR_SHIP, path))
+}
+
+/// A mesa page's name and data (`_mesa_sift_name`, `_mesa_sift_data`):
+/// the name's ship and path, the data's total length and its fragment.
+/// `ames::parse` has checked the layout; this reads the fields.
+fn read_page(body: &[u8]) -> (ShipName, String, u64, Vec<u8>) {
+    let mut at = 0;
+    let mut take = |n: usize| {
+        let out = &body[at..at + n];
+        at += n;
+        out
+    };
+    let le = |b: &[u8]| b.iter().rev().fold(0u64, |n, &x| (n << 8) | u64::from(x));
+    let meta = take(1)[0];
+    let her = le(take(2 << (meta & 3)));
+    take(usize::from((meta >> 2) & 3) + 1); // rift
+    take(1); // bloq
+    if (meta >> 4) & 1 == 0 {
+        take(1 << (meta >> 6)); // fragment number
+    }
+    let path_len = le(take(2)) as usize;
+    let path = String::from_utf8(take(path_len).to_vec()).unwrap();
+    let meta = take(1)[0];
+    let total = le(take(1 << (meta & 3)));
+    take(match ((meta >> 2) & 1, (meta >> 3) & 1) {
+        (1, 1) => 64,
+        (1, _) => 16,
+        (_, 1) => 0,
+        _ => 64,
+    });
+    let mut width = usize::from(meta >> 6);
+    if width == 3 {
+        width = usize::from(take(1)[0]);
+    }
+    let len = le(take(width)) as usize;
+    let data = take(len).to_vec();
+    (ship(her), path, total, data)
 }
 
 /// CRC-32 (IEEE), for STUN's FINGERPRINT.
@@ -246,14 +308,12 @@ enum Said {
     Answer { num: u64, mug: u32 },
     /// A fine response: the path and the state it was computed from.
     Scry { path: String, last: u64, mug: u32 },
+    /// A mesa page of our ship's: the path and the state it was computed
+    /// from.
+    Page { path: String, last: u64, mug: u32 },
 }
 
 fn read_said(bytes: &[u8]) -> Said {
-    let Ok(ames::Datagram::Ames(p)) = ames::parse(bytes) else {
-        panic!("not an Ames-family packet: {bytes:02x?}");
-    };
-    assert_eq!(p.prelude.sender.ship(), ship(OUR_SHIP));
-    assert_eq!(p.prelude.receiver.ship(), ship(PEER_SHIP));
     let state = |b: &[u8]| -> (u64, u32) {
         assert_eq!(b.len(), 12, "event or state (8 bytes) and mug (4)");
         (
@@ -261,6 +321,20 @@ fn read_said(bytes: &[u8]) -> Said {
             u32::from_be_bytes(b[8..].try_into().unwrap()),
         )
     };
+    let p = match ames::parse(bytes) {
+        Ok(ames::Datagram::Ames(p)) => p,
+        Ok(ames::Datagram::Mesa(m)) => {
+            assert_eq!(m.kind, ames::MesaKind::Page, "{m:?}");
+            let (her, path, total, data) = read_page(&m.body);
+            assert_eq!(her, ship(OUR_SHIP), "the page is in our ship's namespace");
+            assert_eq!(total, data.len() as u64, "a one-fragment message");
+            let (last, mug) = state(&data);
+            return Said::Page { path, last, mug };
+        }
+        _ => panic!("neither Ames-family nor mesa: {bytes:02x?}"),
+    };
+    assert_eq!(p.prelude.sender.ship(), ship(OUR_SHIP));
+    assert_eq!(p.prelude.receiver.ship(), ship(PEER_SHIP));
     match p.body {
         Body::Ames(b) => {
             let (num, mug) = state(&b);
@@ -330,6 +404,20 @@ async fn log_events(client: &eventlog::Client) -> Vec<Logged> {
             }
         })
         .collect()
+}
+
+/// The committed event made from packet `id`, once there is one (within
+/// 15 s).
+async fn logged(client: &eventlog::Client, id: PacketId) -> Option<Logged> {
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end {
+        let events = log_events(client).await;
+        if let Some(e) = events.into_iter().find(|e| e.packet == Some(id)) {
+            return Some(e);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }
 
 /// `jam([%boot i])`, the C runtime's boot event `i` (worked by hand from
@@ -526,19 +614,65 @@ async fn a_vere_cluster_boots_a_new_ship_and_fails_over_without_duplicates() {
     block_in_place(|| c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10)));
 }
 
+/// With commits blocked (a quorum of event log nodes frozen, `last`
+/// committed), an Ames packet `content` makes event `last + 1` and `probe`
+/// (a scry) follows it; nothing reaches the peer while that event is
+/// uncommitted. Once the nodes are back: the Ames answer's event and mug,
+/// and everything said.
+async fn held_until_commit(
+    c: &mut Lab,
+    leader: u32,
+    peer: &UdpSocket,
+    last: u64,
+    content: &[u8],
+    probe: &[u8],
+) -> (u64, u32, Vec<Said>) {
+    freeze_log(c, leader, libc::SIGSTOP);
+    send(c, peer, &ames_packet(OUR_SHIP, content)).await;
+    wait_metric(
+        c,
+        &agent(leader),
+        "seguro_replica_applied_event",
+        (last + 1) as f64,
+    );
+    send(c, peer, probe).await;
+    let early = recv(c, peer, Duration::from_secs(2)).await;
+    let committed = c.metric(&agent(leader), "seguro_replica_committed_event");
+    freeze_log(c, leader, libc::SIGCONT);
+    assert_eq!(
+        early.map(|b| read_said(&b)),
+        None,
+        "nothing leaves while event {} is uncommitted (committed: {committed:?})",
+        last + 1
+    );
+    let said = collect(c, peer, Duration::from_secs(5), Duration::from_secs(30)).await;
+    let answer = said.iter().find_map(|s| match s {
+        Said::Answer { num, mug } => Some((*num, *mug)),
+        _ => None,
+    });
+    let Some((num, mug)) = answer else {
+        panic!("no answer once committed: {said:?}\n{}", logs(c))
+    };
+    assert_eq!(num, last + 1, "{said:?}");
+    (num, mug, said)
+}
+
 /// A scry answer names the event its state is as of, and the gatekeeper
 /// holds it until that event commits: with commits blocked (a quorum of
 /// event log nodes frozen), a request makes event n and a fine request
 /// right after reads the state through n; neither answer reaches the peer
 /// while n is uncommitted, and both do once the nodes are back, the scry
-/// claiming event n with the request's mug.
+/// claiming event n with the request's mug. Then the same with a mesa
+/// peek, answered by a page (`_mesa_hear_peek` → scry →
+/// `_mesa_send_piece`) for event n + 1. A fine response to our ship is no
+/// scry: it becomes an event (`_fine_hear_response`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_scry_answer_leaves_before_its_state_commits() {
     let Setup {
         mut c,
         vere,
+        client,
         _pinned,
-        ..
     } = setup(3, Duration::from_secs(8)).await;
     for id in 1..=3 {
         spawn_vere(&mut c, &vere, id, &[]);
@@ -565,44 +699,92 @@ async fn no_scry_answer_leaves_before_its_state_commits() {
         "{scry:?}\n{}",
         logs(&mut c)
     );
+    send(&c, &peer, &mesa_peek(b"/x/state")).await;
+    let page = recv(&c, &peer, Duration::from_secs(10))
+        .await
+        .map(|b| read_said(&b));
+    assert!(
+        matches!(&page, Some(Said::Page { path, last: l, .. }) if *l == last && path == "/x/state"),
+        "the mesa peek is answered by a page: {page:?}\n{}",
+        logs(&mut c)
+    );
 
-    freeze_log(&c, leader, libc::SIGSTOP);
-    send(&c, &peer, &ames_packet(OUR_SHIP, b"uncommitted")).await;
-    wait_metric(
+    // The gatekeeper releases in arrival order, so a held answer holds
+    // back what comes after it: each scry gets a frozen window of its own.
+    let (num, mug, said) = held_until_commit(
         &mut c,
-        &agent(leader),
-        "seguro_replica_applied_event",
-        (last + 1) as f64,
-    );
-    send(&c, &peer, &fine_request("/x/state/after")).await;
-    let early = recv(&c, &peer, Duration::from_secs(2)).await;
-    let committed = c.metric(&agent(leader), "seguro_replica_committed_event");
-    freeze_log(&c, leader, libc::SIGCONT);
+        leader,
+        &peer,
+        last,
+        b"uncommitted",
+        &fine_request("/x/state/after"),
+    )
+    .await;
     assert_eq!(
-        early.map(|b| read_said(&b)),
-        None,
-        "nothing leaves while event {} is uncommitted (committed: {committed:?})",
-        last + 1
+        said.iter().find(|s| matches!(s, Said::Scry { .. })),
+        Some(&Said::Scry {
+            path: "/x/state/after".to_owned(),
+            last: num,
+            mug
+        }),
+        "the scry read the state through event {num}: {said:?}"
+    );
+    let (num, mug, said) = held_until_commit(
+        &mut c,
+        leader,
+        &peer,
+        num,
+        b"uncommitted too",
+        &mesa_peek(b"/x/page/after"),
+    )
+    .await;
+    assert_eq!(
+        said.iter().find(|s| matches!(s, Said::Page { .. })),
+        Some(&Said::Page {
+            path: "/x/page/after".to_owned(),
+            last: num,
+            mug
+        }),
+        "the page read the state through event {num}: {said:?}"
     );
 
-    let said = collect(&c, &peer, Duration::from_secs(5), Duration::from_secs(30)).await;
-    let answer = said.iter().find_map(|s| match s {
-        Said::Answer { num, mug } => Some((*num, *mug)),
-        _ => None,
-    });
-    let scry = said.iter().find_map(|s| match s {
-        Said::Scry { path, last, mug } => Some((path.clone(), *last, *mug)),
-        _ => None,
-    });
-    let Some((num, mug)) = answer else {
-        panic!("no answer once committed: {said:?}\n{}", logs(&mut c))
+    // _fine_hear_response: an answer to a scry of ours is heard by Arvo,
+    // an event on wire [%fine ~] with card [%hear [%.n chub] blob].
+    let purr = fine_response("/x/theirs", b"their data");
+    let id = send(&c, &peer, &purr).await;
+    let Some(event) = logged(&client, id).await else {
+        panic!("the fine response made no event\n{}", logs(&mut c))
     };
-    assert_eq!(num, last + 1);
+    let mut n = replica::vere::Nouns::new();
+    let root = n.cue(&event.data).expect("the event is a jam");
+    let (_now, ovum) = n.split(root).expect("[now ovum]");
+    let (wire, card) = n.split(ovum).expect("[wire card]");
+    let (wire_head, wire_tail) = n.split(wire).expect("a wire");
+    let (tag, rest) = n.split(card).expect("a card");
+    let (lane, blob) = n.split(rest).expect("[lane blob]");
+    let (flag, chub) = n.split(lane).expect("[%.n chub]");
+    let SocketAddr::V4(v4) = peer.local_addr().unwrap() else {
+        unreachable!()
+    };
     assert_eq!(
-        scry,
-        Some(("/x/state/after".to_owned(), last + 1, mug)),
-        "the scry read the state through event {}: {said:?}",
-        last + 1
+        (
+            n.bytes(wire_head),
+            n.as_u64(wire_tail),
+            n.bytes(tag),
+            n.as_u64(flag),
+            n.as_u64(chub),
+            n.bytes(blob),
+        ),
+        (
+            Some(&b"fine"[..]),
+            Some(0),
+            Some(&b"hear"[..]),
+            Some(1),
+            Some(u64::from(v4.ip().to_bits()) | u64::from(v4.port()) << 32),
+            Some(&purr[..]),
+        ),
+        "event {}: [[%fine ~] [%hear [%.n chub] blob]]",
+        event.num
     );
 
     for id in 1..=3 {

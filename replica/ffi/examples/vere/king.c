@@ -5,8 +5,9 @@
  * notice up as [%hear ...], and the king decides as _mesa_hear and
  * _ames_hear do: mesa first, then STUN, then the Ames family (forward what
  * is not for us; fine requests are scries; Ames content becomes a %hear
- * event). What the king sends goes back down to the serf, which calls the
- * ABI: scry answers and pushes with an event number, STUN answers and
+ * event, a fine response a %hear event on wire [%fine ~]); a mesa peek
+ * for our data is a scry answered with a page. What the king sends goes
+ * back down to the serf, which calls the ABI: scry answers and pushes with an event number, STUN answers and
  * forwards as stateless packets. Packets that will never be an event are
  * reported dropped, so that followers do not keep them.
  *
@@ -74,12 +75,12 @@ static void dropped(const uint8_t pid[16]) {
 
 static struct {
   uint64_t ipv6, strange, ames_capped, mesa_capped, peek_capped, forwarded, no_route, stun,
-      fine;
+      fine, pages;
 } stats;
 
 /* ---- the event queue (u3_auto: ova waiting for the serf) ---- */
 
-enum { Q_AMES, Q_MESA, Q_WAKE };
+enum { Q_AMES, Q_FINE, Q_MESA, Q_WAKE }; /* Q_AMES, Q_FINE: the ames driver's */
 
 typedef struct {
   int kind;
@@ -124,11 +125,12 @@ static void dequeue(size_t i) {
   q_len--;
 }
 
-/* _ames_cap_queue: past QUEUE_MAX waiting %hear ova, drop the oldest. */
+/* _ames_cap_queue: past QUEUE_MAX waiting %hear ova (Ames content and
+ * fine responses, the ames driver's), drop the oldest. */
 static void ames_cap_queue(void) {
   size_t i = 0;
-  while (depth(Q_AMES) > QUEUE_MAX && i < q_len) {
-    if (queue[i].kind == Q_AMES) {
+  while (depth(Q_AMES) + depth(Q_FINE) > QUEUE_MAX && i < q_len) {
+    if (queue[i].kind == Q_AMES || queue[i].kind == Q_FINE) {
       dropped(queue[i].pid);
       stats.ames_capped++;
       SAY("ames: packet dropped (%" PRIu64 " total)", stats.ames_capped);
@@ -146,8 +148,8 @@ static void pump(void) {
   ovum *o = &queue[0];
   size_t m = noun_mark();
   noun *ovo;
-  if (o->kind == Q_AMES)
-    ovo = n_cell(n_cell(n_cord("ames"), n_u64(0)),
+  if (o->kind == Q_AMES || o->kind == Q_FINE)
+    ovo = n_cell(n_cell(n_cord(o->kind == Q_AMES ? "ames" : "fine"), n_u64(0)),
                  n_tuple(3, n_cord("hear"), n_cell(n_u64(1), n_u64(lane_chub(o->ip, o->port))),
                          n_bytes(o->blob, o->len)));
   else if (o->kind == Q_MESA)
@@ -164,50 +166,99 @@ static void pump(void) {
   dequeue(0);
 }
 
-/* ---- scries (fine requests: _fine_hear_request) ---- */
+/* ---- scries (fine requests: _fine_hear_request; mesa peeks:
+ * _mesa_hear_peek) ---- */
+
+enum { PEEK_FINE, PEEK_MESA };
 
 typedef struct {
   uint64_t id;
+  int kind; /* PEEK_* */
   uint32_t ip;
   uint16_t port;
+  /* PEEK_FINE: who asks, and the path */
   uint8_t requester[16];
   uint8_t path[384];
   size_t path_len;
+  /* PEEK_MESA: the name asked for */
+  mesa_name name;
 } peek;
 
 static peek peeks[PEEK_QUEUE_MAX];
 static size_t n_peeks;
 static uint64_t next_peek = 1;
 
-static void fine_hear_request(const ames_pact *a, uint32_t ip, uint16_t port) {
+/* A pending scry, or NULL past PEEK_QUEUE_MAX (the pier's scry depth,
+ * which fine and mesa share). */
+static peek *peek_new(const char *who, int kind, uint32_t ip, uint16_t port) {
   if (n_peeks >= PEEK_QUEUE_MAX) {
     stats.peek_capped++;
-    SAY("fine: scry dropped (%" PRIu64 " total)", stats.peek_capped);
-    return;
+    SAY("%s: scry dropped (%" PRIu64 " total)", who, stats.peek_capped);
+    return NULL;
   }
   peek *p = &peeks[n_peeks++];
   p->id = next_peek++;
+  p->kind = kind;
   p->ip = ip;
   p->port = port;
-  memcpy(p->requester, a->sender, 16);
-  memcpy(p->path, a->path, a->path_len);
-  p->path_len = a->path_len;
+  return p;
+}
+
+/* The serf is asked for its current state. */
+static void peek_ask(const peek *p) {
   size_t m = noun_mark();
   to_mars(n_cell(n_cord("peek"), n_u64(p->id)));
   noun_release(m);
 }
 
+static void fine_hear_request(const ames_pact *a, uint32_t ip, uint16_t port) {
+  peek *p = peek_new("fine", PEEK_FINE, ip, port);
+  if (!p) return;
+  memcpy(p->requester, a->sender, 16);
+  memcpy(p->path, a->path, a->path_len);
+  p->path_len = a->path_len;
+  peek_ask(p);
+}
+
+/* _mesa_hear_peek for our own data: no page cache here (vere's jumbo
+ * cache), since the answer is the state as of now; each peek is a scry.
+ * A message here is one fragment, so only fragment 0 exists. */
+static void mesa_hear_peek(const mesa_pact *m, uint32_t ip, uint16_t port) {
+  if (!m->name.init && m->name.fragment != 0) {
+    stats.strange++;
+    SAY("mesa: peek for fragment %" PRIu64 " of a one-fragment page", m->name.fragment);
+    return;
+  }
+  peek *p = peek_new("mesa", PEEK_MESA, ip, port);
+  if (!p) return;
+  p->name = m->name;
+  peek_ask(p);
+}
+
 /* The serf's answer: its state (last, mug) as of now. The fine response
- * carries it and leaves with event number `last`. */
-static void fine_answer(uint64_t id, uint64_t last, uint32_t mug) {
+ * (_fine_hear_request's purr) or the mesa page (_mesa_page_scry_jumbo_cb,
+ * _mesa_send_piece) carries it and leaves with event number `last`. */
+static void peek_answer(uint64_t id, uint64_t last, uint32_t mug) {
   for (size_t i = 0; i < n_peeks; i++) {
     if (peeks[i].id != id) continue;
     peek *p = &peeks[i];
-    uint8_t data[12], out[600];
+    uint8_t data[12], out[2048];
     put_be64(data, last);
     put_be32(data + 8, mug);
-    size_t len = fine_etch_purr(out, args->ship, p->requester, p->path, p->path_len, data, 12);
-    stats.fine++;
+    size_t len;
+    if (p->kind == PEEK_MESA) {
+      len = mesa_etch_page(out, &p->name, data, 12);
+      if (len > 1472) {
+        /* a name too long for a page to hold it and the data (PACT_SIZE) */
+        stats.strange++;
+        peeks[i] = peeks[--n_peeks];
+        return;
+      }
+      stats.pages++;
+    } else {
+      len = fine_etch_purr(out, args->ship, p->requester, p->path, p->path_len, data, 12);
+      stats.fine++;
+    }
     if (last > 0) {
       size_t m = noun_mark();
       to_mars(n_tuple(4, n_cord("send"), n_u64(last), lane_noun(p->ip, p->port),
@@ -370,8 +421,7 @@ static void hear(const noun *msg) {
         keep = 1;
       }
     } else {
-      /* a peek for our own data: pages are not served by this runtime */
-      stats.strange++;
+      mesa_hear_peek(&m, (uint32_t)ip, (uint16_t)port);
     }
     if (!keep) dropped(pid);
     free(p);
@@ -407,9 +457,10 @@ static void hear(const noun *msg) {
     enqueue(Q_AMES, pid, (uint32_t)ip, (uint16_t)port, p, len);
     ames_cap_queue();
   } else {
-    /* a fine response: this ship asks no one */
-    stats.strange++;
-    dropped(pid);
+    /* _fine_hear_response: a fine response is heard by Arvo, on wire
+     * [%fine ~], as the ames driver's event */
+    enqueue(Q_FINE, pid, (uint32_t)ip, (uint16_t)port, p, len);
+    ames_cap_queue();
   }
   free(p);
 }
@@ -439,7 +490,7 @@ static void from_mars(const noun *msg) {
     noun *b = n_tail(msg);
     if (n_get_u64(n_head(b), &id) == 0 && n_get_u64(n_head(n_tail(b)), &last) == 0 &&
         n_get_u64(n_tail(n_tail(b)), &mug) == 0)
-      fine_answer(id, last, (uint32_t)mug);
+      peek_answer(id, last, (uint32_t)mug);
   } else if (n_is_cord(tag, "push")) {
     if (leading) mesa_ef_send(msg);
   }
@@ -509,9 +560,10 @@ int king_main(const vere_args *a, int mars_fd, int mars_pid) {
   }
   SAY("stopping: %" PRIu64 " ames and %" PRIu64 " mesa packets dropped at the queue caps, %" PRIu64
       " scries dropped, %" PRIu64 " forwarded, %" PRIu64 " without a lane, %" PRIu64
-      " STUN answers, %" PRIu64 " fine answers, %" PRIu64 " IPv6 and %" PRIu64 " strange dropped",
+      " STUN answers, %" PRIu64 " fine answers, %" PRIu64 " pages, %" PRIu64 " IPv6 and %" PRIu64
+      " strange dropped",
       stats.ames_capped, stats.mesa_capped, stats.peek_capped, stats.forwarded, stats.no_route,
-      stats.stun, stats.fine, stats.ipv6, stats.strange);
+      stats.stun, stats.fine, stats.pages, stats.ipv6, stats.strange);
   int status = 0;
   if (!mars_gone) kill(mars_pid, SIGTERM);
   if (waitpid(mars_pid, &status, 0) < 0) return 1;

@@ -134,22 +134,35 @@ static int sift_take(sifter *s, size_t n, const uint8_t **out) {
 
 /* _mesa_sift_name: meta byte (rank 2 bits, rift width 2, init 1, auth 1,
  * fragment width 2, least significant first), ship, rift, bloq, fragment
- * (unless init), path length (2), path. */
-static int sift_name(sifter *s, uint8_t her[16]) {
+ * (unless init), path length (2), path. An init name with the auth or
+ * fragment bits set is refused: vere asserts they are clear. */
+static int sift_name(sifter *s, mesa_name *n) {
   const uint8_t *b;
   if (sift_take(s, 1, &b)) return -1;
   unsigned meta = b[0];
   size_t ship_len = (size_t)2 << (meta & 3);
   size_t rift_len = ((meta >> 2) & 3) + 1;
-  int init = (meta >> 4) & 1;
-  size_t frag_len = init ? 0 : (size_t)1 << ((meta >> 6) & 3);
-  memset(her, 0, 16);
+  n->init = (meta >> 4) & 1;
+  n->auth = (meta >> 5) & 1;
+  if (n->init && (n->auth || (meta >> 6) != 0)) return -1;
+  size_t frag_len = n->init ? 0 : (size_t)1 << ((meta >> 6) & 3);
+  memset(n->her, 0, 16);
   if (sift_take(s, ship_len, &b)) return -1;
-  memcpy(her, b, ship_len);
-  if (sift_take(s, rift_len + 1 + frag_len, &b)) return -1;
+  memcpy(n->her, b, ship_len);
+  if (sift_take(s, rift_len, &b)) return -1;
+  n->rift = (uint32_t)get_le(b, (int)rift_len);
+  if (sift_take(s, 1, &b)) return -1;
+  n->bloq = b[0];
+  n->fragment = 0;
+  if (frag_len) {
+    if (sift_take(s, frag_len, &b)) return -1;
+    n->fragment = get_le(b, (int)frag_len);
+  }
   if (sift_take(s, 2, &b)) return -1;
-  size_t path_len = (size_t)get_le(b, 2);
-  return sift_take(s, path_len, &b);
+  n->path_len = (size_t)get_le(b, 2);
+  if (n->path_len > MESA_PATH_MAX || sift_take(s, n->path_len, &b)) return -1;
+  memcpy(n->path, b, n->path_len);
+  return 0;
 }
 
 int mesa_sift(const uint8_t *p, size_t len, mesa_pact *out) {
@@ -163,13 +176,80 @@ int mesa_sift(const uint8_t *p, size_t len, mesa_pact *out) {
   switch (out->kind) {
   case MESA_PEEK:
   case MESA_PAGE:
-    return sift_name(&s, out->her);
-  case MESA_POKE:
-    if (sift_name(&s, out->her)) return -1;
-    return sift_name(&s, out->sender);
+    if (sift_name(&s, &out->name)) return -1;
+    memcpy(out->her, out->name.her, 16);
+    return 0;
+  case MESA_POKE: {
+    mesa_name payload;
+    if (sift_name(&s, &out->name) || sift_name(&s, &payload)) return -1;
+    memcpy(out->her, out->name.her, 16);
+    memcpy(out->sender, payload.her, 16);
+    return 0;
+  }
   default:
     return -1;
   }
+}
+
+/* The width in bytes of `v` (u3r_met 3), at least 1. */
+static size_t width_of(uint64_t v) {
+  size_t w = 1;
+  while (w < 8 && (v >> (8 * w)) != 0) w++;
+  return w;
+}
+
+/* _mesa_make_chub_tag: 0..3 for 1, 2, 4, 8 bytes. */
+static unsigned chub_tag(uint64_t v) {
+  return v <= 0xff ? 0 : v <= 0xffff ? 1 : v <= 0xffffffffu ? 2 : 3;
+}
+
+/* _mesa_etch_name: the meta byte recomputed from the fields. */
+static size_t etch_name(uint8_t *out, const mesa_name *n) {
+  int rank = rank_of(n->her);
+  size_t rift_len = width_of(n->rift);
+  unsigned gaf = n->init ? 0 : chub_tag(n->fragment);
+  size_t at = 0;
+  out[at++] = (uint8_t)((unsigned)rank | (unsigned)(rift_len - 1) << 2 | (unsigned)n->init << 4 |
+                        (unsigned)(!n->init && n->auth) << 5 | gaf << 6);
+  memcpy(out + at, n->her, (size_t)2 << rank);
+  at += (size_t)2 << rank;
+  put_le(out + at, n->rift, (int)rift_len);
+  at += rift_len;
+  out[at++] = n->bloq;
+  if (!n->init) {
+    put_le(out + at, n->fragment, 1 << gaf);
+    at += (size_t)1 << gaf;
+  }
+  put_le(out + at, n->path_len, 2);
+  at += 2;
+  memcpy(out + at, n->path, n->path_len);
+  return at + n->path_len;
+}
+
+size_t mesa_etch_page(uint8_t *out, const mesa_name *name, const uint8_t *data, size_t len) {
+  mesa_name n = *name;
+  n.fragment = 0;
+  size_t at = 8;
+  at += etch_name(out + at, &n);
+  /* _mesa_etch_data: total's width tag, auth bits (signature: both set),
+   * two unused, the length's width (met 3, at most 2 here). */
+  size_t nel = len == 0 ? 0 : width_of(len);
+  unsigned bot = chub_tag(len);
+  out[at++] = (uint8_t)(bot | 1u << 2 | 1u << 3 | (unsigned)nel << 6);
+  put_le(out + at, len, 1 << bot);
+  at += (size_t)1 << bot;
+  memset(out + at, 0, 64); /* signature: this ship has no keys */
+  at += 64;
+  put_le(out + at, len, (int)nel);
+  at += nel;
+  memcpy(out + at, data, len);
+  at += len;
+  /* _mesa_etch_head: next hop none, protocol 1, type page, no hops, the
+   * checksum of what follows the cookie. */
+  uint32_t sum = mug_bytes(out + 8, at - 8) & 0xfffff;
+  put_le(out, 1u << 4 | (uint32_t)MESA_PAGE << 7 | sum << 12, 4);
+  put_le(out + 4, MESA_COOKIE, 4);
+  return at;
 }
 
 /* ---- STUN ---- */

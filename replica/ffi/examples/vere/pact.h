@@ -47,10 +47,24 @@ size_t ames_relay(uint8_t *out, const uint8_t *p, size_t len, uint32_t ip, uint1
 
 enum { MESA_RESERVED = 0, MESA_PAGE = 1, MESA_PEEK = 2, MESA_POKE = 3 };
 
+#define MESA_PATH_MAX 1472 /* a path fits in a packet */
+
+/* A name (u3_mesa_name): ship, rift, bloq, init or fragment, path. */
+typedef struct {
+  uint8_t her[16];
+  uint32_t rift;
+  uint8_t bloq;
+  int init, auth;
+  uint64_t fragment;
+  uint8_t path[MESA_PATH_MAX];
+  size_t path_len;
+} mesa_name;
+
 typedef struct {
   int kind;               /* MESA_* */
   uint8_t her[16];        /* the first name's ship: publisher (peek/page) or receiver (poke) */
   uint8_t sender[16];     /* poke: the payload name's ship */
+  mesa_name name;         /* the first name (a peek's: what it asks for) */
 } mesa_pact;
 
 /* 1 if bytes 4..8 are the mesa cookie (len >= 8). */
@@ -58,6 +72,13 @@ int mesa_is_new_pact(const uint8_t *p, size_t len);
 /* 0 if it is a whole version-1 mesa packet with a good checksum and names
  * that read; -1 otherwise. */
 int mesa_sift(const uint8_t *p, size_t len, mesa_pact *out);
+
+/* A page (mesa_etch_pact_to_buf of PACT_PAGE, no next hop) for `name` at
+ * fragment 0: a single-fragment message `data` (at most 1024 bytes), its
+ * authenticator a zero signature (this ship has no keys), as
+ * _mesa_send_piece sends the one leaf of a message. Returns its length
+ * (out needs 8 + 1+16+4+1+8+2+path + 1+8+64+2+data). */
+size_t mesa_etch_page(uint8_t *out, const mesa_name *name, const uint8_t *data, size_t len);
 
 /* ---- STUN (u3_stun_is_request, u3_stun_make_response) ---- */
 
