@@ -163,7 +163,18 @@ impl RaftNetworkV2<TypeConfig> for Peer {
     {
         Box::pin(async move {
             let mut client = self.client()?;
-            let requests = input.map(|req| encode(&req));
+            // openraft sleeps its backoff for an unreachable peer inside
+            // this stream, when the next request is taken. tonic takes the
+            // first only once connected: against a node that is down,
+            // every session would fail before its backoff and the next
+            // start at once, a busy loop that burns a core and floods the
+            // log. Taking the first request here makes each session wait
+            // its backoff before it connects.
+            let mut input = input;
+            let first = input.next().await;
+            let requests = futures::stream::iter(first)
+                .chain(input)
+                .map(|req| encode(&req));
             let responses = client
                 .stream_append(requests)
                 .await

@@ -362,6 +362,48 @@ fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
     }
 }
 
+/// Lines of node `id`'s log saying it could not reach `addr`.
+fn unreachable_lines(c: &Lab, id: u32, addr: &str) -> usize {
+    c.log(&node(id))
+        .lines()
+        .filter(|l| l.contains("Unreachable") && l.contains(addr))
+        .count()
+}
+
+/// The leader retries a node that is down after a backoff (openraft's,
+/// 200 ms), not in a loop: a busy loop burned a core on the leader and
+/// wrote thousands of warnings a second while a replica was down, and the
+/// cluster answered late after every failover.
+#[test]
+fn a_node_that_is_down_is_retried_after_a_backoff_not_in_a_loop() {
+    let mut c = cluster(3);
+    for id in 1..=3 {
+        start(&mut c, id);
+    }
+    let rt = runtime();
+    rt.block_on(async {
+        let client = client(&c, 1, Duration::from_secs(20));
+        wait_healthy(&client, 3).await;
+        let (_lead, epoch) = term(&c, 1).await;
+        client.fence(epoch).await.unwrap();
+        let leader = leader_id(&client).await;
+        let down = (1..=3).find(|&id| id != leader).unwrap();
+        let down_addr = addr(&c, down);
+        c.kill(&node(down));
+        let before = unreachable_lines(&c, leader, &down_addr);
+        // Appends for 3 s, each one for the node that is down too.
+        let (acked, _) = write(&client, epoch, 1, Duration::from_secs(3), 64).await;
+        assert!(acked > 100, "too few events were written ({acked})");
+        let tries = unreachable_lines(&c, leader, &down_addr) - before;
+        println!("{tries} failed tries to reach node {down} in 3 s of appends");
+        // About 15 at one per backoff; the loop made tens of thousands.
+        assert!(
+            tries <= 150,
+            "node {leader} tried to reach node {down} {tries} times in 3 s"
+        );
+    });
+}
+
 #[test]
 fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
     let mut c = cluster(3);
