@@ -34,6 +34,15 @@ impl Backoff {
         Backoff::new(Duration::from_millis(25), Duration::from_secs(1))
     }
 
+    /// The commit watch's: 10 ms to 100 ms. Every effect the gatekeeper
+    /// holds waits for the watch to come back after a leader dies (until
+    /// the new leader is elected, the nodes still name the dead one), and
+    /// the watch is one stream per gatekeeper: retrying it often costs a
+    /// few status requests a second.
+    pub fn commit_watch() -> Self {
+        Backoff::new(Duration::from_millis(10), Duration::from_millis(100))
+    }
+
     /// The delay the next wait will take.
     pub fn peek(&self) -> Duration {
         self.next

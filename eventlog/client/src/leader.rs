@@ -6,6 +6,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use config::ReplicaId;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
@@ -53,24 +55,30 @@ impl Client {
         *self.inner.leader.lock().unwrap() = None;
     }
 
-    /// The leader's address: the last one seen, or asked of every node.
-    /// Fails with [`ClientError::Rejected`] if the nodes refuse this
-    /// client's credentials.
+    /// The leader's address: the last one seen, or asked of every node at
+    /// once. The first node that says it leads is taken without waiting for
+    /// the others: a node that is down may take the whole timeout to fail,
+    /// and while it does, nothing held for a commit can be released. Only
+    /// if none does is a hint from the others taken. Fails with
+    /// [`ClientError::Rejected`] if the nodes refuse this client's
+    /// credentials.
     pub(crate) async fn find_leader(&self) -> Result<String, ClientError> {
         if let Some(l) = self.inner.leader.lock().unwrap().clone() {
             return Ok(l);
         }
         let endpoints = self.inner.endpoints.lock().unwrap().clone();
-        let asks = endpoints.iter().map(|addr| async move {
-            (
-                addr.clone(),
-                self.node_status(addr, Duration::from_secs(1)).await,
-            )
-        });
-        let answers = futures::future::join_all(asks).await;
+        let mut asks: FuturesUnordered<_> = endpoints
+            .iter()
+            .map(|addr| async move {
+                (
+                    addr.clone(),
+                    self.node_status(addr, Duration::from_secs(1)).await,
+                )
+            })
+            .collect();
         let mut hinted = None;
         let mut refused = None;
-        for (addr, status) in answers {
+        while let Some((addr, status)) = asks.next().await {
             let s = match status {
                 Ok(s) => s,
                 Err(ClientError::Rejected(why)) => {

@@ -20,12 +20,12 @@ impl Client {
         let client = self.clone();
         tokio::spawn(async move {
             let mut last = CommitState::default();
-            let mut backoff = Backoff::client();
+            let mut backoff = Backoff::commit_watch();
             loop {
                 let problem = match client.watch_once(&tx, &mut last).await {
                     WatchEnd::ReceiverGone => return,
                     WatchEnd::Moved => {
-                        backoff = Backoff::client();
+                        backoff = Backoff::commit_watch();
                         continue;
                     }
                     WatchEnd::Broken(why) => why,
@@ -56,7 +56,10 @@ impl Client {
             Err(e) => return WatchEnd::Broken(e.to_string()),
         };
         let mut stream = match api.watch_commits(proto::WatchRequest {}).await {
-            Ok(s) => s.into_inner(),
+            Ok(s) => {
+                tracing::debug!(%addr, "following the commit watch");
+                s.into_inner()
+            }
             Err(s) => {
                 self.forget_leader();
                 return WatchEnd::Broken(format!("{addr}: {}", s.message()));
