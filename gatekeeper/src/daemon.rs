@@ -226,9 +226,9 @@ impl Gatekeeper {
             s.hold_limit,
             s.hold_timeout,
             s.lease_ttl,
+            s.stateless_rate,
             self.stats.clone(),
         );
-        fwd.set_stateless_rate(s.stateless_rate);
         let mut commits = commits;
         if let Some(c) = &mut commits {
             fwd.set_commit(*c.borrow_and_update());

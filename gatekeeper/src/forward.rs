@@ -16,9 +16,6 @@ use config::ReplicaId;
 use leadership::envelope::{Envelope, Keyring, OpenError, Unverified};
 use leadership::{CommitState, EventNum, LeaderView, StatelessBudget, Term};
 
-/// `gatekeeper.stateless_rate`'s default.
-pub const DEFAULT_STATELESS_RATE: u32 = 1000;
-
 /// Replay windows kept: the current term's, and a few before it in case a
 /// term comes back after an etcd outage.
 const WINDOWS_KEPT: usize = 8;
@@ -95,13 +92,16 @@ pub struct Forwarder<K = Keyring> {
 
 impl<K: Keys> Forwarder<K> {
     /// A forwarder that is standby and fail closed until told otherwise.
-    /// `ttl` is the lease TTL: the longest etcd may go unheard from.
+    /// `ttl` is the lease TTL: the longest etcd may go unheard from;
+    /// `stateless_rate` bounds the envelopes a second that need no commit
+    /// (`gatekeeper.stateless_rate`).
     pub fn new(
         keys: K,
         gate: Gate,
         hold_limit: usize,
         hold_timeout: Duration,
         ttl: Duration,
+        stateless_rate: u32,
         stats: Arc<Stats>,
     ) -> Self {
         Self {
@@ -115,16 +115,10 @@ impl<K: Keys> Forwarder<K> {
             closed: true,
             windows: ReplayWindows::new(WINDOWS_KEPT),
             hold: HoldQueue::new(hold_limit, hold_timeout),
-            stateless: StatelessBudget::new(DEFAULT_STATELESS_RATE, Instant::now()),
+            stateless: StatelessBudget::new(stateless_rate, Instant::now()),
             stats,
             pending: [0; DropReason::ALL.len()],
         }
-    }
-
-    /// Bounds envelopes that need no commit to `rate` a second
-    /// (`gatekeeper.stateless_rate`).
-    pub fn set_stateless_rate(&mut self, rate: u32) {
-        self.stateless = StatelessBudget::new(rate, Instant::now());
     }
 
     /// Decides one received datagram. `truncated` datagrams (cut short by
@@ -382,6 +376,10 @@ mod tests {
 
     impl Rig {
         fn new(gate: Gate) -> Self {
+            Rig::with_stateless_rate(gate, 1000)
+        }
+
+        fn with_stateless_rate(gate: Gate, stateless_rate: u32) -> Self {
             let mut keys = Keyring::new();
             keys.insert(id(1), key(1));
             keys.insert(id(2), key(2));
@@ -393,6 +391,7 @@ mod tests {
                 3,
                 Duration::from_secs(10),
                 Duration::from_secs(2),
+                stateless_rate,
                 stats.clone(),
             );
             f.set_active(true);
@@ -520,6 +519,7 @@ mod tests {
             3,
             Duration::from_secs(10),
             Duration::from_secs(2),
+            1000,
             stats.clone(),
         );
         f.set_active(true);
@@ -697,8 +697,7 @@ mod tests {
 
     #[test]
     fn event_0_leaves_at_once_only_if_it_reveals_no_state_and_within_the_rate() {
-        let mut r = Rig::new(Gate::Commits(Optimism::Quorum));
-        r.f.set_stateless_rate(2);
+        let mut r = Rig::with_stateless_rate(Gate::Commits(Optimism::Quorum), 2);
         let lane = LANE.parse().unwrap();
         let mut leader = Sealer::new(id(1), Epoch(5), key(1));
         // Nothing is committed in epoch 5, yet a STUN answer leaves.

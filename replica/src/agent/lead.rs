@@ -408,14 +408,19 @@ impl<L: EventLog, E: Elector, S: EffectSink> Agent<L, E, S> {
                 lane,
                 payload,
             } => {
-                if !term.stateless.take(Instant::now()) {
-                    counter!(m::STATELESS_DROPPED, "reason" => "rate").increment(1);
-                    return Ok(());
-                }
+                // Checked as the gatekeeper does: what is refused anyway
+                // spends none of the rate.
                 match ames::stateless(&payload) {
-                    // Event 0 is the state before any event: the envelope
-                    // says the packet depends on none (docs/SPEC.md §6.4).
-                    Ok(found) if found == kind => self.seal(term, EventNum::NONE, lane, &payload),
+                    Ok(found) if found == kind => {
+                        if !term.stateless.take(Instant::now()) {
+                            counter!(m::STATELESS_DROPPED, "reason" => "rate").increment(1);
+                            return Ok(());
+                        }
+                        // Event 0 is the state before any event: the
+                        // envelope says the packet depends on none
+                        // (docs/SPEC.md §6.4).
+                        self.seal(term, EventNum::NONE, lane, &payload)
+                    }
                     Ok(found) => {
                         counter!(m::STATELESS_DROPPED, "reason" => "mismatch").increment(1);
                         tracing::warn!(claimed = ?kind, ?found, "dropping a stateless packet of another kind than claimed");

@@ -1474,7 +1474,7 @@ async fn stateless_packets_leave_as_event_0_only_if_they_reveal_no_state() {
 }
 
 #[tokio::test]
-async fn the_stateless_rate_is_bounded_per_term() {
+async fn the_stateless_rate_is_bounded_per_term_and_spent_only_on_packets_that_leave() {
     let Harness {
         mut agent,
         mut runtime,
@@ -1486,8 +1486,11 @@ async fn the_stateless_rate_is_bounded_per_term() {
     let (term, _lose) = FakeTerm::new(Epoch(3));
     let script = async {
         assert!(matches!(next(&mut runtime).await, Notice::Lead { .. }));
-        for _ in 0..50 {
-            let (kind, lane, payload) = (Stateless::Stun, lane(7), stun_response());
+        // Refused packets first: they must not spend the rate.
+        let refused = (0..50).map(|_| (Stateless::Forward, ames_packet(false)));
+        let allowed = (0..50).map(|_| (Stateless::Stun, stun_response()));
+        for (kind, payload) in refused.chain(allowed) {
+            let lane = lane(7);
             tell(
                 &runtime,
                 Command::SendStateless {
