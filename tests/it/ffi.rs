@@ -185,6 +185,21 @@ pub(crate) fn stop_ship(c: &mut Lab, id: u32) {
     );
 }
 
+/// Ends a test's cluster: each of `ships` (C runtimes) stopped as
+/// [`stop_ship`] does, then the agents of `others` (whatever their exit),
+/// then the gatekeeper.
+pub(crate) fn stop_cluster(c: &mut Lab, ships: impl IntoIterator<Item = u32>, others: &[u32]) {
+    for id in ships {
+        stop_ship(c, id);
+    }
+    block_in_place(|| {
+        for &id in others {
+            c.stop(&agent(id), Duration::from_secs(10));
+        }
+        c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10));
+    });
+}
+
 /// Event `num` from the log, with the runtime's bytes unframed.
 async fn event(client: &eventlog::Client, num: u64) -> (eventlog::Event, bytes::Bytes) {
     let event = client
@@ -313,8 +328,7 @@ async fn a_c_ship_answers_peers_through_the_gatekeeper_and_its_events_commit() {
     let (_, data) = event(&client, 22).await;
     assert_eq!(reference.apply(num, &data).unwrap().mug.get(), mug);
 
-    stop_ship(&mut c, 1);
-    block_in_place(|| c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10)));
+    stop_cluster(&mut c, [1], &[]);
 }
 
 /// Waits until one of `ids` leads, and returns it.
@@ -397,13 +411,7 @@ async fn c_and_rust_ships_replay_each_other_and_a_c_ship_takes_over() {
         assert_eq!(reference.apply(*num, &data).unwrap().mug.get(), *mug);
     }
 
-    for id in [1, 2] {
-        stop_ship(&mut c, id);
-    }
-    block_in_place(|| {
-        c.stop(&agent(3), Duration::from_secs(10));
-        c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10));
-    });
+    stop_cluster(&mut c, [1, 2], &[3]);
 }
 
 /// Three C ships. The leader's term is ended behind its back (its key in
@@ -479,10 +487,7 @@ async fn a_c_ship_that_loses_its_term_rewinds_to_its_snapshot_and_carries_on() {
         );
     }
 
-    for id in 1..=3 {
-        stop_ship(&mut c, id);
-    }
-    block_in_place(|| c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10)));
+    stop_cluster(&mut c, 1..=3, &[]);
 }
 
 /// Ends the leader's term behind its back: its key in etcd deleted (the

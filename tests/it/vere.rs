@@ -21,8 +21,8 @@ use tokio::task::block_in_place;
 use tokio::time::{Instant, timeout};
 
 use super::ffi::{
-    agent, cdylib_dir, compile_c, end_term, leader_among, logs, mismatches, stop_ship,
-    wait_leading, wait_metric,
+    agent, cdylib_dir, compile_c, end_term, leader_among, logs, mismatches, stop_cluster,
+    stop_ship, wait_leading, wait_metric,
 };
 
 /// The ship the replicas run, its peer, and a ship the peer reaches
@@ -608,10 +608,7 @@ async fn a_vere_cluster_boots_a_new_ship_and_fails_over_without_duplicates() {
             logs(&mut c)
         );
     }
-    for id in 1..=3 {
-        stop_ship(&mut c, id);
-    }
-    block_in_place(|| c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10)));
+    stop_cluster(&mut c, 1..=3, &[]);
 }
 
 /// With commits blocked (a quorum of event log nodes frozen, `last`
@@ -787,10 +784,7 @@ async fn no_scry_answer_leaves_before_its_state_commits() {
         event.num
     );
 
-    for id in 1..=3 {
-        stop_ship(&mut c, id);
-    }
-    block_in_place(|| c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10)));
+    stop_cluster(&mut c, 1..=3, &[]);
 }
 
 /// The leader loses its term while its last events are uncommitted (the
@@ -868,10 +862,7 @@ async fn a_rewind_trims_the_local_log_after_the_last_committed_event() {
             logs(&mut c)
         );
     }
-    for id in 1..=3 {
-        stop_ship(&mut c, id);
-    }
-    block_in_place(|| c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10)));
+    stop_cluster(&mut c, 1..=3, &[]);
 }
 
 /// What only the leader's king sends, and its queue caps: a STUN binding
@@ -1020,10 +1011,7 @@ async fn stateless_packets_pushes_and_queue_caps_follow_vere() {
         "each packet of the burst is planned or recorded dropped, once"
     );
 
-    for id in 1..=3 {
-        stop_ship(&mut c, id);
-    }
-    block_in_place(|| c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10)));
+    stop_cluster(&mut c, 1..=3, &[]);
 }
 
 /// Jam vectors both runtimes check: the C runtime's `jam-check` reads
@@ -1178,11 +1166,5 @@ async fn c_and_rust_vere_ships_stay_in_step() {
         (LIFE + 1..=LIFE + 9).collect::<Vec<_>>(),
         "one event per request, in order, across three terms"
     );
-    for id in [1, 2] {
-        stop_ship(&mut c, id);
-    }
-    block_in_place(|| {
-        c.stop(&agent(3), Duration::from_secs(10));
-        c.stop(&Daemon::Gatekeeper(1), Duration::from_secs(10));
-    });
+    stop_cluster(&mut c, [1, 2], &[3]);
 }
