@@ -201,6 +201,41 @@ fn strict_checksums(ns: &Netns, dev: &str) {
     ns.exec("ethtool", &["-K", dev, "rx", "off"]);
 }
 
+/// The longest scry path vere accepts in a fine packet, in bytes.
+pub const LONGEST_SCRY_PATH: usize = 384;
+
+/// A fine response between two 16-byte ships with a `path_bytes`-long path
+/// and a full 1024-byte fragment of data: with the longest path
+/// ([`LONGEST_SCRY_PATH`]) it is longer than one packet on the lab's
+/// 1500-byte links, so the peer's kernel fragments it; with a path of 22
+/// bytes or less it fits one.
+pub fn fine_response(path_bytes: usize) -> Vec<u8> {
+    use ames::{Body, Meow, Packet, Peep, Prelude, Purr, ScryPath, Ship};
+    assert!(
+        (1..=LONGEST_SCRY_PATH).contains(&path_bytes),
+        "a path of 1 to {LONGEST_SCRY_PATH} bytes"
+    );
+    let path = format!("/{}", "p".repeat(path_bytes - 1));
+    let ship = Ship::new(0x1234_5678_9abc_def0_0fed_cba9_8765_4321);
+    let packet = Packet {
+        prelude: Prelude::new(ship, ship),
+        body: Body::FineResponse(Purr {
+            peep: Peep {
+                fragment: 7,
+                path: ScryPath::new(&path).expect("a valid scry path"),
+            },
+            meow: Meow {
+                signature: [0x5e; 64],
+                num_fragments: 9,
+                data: (0..1024).map(|b| (b * 7 % 251) as u8).collect(),
+            },
+        }),
+    }
+    .to_bytes();
+    assert_eq!(ames::classify_slice(&packet), ames::Class::FineResponse);
+    packet
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

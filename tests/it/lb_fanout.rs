@@ -19,7 +19,7 @@ use ames::{Body, Meow, Packet, Peep, Prelude, Purr, Rank, ScryPath, Ship};
 use config::{LbMode, TcAttach};
 use testkit::Daemon;
 use testkit::config_file::{ClusterFile, Replica};
-use testkit::edge::{EDGE_IF, EdgeLab, Family};
+use testkit::edge::{EDGE_IF, EdgeLab, Family, LONGEST_SCRY_PATH, fine_response};
 use testkit::process::Supervisor;
 use testkit::wait;
 
@@ -971,28 +971,11 @@ fn minimal_config(mode: LbMode, interface: &str) -> ClusterFile {
 // ---------------------------------------------------------------------------
 // IP fragments
 
-/// A fine response with the longest path vere accepts (384 bytes) and a full
-/// 1024-byte fragment of data, from a 16-byte ship to a 16-byte ship: longer
-/// than one packet on a 1500-byte link, so the peer's kernel fragments it.
+/// A fine response with the longest path vere accepts: longer than one
+/// packet on a 1500-byte link, so the peer's kernel fragments it.
 fn fragmented_fine_response() -> Vec<u8> {
-    let path = format!("/{}", "p".repeat(383));
-    let packet = Packet {
-        prelude: Prelude::new(ship_of(Rank::Sixteen), ship_of(Rank::Sixteen)),
-        body: Body::FineResponse(Purr {
-            peep: Peep {
-                fragment: 7,
-                path: ScryPath::new(&path).unwrap(),
-            },
-            meow: Meow {
-                signature: [0x5e; 64],
-                num_fragments: 9,
-                data: (0..1024).map(|b| (b * 7 % 251) as u8).collect(),
-            },
-        }),
-    }
-    .to_bytes();
+    let packet = fine_response(LONGEST_SCRY_PATH);
     assert!(packet.len() > 1472, "{} bytes fit one packet", packet.len());
-    assert_eq!(ames::classify_slice(&packet), ames::Class::FineResponse);
     packet
 }
 

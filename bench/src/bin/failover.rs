@@ -17,13 +17,15 @@
 //!    the killed replica is restarted and caught up before the next run.
 //!
 //! Environment: `BENCH_SECONDS` (each steady-state run, default 3),
-//! `BENCH_ROUNDS` (default 3), `FAILOVER_RUNS` (default 20), `SEGURO_BIN`.
+//! `BENCH_ROUNDS` (default 3), `FAILOVER_RUNS` (default 20), `SEGURO_BIN`,
+//! `BENCH_DIR` (keep the cluster's config, data and daemons' logs there,
+//! to read a slow failover's timeline against the kill times printed).
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use seguro_bench::{Latencies, knob, median, ms, table};
@@ -46,6 +48,7 @@ fn main() -> anyhow::Result<()> {
     let options = ClusterOptions {
         // Nothing is purged: each run reads back the events around its kill.
         checkpoint_every: 10_000_000,
+        dir: std::env::var_os("BENCH_DIR").map(Into::into),
         ..ClusterOptions::default()
     };
     let mut lab = ClusterLab::new(seguro_bench::seguro_binary()?, &options)
@@ -130,7 +133,8 @@ fn main() -> anyhow::Result<()> {
         sent_total += r.window;
         undelivered_total += r.undelivered;
         println!(
-            "run {run}: replica {} → {}, elected {}, first answer {}, {} of {} unanswered ({} of them committed), edge delivered all: {}",
+            "run {run}: killed at {:.3} (Unix time), replica {} → {}, elected {}, first answer {}, {} of {} unanswered ({} of them committed), edge delivered all: {}",
+            r.killed_unix.as_secs_f64(),
             r.old,
             r.new,
             ms(r.elected),
@@ -201,6 +205,8 @@ fn closed_loop(
 }
 
 struct Run {
+    /// When the leader was killed, to find it in the daemons' logs.
+    killed_unix: Duration,
     old: u8,
     new: u8,
     elected: Duration,
@@ -226,6 +232,9 @@ fn one_failover(lab: &mut ClusterLab) -> anyhow::Result<Run> {
     let probe = lab.probe(LOAD_RATE, Duration::from_secs(9))?;
     std::thread::sleep(Duration::from_secs(2));
     let (old, killed) = lab.kill_leader(Duration::from_secs(10))?;
+    let killed_unix = (SystemTime::now() - killed.elapsed())
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let Some(new) = lab.wait_new_leader(old, killed + Duration::from_secs(30), || false) else {
         bail!(
             "no new leader 30 s after killing replica {old}:\n{}",
@@ -248,6 +257,7 @@ fn one_failover(lab: &mut ClusterLab) -> anyhow::Result<Run> {
     lab.start_replica(old)?;
     lab.wait_caught_up(old, Duration::from_secs(60))?;
     Ok(Run {
+        killed_unix,
         old,
         new,
         elected,

@@ -11,6 +11,12 @@
 //! flood, and the ratios. Then the XDP program alone, in the kernel, on
 //! single frames (`BPF_PROG_TEST_RUN`): nanoseconds per packet.
 //!
+//! Fragmented datagrams (docs/EDGE.md): with `seguro lb` (XDP and relay
+//! modes), a fine response with the longest path vere accepts (two IPv4
+//! fragments on the lab's links, reassembled by the edge box and copied by
+//! the relay in every mode) against one that fits a packet, flat out, in
+//! the same rounds: the ratio is what fragmentation costs each mode.
+//!
 //! Environment: `BENCH_ENGINES` (see [`selected`]), `BENCH_SECONDS` (length
 //! of each measurement, default 4), `BENCH_ROUNDS` (default 3; engines
 //! interleave within a round, and the tables show medians), `BENCH_RATE`
@@ -31,7 +37,7 @@ use lb::kernel::Programs;
 use lb_abi::{FAMILY_V4, Plan};
 use seguro_bench::{CpuTimes, WorkloadCpu, cpus, knob, median, process_cpu, table};
 use testkit::config_file::{ClusterFile, Replica};
-use testkit::edge::{EDGE_IF, EdgeLab, Family};
+use testkit::edge::{EDGE_IF, EdgeLab, Family, LONGEST_SCRY_PATH, fine_response};
 use testkit::frame::{ETH_P_8021Q, Frame};
 use testkit::netns::Netns;
 use testkit::process::Supervisor;
@@ -144,8 +150,12 @@ fn main() {
         duration.as_secs(),
         senders()
     );
+    let whole = fine_response(22);
+    let fragmented = fine_response(LONGEST_SCRY_PATH);
+    assert!(whole.len() <= 1472 && fragmented.len() > 1472);
     let mut flat_out = Vec::new();
     let mut same_load = Vec::new();
+    let (mut fine_whole, mut fine_fragmented) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         // Engines interleaved, so that load from others on the machine
         // spreads over all of them.
@@ -178,6 +188,16 @@ fn main() {
                 duration,
                 Some(paced),
             ));
+            if matches!(engine, Engine::Xdp | Engine::Userspace) {
+                for (packet, results) in [
+                    (&whole, &mut fine_whole),
+                    (&fragmented, &mut fine_fragmented),
+                ] {
+                    results.push(measure(
+                        engine, &lab, &running, ship, packet, duration, None,
+                    ));
+                }
+            }
             running.stop(&lab);
         }
     }
@@ -187,6 +207,18 @@ fn main() {
         &format!("Same load: {paced} packets per second offered to every engine"),
         &same_load,
     );
+    report(
+        &format!("Fine response, whole ({} bytes), flat out", whole.len()),
+        &fine_whole,
+    );
+    report(
+        &format!(
+            "Fine response, fragmented ({} bytes: two IPv4 fragments), flat out",
+            fragmented.len()
+        ),
+        &fine_fragmented,
+    );
+    fragment_cost(&fine_whole, &fine_fragmented);
     test_run_report();
 }
 
@@ -239,13 +271,15 @@ fn counts(lab: &EdgeLab) -> [u64; 3] {
     [1, 2, 3].map(|i| read_counter(lab.replica(i)))
 }
 
-/// Counts, then drops, every copy at `ns`'s eth0 ingress, before its stack.
+/// Counts, then drops, every copy at `ns`'s eth0 ingress, before its stack:
+/// a fragmented copy once, by its first fragment (the one with the UDP
+/// header); its other fragments are dropped uncounted.
 fn count_at_ingress(ns: &Netns) {
     nft(
         ns,
         &format!(
             "table netdev bench {{\n chain count {{\n  type filter hook ingress device \"eth0\" priority 0;\n  \
-             udp dport {REPLICA_PORT} counter drop\n }}\n}}\n"
+             udp dport {REPLICA_PORT} counter drop\n  ip frag-off & 0x1fff != 0 drop\n }}\n}}\n"
         ),
     );
 }
@@ -585,6 +619,40 @@ fn report(title: &str, results: &[Measured]) {
             .filter(|(a, b)| !of(*a).is_empty() && !of(*b).is_empty())
             .map(|(a, b)| ratio(a, b))
             .collect::<Vec<_>>()
+        )
+    );
+}
+
+/// What fragmentation costs each engine: fragmented over whole datagrams,
+/// medians over rounds.
+fn fragment_cost(whole: &[Measured], fragmented: &[Measured]) {
+    let med = |results: &[Measured], e: Engine, f: &dyn Fn(&Measured) -> f64| {
+        let v: Vec<f64> = results.iter().filter(|m| m.engine == e).map(f).collect();
+        (!v.is_empty()).then(|| median(&v))
+    };
+    let rows: Vec<Vec<String>> = [Engine::Xdp, Engine::Userspace]
+        .into_iter()
+        .filter_map(|e| {
+            let pps = med(fragmented, e, &|m| m.min_pps())? / med(whole, e, &|m| m.min_pps())?;
+            let cpu = med(fragmented, e, &|m| m.cpu_us_per_packet())?
+                / med(whole, e, &|m| m.cpu_us_per_packet())?;
+            Some(vec![
+                short(e).to_owned(),
+                format!("{pps:.2}x"),
+                format!("{cpu:.2}x"),
+            ])
+        })
+        .collect();
+    println!("### Fragmented / whole fine responses\n");
+    println!(
+        "{}",
+        table(
+            &[
+                "engine",
+                "delivered datagrams/s per replica",
+                "CPU µs per datagram"
+            ],
+            &rows
         )
     );
 }
