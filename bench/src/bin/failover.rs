@@ -18,8 +18,9 @@
 //!
 //! Environment: `BENCH_SECONDS` (each steady-state run, default 3),
 //! `BENCH_ROUNDS` (default 3), `FAILOVER_RUNS` (default 20), `SEGURO_BIN`,
-//! `BENCH_DIR` (keep the cluster's config, data and daemons' logs there,
-//! to read a slow failover's timeline against the kill times printed).
+//! `SEGURO_BENCH_DIR` (keep the cluster's config, data and daemons' logs
+//! there, emptied first, to read a slow failover's timeline against the
+//! kill times printed; a temporary directory otherwise).
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -48,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let options = ClusterOptions {
         // Nothing is purged: each run reads back the events around its kill.
         checkpoint_every: 10_000_000,
-        dir: std::env::var_os("BENCH_DIR").map(Into::into),
+        dir: kept_dir()?,
         ..ClusterOptions::default()
     };
     let mut lab = ClusterLab::new(seguro_bench::seguro_binary()?, &options)
@@ -175,6 +176,18 @@ fn main() -> anyhow::Result<()> {
         lost_total - committed_total
     );
     Ok(())
+}
+
+/// `SEGURO_BENCH_DIR`, emptied, if set.
+fn kept_dir() -> anyhow::Result<Option<std::path::PathBuf>> {
+    let Some(dir) = std::env::var_os("SEGURO_BENCH_DIR").map(std::path::PathBuf::from) else {
+        return Ok(None);
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(Some(dir))
 }
 
 /// Waits until the ship answers.
