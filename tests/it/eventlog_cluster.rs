@@ -28,6 +28,15 @@ fn cluster(n: u8) -> Lab {
     c
 }
 
+/// Event log nodes `1..=n` on loopback, all started, and etcd running.
+fn started(n: u8) -> Lab {
+    let mut c = cluster(n);
+    for id in 1..=u32::from(n) {
+        start(&mut c, id);
+    }
+    c
+}
+
 fn rid(id: u32) -> ReplicaId {
     ReplicaId::new(id).unwrap()
 }
@@ -250,10 +259,7 @@ fn appender_append(a: &eventlog::Appender, n: u64) -> eventlog::AppendFuture {
 
 #[test]
 fn killing_the_leader_during_appends_loses_no_acknowledged_event() {
-    let mut c = cluster(3);
-    for id in 1..=3 {
-        start(&mut c, id);
-    }
+    let mut c = started(3);
     let rt = runtime();
     rt.block_on(async {
         let client = client(&c, 1, Duration::from_secs(20));
@@ -376,10 +382,7 @@ fn unreachable_lines(c: &Lab, id: u32, addr: &str) -> usize {
 /// cluster answered late after every failover.
 #[test]
 fn a_node_that_is_down_is_retried_after_a_backoff_not_in_a_loop() {
-    let mut c = cluster(3);
-    for id in 1..=3 {
-        start(&mut c, id);
-    }
+    let mut c = started(3);
     let rt = runtime();
     rt.block_on(async {
         let client = client(&c, 1, Duration::from_secs(20));
@@ -406,10 +409,7 @@ fn a_node_that_is_down_is_retried_after_a_backoff_not_in_a_loop() {
 
 #[test]
 fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
-    let mut c = cluster(3);
-    for id in 1..=3 {
-        start(&mut c, id);
-    }
+    let mut c = started(3);
     let rt = runtime();
     rt.block_on(async {
         let client = client(&c, 1, Duration::from_secs(20));
@@ -481,10 +481,7 @@ fn a_wiped_replica_recovers_from_a_snapshot_after_truncation() {
 
 #[test]
 fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
-    let mut c = cluster(3);
-    for id in 1..=3 {
-        start(&mut c, id);
-    }
+    let mut c = started(3);
     let rt = runtime();
     let (lead, epoch) = rt.block_on(async {
         let client = client(&c, 1, Duration::from_secs(20));
@@ -589,8 +586,7 @@ fn membership_changes_from_3_to_4_to_3_and_status_reports_it() {
 
 #[test]
 fn a_client_of_another_ca_is_refused() {
-    let mut c = cluster(1);
-    start(&mut c, 1);
+    let c = started(1);
     let rt = runtime();
     rt.block_on(async {
         let good = client(&c, 1, Duration::from_secs(5));
@@ -632,8 +628,7 @@ fn a_client_of_another_ca_is_refused() {
 
 #[test]
 fn a_torn_tail_is_cut_and_a_damaged_record_stops_the_node() {
-    let mut c = cluster(1);
-    start(&mut c, 1);
+    let mut c = started(1);
     let rt = runtime();
     let (_lead, epoch) = rt.block_on(term(&c, 1));
     let acked = rt.block_on(async {
@@ -873,8 +868,7 @@ fn metric(m: &telemetry::Exposition, name: &str) -> f64 {
 
 #[test]
 fn the_appender_merges_concurrent_appends_into_batches() {
-    let mut c = cluster(1);
-    start(&mut c, 1);
+    let c = started(1);
     let rt = runtime();
     rt.block_on(async {
         let config = testkit::load_config(&c.config_path());
@@ -955,10 +949,7 @@ async fn write_until_refused(
 
 #[test]
 fn two_writers_that_both_believe_they_lead_cannot_interleave_or_fork_the_log() {
-    let mut c = cluster(3);
-    for id in 1..=3 {
-        start(&mut c, id);
-    }
+    let c = started(3);
     let rt = runtime();
     rt.block_on(async {
         let old_client = client(&c, 1, Duration::from_secs(20));
@@ -1047,8 +1038,7 @@ fn two_writers_that_both_believe_they_lead_cannot_interleave_or_fork_the_log() {
 /// load leaves the node on what it had.
 #[test]
 fn a_node_reloads_its_ca_bundle_and_certificate_on_sighup() {
-    let mut c = cluster(1);
-    start(&mut c, 1);
+    let mut c = started(1);
     let rt = runtime();
     let old = client(&c, 1, Duration::from_secs(5));
     rt.block_on(wait_healthy(&old, 1));

@@ -103,11 +103,7 @@ static size_t depth(int kind) {
 
 static void enqueue(int kind, const uint8_t *pid, uint32_t ip, uint16_t port, const uint8_t *blob,
                     size_t len) {
-  if (q_len == q_cap) {
-    q_cap = q_cap ? 2 * q_cap : 64;
-    queue = realloc(queue, q_cap * sizeof *queue);
-    if (!queue) abort();
-  }
+  queue = vere_room(queue, q_len, &q_cap, sizeof *queue, 64);
   ovum *o = &queue[q_len++];
   o->kind = kind;
   if (pid) memcpy(o->pid, pid, 16);

@@ -82,11 +82,7 @@ static struct {
 } disk;
 
 static void disk_index(off_t at) {
-  if (disk.n == disk.cap) {
-    disk.cap = disk.cap ? 2 * disk.cap : 1024;
-    disk.offs = realloc(disk.offs, disk.cap * sizeof *disk.offs);
-    if (!disk.offs) abort();
-  }
+  disk.offs = vere_room(disk.offs, disk.n, &disk.cap, sizeof *disk.offs, 1024);
   disk.offs[disk.n++] = at;
 }
 
@@ -254,11 +250,7 @@ static uint64_t term;
 
 static void gift_add(uint64_t eve, int push, uint32_t ip, uint16_t port, const uint8_t *p,
                      size_t len) {
-  if (n_gifts == cap_gifts) {
-    cap_gifts = cap_gifts ? 2 * cap_gifts : 64;
-    gifts = realloc(gifts, cap_gifts * sizeof *gifts);
-    if (!gifts) abort();
-  }
+  gifts = vere_room(gifts, n_gifts, &cap_gifts, sizeof *gifts, 64);
   gift *g = &gifts[n_gifts++];
   g->eve = eve;
   g->push = push;

@@ -5,8 +5,22 @@
 #define VERE_VERE_H
 
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "noun.h"
+
+/* Room for one more element of `size` bytes in `arr`, which holds `len` of
+ * `*cap`: doubles the capacity (from `first`) when full. Returns the array,
+ * moved or not; aborts when memory runs out, as vere's allocator does. */
+static inline void *vere_room(void *arr, size_t len, size_t *cap, size_t size, size_t first) {
+  if (len < *cap) return arr;
+  size_t want = *cap ? 2 * *cap : first;
+  if (want > SIZE_MAX / size) abort();
+  void *grown = realloc(arr, want * size);
+  if (!grown) abort();
+  *cap = want;
+  return grown;
+}
 
 /* Events 1..LIFE of a new ship: the boot sequence, `[%boot i]`. */
 #define VERE_LIFE 3
