@@ -404,6 +404,10 @@ fn a_node_that_is_down_is_retried_after_a_backoff_not_in_a_loop() {
             tries <= 150,
             "node {leader} tried to reach node {down} {tries} times in 3 s"
         );
+        // Back, the node is replicated to again and catches up.
+        start(&mut c, down);
+        let last = caught_up(&client, &c, down, acked).await;
+        check_node(&client, &c, down, 1, last).await;
     });
 }
 
