@@ -117,6 +117,23 @@ pub fn knob(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u
 
 /// The `seguro` binary a benchmark drives: `$SEGURO_BIN`, else the one
 /// next to the benchmark's own (the `make bench-*` targets build both).
+/// The directory a benchmark keeps its files in: `SEGURO_BENCH_DIR`, else
+/// `default`; emptied and created. `None` if neither is given.
+pub fn fresh_dir(default: Option<&str>) -> anyhow::Result<Option<std::path::PathBuf>> {
+    use anyhow::Context as _;
+    let Some(dir) = std::env::var_os("SEGURO_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| default.map(std::path::PathBuf::from))
+    else {
+        return Ok(None);
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(Some(dir))
+}
+
 pub fn seguro_binary() -> anyhow::Result<std::path::PathBuf> {
     if let Some(path) = std::env::var_os("SEGURO_BIN") {
         return Ok(path.into());

@@ -21,7 +21,7 @@
 //! writeback or deletions. The node data goes under `SEGURO_BENCH_DIR` (default
 //! target/bench-eventlog), which must be on a real disk.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -383,12 +383,9 @@ async fn wait_leader(client: &Client) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let dur = secs();
     let steady_dur = Duration::from_secs(knob("SEGURO_BENCH_STEADY_SECS", 10, 1..=60));
-    let root = std::env::var_os("SEGURO_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/bench-eventlog"));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
-    let root = root.canonicalize()?;
+    let root = seguro_bench::fresh_dir(Some("target/bench-eventlog"))?
+        .expect("a default directory")
+        .canonicalize()?;
     let fs = fs_type(&root);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("# Event log benchmark\n");

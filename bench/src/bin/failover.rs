@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let options = ClusterOptions {
         // Nothing is purged: each run reads back the events around its kill.
         checkpoint_every: 10_000_000,
-        dir: kept_dir()?,
+        dir: seguro_bench::fresh_dir(None)?,
         ..ClusterOptions::default()
     };
     let mut lab = ClusterLab::new(seguro_bench::seguro_binary()?, &options)
@@ -176,18 +176,6 @@ fn main() -> anyhow::Result<()> {
         lost_total - committed_total
     );
     Ok(())
-}
-
-/// `SEGURO_BENCH_DIR`, emptied, if set.
-fn kept_dir() -> anyhow::Result<Option<std::path::PathBuf>> {
-    let Some(dir) = std::env::var_os("SEGURO_BENCH_DIR").map(std::path::PathBuf::from) else {
-        return Ok(None);
-    };
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(Some(dir))
 }
 
 /// Waits until the ship answers.

@@ -15,7 +15,7 @@
 //! `SEGURO_BENCH_SECS` (default 300). Files go under `SEGURO_BENCH_DIR`
 //! (default target/bench-pier), which must be on a real disk.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,15 +48,9 @@ fn main() -> anyhow::Result<()> {
     let events = knob("SEGURO_BENCH_EVENTS", 1_000_000, 1_000..=100_000_000);
     let size = knob("SEGURO_BENCH_EVENT_BYTES", 200, 5..=1_000_000);
     let limit = Duration::from_secs(knob("SEGURO_BENCH_SECS", 300, 10..=3_600));
-    let root = std::env::var_os("SEGURO_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/bench-pier"));
-    if root.exists() {
-        std::fs::remove_dir_all(&root)
-            .with_context(|| format!("cannot clear {}", root.display()))?;
-    }
-    std::fs::create_dir_all(&root)?;
-    let root = root.canonicalize()?;
+    let root = seguro_bench::fresh_dir(Some("target/bench-pier"))?
+        .expect("a default directory")
+        .canonicalize()?;
     let pier = root.join("pier");
     let pier_arg = pier.to_str().context("a UTF-8 path")?;
 
